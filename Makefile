@@ -1,0 +1,60 @@
+# Everything a fresh machine with only Python 3.11 needs: uv is bootstrapped into .tools/,
+# dependencies come from uv.lock, state lives in .churn/ (see README "Settings").
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+RUN := $(UV) run --frozen
+
+STATE_DIR := $(or $(CHURN_STATE_DIR),.churn)
+DATA := $(or $(CHURN_DATA_PATH),data/telco_churn.csv)
+export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
+
+.PHONY: help sync data run dev mlflow-ui production rollback lint test clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+sync: $(UV)  ## install the locked dependencies into .venv
+	$(UV) sync --frozen
+
+data: sync  ## generate synthetic customers unless the data file exists
+	@if [ -f "$(DATA)" ]; then echo "using existing $(DATA)"; \
+	else $(RUN) churn generate-data --out "$(DATA)"; fi
+
+run: data  ## run the whole asset graph and show the promoted model
+	@mkdir -p "$(DAGSTER_HOME)"
+	$(RUN) dagster job execute -m churn_assets.definitions -j churn_training
+	$(RUN) churn production
+
+dev: data  ## Dagster UI (http://127.0.0.1:3000) on the same instance as make run
+	@mkdir -p "$(DAGSTER_HOME)"
+	$(RUN) dagster dev -w workspace.yaml
+
+mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000) on the local store
+	@mkdir -p "$(abspath $(STATE_DIR))"
+	$(RUN) mlflow ui --backend-store-uri "sqlite:///$(abspath $(STATE_DIR))/mlflow.db" \
+		--default-artifact-root "$(abspath $(STATE_DIR))/mlartifacts" --port 5000
+
+production: sync  ## show the production version and its holdout metrics
+	$(RUN) churn production
+
+rollback: sync  ## move production back to the version it replaced (TO=N for another)
+	$(RUN) churn rollback $(if $(TO),--to $(TO))
+
+lint: sync  ## ruff (lint and format) and mypy
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+test: lint  ## lint, then the whole test suite
+	$(RUN) pytest
+
+clean:  ## remove local state (MLflow store, Dagster home); keeps data/
+	rm -rf "$(STATE_DIR)"

@@ -1,0 +1,80 @@
+"""Evaluation: the registered candidate scored on the holdout beside the production model."""
+
+import dagster as dg
+
+from churn_assets.assets.metadata import GROUP, OWNERS, mlflow_links, model_links
+from churn_assets.ml import evaluation, plots, registry, tracking
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.splitting import CustomerSplits
+from churn_assets.ml.tracking import ModelCandidate
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"mlflow", "sklearn"},
+    code_version="1",
+    required_resource_keys={"mlflow"},
+)
+def evaluation_report(
+    context: dg.AssetExecutionContext, churn_model: ModelCandidate, customer_splits: CustomerSplits
+) -> dg.Output:
+    """Holdout metrics and plots of the registered candidate, compared with production."""
+    settings = ChurnSettings()
+    client = tracking.client(settings)
+    holdout = customer_splits.holdout
+    # Score what the registry serves, not the in-memory object, so a broken artifact fails here.
+    candidate_probability = evaluation.score_model_uri(churn_model.uri, holdout)
+    production = registry.production_version(client, churn_model.name, settings.production_alias)
+    production_probability = (
+        None
+        if production is None
+        else evaluation.score_model_uri(f"models:/{churn_model.name}/{production.version}", holdout)
+    )
+    report = evaluation.build_report(
+        churn_model.name,
+        churn_model.version,
+        churn_model.run_id,
+        holdout,
+        candidate_probability,
+        None if production is None else str(production.version),
+        production_probability,
+    )
+    curves = {f"candidate v{churn_model.version}": candidate_probability}
+    if production_probability is not None:
+        curves[f"production v{report.production_version}"] = production_probability
+    y = holdout["Churn"].to_numpy()
+    images = {
+        "roc": plots.roc_plot(y, curves),
+        "precision_recall": plots.precision_recall_plot(y, curves),
+        "calibration": plots.calibration_plot(y, curves),
+    }
+    mlf = context.resources.mlflow
+    mlf.log_metrics({f"holdout_{k}": v for k, v in report.candidate.items()})
+    mlf.log_text(report.to_json(), "evaluation/report.json")
+    mlf.log_text(report.to_markdown(), "evaluation/report.md")
+    for name, png in images.items():
+        tracking.log_png(png, f"evaluation/{name}.png")
+    for name in evaluation.VERSION_TAG_METRICS:
+        client.set_model_version_tag(
+            churn_model.name,
+            churn_model.version,
+            f"holdout_{name}",
+            f"{report.candidate[name]:.6f}",
+        )
+    run = mlf.active_run()
+    return dg.Output(
+        report,
+        metadata={
+            **model_links(settings, churn_model.name, churn_model.version),
+            **mlflow_links(settings, run.info.experiment_id, run.info.run_id),
+            **{f"holdout_{k}": v for k, v in report.candidate.items()},
+            **report.confusion,
+            "production_version": report.production_version or "none",
+            "production_auc": (report.production or {}).get("auc", float("nan")),
+            "report": dg.MetadataValue.md(report.to_markdown()),
+            "plots": dg.MetadataValue.md(
+                "\n\n".join(plots.markdown_image(png, name) for name, png in images.items())
+            ),
+        },
+    )

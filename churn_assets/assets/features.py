@@ -1,0 +1,68 @@
+"""Features: the train/holdout split and the preprocessor fitted on training rows."""
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import skops.io
+from pydantic import Field
+from sklearn.compose import ColumnTransformer
+
+from churn_assets.assets.metadata import GROUP, OWNERS, frame_metadata
+from churn_assets.ml import features, schema
+from churn_assets.ml.splitting import CustomerSplits, features_and_target, split_customers
+
+
+class SplitConfig(dg.Config):
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of customers held out for evaluation only."
+    )
+    seed: int = Field(42, description="Seed fixing which customers land in the holdout.")
+
+
+@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"sklearn", "pandas"}, code_version="1")
+def customer_splits(config: SplitConfig, cleaned_customers: pd.DataFrame) -> dg.Output:
+    """Deterministic train/holdout split, stratified on Churn so both keep the churn rate."""
+    splits = split_customers(cleaned_customers, config.holdout_fraction, config.seed)
+    target = schema.TARGET_COLUMN
+    return dg.Output(
+        splits,
+        metadata={
+            "dagster/row_count": len(splits.train) + len(splits.holdout),
+            "train_rows": len(splits.train),
+            "holdout_rows": len(splits.holdout),
+            "train_churn_rate": float(splits.train[target].mean()),
+            "holdout_churn_rate": float(splits.holdout[target].mean()),
+            "data_sha256": splits.data_sha256,
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"sklearn", "mlflow"},
+    code_version="1",
+    required_resource_keys={"mlflow"},
+)
+def preprocessor(context: dg.AssetExecutionContext, customer_splits: CustomerSplits) -> dg.Output:
+    """Column transform fitted on training rows only; logged to MLflow and part of the model."""
+    train_features, _ = features_and_target(customer_splits.train)
+    fitted: ColumnTransformer = features.fit_preprocessor(train_features)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "preprocessor.skops"
+        skops.io.dump(fitted, path)
+        context.resources.mlflow.log_artifact(str(path), artifact_path="preprocessor")
+    output = features.output_features(fitted)
+    return dg.Output(
+        fitted,
+        metadata={
+            **frame_metadata(train_features),
+            "output_features": ", ".join(output),
+            "categorical_features": len(schema.CATEGORICAL_FEATURES),
+            "numeric_features": len(schema.NUMERIC_FEATURES),
+            "mlflow_artifact": "preprocessor/preprocessor.skops",
+            "mlflow_run_id": context.resources.mlflow.active_run().info.run_id,
+        },
+    )

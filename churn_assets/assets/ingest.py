@@ -1,0 +1,55 @@
+"""Ingest: the customer export as read, and the cleaned, typed customer table."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from churn_assets.assets.metadata import GROUP, OWNERS, frame_metadata
+from churn_assets.ml import cleaning, schema, tracking
+from churn_assets.ml.settings import ChurnSettings
+
+
+class RawCustomersConfig(dg.Config):
+    path: str | None = Field(
+        None, description="CSV export to read; defaults to CHURN_DATA_PATH (data/telco_churn.csv)."
+    )
+
+
+@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"csv", "pandas"}, code_version="1")
+def raw_customers(context: dg.AssetExecutionContext, config: RawCustomersConfig) -> dg.Output:
+    """The customer export exactly as read; its data version is the file's SHA-256."""
+    path = Path(config.path) if config.path else ChurnSettings().data_path
+    sha256 = tracking.file_sha256(path) if path.is_file() else ""
+    frame = cleaning.read_customer_csv(path, sha256)
+    context.log.info(f"read {len(frame)} rows from {path}")
+    return dg.Output(
+        frame,
+        data_version=dg.DataVersion(sha256),
+        metadata={
+            **frame_metadata(frame),
+            "path": dg.MetadataValue.path(str(path.resolve())),
+            "sha256": sha256,
+            "size_bytes": path.stat().st_size,
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"pandas"}, code_version="1")
+def cleaned_customers(raw_customers: pd.DataFrame) -> dg.Output:
+    """Typed customers: levels validated, blanks filled, one row per customerID, Churn as 0/1."""
+    cleaned, report = cleaning.clean_customers(raw_customers)
+    churn_rate = float(cleaned[schema.TARGET_COLUMN].mean())
+    return dg.Output(
+        cleaned,
+        metadata={
+            **frame_metadata(cleaned),
+            "rows_in": report.rows_in,
+            "duplicate_ids_dropped": report.duplicate_ids_dropped,
+            "total_charges_filled": report.total_charges_filled,
+            "extra_columns_ignored": ", ".join(report.extra_columns) or "none",
+            "churn_rate": churn_rate,
+            "preview": dg.MetadataValue.md(cleaned.head(5).to_markdown(index=False)),
+        },
+    )

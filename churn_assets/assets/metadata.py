@@ -1,0 +1,43 @@
+"""What every churn asset shares: its group, owners, and metadata builders for the UI."""
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from churn_assets.ml.settings import ChurnSettings
+
+GROUP = "churn"
+OWNERS = ["team:churn-ml"]
+
+
+def table_schema(frame: pd.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()]
+    )
+
+
+def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
+    """Row count and column schema, in the keys the Dagster UI renders natively."""
+    return {
+        "dagster/row_count": len(frame),
+        "dagster/column_schema": table_schema(frame),
+    }
+
+
+def mlflow_links(settings: ChurnSettings, experiment_id: str, run_id: str) -> dict[str, Any]:
+    """Run ID and a link to the run in the MLflow UI (`make mlflow-ui` for the local store)."""
+    base = settings.ui_url.rstrip("/")
+    return {
+        "mlflow_run_id": run_id,
+        "mlflow_run": dg.MetadataValue.url(f"{base}/#/experiments/{experiment_id}/runs/{run_id}"),
+        "mlflow_tracking_uri": settings.tracking_uri,
+    }
+
+
+def model_links(settings: ChurnSettings, name: str, version: str) -> dict[str, Any]:
+    base = settings.ui_url.rstrip("/")
+    return {
+        "model_uri": f"models:/{name}/{version}",
+        "model_version": dg.MetadataValue.url(f"{base}/#/models/{name}/versions/{version}"),
+    }

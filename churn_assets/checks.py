@@ -1,0 +1,85 @@
+"""Asset checks: data quality of cleaned customers and the blocking quality gate."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from churn_assets.assets.evaluation import evaluation_report
+from churn_assets.assets.ingest import cleaned_customers
+from churn_assets.ml import quality, registry, tracking
+from churn_assets.ml.evaluation import EvaluationReport
+from churn_assets.ml.gate import GateThresholds, evaluate_gate
+from churn_assets.ml.settings import ChurnSettings
+
+CLEANED_CUSTOMERS = cleaned_customers.key
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(rule.__name__, asset=cleaned_customers, blocking=True)
+        for rule in quality.RULES
+    ],
+    description="Data-quality rules on cleaned customers; a failure stops training.",
+)
+def customer_data_quality(cleaned_customers: pd.DataFrame) -> Iterator[dg.AssetCheckResult]:
+    for result in quality.evaluate_rules(cleaned_customers):
+        yield dg.AssetCheckResult(
+            asset_key=CLEANED_CUSTOMERS,
+            check_name=result.name,
+            passed=result.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=result.description,
+            metadata=result.metadata,
+        )
+
+
+class QualityGateConfig(dg.Config):
+    """Leave a field unset to use its environment variable (CHURN_MIN_AUC, ...) or default."""
+
+    min_auc: float | None = Field(None, ge=0, le=1, description="Minimum holdout AUC.")
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="Minimum holdout accuracy.")
+    max_auc_drop: float | None = Field(
+        None, ge=0, le=1, description="Largest AUC loss allowed against production."
+    )
+
+    def thresholds(self, settings: ChurnSettings) -> GateThresholds:
+        return GateThresholds(
+            min_auc=settings.min_auc if self.min_auc is None else self.min_auc,
+            min_accuracy=settings.min_accuracy if self.min_accuracy is None else self.min_accuracy,
+            max_auc_drop=settings.max_auc_drop if self.max_auc_drop is None else self.max_auc_drop,
+        )
+
+
+@dg.asset_check(
+    asset=evaluation_report,
+    blocking=True,
+    description="Candidate meets minimum AUC and accuracy and is no worse than production.",
+)
+def quality_gate(
+    config: QualityGateConfig, evaluation_report: EvaluationReport
+) -> dg.AssetCheckResult:
+    settings = ChurnSettings()
+    thresholds = config.thresholds(settings)
+    result = evaluate_gate(evaluation_report, thresholds)
+    # The verdict goes on the model version so promotion can verify it in any later run.
+    registry.record_gate(
+        tracking.client(settings),
+        evaluation_report.model_name,
+        evaluation_report.candidate_version,
+        passed=result.passed,
+        compared_with=evaluation_report.production_version,
+    )
+    metadata: dict[str, float | str] = {"candidate_version": evaluation_report.candidate_version}
+    for criterion in result.criteria:
+        metadata[criterion.name] = dg.MetadataValue.md(
+            f"**{criterion.value:.4f}** (threshold {criterion.threshold:.4f}): "
+            f"{'passed' if criterion.passed else 'FAILED'}"
+        )
+    return dg.AssetCheckResult(
+        passed=result.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=result.summary(),
+        metadata=metadata,
+    )

@@ -1,0 +1,1 @@
+"""Plain ML code with no Dagster imports: schema, cleaning, training, evaluation, registry."""

@@ -1,0 +1,165 @@
+"""Reading and cleaning the customer export, failing loudly on anything it cannot trust.
+
+Every problem is reported with the column, the offending value and an example line of the
+file (line 1 is the header), because the person fixing an export needs to find the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from churn_assets.ml import schema
+
+#: File line of data row 0: line 1 is the header.
+_FIRST_DATA_LINE = 2
+#: `DataFrame.attrs` key carrying the source file's SHA-256 from reading to the split, so the
+#: model version can be tagged with the exact file it was trained on.
+SOURCE_SHA256 = "source_sha256"
+
+
+class CustomerDataError(ValueError):
+    """The export cannot be used as training data; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class CleaningReport:
+    """What cleaning changed, for the asset's metadata."""
+
+    rows_in: int
+    rows_out: int
+    duplicate_ids_dropped: int
+    total_charges_filled: int
+    extra_columns: list[str] = field(default_factory=list)
+
+
+def read_customer_csv(path: Path, sha256: str) -> pd.DataFrame:
+    """Read the export as text exactly as written, so cleaning sees every quirk."""
+    if not path.is_file():
+        raise CustomerDataError(
+            f"customer file {path} does not exist: set CHURN_DATA_PATH or generate one with "
+            f"`churn generate-data --out {path}`"
+        )
+    if path.stat().st_size == 0:
+        raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    if frame.empty:
+        raise CustomerDataError(f"customer file {path} has a header but no customer rows")
+    frame.attrs[SOURCE_SHA256] = sha256
+    return frame
+
+
+def _example(raw: pd.DataFrame, mask: np.ndarray | pd.Series) -> str:
+    """Describe the first offending row as 'line N (customerID X)'."""
+    position = int(np.flatnonzero(np.asarray(mask))[0])
+    customer = raw[schema.ID_COLUMN].iloc[position] if schema.ID_COLUMN in raw else "?"
+    return f"line {position + _FIRST_DATA_LINE} (customerID {customer!r})"
+
+
+def _fail(raw: pd.DataFrame, column: str, mask: pd.Series, problem: str) -> None:
+    count = int(np.asarray(mask).sum())
+    value = raw[column].iloc[int(np.flatnonzero(np.asarray(mask))[0])]
+    raise CustomerDataError(
+        f"column {column!r}: {count} row(s) {problem}, e.g. {value!r} at {_example(raw, mask)}"
+    )
+
+
+def _check_columns(raw: pd.DataFrame) -> list[str]:
+    if raw.empty:
+        raise CustomerDataError("customer data has no rows")
+    missing = [c for c in schema.RAW_COLUMNS if c not in raw.columns]
+    if missing:
+        raise CustomerDataError(
+            f"missing required column(s) {', '.join(map(repr, missing))}; "
+            f"found columns: {', '.join(map(str, raw.columns))}"
+        )
+    return [c for c in raw.columns if c not in schema.RAW_COLUMNS]
+
+
+def _parse_number(raw: pd.DataFrame, text: pd.Series, column: str) -> pd.Series:
+    values = pd.to_numeric(text, errors="coerce")
+    _reject(raw, column, values.isna() & (text != ""), "are not numbers")
+    return values
+
+
+def _reject(raw: pd.DataFrame, column: str, mask: pd.Series, problem: str) -> None:
+    if bool(mask.any()):
+        _fail(raw, column, mask, problem)
+
+
+def _clean_numeric(raw: pd.DataFrame, text: dict[str, pd.Series]) -> tuple[pd.DataFrame, int]:
+    tenure = _parse_number(raw, text["tenure"], "tenure")
+    monthly = _parse_number(raw, text["MonthlyCharges"], "MonthlyCharges")
+    total = _parse_number(raw, text["TotalCharges"], "TotalCharges")
+    for column, values in (("tenure", tenure), ("MonthlyCharges", monthly)):
+        _reject(raw, column, values.isna(), "are blank")
+    _reject(raw, "tenure", tenure != tenure.round(), "are not whole months")
+    senior = text["SeniorCitizen"]
+    _reject(raw, "SeniorCitizen", ~senior.isin(["0", "1"]), "are not 0 or 1")
+    # The export leaves TotalCharges blank for customers not billed yet (tenure 0); what
+    # they have been billed is tenure x monthly charge, which is 0 for them.
+    blank_total = total.isna()
+    total = total.where(~blank_total, tenure * monthly)
+    numeric = pd.DataFrame(
+        {
+            "SeniorCitizen": senior.astype(np.int64),
+            "tenure": tenure.astype(np.int64),
+            "MonthlyCharges": monthly.astype(np.float64),
+            "TotalCharges": total.astype(np.float64),
+        }
+    )
+    for column, (low, high) in schema.NUMERIC_RANGES.items():
+        values = numeric[column]
+        _reject(raw, column, values < low, f"are below the minimum {low}")
+        _reject(raw, column, values > high, f"are above the plausible maximum {high}")
+    return numeric, int(blank_total.sum())
+
+
+def clean_customers(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
+    """Typed, validated customers: categorical levels checked, target 0/1, one row per ID.
+
+    Duplicate customerIDs keep their last row: exports append, so the last row is newest.
+    """
+    extra = _check_columns(raw)
+    text = {c: raw[c].astype(str).str.strip() for c in schema.RAW_COLUMNS}
+    ids = text[schema.ID_COLUMN]
+    _reject(raw, schema.ID_COLUMN, ids == "", "are blank")
+
+    categorical = {}
+    for column, levels in schema.CATEGORICAL_LEVELS.items():
+        values = text[column]
+        unknown = ~values.isin(levels)
+        if bool(unknown.any()):
+            _fail(raw, column, unknown, f"have a level outside {list(levels)}")
+        categorical[column] = pd.Categorical(values, categories=levels)
+
+    target = text[schema.TARGET_COLUMN]
+    _reject(raw, schema.TARGET_COLUMN, ~target.isin(schema.TARGET_LEVELS), "are not 'Yes' or 'No'")
+    numeric, filled = _clean_numeric(raw, text)
+
+    cleaned = pd.DataFrame({schema.ID_COLUMN: ids.to_numpy()}, index=raw.index)
+    for column in schema.FEATURE_COLUMNS:
+        cleaned[column] = categorical[column] if column in categorical else numeric[column]
+    cleaned[schema.TARGET_COLUMN] = (target == "Yes").astype(np.int8).to_numpy()
+
+    duplicated = cleaned.duplicated(schema.ID_COLUMN, keep="last")
+    cleaned = cleaned.loc[~duplicated].reset_index(drop=True)
+    cleaned.attrs = dict(raw.attrs)
+    classes = set(cleaned[schema.TARGET_COLUMN].unique().tolist())
+    if classes != {0, 1}:
+        only = "Yes" if classes == {1} else "No"
+        raise CustomerDataError(
+            f"column {schema.TARGET_COLUMN!r} has a single class: every row is {only!r}, "
+            f"e.g. {_example(raw, np.ones(len(raw), dtype=bool))}; a churn model needs both"
+        )
+    report = CleaningReport(
+        rows_in=len(raw),
+        rows_out=len(cleaned),
+        duplicate_ids_dropped=int(duplicated.sum()),
+        total_charges_filled=filled,
+        extra_columns=extra,
+    )
+    return cleaned, report

@@ -1,0 +1,81 @@
+"""Evaluation plots as PNG bytes, for MLflow artifacts and Markdown in Dagster metadata."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on servers or in CI
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+# Curves on millions of rows are drawn from at most this many points.
+_MAX_CURVE_POINTS = 2_000
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _thin(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    step = max(1, len(arrays[0]) // _MAX_CURVE_POINTS)
+    return tuple(a[::step] for a in arrays)
+
+
+def markdown_image(png: bytes, title: str) -> str:
+    """Inline the PNG so the Dagster UI shows it without access to the artifact store."""
+    return f"![{title}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+def feature_importance_plot(importance: Mapping[str, float], top: int = 20) -> bytes:
+    ranked = sorted(importance.items(), key=lambda item: item[1])[-top:]
+    figure, axis = plt.subplots(figsize=(6, 5))
+    axis.barh([name for name, _ in ranked], [value for _, value in ranked], color="#4c72b0")
+    axis.set_xlabel("total gain")
+    axis.set_title("LightGBM feature importance")
+    return _png(figure)
+
+
+def roc_plot(y_true: np.ndarray, curves: Mapping[str, np.ndarray]) -> bytes:
+    figure, axis = plt.subplots(figsize=(5, 5))
+    for label, probability in curves.items():
+        fpr, tpr, _ = roc_curve(y_true, probability)
+        axis.plot(*_thin(fpr, tpr), label=label)
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (holdout)")
+    axis.legend(loc="lower right")
+    return _png(figure)
+
+
+def precision_recall_plot(y_true: np.ndarray, curves: Mapping[str, np.ndarray]) -> bytes:
+    figure, axis = plt.subplots(figsize=(5, 5))
+    for label, probability in curves.items():
+        precision, recall, _ = precision_recall_curve(y_true, probability)
+        axis.plot(*_thin(recall, precision), label=label)
+    axis.axhline(float(np.mean(y_true)), linestyle="--", color="grey", label="churn rate")
+    axis.set(xlabel="recall", ylabel="precision", title="Precision-recall (holdout)")
+    axis.legend(loc="upper right")
+    return _png(figure)
+
+
+def calibration_plot(y_true: np.ndarray, curves: Mapping[str, np.ndarray]) -> bytes:
+    figure, axis = plt.subplots(figsize=(5, 5))
+    for label, probability in curves.items():
+        observed, predicted = calibration_curve(y_true, probability, n_bins=10, strategy="quantile")
+        axis.plot(predicted, observed, marker="o", label=label)
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
+    axis.set(xlabel="predicted churn probability", ylabel="observed churn rate")
+    axis.set_title("Calibration (holdout)")
+    axis.legend(loc="upper left")
+    return _png(figure)

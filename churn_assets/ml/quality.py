@@ -1,0 +1,89 @@
+"""Data-quality rules for cleaned customers, independent of how they are reported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from churn_assets.ml import schema
+
+#: Churn rates outside this band point at a broken extract (wrong file, filtered rows),
+#: not at a change in customers: the public data sits at 26.5%.
+PLAUSIBLE_CHURN_RATE = (0.05, 0.60)
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    """One rule's verdict with the figures that justify it."""
+
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def required_columns(frame: pd.DataFrame) -> QualityResult:
+    expected = [schema.ID_COLUMN, *schema.FEATURE_COLUMNS, schema.TARGET_COLUMN]
+    missing = [c for c in expected if c not in frame.columns]
+    return QualityResult(
+        "required_columns",
+        not missing,
+        "Every feature column, the ID and the target are present.",
+        {"missing": ", ".join(missing) or "none", "columns": len(frame.columns)},
+    )
+
+
+def binary_target(frame: pd.DataFrame) -> QualityResult:
+    values = sorted(frame[schema.TARGET_COLUMN].unique().tolist())
+    return QualityResult(
+        "binary_target",
+        values == [0, 1],
+        "The target holds exactly the classes 0 and 1.",
+        {"classes": str(values)},
+    )
+
+
+def churn_rate_plausible(frame: pd.DataFrame) -> QualityResult:
+    rate = float(frame[schema.TARGET_COLUMN].mean())
+    low, high = PLAUSIBLE_CHURN_RATE
+    return QualityResult(
+        "churn_rate_plausible",
+        low <= rate <= high,
+        f"The churn rate lies in [{low:.0%}, {high:.0%}].",
+        {"churn_rate": rate, "min": low, "max": high},
+    )
+
+
+def no_null_features(frame: pd.DataFrame) -> QualityResult:
+    nulls = frame[list(schema.FEATURE_COLUMNS)].isna().sum()
+    offending = {c: int(n) for c, n in nulls.items() if n}
+    return QualityResult(
+        "no_null_features",
+        not offending,
+        "No feature has a missing value after cleaning.",
+        {"null_counts": str(offending or "none")},
+    )
+
+
+def numeric_ranges(frame: pd.DataFrame) -> QualityResult:
+    out_of_range: dict[str, int] = {}
+    observed: dict[str, str] = {}
+    for column, (low, high) in schema.NUMERIC_RANGES.items():
+        values = frame[column]
+        out_of_range[column] = int(((values < low) | (values > high)).sum())
+        observed[column] = f"{values.min()} .. {values.max()} (allowed {low} .. {high})"
+    return QualityResult(
+        "numeric_ranges",
+        not any(out_of_range.values()),
+        "Numeric features stay within their plausible ranges.",
+        {**observed, "rows_out_of_range": sum(out_of_range.values())},
+    )
+
+
+RULES = (required_columns, binary_target, churn_rate_plausible, no_null_features, numeric_ranges)
+
+
+def evaluate_rules(frame: pd.DataFrame) -> list[QualityResult]:
+    return [rule(frame) for rule in RULES]

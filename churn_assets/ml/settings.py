@@ -1,0 +1,79 @@
+"""Platform settings from the environment (and `.env`): every default is written here once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SQLITE_FILE = "mlflow.db"
+ARTIFACTS_FOLDER = "mlartifacts"
+LOCAL_UI_URL = "http://127.0.0.1:5000"
+
+
+class ChurnSettings(BaseSettings):
+    """Where the data and MLflow live, what the model is called, and the quality gate.
+
+    With nothing set, everything lives in one local state folder: MLflow on SQLite with its
+    artifacts beside it. Pointing MLFLOW_TRACKING_URI at a server (and the S3 variables at its
+    artifact store) is all it takes to run the same code against production services.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    data_path: Path = Field(Path("data/telco_churn.csv"), alias="CHURN_DATA_PATH")
+    state_dir: Path = Field(Path(".churn"), alias="CHURN_STATE_DIR")
+    mlflow_tracking_uri: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
+    mlflow_s3_endpoint_url: str | None = Field(None, alias="MLFLOW_S3_ENDPOINT_URL")
+    aws_access_key_id: str | None = Field(None, alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(None, alias="AWS_SECRET_ACCESS_KEY")
+    model_name: str = Field("churn-classifier", alias="CHURN_MODEL_NAME")
+    experiment_name: str = Field("asfotec-churn", alias="CHURN_EXPERIMENT_NAME")
+    production_alias: str = Field("production", alias="CHURN_PRODUCTION_ALIAS")
+    min_auc: float = Field(0.82, alias="CHURN_MIN_AUC", ge=0, le=1)
+    min_accuracy: float = Field(0.78, alias="CHURN_MIN_ACCURACY", ge=0, le=1)
+    max_auc_drop: float = Field(0.01, alias="CHURN_MAX_AUC_DROP", ge=0, le=1)
+    git_sha: str | None = Field(None, alias="CHURN_GIT_SHA")
+    mlflow_ui_url: str | None = Field(None, alias="CHURN_MLFLOW_UI_URL")
+
+    @property
+    def ui_url(self) -> str:
+        """Where people open MLflow: the server itself, or what `make mlflow-ui` serves."""
+        if self.mlflow_ui_url:
+            return self.mlflow_ui_url
+        if self.mlflow_tracking_uri and self.mlflow_tracking_uri.startswith("http"):
+            return self.mlflow_tracking_uri
+        return LOCAL_UI_URL
+
+    @property
+    def local_state(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        """The configured MLflow server, or the SQLite store in the local state folder."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.local_state / SQLITE_FILE}"
+
+    @property
+    def uses_local_store(self) -> bool:
+        return self.mlflow_tracking_uri is None
+
+    @property
+    def local_artifact_root(self) -> Path:
+        return self.local_state / ARTIFACTS_FOLDER
+
+    def mlflow_environment(self) -> dict[str, str]:
+        """Variables MLflow's S3 client reads from the process environment."""
+        values = {
+            "MLFLOW_S3_ENDPOINT_URL": self.mlflow_s3_endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": (
+                self.aws_secret_access_key.get_secret_value()
+                if self.aws_secret_access_key
+                else None
+            ),
+        }
+        return {k: v for k, v in values.items() if v}

@@ -1,0 +1,161 @@
+"""MLflow connection, experiment, model logging and provenance (git SHA, data hash)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.tracking import MlflowClient
+from sklearn.pipeline import Pipeline
+
+from churn_assets.ml import schema
+from churn_assets.ml.settings import ChurnSettings
+
+MODEL_ARTIFACT = "model"
+
+
+@dataclass(frozen=True)
+class ModelCandidate:
+    """A registered model version and the MLflow run that produced it."""
+
+    name: str
+    version: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+# Types skops must trust to load the pipeline beyond sklearn's own; pinned so a new, unknown
+# type in a logged model fails loudly instead of being trusted silently.
+SKOPS_TRUSTED_TYPES = [
+    "collections.OrderedDict",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+]
+_HASH_CHUNK = 1 << 20
+
+
+def configure_mlflow(settings: ChurnSettings) -> str:
+    """Point this process's MLflow client at the configured store; returns the tracking URI."""
+    os.environ.update(settings.mlflow_environment())
+    if settings.uses_local_store:
+        settings.local_artifact_root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return settings.tracking_uri
+
+
+def client(settings: ChurnSettings) -> MlflowClient:
+    configure_mlflow(settings)
+    return MlflowClient(settings.tracking_uri, settings.tracking_uri)
+
+
+def ensure_experiment(settings: ChurnSettings) -> str:
+    """Create the experiment with artifacts in the state folder (local) or the server's root.
+
+    MLflow would otherwise put local artifacts in ./mlruns of whatever directory it runs in.
+    """
+    mlflow_client = client(settings)
+    existing = mlflow_client.get_experiment_by_name(settings.experiment_name)
+    if existing is not None:
+        return existing.experiment_id
+    location = settings.local_artifact_root.as_uri() if settings.uses_local_store else None
+    try:
+        return mlflow_client.create_experiment(settings.experiment_name, location)
+    except MlflowException as error:  # another process created it first
+        if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+        experiment = mlflow_client.get_experiment_by_name(settings.experiment_name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_sha(settings: ChurnSettings) -> str:
+    """The commit the code came from: CHURN_GIT_SHA (images), else git, else 'unknown'.
+
+    A checkout with uncommitted changes gets a '-dirty' suffix, so a model is never tagged
+    with a commit that does not contain the code that trained it.
+    """
+    if settings.git_sha:
+        return settings.git_sha
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def input_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """Rows as a caller sends them: categorical levels as plain strings."""
+    example = features[list(schema.FEATURE_COLUMNS)].head(rows).copy()
+    for column in schema.CATEGORICAL_FEATURES:
+        example[column] = example[column].astype(str)
+    return example
+
+
+def log_and_register_model(
+    pipeline: Pipeline,
+    example: pd.DataFrame,
+    model_name: str,
+    tags: dict[str, str],
+) -> ModelVersion:
+    """Log preprocessor+model as one MLflow model in the active run and register a version.
+
+    The pyfunc flavor predicts probabilities, so `mlflow models serve` and our API agree.
+    """
+    signature = infer_signature(example, pipeline.predict_proba(example))
+    info = mlflow.sklearn.log_model(
+        sk_model=pipeline,
+        name=MODEL_ARTIFACT,
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        registered_model_name=model_name,
+    )
+    version = info.registered_model_version
+    if version is None:
+        raise RuntimeError(f"MLflow did not register {info.model_uri} as {model_name!r}")
+    registry = MlflowClient()
+    for key, value in tags.items():
+        registry.set_model_version_tag(model_name, str(version), key, value)
+    return registry.get_model_version(model_name, str(version))
+
+
+def log_png(png: bytes, artifact_file: str) -> None:
+    """Log PNG bytes as an artifact of the active run."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(artifact_file).name
+        path.write_bytes(png)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent))
