@@ -12,7 +12,7 @@ STATE_DIR := $(or $(CHURN_STATE_DIR),.churn)
 DATA := $(or $(CHURN_DATA_PATH),data/telco_churn.csv)
 export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 
-.PHONY: help sync data run dev mlflow-ui production rollback lint test clean
+.PHONY: help sync data run materialize dev mlflow-ui production rollback lint test clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -32,6 +32,11 @@ run: data  ## run the whole asset graph and show the promoted model
 	@mkdir -p "$(DAGSTER_HOME)"
 	$(RUN) dagster job execute -m churn_assets.definitions -j churn_training
 	$(RUN) churn production
+
+materialize: data  ## one stage: make materialize SELECT=churn_model (Dagster selection syntax)
+	@test -n "$(SELECT)" || { echo "usage: make materialize SELECT=<asset selection>"; exit 2; }
+	@mkdir -p "$(DAGSTER_HOME)"
+	$(RUN) dagster asset materialize -m churn_assets.definitions --select "$(SELECT)"
 
 dev: data  ## Dagster UI (http://127.0.0.1:3000) on the same instance as make run
 	@mkdir -p "$(DAGSTER_HOME)"

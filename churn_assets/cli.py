@@ -51,9 +51,7 @@ def _rollback(args: argparse.Namespace) -> int:
         print(f"rollback refused: {refusal}", file=sys.stderr)
         return 1
     if move.changed:
-        print(
-            f"{move.model_name}@{move.alias}: version {move.previous_version} -> {move.version}"
-        )
+        print(f"{move.model_name}@{move.alias}: version {move.previous_version} -> {move.version}")
     else:
         print(f"{move.model_name}@{move.alias} already on version {move.version}")
     return 0

@@ -120,8 +120,9 @@ def rollback(
         raise PromotionRefusedError(
             f"{name} version {target} never passed the quality gate; not rolling back to it"
         )
-    if str(chosen.version) == str(current.version):
-        return AliasMove(name, alias, chosen.version, current.version, changed=False)
-    client.set_model_version_tag(name, current.version, ROLLED_BACK_TO_TAG, chosen.version)
-    client.set_registered_model_alias(name, alias, chosen.version)
-    return AliasMove(name, alias, chosen.version, current.version, changed=True)
+    chosen_version, current_version = str(chosen.version), str(current.version)
+    if chosen_version == current_version:
+        return AliasMove(name, alias, chosen_version, current_version, changed=False)
+    client.set_model_version_tag(name, current_version, ROLLED_BACK_TO_TAG, chosen_version)
+    client.set_registered_model_alias(name, alias, chosen_version)
+    return AliasMove(name, alias, chosen_version, current_version, changed=True)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import mlflow
@@ -45,6 +46,9 @@ SKOPS_TRUSTED_TYPES = [
     "lightgbm.sklearn.LGBMClassifier",
 ]
 _HASH_CHUNK = 1 << 20
+#: What loading the logged pipeline needs. Listed rather than inferred: MLflow's inference
+#: re-loads the model in a subprocess, which costs seconds per training run.
+MODEL_REQUIREMENTS = ("lightgbm", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 
 
 def configure_mlflow(settings: ChurnSettings) -> str:
@@ -142,6 +146,7 @@ def log_and_register_model(
         input_example=example,
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        pip_requirements=[f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS],
         registered_model_name=model_name,
     )
     version = info.registered_model_version

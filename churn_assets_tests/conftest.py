@@ -1,0 +1,119 @@
+"""Shared fixtures: a temporary MLflow store, Dagster instance and customer file per test."""
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from churn_assets.checks import customer_data_quality, quality_gate
+from churn_assets.definitions import churn_assets
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets.resources import mlflow_tracking_resource
+
+SAMPLE_ROWS = 7043
+SAMPLE_SEED = 42
+
+#: Every variable the platform reads; cleared so the developer's shell cannot leak into tests.
+SETTINGS_ENV = [field.alias or name.upper() for name, field in ChurnSettings.model_fields.items()]
+
+
+@dataclass
+class ChurnEnv:
+    root: Path
+    data_path: Path
+    state_dir: Path
+    storage_dir: Path
+
+    @property
+    def settings(self) -> ChurnSettings:
+        return ChurnSettings()
+
+    @property
+    def client(self) -> MlflowClient:
+        uri = self.settings.tracking_uri
+        return MlflowClient(uri, uri)
+
+
+@pytest.fixture(scope="session")
+def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sample") / "telco_churn.csv"
+    write_customers(generate_customers(SAMPLE_ROWS, SAMPLE_SEED), path)
+    return path
+
+
+@pytest.fixture
+def churn_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_csv: Path
+) -> Iterator[ChurnEnv]:
+    for name in SETTINGS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env, ./mlruns or data/ from the checkout
+    data = tmp_path / "data" / "telco_churn.csv"
+    data.parent.mkdir()
+    shutil.copy(sample_csv, data)
+    monkeypatch.setenv("CHURN_DATA_PATH", str(data))
+    monkeypatch.setenv("CHURN_STATE_DIR", str(tmp_path / "state"))
+    yield ChurnEnv(tmp_path, data, tmp_path / "state", tmp_path / "storage")
+    if mlflow.active_run() is not None:  # a leaked run would poison the next test
+        mlflow.end_run("FAILED")
+        pytest.fail("an MLflow run was left active after the test")
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as dagster_instance:
+        yield dagster_instance
+
+
+def materialize_graph(
+    env: ChurnEnv,
+    instance: dg.DagsterInstance,
+    selection: str | None = None,
+    run_config: dict[str, Any] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Materialize the real assets and checks with the real resources; never raises."""
+    return dg.materialize(
+        [*churn_assets, customer_data_quality, quality_gate],
+        instance=instance,
+        selection=selection,
+        run_config=run_config,
+        resources={
+            "mlflow": mlflow_tracking_resource,
+            "io_manager": dg.FilesystemIOManager(base_dir=str(env.storage_dir)),
+        },
+        raise_on_error=False,
+    )
+
+
+def gate_config(**thresholds: float) -> dict[str, Any]:
+    return {"ops": {"evaluation_report_quality_gate": {"config": thresholds}}}
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> str:
+    """Every step failure's error text, causes included."""
+    texts = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            texts.append(event.step_failure_data.error.to_string())
+    return "\n".join(texts)
+
+
+def mlflow_runs(env: ChurnEnv) -> list[Any]:
+    experiment = env.client.get_experiment_by_name(env.settings.experiment_name)
+    if experiment is None:
+        return []
+    return env.client.search_runs([experiment.experiment_id])
+
+
+def assert_no_mlflow_run_left_running(env: ChurnEnv) -> None:
+    running = [r.info.run_id for r in mlflow_runs(env) if r.info.status == "RUNNING"]
+    assert not running, f"MLflow runs left RUNNING: {running}"

@@ -1,0 +1,88 @@
+"""The commands the README documents, run as a user runs them: real processes, real stores."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from churn_assets_tests.conftest import SETTINGS_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 600
+STAGES = [
+    "raw_customers,cleaned_customers,customer_splits,preprocessor",
+    "churn_model",
+    "evaluation_report",
+    "production_promotion",
+]
+
+
+@pytest.fixture
+def shell_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+    env.update(
+        CHURN_STATE_DIR=str(tmp_path / "state"),
+        CHURN_DATA_PATH=str(tmp_path / "data" / "telco_churn.csv"),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+    )
+    return env
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    print(" ".join(args), "->", done.returncode)
+    return done
+
+
+def _production(client: MlflowClient) -> str:
+    return str(client.get_model_version_by_alias("churn-classifier", "production").version)
+
+
+def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -> None:
+    done = _run(["make", "run"], shell_env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "churn-classifier@production = version 1" in done.stdout
+    found = re.search(r"holdout_auc: ([0-9.]+)", done.stdout)
+    assert found is not None
+    assert float(found.group(1)) >= 0.82
+    data = Path(shell_env["CHURN_DATA_PATH"])
+    assert data.is_file()
+    assert any(Path(shell_env["DAGSTER_HOME"]).rglob("*.db"))  # where `make dev` looks
+    uri = f"sqlite:///{shell_env['CHURN_STATE_DIR']}/mlflow.db"
+    client = MlflowClient(uri, uri)
+    assert {r.info.status for r in client.search_runs(["1"])} == {"FINISHED"}
+
+    # a user's data file is never overwritten
+    before = data.read_bytes()
+    again = _run(["make", "data"], shell_env)
+    assert again.returncode == 0
+    assert "using existing" in again.stdout
+    assert data.read_bytes() == before
+
+    # the documented stage-by-stage commands, each a separate Dagster run
+    for selection in STAGES:
+        step = _run(["make", "materialize", f"SELECT={selection}"], shell_env)
+        assert step.returncode == 0, f"{selection}: {step.stderr[-3000:]}"
+    assert _production(client) == "2"
+    tags = client.get_model_version("churn-classifier", "2").tags
+    assert tags["quality_gate"] == "passed"
+    assert tags["compared_with_production"] == "1"
+    assert {r.info.status for r in client.search_runs(["1"])} == {"FINISHED"}
+
+    rolled = _run(["make", "rollback"], shell_env)
+    assert rolled.returncode == 0, rolled.stderr
+    assert "version 2 -> 1" in rolled.stdout
+    assert _production(client) == "1"
+
+    refused = _run([".venv/bin/churn", "rollback"], shell_env)
+    assert refused.returncode == 1
+    assert "records no previous 'production' version" in refused.stderr
+    assert _production(client) == "1"
+
+    shown = _run([".venv/bin/churn", "production"], shell_env)
+    assert "churn-classifier@production = version 1" in shown.stdout

@@ -1,0 +1,92 @@
+"""The code location loads, and every asset carries what the UI shows about it."""
+
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+
+from churn_assets.definitions import defs
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED_ASSETS = {
+    "raw_customers",
+    "cleaned_customers",
+    "customer_splits",
+    "preprocessor",
+    "churn_model",
+    "evaluation_report",
+    "production_promotion",
+}
+
+
+def test_definitions_load_with_the_whole_graph() -> None:
+    dg.Definitions.validate_loadable(defs)
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert keys == EXPECTED_ASSETS
+    job = defs.resolve_job_def("churn_training")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == EXPECTED_ASSETS
+
+
+def test_lineage_runs_from_csv_to_promotion() -> None:
+    graph = defs.resolve_asset_graph()
+
+    def parents(name: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents("cleaned_customers") == {"raw_customers"}
+    assert parents("customer_splits") == {"cleaned_customers"}
+    assert parents("preprocessor") == {"customer_splits"}
+    assert parents("churn_model") == {"customer_splits", "preprocessor"}
+    assert parents("evaluation_report") == {"churn_model", "customer_splits"}
+    assert parents("production_promotion") == {"evaluation_report"}
+
+
+def test_every_asset_has_group_owner_kinds_code_version_and_description() -> None:
+    for spec in defs.resolve_all_asset_specs():
+        name = spec.key.to_user_string()
+        assert spec.group_name == "churn", name
+        assert spec.owners == ["team:churn-ml"], name
+        assert spec.kinds, name
+        assert spec.code_version, name
+        assert spec.description and "\n" not in spec.description.strip(), name
+
+
+def test_quality_gate_and_data_checks_are_blocking() -> None:
+    graph = defs.resolve_asset_graph()
+    checks = {
+        (key.asset_key.to_user_string(), key.name): graph.get_check_spec(key)
+        for key in graph.asset_check_keys
+    }
+    assert checks[("evaluation_report", "quality_gate")].blocking
+    data_checks = {name for asset, name in checks if asset == "cleaned_customers"}
+    assert data_checks == {
+        "required_columns",
+        "binary_target",
+        "churn_rate_plausible",
+        "no_null_features",
+        "numeric_ranges",
+    }
+    assert all(spec.blocking for spec in checks.values())
+
+
+def test_dagster_and_dg_clis_load_the_code_location() -> None:
+    validate = subprocess.run(
+        ["dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    listed = subprocess.run(
+        ["dg", "list", "defs", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    for name in EXPECTED_ASSETS:
+        assert f'"{name}"' in listed.stdout

@@ -1,0 +1,225 @@
+"""The whole asset graph against a temporary MLflow store and Dagster instance."""
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_assets.ml import registry, schema
+from churn_assets_tests.conftest import (
+    ChurnEnv,
+    assert_no_mlflow_run_left_running,
+    failure_messages,
+    gate_config,
+    materialize_graph,
+    mlflow_runs,
+)
+
+NAME = "churn-classifier"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _production(env: ChurnEnv) -> str | None:
+    current = registry.production_version(env.client, NAME, "production")
+    return None if current is None else str(current.version)
+
+
+def _tags(env: ChurnEnv, version: str) -> dict[str, str]:
+    return env.client.get_model_version(NAME, version).tags
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    (materialization,) = result.asset_materializations_for_node(asset)
+    return materialization.metadata
+
+
+def test_whole_graph_registers_evaluates_gates_and_promotes(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    result = materialize_graph(churn_env, instance)
+    assert result.success, failure_messages(result)
+
+    assert _production(churn_env) == "1"
+    tags = _tags(churn_env, "1")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    assert tags["git_sha"].removesuffix("-dirty") == (head or "unknown")
+    assert tags["data_sha256"] == hashlib.sha256(churn_env.data_path.read_bytes()).hexdigest()
+    assert tags["dagster_run_id"] == result.run_id
+    assert float(tags["holdout_auc"]) >= 0.82
+    assert float(tags["holdout_accuracy"]) >= 0.78
+    assert 0 < float(tags["holdout_f1"]) < 1
+    assert tags[registry.GATE_TAG] == registry.GATE_PASSED
+    assert tags[registry.COMPARED_WITH_TAG] == "none"
+    assert tags[registry.PREVIOUS_TAG] == "none"
+
+    # one MLflow run for the Dagster run, finished, holding every artifact
+    (run,) = mlflow_runs(churn_env)
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["holdout_auc"] == pytest.approx(float(tags["holdout_auc"]))
+    assert "best_iteration" in run.data.params
+    artifacts = {
+        a.path
+        for folder in ("evaluation", "training", "preprocessor")
+        for a in churn_env.client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {
+        "evaluation/report.json",
+        "evaluation/report.md",
+        "evaluation/roc.png",
+        "evaluation/precision_recall.png",
+        "evaluation/calibration.png",
+        "training/feature_importance.png",
+        "preprocessor/preprocessor.skops",
+    } <= artifacts
+    assert (churn_env.state_dir / "mlartifacts").is_dir()
+    assert not (churn_env.root / "mlruns").exists()
+
+    # the production alias serves probabilities from the raw export's columns
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@production")
+    sample = pd.read_csv(churn_env.data_path).head(20)
+    sample["TotalCharges"] = pd.to_numeric(sample["TotalCharges"], errors="coerce").fillna(0)
+    probabilities = np.asarray(model.predict(sample[list(schema.FEATURE_COLUMNS)]))
+    assert probabilities.shape == (20, 2)
+    assert np.allclose(probabilities.sum(axis=1), 1)
+
+    # what the Dagster UI shows
+    assert _metadata(result, "raw_customers")["dagster/row_count"].value == 7043
+    report = _metadata(result, "evaluation_report")
+    assert report["holdout_auc"].value == pytest.approx(float(tags["holdout_auc"]), abs=1e-6)
+    assert "data:image/png;base64," in report["plots"].value
+    assert report["production_version"].value == "none"
+    promotion = _metadata(result, "production_promotion")
+    assert promotion["production_version"].value == "1"
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {
+        "required_columns": True,
+        "binary_target": True,
+        "churn_rate_plausible": True,
+        "no_null_features": True,
+        "numeric_ranges": True,
+        "quality_gate": True,
+    }
+    assert_no_mlflow_run_left_running(churn_env)
+
+
+def test_failed_gate_leaves_production_untouched_and_promotion_alone_is_refused(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    assert materialize_graph(churn_env, instance).success
+    alias_before = _production(churn_env)
+
+    failed = materialize_graph(churn_env, instance, run_config=gate_config(min_auc=0.999))
+    assert not failed.success
+    assert _production(churn_env) == alias_before == "1"
+    assert failed.asset_materializations_for_node("production_promotion") == []
+    (gate,) = [e for e in failed.get_asset_check_evaluations() if e.check_name == "quality_gate"]
+    assert not gate.passed
+    assert "0.9990" in gate.metadata["auc >= min_auc"].value
+    assert _tags(churn_env, "2")[registry.GATE_TAG] == registry.GATE_FAILED
+    statuses = {r.data.tags["dagster_run_id"]: r.info.status for r in mlflow_runs(churn_env)}
+    assert statuses[failed.run_id] == "FAILED"
+
+    # launched on its own (as from the UI or CLI), promotion checks the gate itself
+    alone = materialize_graph(churn_env, instance, selection="production_promotion")
+    assert not alone.success
+    assert "version 2 cannot become 'production'" in failure_messages(alone)
+    assert "quality gate is failed" in failure_messages(alone)
+    assert _production(churn_env) == "1"
+    assert_no_mlflow_run_left_running(churn_env)
+
+
+def test_thresholds_come_from_the_environment(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHURN_MIN_ACCURACY", "0.99")
+    result = materialize_graph(churn_env, instance)
+    assert not result.success
+    (gate,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "quality_gate"]
+    assert "0.9900" in gate.metadata["accuracy >= min_accuracy"].value
+    assert _production(churn_env) is None
+    # run config wins over the environment
+    assert materialize_graph(churn_env, instance, run_config=gate_config(min_accuracy=0.5)).success
+    assert _production(churn_env) == "2"
+
+
+def test_second_run_is_compared_with_the_champion_and_is_deterministic(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    assert materialize_graph(churn_env, instance).success
+    second = materialize_graph(churn_env, instance)
+    assert second.success, failure_messages(second)
+
+    report = _metadata(second, "evaluation_report")
+    assert report["production_version"].value == "1"
+    first_tags, second_tags = _tags(churn_env, "1"), _tags(churn_env, "2")
+    assert report["production_auc"].value == pytest.approx(float(first_tags["holdout_auc"]))
+    assert second_tags[registry.COMPARED_WITH_TAG] == "1"
+    for metric in ("holdout_auc", "holdout_accuracy", "holdout_f1"):
+        assert second_tags[metric] == first_tags[metric]  # same data, same seed
+    assert _production(churn_env) == "2"
+    assert second_tags[registry.PREVIOUS_TAG] == "1"
+    assert "gate" not in failure_messages(second)
+
+
+def test_promotion_refused_when_production_moved_after_evaluation(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    assert materialize_graph(churn_env, instance).success  # v1
+    assert materialize_graph(churn_env, instance).success  # v2, replaces v1
+    evaluated = materialize_graph(churn_env, instance, selection="*evaluation_report")
+    assert evaluated.success  # v3 evaluated against v2, gate passed, not promoted
+    assert _tags(churn_env, "3")[registry.GATE_TAG] == registry.GATE_PASSED
+    registry.rollback(churn_env.client, NAME, "production")  # production back to v1
+    refused = materialize_graph(churn_env, instance, selection="production_promotion")
+    assert not refused.success
+    assert "evaluated against production version 2" in failure_messages(refused)
+    assert _production(churn_env) == "1"
+
+
+def _missing_column(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["Contract"])
+
+
+def _unparseable(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[10, "MonthlyCharges"] = "abc"
+    return frame
+
+
+def _single_class(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(Churn="No")
+
+
+@pytest.mark.parametrize(
+    ("breaks", "expected"),
+    [
+        (_missing_column, "missing required column(s) 'Contract'"),
+        (_unparseable, "column 'MonthlyCharges': 1 row(s) are not numbers, e.g. 'abc' at line 12"),
+        (_single_class, "column 'Churn' has a single class"),
+        (lambda frame: frame.head(0), "has a header but no customer rows"),
+        (None, "is empty"),
+    ],
+    ids=["missing-column", "unparseable", "single-class", "header-only", "empty"],
+)
+def test_bad_csv_fails_loudly_and_touches_nothing(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, breaks, expected: str
+) -> None:
+    if breaks is None:
+        churn_env.data_path.write_bytes(b"")
+    else:
+        frame = pd.read_csv(churn_env.data_path, dtype=str, keep_default_na=False)
+        breaks(frame).to_csv(churn_env.data_path, index=False, lineterminator="\r\n")
+    result = materialize_graph(churn_env, instance)
+    assert not result.success
+    assert expected in failure_messages(result)
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized <= {"raw_customers"}
+    assert churn_env.client.search_registered_models() == []
+    assert_no_mlflow_run_left_running(churn_env)
