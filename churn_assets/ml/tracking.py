@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -138,7 +139,11 @@ def log_and_register_model(
 
     The pyfunc flavor predicts probabilities, so `mlflow models serve` and our API agree.
     """
-    signature = infer_signature(example, pipeline.predict_proba(example))
+    with warnings.catch_warnings():
+        # tenure and SeniorCitizen are integers by contract (cleaning rejects blanks), so
+        # MLflow's hint about integer columns that might hold missing values does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(example, pipeline.predict_proba(example))
     info = mlflow.sklearn.log_model(
         sk_model=pipeline,
         name=MODEL_ARTIFACT,
