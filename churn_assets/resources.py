@@ -14,9 +14,15 @@ from churn_assets.ml.settings import ChurnSettings
 
 
 def _final_status(context: dg.InitResourceContext) -> str:
-    """FAILED when any step of this Dagster run has failed so far, else FINISHED."""
+    """KILLED for a cancelled run, FAILED once any of its steps failed, else FINISHED."""
     if context.instance is None or context.run_id is None:
         return RunStatus.to_string(RunStatus.FINISHED)
+    run = context.instance.get_run_by_id(context.run_id)
+    if run is not None and run.status in (
+        dg.DagsterRunStatus.CANCELING,
+        dg.DagsterRunStatus.CANCELED,
+    ):
+        return RunStatus.to_string(RunStatus.KILLED)
     failures = context.instance.get_records_for_run(
         context.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
     ).records

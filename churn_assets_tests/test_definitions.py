@@ -1,5 +1,6 @@
 """The code location loads, and every asset carries what the UI shows about it."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -69,10 +70,12 @@ def test_quality_gate_and_data_checks_are_blocking() -> None:
     assert all(spec.blocking for spec in checks.values())
 
 
-def test_dagster_and_dg_clis_load_the_code_location() -> None:
+def test_dagster_and_dg_clis_load_the_code_location(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     validate = subprocess.run(
         ["dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -82,6 +85,7 @@ def test_dagster_and_dg_clis_load_the_code_location() -> None:
     listed = subprocess.run(
         ["dg", "list", "defs", "--json"],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -90,3 +94,9 @@ def test_dagster_and_dg_clis_load_the_code_location() -> None:
     assert listed.returncode == 0, listed.stdout + listed.stderr
     for name in EXPECTED_ASSETS:
         assert f'"{name}"' in listed.stdout
+
+
+def test_failure_sensor_is_registered_and_on_by_default() -> None:
+    sensor = defs.resolve_sensor_def("failed_runs_mlflow_cleanup")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.description

@@ -169,3 +169,22 @@ def log_png(png: bytes, artifact_file: str) -> None:
         path = Path(folder) / Path(artifact_file).name
         path.write_bytes(png)
         mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent))
+
+
+def end_runs_left_running(settings: ChurnSettings, dagster_run_id: str) -> list[str]:
+    """Mark FAILED the MLflow runs of a Dagster run that are still RUNNING; returns their IDs.
+
+    Runs end themselves when their resource is released; this is for run workers that died
+    without releasing it (killed process, lost machine).
+    """
+    mlflow_client = client(settings)
+    experiment = mlflow_client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        return []
+    runs = mlflow_client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.dagster_run_id = '{dagster_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        mlflow_client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in runs]

@@ -1,0 +1,98 @@
+"""MLflow configuration from the environment and `.env`, and the clean-up of orphaned runs."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from mlflow.tracking import MlflowClient
+
+from churn_assets.ml import tracking
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.sensors import failed_runs_mlflow_cleanup
+from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
+
+
+def test_embedded_default_is_sqlite_in_the_state_folder(churn_env: ChurnEnv) -> None:
+    settings = ChurnSettings()
+    assert settings.tracking_uri == f"sqlite:///{churn_env.state_dir / 'mlflow.db'}"
+    experiment_id = tracking.ensure_experiment(settings)
+    experiment = churn_env.client.get_experiment(experiment_id)
+    assert experiment.name == "asfotec-churn"
+    assert experiment.artifact_location == (churn_env.state_dir / "mlartifacts").as_uri()
+    assert tracking.ensure_experiment(settings) == experiment_id
+
+
+def test_dotenv_configures_a_remote_store_and_s3(
+    churn_env: ChurnEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    (churn_env.root / ".env").write_text(
+        "MLFLOW_TRACKING_URI=http://mlflow.internal:5000\n"
+        "MLFLOW_S3_ENDPOINT_URL=http://minio:9000\n"
+        "AWS_ACCESS_KEY_ID=churn\n"
+        "AWS_SECRET_ACCESS_KEY=s3cret\n"
+        "CHURN_MODEL_NAME=churn-test\n"
+        "CHURN_MIN_AUC=0.9\n"
+    )
+    settings = ChurnSettings()
+    assert settings.tracking_uri == "http://mlflow.internal:5000"
+    assert not settings.uses_local_store
+    assert settings.model_name == "churn-test"
+    assert settings.min_auc == 0.9
+    assert settings.ui_url == "http://mlflow.internal:5000"
+    assert "s3cret" not in repr(settings)
+    tracking.configure_mlflow(settings)
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "s3cret"
+
+
+def test_invalid_threshold_is_rejected_with_its_name(
+    churn_env: ChurnEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHURN_MIN_AUC", "high")
+    with pytest.raises(ValueError, match="CHURN_MIN_AUC"):
+        ChurnSettings()
+
+
+def test_git_sha_prefers_the_configured_value(
+    churn_env: ChurnEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHURN_GIT_SHA", "abc123")
+    assert tracking.git_sha(ChurnSettings()) == "abc123"
+
+
+def test_file_hash_is_sha256_of_every_byte(tmp_path: Path) -> None:
+    content = os.urandom(3 * 1024 * 1024 + 17)  # spans several read chunks
+    path = tmp_path / "f.csv"
+    path.write_bytes(content)
+    assert tracking.file_sha256(path) == hashlib.sha256(content).hexdigest()
+
+
+def test_failure_sensor_ends_runs_a_dead_worker_left_running(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    churn_env.data_path.write_bytes(b"")
+    failed = materialize_graph(churn_env, instance)
+    assert "is empty" in failure_messages(failed)
+    # what a worker killed mid-step leaves behind: a RUNNING run tagged with its Dagster run
+    settings = churn_env.settings
+    client: MlflowClient = churn_env.client
+    experiment_id = tracking.ensure_experiment(settings)
+    orphan = client.create_run(experiment_id, tags={"dagster_run_id": failed.run_id})
+    unrelated = client.create_run(experiment_id, tags={"dagster_run_id": "another-run"})
+
+    failure_event = failed.get_run_failure_event()
+    context = dg.build_run_status_sensor_context(
+        sensor_name=failed_runs_mlflow_cleanup.name,
+        dagster_event=failure_event,
+        dagster_instance=instance,
+        dagster_run=failed.dagster_run,
+    ).for_run_failure()
+    failed_runs_mlflow_cleanup(context)
+
+    assert client.get_run(orphan.info.run_id).info.status == "FAILED"
+    assert client.get_run(unrelated.info.run_id).info.status == "RUNNING"
+    client.set_terminated(unrelated.info.run_id)
