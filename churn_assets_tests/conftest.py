@@ -1,6 +1,8 @@
 """Shared fixtures: a temporary MLflow store, Dagster instance and customer file per test."""
 
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from churn_assets.definitions import churn_assets
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.resources import mlflow_tracking_resource
+from churn_assets_tests.processes import REPO, uv_executable
 
 SAMPLE_ROWS = 7043
 SAMPLE_SEED = 42
@@ -41,6 +44,19 @@ class ChurnEnv:
         return MlflowClient(uri, uri)
 
 
+def isolate_environment(patch: pytest.MonkeyPatch) -> None:
+    """Clear every platform variable and restore it afterwards, even one MLflow sets itself
+    (`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI for child processes)."""
+    for name in SETTINGS_ENV:
+        patch.setenv(name, "")  # recorded, so teardown removes whatever is set later
+        patch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate_environment(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sample") / "telco_churn.csv"
@@ -52,8 +68,6 @@ def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def churn_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_csv: Path
 ) -> Iterator[ChurnEnv]:
-    for name in SETTINGS_ENV:
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env, ./mlruns or data/ from the checkout
     data = tmp_path / "data" / "telco_churn.csv"
     data.parent.mkdir()
@@ -117,3 +131,50 @@ def mlflow_runs(env: ChurnEnv) -> list[Any]:
 def assert_no_mlflow_run_left_running(env: ChurnEnv) -> None:
     running = [r.info.run_id for r in mlflow_runs(env) if r.info.status == "RUNNING"]
     assert not running, f"MLflow runs left RUNNING: {running}"
+
+
+@dataclass
+class PromotedStore:
+    """A store holding one promoted model, shared by the serving tests that only read it."""
+
+    state_dir: Path
+    holdout: Any  # pandas.DataFrame of cleaned holdout customers
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def promoted_store(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> PromotedStore:
+    root = tmp_path_factory.mktemp("promoted")
+    with pytest.MonkeyPatch.context() as patch:
+        isolate_environment(patch)
+        patch.chdir(root)
+        data = root / "telco_churn.csv"
+        shutil.copy(sample_csv, data)
+        patch.setenv("CHURN_DATA_PATH", str(data))
+        patch.setenv("CHURN_STATE_DIR", str(root / "state"))
+        env = ChurnEnv(root, data, root / "state", root / "storage")
+        (root / "home").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "home")) as dagster_instance:
+            result = materialize_graph(env, dagster_instance)
+            assert result.success, failure_messages(result)
+            holdout = result.output_for_node("customer_splits").holdout
+    return PromotedStore(root / "state", holdout)
+
+
+@pytest.fixture(scope="session")
+def slim_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python of a venv holding only the project and its `serving` group, as the API image."""
+    venv = tmp_path_factory.mktemp("slim") / "venv"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    subprocess.run(
+        [uv_executable(), "sync", "--frozen", "--no-default-groups", "--group", "serving"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return venv / "bin" / "python"

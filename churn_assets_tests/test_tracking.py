@@ -27,8 +27,6 @@ def test_embedded_default_is_sqlite_in_the_state_folder(churn_env: ChurnEnv) -> 
 def test_dotenv_configures_a_remote_store_and_s3(
     churn_env: ChurnEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
     (churn_env.root / ".env").write_text(
         "MLFLOW_TRACKING_URI=http://mlflow.internal:5000\n"
         "MLFLOW_S3_ENDPOINT_URL=http://minio:9000\n"

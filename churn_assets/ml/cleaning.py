@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,9 @@ _FIRST_DATA_LINE = 2
 #: `DataFrame.attrs` key carrying the source file's SHA-256 from reading to the split, so the
 #: model version can be tagged with the exact file it was trained on.
 SOURCE_SHA256 = "source_sha256"
+
+
+T = TypeVar("T", float, pd.Series)
 
 
 class CustomerDataError(ValueError):
@@ -34,6 +38,13 @@ class CleaningReport:
     duplicate_ids_dropped: int
     total_charges_filled: int
     extra_columns: list[str] = field(default_factory=list)
+
+
+def billed_so_far(tenure: T, monthly_charges: T) -> T:
+    """What a blank TotalCharges stands for: the export leaves it blank for customers not
+    billed yet (tenure 0), for whom tenure x monthly charge is 0. Serving applies the same rule.
+    """
+    return tenure * monthly_charges
 
 
 def read_customer_csv(path: Path, sha256: str) -> pd.DataFrame:
@@ -99,10 +110,8 @@ def _clean_numeric(raw: pd.DataFrame, text: dict[str, pd.Series]) -> tuple[pd.Da
     _reject(raw, "tenure", tenure != tenure.round(), "are not whole months")
     senior = text["SeniorCitizen"]
     _reject(raw, "SeniorCitizen", ~senior.isin(["0", "1"]), "are not 0 or 1")
-    # The export leaves TotalCharges blank for customers not billed yet (tenure 0); what
-    # they have been billed is tenure x monthly charge, which is 0 for them.
     blank_total = total.isna()
-    total = total.where(~blank_total, tenure * monthly)
+    total = total.where(~blank_total, billed_so_far(tenure, monthly))
     numeric = pd.DataFrame(
         {
             "SeniorCitizen": senior.astype(np.int64),

@@ -1,0 +1,91 @@
+"""Real server processes for end-to-end tests, started and stopped with bounded waits."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@contextmanager
+def running(
+    args: list[str], env: dict[str, str], health_url: str, log: Path
+) -> Iterator[subprocess.Popen]:
+    with log.open("w") as output:
+        process = subprocess.Popen(args, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            wait_for(health_url, process)
+            yield process
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+
+
+def api_command() -> list[str]:
+    return [sys.executable, "-m", "serving"]
+
+
+def mlflow_server_command(backend_uri: str, port: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_"))}
+    env.update(extra)
+    return env
+
+
+def uv_executable() -> str:
+    """The uv that `make` bootstrapped, else the one on PATH."""
+    bootstrapped = REPO / ".tools" / "bin" / "uv"
+    found = str(bootstrapped) if bootstrapped.exists() else shutil.which("uv")
+    if found is None:
+        raise RuntimeError("uv not found: run the tests through `make test`")
+    return found

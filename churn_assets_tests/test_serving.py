@@ -1,0 +1,191 @@
+"""The API in process (TestClient, lifespan included) on a real MLflow store and model."""
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from churn_assets.ml import schema
+from churn_assets_tests.conftest import PromotedStore
+from serving.app import create_app
+from serving.model import FastScorer
+from serving.schemas import Customer
+from serving.settings import Settings
+
+
+def customer_payloads(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Request bodies for cleaned customers, in the export's JSON types."""
+    rows = frame[[schema.ID_COLUMN, *schema.FEATURE_COLUMNS]].astype(object)
+    payloads = rows.to_dict(orient="records")
+    for payload in payloads:
+        for column in schema.CATEGORICAL_FEATURES:
+            payload[column] = str(payload[column])
+    return payloads
+
+
+@pytest.fixture(scope="module")
+def payloads(promoted_store: PromotedStore) -> list[dict[str, Any]]:
+    return customer_payloads(promoted_store.holdout)
+
+
+def _settings(store: PromotedStore, **overrides: Any) -> Settings:
+    return Settings(state_dir=store.state_dir, refresh_interval_s=0.2, **overrides)
+
+
+@pytest.fixture
+def client(promoted_store: PromotedStore) -> Iterator[TestClient]:
+    with TestClient(create_app(_settings(promoted_store, max_batch_size=50))) as test_client:
+        yield test_client
+
+
+def test_fast_path_equals_logged_pipeline_on_whole_holdout(promoted_store: PromotedStore) -> None:
+    mlflow.set_tracking_uri(promoted_store.tracking_uri)
+    mlflow.set_registry_uri(promoted_store.tracking_uri)
+    pipeline = mlflow.sklearn.load_model("models:/churn-classifier@production")
+    holdout = promoted_store.holdout
+    expected = pipeline.predict_proba(holdout[list(schema.FEATURE_COLUMNS)])[:, 1]
+    customers = [Customer(**p) for p in customer_payloads(holdout)]
+    fast = FastScorer(pipeline).score(customers)
+    assert len(fast) == len(holdout) > 1000
+    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-9)
+
+
+def test_blank_total_charges_is_billed_so_far(client: TestClient, payloads: list) -> None:
+    new_customer = dict(payloads[0], tenure=0, TotalCharges=None)
+    same_as_zero = dict(new_customer, TotalCharges=0.0)
+    first = client.post("/predict", json=new_customer).json()["churn_probability"]
+    assert first == client.post("/predict", json=same_as_zero).json()["churn_probability"]
+
+
+def test_predict_one_customer(client: TestClient, payloads: list) -> None:
+    response = client.post("/predict", json=payloads[0])
+    assert response.status_code == 200
+    body = response.json()
+    assert body["customerID"] == payloads[0]["customerID"]
+    assert 0 < body["churn_probability"] < 1
+    assert body["churn"] == (body["churn_probability"] >= 0.5)
+    assert body["model_version"] == "1"
+    without_id = {k: v for k, v in payloads[0].items() if k != "customerID"}
+    assert client.post("/predict", json=without_id).json()["customerID"] is None
+
+
+def test_batch_keeps_request_order(client: TestClient, payloads: list) -> None:
+    batch = payloads[:40]
+    response = client.post("/predict/batch", json={"customers": batch})
+    assert response.status_code == 200
+    body = response.json()
+    assert [p["customerID"] for p in body["predictions"]] == [c["customerID"] for c in batch]
+    singles = [client.post("/predict", json=c).json()["churn_probability"] for c in batch[:5]]
+    assert [p["churn_probability"] for p in body["predictions"][:5]] == singles
+
+
+def test_health_ready_model_and_metrics(client: TestClient, payloads: list) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["model_version"] == "1"
+    info = client.get("/model").json()
+    assert info["name"] == "churn-classifier"
+    assert info["alias"] == "production"
+    assert info["version"] == "1"
+    assert info["run_id"]
+    assert info["git_sha"]
+    assert info["holdout_metrics"]["auc"] >= 0.82
+    assert info["loaded_at"] and info["registry_checked_at"]
+    assert info["registry_reachable"] is True
+    client.post("/predict", json=payloads[0])
+    client.post("/predict/batch", json={"customers": payloads[:3]})
+    client.post("/predict", json={})
+    text = client.get("/metrics").text
+    assert 'churn_api_requests_total{route="/predict",status="200"}' in text
+    assert 'churn_api_requests_total{route="/predict",status="422"}' in text
+    assert "churn_api_request_seconds_bucket" in text
+    assert 'churn_api_errors_total{route="/predict"}' in text
+    assert "churn_api_rows_scored_total 4.0" in text
+    assert "churn_api_model_version 1.0" in text
+
+
+def _error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    return response.json()["error"]
+
+
+def test_bad_inputs_get_4xx_naming_field_and_problem(client: TestClient, payloads: list) -> None:
+    good = payloads[0]
+    missing = {k: v for k, v in good.items() if k != "tenure"}
+    error = _error(client.post("/predict", json=missing), 422)
+    assert error["details"] == [{"field": "tenure", "problem": "Field required"}]
+
+    error = _error(client.post("/predict", json=dict(good, tenure="ten")), 422)
+    assert error["details"][0]["field"] == "tenure"
+    assert "integer" in error["details"][0]["problem"]
+
+    error = _error(client.post("/predict", json=dict(good, Contract="Monthly")), 422)
+    assert error["details"][0]["field"] == "Contract"
+    assert "'Month-to-month', 'One year' or 'Two year'" in error["details"][0]["problem"]
+    assert "'Monthly'" in error["details"][0]["problem"]
+
+    error = _error(client.post("/predict", json=dict(good, MonthlyCharges=-5)), 422)
+    assert error["details"][0]["field"] == "MonthlyCharges"
+    assert "greater than or equal to 0" in error["details"][0]["problem"]
+
+    error = _error(client.post("/predict", json=dict(good, Plan="gold")), 422)
+    assert error["details"][0]["field"] == "Plan"
+
+    error = _error(client.post("/predict/batch", json={"customers": []}), 422)
+    assert error["details"][0]["field"] == "customers"
+
+    error = _error(client.post("/predict/batch", json={"customers": [good] * 51}), 413)
+    assert error["details"][0]["field"] == "customers"
+    assert "limit of 50" in error["message"]
+
+    bad_row = dict(good, gender="x")
+    error = _error(client.post("/predict/batch", json={"customers": [good, bad_row]}), 422)
+    assert error["details"][0]["field"] == "customers.1.gender"
+
+    malformed = client.post(
+        "/predict", content=b'{"gender": ', headers={"content-type": "application/json"}
+    )
+    assert _error(malformed, 400)["code"] == "malformed_json"
+    assert _error(client.get("/nope"), 404)["code"] == "not_found"
+
+
+def test_api_key_is_required_when_configured(promoted_store: PromotedStore, payloads: list) -> None:
+    settings = _settings(promoted_store, api_key="let-me-in")
+    with TestClient(create_app(settings)) as keyed:
+        assert _error(keyed.post("/predict", json=payloads[0]), 401)["code"] == "unauthorized"
+        wrong = keyed.post("/predict", json=payloads[0], headers={"X-API-Key": "nope"})
+        assert _error(wrong, 401)["details"][0]["field"] == "X-API-Key"
+        right = keyed.post("/predict", json=payloads[0], headers={"X-API-Key": "let-me-in"})
+        assert right.status_code == 200
+        assert keyed.get("/health").status_code == 200  # probes stay open
+        assert keyed.get("/ready").status_code == 200
+
+
+def test_no_production_version_answers_503_until_one_is_promoted(tmp_path, payloads) -> None:
+    settings = Settings(state_dir=tmp_path / "empty", refresh_interval_s=0.2)
+    with TestClient(create_app(settings)) as empty:
+        error = _error(empty.post("/predict", json=payloads[0]), 503)
+        assert "has no 'production' version" in error["message"]
+        ready = empty.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["ready"] is False
+        assert empty.get("/model").json()["version"] is None
+        time.sleep(0.5)  # the watcher keeps polling without errors
+        assert empty.get("/health").status_code == 200
+
+
+def test_openapi_documents_every_route_with_a_response_model(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    assert set(paths) == {"/predict", "/predict/batch", "/health", "/ready", "/model", "/metrics"}
+    for path, operations in paths.items():
+        for operation in operations.values():
+            assert "200" in operation["responses"], path
+    customer = spec["components"]["schemas"]["Customer"]
+    assert customer["properties"]["Contract"]["enum"] == list(schema.CATEGORICAL_LEVELS["Contract"])

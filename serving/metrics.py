@@ -1,0 +1,63 @@
+"""Prometheus metrics, per app instance, recorded by a plain ASGI middleware (cheap per request)."""
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "churn_api_requests", "HTTP requests.", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "churn_api_request_seconds",
+            "Request latency.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "churn_api_errors", "Responses with status >= 400.", ["route"], registry=self.registry
+        )
+        self.rows_scored = Counter(
+            "churn_api_rows_scored", "Customers scored.", registry=self.registry
+        )
+        self.model_version = Gauge(
+            "churn_api_model_version", "Registry version being served.", registry=self.registry
+        )
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template (not raw path: bounded labels)."""
+
+    def __init__(self, app: Any, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(label, str(status)).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+            if status >= 400:
+                self.metrics.errors.labels(label).inc()

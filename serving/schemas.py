@@ -1,0 +1,86 @@
+"""Request and response bodies, generated from the feature schema so no level is written twice."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from churn_assets.ml import schema
+
+
+def _feature_field(column: str) -> tuple[Any, Any]:
+    if column in schema.CATEGORICAL_LEVELS:
+        levels = schema.CATEGORICAL_LEVELS[column]
+        return Literal[levels], Field(..., description=f"One of {list(levels)}.")  # type: ignore[valid-type]
+    low, high = schema.NUMERIC_RANGES[column]
+    kind: Any = int if column in schema.INTEGER_FEATURES else float
+    if column == "TotalCharges":
+        return kind | None, Field(
+            None, ge=low, le=high, description="Billed so far; null for a customer not billed yet."
+        )
+    return kind, Field(..., ge=low, le=high)
+
+
+Customer = create_model(  # type: ignore[call-overload]
+    "Customer",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="One customer in the raw export's schema (the Churn column is what we predict).",
+    customerID=(str | None, Field(None, max_length=128, description="Echoed back.")),
+    **{column: _feature_field(column) for column in schema.FEATURE_COLUMNS},
+)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customers: list[Customer] = Field(..., min_length=1)  # type: ignore[valid-type]
+
+
+class Prediction(BaseModel):
+    customerID: str | None = None  # noqa: N815  (the export's own column name)
+    churn_probability: float
+    churn: bool
+    model_version: str
+
+
+class BatchPrediction(BaseModel):
+    model_version: str
+    threshold: float
+    predictions: list[Prediction]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model_version: str | None
+    registry_reachable: bool
+    detail: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    alias: str
+    version: str | None
+    run_id: str | None
+    git_sha: str | None
+    holdout_metrics: dict[str, float]
+    loaded_at: str | None
+    registry_checked_at: str | None
+    registry_reachable: bool
+    registry_error: str | None
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,28 @@
+"""API settings from the environment (and `.env`), on top of the platform's own settings."""
+
+from pydantic import Field, SecretStr
+
+from churn_assets.ml.settings import ChurnSettings
+
+
+class Settings(ChurnSettings):
+    """MLflow location, model name and alias come from `ChurnSettings`, written once there."""
+
+    refresh_interval_s: float = Field(
+        10.0, alias="CHURN_REFRESH_INTERVAL_S", gt=0, description="How often to check the alias."
+    )
+    threshold: float = Field(
+        0.5,
+        alias="CHURN_DECISION_THRESHOLD",
+        gt=0,
+        lt=1,
+        description="Churn if probability >= this.",
+    )
+    max_batch_size: int = Field(10_000, alias="CHURN_MAX_BATCH_SIZE", gt=0)
+    api_key: SecretStr | None = Field(
+        None,
+        alias="CHURN_API_KEY",
+        description="When set, predict and model routes need X-API-Key.",
+    )
+    host: str = Field("127.0.0.1", alias="CHURN_API_HOST")
+    port: int = Field(8000, alias="CHURN_API_PORT")
