@@ -12,7 +12,7 @@ STATE_DIR := $(or $(CHURN_STATE_DIR),.churn)
 DATA := $(or $(CHURN_DATA_PATH),data/telco_churn.csv)
 export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 
-.PHONY: help sync data run materialize serve dev mlflow-ui production rollback lint test clean
+.PHONY: help sync data run materialize serve bench-serving dev mlflow-ui production rollback lint test clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000) on the local store
 
 serve: sync  ## the churn API on http://127.0.0.1:8000 (docs at /docs), following production
 	$(RUN) python -m serving
+
+bench-serving: sync  ## this API vs `mlflow models serve`: req/s, p50/p99, rows/s, ratios
+	$(RUN) python benchmarks/serving.py
 
 production: sync  ## show the production version and its holdout metrics
 	$(RUN) churn production

@@ -2,15 +2,19 @@
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
 
 from serving.errors import install_error_handlers
 from serving.metrics import ApiMetrics, MetricsMiddleware
 from serving.model import ModelWatcher
-from serving.routes import router
+from serving.routes import REQUEST_MODELS, router
 from serving.settings import Settings
 
 
@@ -22,6 +26,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     await asyncio.to_thread(watcher.refresh)  # no model yet is fine: predict answers 503
+    # Move everything loaded so far (MLflow, sklearn, the model) out of the collector's
+    # reach: otherwise each full collection walks it all, a 100-200 ms pause (measured).
+    gc.freeze()
     task = asyncio.create_task(_watch(watcher))
     try:
         yield
@@ -35,6 +42,22 @@ async def _watch(watcher: ModelWatcher) -> None:
     while True:
         await asyncio.sleep(watcher.settings.refresh_interval_s)
         await asyncio.to_thread(watcher.refresh)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the request models the routes parse themselves."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        _, definitions = models_json_schema(
+            [(model, "validation") for model in REQUEST_MODELS],
+            ref_template="#/components/schemas/{model}",
+        )
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        components.update(definitions.get("$defs", {}))
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,5 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -6,8 +6,9 @@ assignment, so requests in flight finish on the model they started with and none
 """
 
 import logging
+import operator
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from serving.settings import Settings
 log = logging.getLogger("serving.model")
 
 _HOLDOUT_TAGS = ("holdout_auc", "holdout_accuracy", "holdout_f1")
+_PARALLEL_ROWS = 500
 
 
 class FastScorer:
@@ -50,33 +52,38 @@ class FastScorer:
         order = [str(c) for c in preprocess.get_feature_names_out()]
         if sorted(order) != sorted([*categorical, *numeric]):
             raise ValueError(f"unexpected preprocessor output {order}")
-        self._getters: list[Callable[[Any], float]] = [
-            _code_getter(column, codes[column]) if column in codes else _numeric_getter(column)
-            for column in order
-        ]
+        self._row = operator.attrgetter(*order)  # one C call per customer
+        self._codes = [codes.get(column) for column in order]
+        self._total = order.index("TotalCharges")
+        self._tenure = order.index("tenure")
+        self._monthly = order.index("MonthlyCharges")
         self._booster = model.booster_
         self.pipeline = pipeline
 
     def matrix(self, customers: Sequence[Any]) -> np.ndarray:
-        getters = self._getters
-        return np.array([[get(c) for get in getters] for c in customers], dtype=np.float64)
+        """Column by column: levels to the encoder's codes, numbers as they are."""
+        columns = zip(*map(self._row, customers), strict=True)
+        matrix = np.empty((len(customers), len(self._codes)), dtype=np.float64)
+        for position, (values, codes) in enumerate(zip(columns, self._codes, strict=True)):
+            matrix[:, position] = (
+                [codes[v] for v in values]
+                if codes is not None
+                else np.array(values, dtype=np.float64)  # None (blank TotalCharges) -> NaN
+            )
+        blank = np.isnan(matrix[:, self._total])  # TotalCharges null: not billed yet
+        if blank.any():
+            matrix[blank, self._total] = billed_so_far(
+                matrix[blank, self._tenure], matrix[blank, self._monthly]
+            )
+        return matrix
 
     def score(self, customers: Sequence[Any]) -> np.ndarray:
-        return np.asarray(self._booster.predict(self.matrix(customers)), dtype=np.float64)
-
-
-def _code_getter(column: str, codes: dict[str, float]) -> Callable[[Any], float]:
-    return lambda customer: codes[getattr(customer, column)]
-
-
-def _numeric_getter(column: str) -> Callable[[Any], float]:
-    def get(customer: Any) -> float:
-        value = getattr(customer, column)
-        if value is None:  # TotalCharges left blank, as the export does for new customers
-            return float(billed_so_far(customer.tenure, customer.MonthlyCharges))
-        return float(value)
-
-    return get
+        # Below a few hundred rows LightGBM's OpenMP threads cost more than they save, and on
+        # a busy machine the barrier waits for a descheduled thread (measured: ~0.5 ms a row).
+        threads = 1 if len(customers) < _PARALLEL_ROWS else 0
+        return np.asarray(
+            self._booster.predict(self.matrix(customers), num_threads=threads), dtype=np.float64
+        )
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
 """HTTP routes: scoring, health, readiness, model information and metrics."""
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
 
 from serving.errors import ApiError
 from serving.metrics import ApiMetrics
@@ -23,26 +27,22 @@ from serving.schemas import (
 from serving.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# Each dependency costs a resolution per request, so routes get the app's settings and metrics
+# from `request.app.state` and only the served model comes through `Depends`. Dependencies are
+# `async def` on purpose: FastAPI runs plain `def` ones in a thread pool, a hop that costs
+# more than scoring a customer.
+def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_watcher(request: Request) -> ModelWatcher:
-    return request.app.state.watcher
-
-
-def get_metrics(request: Request) -> ApiMetrics:
+def _metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-WatcherDep = Annotated[ModelWatcher, Depends(get_watcher)]
-MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
-
-
-def require_api_key(
-    settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None
+async def require_api_key(
+    request: Request, x_api_key: Annotated[str | None, Header()] = None
 ) -> None:
+    settings = _settings(request)
     if settings.api_key is None:
         return
     expected = settings.api_key.get_secret_value()
@@ -50,8 +50,9 @@ def require_api_key(
         raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header", "X-API-Key")
 
 
-def serving_model(watcher: WatcherDep) -> LoadedModel:
+async def serving_model(request: Request) -> LoadedModel:
     """The model this request is scored with; later swaps do not affect it."""
+    watcher: ModelWatcher = request.app.state.watcher
     model = watcher.current
     if model is None:
         settings = watcher.settings
@@ -65,6 +66,40 @@ def serving_model(watcher: WatcherDep) -> LoadedModel:
 
 
 ServedModel = Annotated[LoadedModel, Depends(serving_model)]
+
+
+def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[Any]]:
+    """Validate the raw body with pydantic's JSON parser.
+
+    FastAPI decodes JSON to Python objects and validates those, which for a 1,000-customer
+    batch costs more than scoring it; parsing and validating in one pass is about 2.5x faster.
+    Errors take FastAPI's usual path (and our error body); the schema is documented in the
+    OpenAPI document by `documented_body`.
+    """
+
+    async def parse(request: Request) -> Any:
+        raw = await request.body()
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as error:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+            ) from None
+
+    return parse
+
+
+def documented_body(model: type[BaseModel]) -> dict[str, Any]:
+    schema_ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema_ref}}}
+    }
+
+
+CustomerBody = Annotated[Any, Depends(json_body(Customer))]
+BatchBody = Annotated[BatchRequest, Depends(json_body(BatchRequest))]
+#: Request models documented by hand (see `json_body`); app.py adds them to the components.
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (Customer, BatchRequest)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)
 }
@@ -77,22 +112,14 @@ router = APIRouter()
     response_model=Prediction,
     responses=_ERRORS,
     dependencies=[Depends(require_api_key)],
+    openapi_extra=documented_body(Customer),
     summary="Churn probability of one customer",
 )
-async def predict(
-    customer: Customer,  # type: ignore[valid-type]
-    model: ServedModel,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-) -> Prediction:
+async def predict(customer: CustomerBody, model: ServedModel, request: Request) -> Response:
+    settings = _settings(request)
     probability = float(model.scorer.score([customer])[0])
-    metrics.rows_scored.inc()
-    return Prediction(
-        customerID=customer.customerID,  # type: ignore[attr-defined]
-        churn_probability=probability,
-        churn=probability >= settings.threshold,
-        model_version=model.version,
-    )
+    _metrics(request).rows_scored.inc()
+    return _json(_prediction(customer.customerID, probability, settings.threshold, model.version))
 
 
 @router.post(
@@ -100,11 +127,11 @@ async def predict(
     response_model=BatchPrediction,
     responses=_ERRORS,
     dependencies=[Depends(require_api_key)],
+    openapi_extra=documented_body(BatchRequest),
     summary="Churn probabilities of many customers, in request order",
 )
-def predict_batch(
-    body: BatchRequest, model: ServedModel, settings: SettingsDep, metrics: MetricsDep
-) -> BatchPrediction:
+def predict_batch(body: BatchBody, model: ServedModel, request: Request) -> Response:
+    settings = _settings(request)
     customers = body.customers
     if len(customers) > settings.max_batch_size:
         raise ApiError(
@@ -113,22 +140,37 @@ def predict_batch(
             f"{len(customers)} customers exceed the limit of {settings.max_batch_size} per request",
             "customers",
         )
-    probabilities = model.scorer.score(customers)
-    metrics.rows_scored.inc(len(customers))
-    threshold = settings.threshold
-    return BatchPrediction(
-        model_version=model.version,
-        threshold=threshold,
-        predictions=[
-            Prediction(
-                customerID=customer.customerID,  # type: ignore[attr-defined]
-                churn_probability=float(p),
-                churn=bool(p >= threshold),
-                model_version=model.version,
-            )
-            for customer, p in zip(customers, probabilities, strict=True)
-        ],
+    probabilities = model.scorer.score(customers).tolist()
+    _metrics(request).rows_scored.inc(len(customers))
+    threshold, version = settings.threshold, model.version
+    return _json(
+        {
+            "model_version": version,
+            "threshold": threshold,
+            "predictions": [
+                _prediction(customer.customerID, p, threshold, version)  # type: ignore[attr-defined]
+                for customer, p in zip(customers, probabilities, strict=True)
+            ],
+        }
     )
+
+
+def _prediction(
+    customer_id: str | None, probability: float, threshold: float, version: str
+) -> dict[str, Any]:
+    """A `Prediction` as JSON-ready dict; built by hand, the per-row cost of batches is lower."""
+    return {
+        "customerID": customer_id,
+        "churn_probability": probability,
+        "churn": probability >= threshold,
+        "model_version": version,
+    }
+
+
+def _json(content: Any) -> Response:
+    # Responses are serialized once with orjson instead of re-validated against the
+    # response model, which costs more than scoring; the schemas still document them.
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 @router.get("/health", response_model=Health, summary="The process is alive")
@@ -142,7 +184,8 @@ async def health() -> Health:
     responses={503: {"model": Readiness}},
     summary="A model is loaded and being served",
 )
-async def ready(watcher: WatcherDep) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
+    watcher: ModelWatcher = request.app.state.watcher
     model, registry = watcher.current, watcher.registry
     if model is None:
         detail = registry.error or "no model loaded yet"
@@ -166,7 +209,8 @@ async def ready(watcher: WatcherDep) -> JSONResponse:
     dependencies=[Depends(require_api_key)],
     summary="What is being served and how fresh it is",
 )
-async def model_info(watcher: WatcherDep) -> ModelInfo:
+async def model_info(request: Request) -> ModelInfo:
+    watcher: ModelWatcher = request.app.state.watcher
     model, registry, settings = watcher.current, watcher.registry, watcher.settings
     return ModelInfo(
         name=settings.model_name,
@@ -190,7 +234,9 @@ async def model_info(watcher: WatcherDep) -> ModelInfo:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
     summary="Prometheus metrics",
 )
-async def prometheus_metrics(watcher: WatcherDep, metrics: MetricsDep) -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    watcher: ModelWatcher = request.app.state.watcher
+    metrics = _metrics(request)
     if watcher.current is not None:
         metrics.model_version.set(float(watcher.current.version))
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -24,5 +24,10 @@ class Settings(ChurnSettings):
         alias="CHURN_API_KEY",
         description="When set, predict and model routes need X-API-Key.",
     )
+    access_log: bool = Field(
+        False,
+        alias="CHURN_API_ACCESS_LOG",
+        description="Log every request; off by default: /metrics counts them far more cheaply.",
+    )
     host: str = Field("127.0.0.1", alias="CHURN_API_HOST")
     port: int = Field(8000, alias="CHURN_API_PORT")

@@ -1,0 +1,299 @@
+"""Serving benchmark: this API against `mlflow models serve` on the same registered version.
+
+Trains and promotes a model in a temporary store (or uses --state-dir), starts both servers
+with one uvicorn worker each, drives them with the same asyncio load generator (raw
+keep-alive HTTP/1.1, so the client is not the bottleneck), and prints throughput and latency
+for single rows at 1 and 16 concurrent clients and for 1,000-row batches, the ratios between
+the two servers, and the in-process scoring ceiling. Run: `make bench-serving`.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "churn-classifier"
+BATCH_ROWS = 1000
+
+
+@dataclass
+class Result:
+    requests: int
+    rows: int
+    seconds: float
+    latencies_ms: list[float]
+    failures: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def _request(port: int, path: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _client(port: int, request: bytes, rows: int, stop_at: float, result: Result) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            writer.write(request)
+            headers = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in headers.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            elapsed = (time.perf_counter() - start) * 1000
+            if headers.startswith(b"HTTP/1.1 200"):
+                result.requests += 1
+                result.rows += rows
+                result.latencies_ms.append(elapsed)
+            else:
+                result.failures += 1
+    finally:
+        writer.close()
+
+
+def drive(port: int, path: str, body: bytes, rows: int, clients: int, seconds: float) -> Result:
+    request = _request(port, path, body)
+
+    async def run() -> Result:
+        result = Result(0, 0, seconds, [], 0)
+        stop_at = time.perf_counter() + seconds
+        await asyncio.gather(
+            *(_client(port, request, rows, stop_at, result) for _ in range(clients))
+        )
+        return result
+
+    return asyncio.run(run())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def _train(state_dir: Path) -> None:
+    """Run the whole asset graph once so the store holds a promoted model."""
+    env = {**os.environ, "CHURN_STATE_DIR": str(state_dir)}
+    data = state_dir / "customers.csv"
+    env["CHURN_DATA_PATH"] = str(data)
+    env["DAGSTER_HOME"] = str(state_dir / "dagster_home")
+    (state_dir / "dagster_home").mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    subprocess.run(
+        [str(bin_dir / "churn"), "generate-data", "--out", str(data)], env=env, check=True
+    )
+    subprocess.run(
+        [
+            *(str(bin_dir / "dagster"), "job", "execute"),
+            *("-m", "churn_assets.definitions", "-j", "churn_training"),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def _payloads(state_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    sys.path.insert(0, str(REPO))
+
+    from churn_assets.ml import schema
+    from churn_assets.ml.cleaning import clean_customers, read_customer_csv
+
+    cleaned, _ = clean_customers(read_customer_csv(state_dir / "customers.csv", ""))
+    frame = cleaned[[schema.ID_COLUMN, *schema.FEATURE_COLUMNS]].head(BATCH_ROWS)
+    records = []
+    for row in frame.astype(object).to_dict(orient="records"):
+        records.append(
+            {k: (str(v) if k in schema.CATEGORICAL_LEVELS else v) for k, v in row.items()}
+        )
+    return records[0], records
+
+
+def _ceiling(state_dir: Path, records: list[dict[str, Any]]) -> tuple[float, float]:
+    """In-process rows/s: the fast path, and the logged sklearn pipeline on a DataFrame."""
+    import mlflow
+    import pandas as pd
+
+    from churn_assets.ml import schema
+    from serving.model import FastScorer
+    from serving.schemas import Customer
+
+    uri = f"sqlite:///{state_dir / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    pipeline = mlflow.sklearn.load_model(f"models:/{MODEL}@production")
+    scorer = FastScorer(pipeline)
+    customers = [Customer(**r) for r in records]
+    frame = pd.DataFrame(records)[list(schema.FEATURE_COLUMNS)]
+
+    def rate(fn: Any) -> float:
+        fn()
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 2:
+            fn()
+            runs += 1
+        return runs * len(records) / (time.perf_counter() - start)
+
+    return rate(lambda: scorer.score(customers)), rate(lambda: pipeline.predict_proba(frame))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per scenario")
+    parser.add_argument("--state-dir", type=Path, help="existing store with a promoted model")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="churn-bench-"))
+    state_dir = args.state_dir or workdir / "state"
+    if args.state_dir is None:
+        print(f"training a model in {state_dir} ...", flush=True)
+        _train(state_dir)
+    single, batch = _payloads(state_dir)
+    tracking_uri = f"sqlite:///{state_dir / 'mlflow.db'}"
+    bin_dir = Path(sys.executable).parent
+    ours_port, mlflow_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "CHURN_API_PORT": str(ours_port),
+        "CHURN_STATE_DIR": str(state_dir),
+    }
+    logs = workdir / "logs"
+    logs.mkdir()
+    servers = {
+        "ours": subprocess.Popen(
+            [sys.executable, "-m", "serving"],
+            cwd=REPO,
+            env={**env, "PYTHONWARNINGS": "ignore"},
+            stdout=(logs / "ours.log").open("w"),
+            stderr=subprocess.STDOUT,
+        ),
+        "mlflow": subprocess.Popen(
+            [
+                *(str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@production"),
+                *("--env-manager", "local", "--host", "127.0.0.1", "-p", str(mlflow_port)),
+                *("--workers", "1"),
+            ],
+            env=env,
+            stdout=(logs / "mlflow.log").open("w"),
+            stderr=subprocess.STDOUT,
+        ),
+    }
+    try:
+        _wait(f"http://127.0.0.1:{ours_port}/ready", servers["ours"])
+        _wait(f"http://127.0.0.1:{mlflow_port}/ping", servers["mlflow"])
+        columns = [k for k in single if k != "customerID"]
+
+        def mlflow_body(rows: list[dict[str, Any]]) -> bytes:
+            data = [[r[c] for c in columns] for r in rows]
+            return json.dumps({"dataframe_split": {"columns": columns, "data": data}}).encode()
+
+        scenarios = {
+            "single row, 1 client": (
+                ("/predict", json.dumps(single).encode()),
+                ("/invocations", mlflow_body([single])),
+                1,
+                1,
+            ),
+            "single row, 16 clients": (
+                ("/predict", json.dumps(single).encode()),
+                ("/invocations", mlflow_body([single])),
+                1,
+                16,
+            ),
+            f"{BATCH_ROWS}-row batch, 2 clients": (
+                ("/predict/batch", json.dumps({"customers": batch}).encode()),
+                ("/invocations", mlflow_body(batch)),
+                len(batch),
+                2,
+            ),
+        }
+        results: dict[tuple[str, str], Result] = {}
+        for name, (ours, theirs, rows, clients) in scenarios.items():
+            for server, port, (path, body) in (
+                ("ours", ours_port, ours),
+                ("mlflow", mlflow_port, theirs),
+            ):
+                drive(port, path, body, rows, clients, 1.0)  # warm-up
+                results[(name, server)] = drive(port, path, body, rows, clients, args.seconds)
+    finally:
+        for process in servers.values():
+            process.terminate()
+            process.wait(timeout=30)
+
+    fast, pipeline = _ceiling(state_dir, batch)
+    print()
+    print("one uvicorn worker each, same registered version, same load generator")
+    header = f"{'scenario':<28}{'server':<8}{'req/s':>9}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+    print(header + f"{'failed':>8}")
+    for (name, server), r in results.items():
+        print(
+            f"{name:<28}{server:<8}{r.rps:>9.0f}{r.rows_per_s:>11.0f}"
+            f"{r.percentile(50):>9.2f}{r.percentile(99):>9.2f}{r.failures:>8}"
+        )
+    print()
+    for name in scenarios:
+        ours, theirs = results[(name, "ours")], results[(name, "mlflow")]
+        print(f"{name}: {ours.rps / theirs.rps:.1f}x mlflow models serve throughput")
+    print(
+        f"in-process ceiling: fast path {fast:,.0f} rows/s, logged pipeline {pipeline:,.0f} rows/s"
+    )
+    single_ratio = (
+        results[("single row, 16 clients", "ours")].rps
+        / results[("single row, 16 clients", "mlflow")].rps
+    )
+    p99 = results[("single row, 16 clients", "ours")].percentile(99)
+    batch_rows = results[(f"{BATCH_ROWS}-row batch, 2 clients", "ours")].rows_per_s
+    print()
+    print(f"target single-row throughput >= 25x mlflow: {single_ratio:.1f}x")
+    print(f"target p99 at 16 clients < 15 ms: {p99:.2f} ms")
+    print(f"target 1,000-row batches >= 100,000 rows/s: {batch_rows:,.0f} rows/s")
+    if args.state_dir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
