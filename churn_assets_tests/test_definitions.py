@@ -71,29 +71,23 @@ def test_quality_gate_and_data_checks_are_blocking() -> None:
 
 
 def test_dagster_and_dg_clis_load_the_code_location(tmp_path: Path) -> None:
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    validate = subprocess.run(
-        ["dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert validate.returncode == 0, validate.stdout + validate.stderr
-    listed = subprocess.run(
-        ["dg", "list", "defs", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert listed.returncode == 0, listed.stdout + listed.stderr
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            args,
+            cwd=REPO,
+            env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    cli("dagster", "definitions", "validate", "-w", "workspace.yaml")
+    listed = cli("dg", "list", "defs", "--json")
     for name in EXPECTED_ASSETS:
-        assert f'"{name}"' in listed.stdout
+        assert f'"{name}"' in listed
 
 
 def test_failure_sensor_is_registered_and_on_by_default() -> None:

@@ -40,13 +40,9 @@ CATEGORICAL_LEVELS: Final[dict[str, tuple[str, ...]]] = {
     ),
 }
 
-INTERNET_ADDONS: Final = (
-    "OnlineSecurity",
-    "OnlineBackup",
-    "DeviceProtection",
-    "TechSupport",
-    "StreamingTV",
-    "StreamingMovies",
+#: The add-ons only an internet customer can have ("No internet service" otherwise).
+INTERNET_ADDONS: Final = tuple(
+    column for column, levels in CATEGORICAL_LEVELS.items() if levels == INTERNET_ADDONS_LEVELS
 )
 
 #: Numeric feature -> (minimum, maximum) a plausible export stays within.
