@@ -30,14 +30,18 @@ from serving.settings import Settings
 REFRESH_S = 1.0
 
 
-def _get(port: int, path: str) -> tuple[int, dict[str, Any]]:
+def _call(port: int, method: str, path: str, body: str | None = None) -> tuple[int, dict[str, Any]]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("GET", path)
+        connection.request(method, path, body, {"Content-Type": "application/json"})
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
         connection.close()
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    return _call(port, "GET", path)
 
 
 class Load:
@@ -109,6 +113,34 @@ def test_promotion_under_load_swaps_live_with_no_failed_request(
         assert _get(port, "/model")[1]["version"] == "2"
 
 
+def test_starts_without_production_and_serves_once_promoted(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = base_env(
+        CHURN_STATE_DIR=str(churn_env.state_dir),
+        CHURN_REFRESH_INTERVAL_S=str(REFRESH_S),
+        CHURN_API_PORT=str(port),
+    )
+    payload = json.dumps(customer_payloads(churn_env_holdout(churn_env))[0])
+    with running(api_command(), env, f"http://127.0.0.1:{port}/health", tmp_path / "api.log"):
+        status, ready = _get(port, "/ready")
+        assert (status, ready["ready"]) == (503, False)
+        status, body = _call(port, "POST", "/predict", payload)
+        assert status == 503
+        assert "has no 'production' version" in body["error"]["message"]
+
+        assert materialize_graph(churn_env, instance).success  # the first promotion
+        promoted = churn_env.client.get_model_version("churn-classifier", "1")
+        promoted_at = datetime.fromisoformat(promoted.tags["promoted_at"]).timestamp()
+        deadline = time.monotonic() + 10 * REFRESH_S
+        while time.monotonic() < deadline and _get(port, "/ready")[0] != 200:
+            time.sleep(0.05)
+        assert time.time() - promoted_at <= 2 * REFRESH_S + 0.5
+        status, body = _call(port, "POST", "/predict", payload)
+        assert (status, body["model_version"]) == (200, "1")
+
+
 def churn_env_holdout(env: ChurnEnv) -> Any:
     import pandas as pd
 
@@ -146,13 +178,8 @@ def test_slim_api_keeps_serving_when_mlflow_server_stops(
         assert (status, ready["model_version"], ready["registry_reachable"]) == (200, "1", True)
         stop(mlflow_process)
         time.sleep(2.0)
-        connection = http.client.HTTPConnection("127.0.0.1", api_port, timeout=10)
-        connection.request(
-            "POST", "/predict", json.dumps(payload), {"Content-Type": "application/json"}
-        )
-        response = connection.getresponse()
-        assert response.status == 200
-        assert json.loads(response.read())["model_version"] == "1"
+        status, body = _call(api_port, "POST", "/predict", json.dumps(payload))
+        assert (status, body["model_version"]) == (200, "1")
         status, ready = _get(api_port, "/ready")
         assert status == 200
         assert ready["registry_reachable"] is False
