@@ -1,0 +1,125 @@
+"""The production configuration on real servers: MLflow server on PostgreSQL with S3 artifacts
+(moto's standalone server standing in for MinIO), Dagster on PostgreSQL storage, and the slim
+API serving the promoted model through that MLflow server. Environment variables only."""
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import psycopg2
+import pytest
+
+from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
+from churn_assets_tests.processes import base_env, free_port, mlflow_server_command, running
+from churn_assets_tests.test_serving import customer_payloads
+from churn_assets_tests.test_serving_e2e import _call, churn_env_holdout
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "churn-test", "AWS_SECRET_ACCESS_KEY": "churn-test-secret"}
+
+
+@pytest.fixture
+def databases() -> Iterator[tuple[str, str]]:
+    """Fresh MLflow and Dagster databases on the local PostgreSQL, dropped afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    names = (f"churn_mlflow_{suffix}", f"churn_dagster_{suffix}")
+    admin = psycopg2.connect(dbname="postgres", **PG)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            for name in names:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        yield names
+    finally:
+        with admin.cursor() as cursor:
+            for name in names:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_graph_and_api_on_postgres_s3_and_mlflow_server(
+    churn_env: ChurnEnv,
+    databases: tuple[str, str],
+    slim_python: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mlflow_db, dagster_db = databases
+    s3_port, mlflow_port, api_port = free_port(), free_port(), free_port()
+    s3_url = f"http://127.0.0.1:{s3_port}"
+    s3_env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_url, "AWS_DEFAULT_REGION": "us-east-1"}
+    moto = [str(Path(dg.__file__).parents[4] / "bin" / "moto_server"), "-H", "127.0.0.1"]
+    with running(
+        [*moto, "-p", str(s3_port)], base_env(), f"{s3_url}/moto-api/", tmp_path / "s3.log"
+    ):
+        s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", **_keys())
+        s3.create_bucket(Bucket="mlflow")
+        server = [
+            *mlflow_server_command(
+                f"postgresql+psycopg2://postgres@127.0.0.1:5432/{mlflow_db}", mlflow_port
+            ),
+            *("--default-artifact-root", "s3://mlflow/", "--no-serve-artifacts"),
+        ]
+        with running(
+            server,
+            base_env(**s3_env),
+            f"http://127.0.0.1:{mlflow_port}/health",
+            tmp_path / "mlflow.log",
+        ):
+            tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+            for name, value in s3_env.items():
+                monkeypatch.setenv(name, value)
+            storage = {
+                "postgres": {
+                    "postgres_db": {
+                        "scheme": "postgresql+psycopg2",
+                        "username": "postgres",
+                        "password": "",
+                        "hostname": "127.0.0.1",
+                        "db_name": dagster_db,
+                        "port": 5432,
+                    }
+                }
+            }
+            with dg.instance_for_test(overrides={"storage": storage}) as instance:
+                result = materialize_graph(churn_env, instance)
+                assert result.success, failure_messages(result)
+                assert len(instance.get_runs()) == 1
+
+            # Dagster's runs are in PostgreSQL, the model's files in S3, the registry on the server
+            with psycopg2.connect(dbname=dagster_db, **PG) as connection, connection.cursor() as c:
+                c.execute("SELECT count(*) FROM runs")
+                assert c.fetchone()[0] == 1
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow")["Contents"]]
+            assert any(k.endswith("MLmodel") for k in keys)
+            assert any(k.endswith("evaluation/report.json") for k in keys)
+            assert not (churn_env.state_dir / "mlflow.db").exists()
+            version = churn_env.client.get_model_version_by_alias("churn-classifier", "production")
+            assert str(version.version) == "1"
+
+            api_env = base_env(
+                MLFLOW_TRACKING_URI=tracking_uri,
+                CHURN_API_PORT=str(api_port),
+                CHURN_STATE_DIR=str(tmp_path / "api-state"),
+                **s3_env,
+            )
+            payload = json.dumps(customer_payloads(churn_env_holdout(churn_env))[0])
+            with running(
+                [str(slim_python), "-m", "serving"],
+                api_env,
+                f"http://127.0.0.1:{api_port}/ready",
+                tmp_path / "api.log",
+            ):
+                status, body = _call(api_port, "POST", "/predict", payload)
+                assert (status, body["model_version"]) == (200, "1")
+
+
+def _keys() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_KEYS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+    }
