@@ -1,6 +1,6 @@
 """API settings from the environment (and `.env`), on top of the platform's own settings."""
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from churn_assets.ml.settings import ChurnSettings
 
@@ -31,3 +31,9 @@ class Settings(ChurnSettings):
     )
     host: str = Field("127.0.0.1", alias="CHURN_API_HOST")
     port: int = Field(8000, alias="CHURN_API_PORT")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_means_none(cls, value: object) -> object:
+        """CHURN_API_KEY= (as compose passes an unset variable) leaves the API open."""
+        return None if value == "" else value
