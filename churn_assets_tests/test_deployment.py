@@ -160,3 +160,13 @@ def test_dagster_yaml_gives_postgres_storage_and_queued_runs(
         assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 1
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
         assert instance.get_runs() == []
+
+
+def test_github_workflow_runs_the_readme_test_command_with_postgres() -> None:
+    workflow = yaml.safe_load((REPO / ".github/workflows/ci.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    assert "postgres" in job["services"]
+    assert job["services"]["postgres"]["ports"] == ["5432:5432"]
+    assert [s["run"] for s in job["steps"] if "run" in s] == ["make test"]
+    assert "make test" in (REPO / "README.md").read_text()
+    assert "make test" in (REPO / ".ci/run").read_text()
