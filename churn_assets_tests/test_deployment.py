@@ -2,6 +2,8 @@
 
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -170,3 +172,22 @@ def test_github_workflow_runs_the_readme_test_command_with_postgres() -> None:
     assert [s["run"] for s in job["steps"] if "run" in s] == ["make test"]
     assert "make test" in (REPO / "README.md").read_text()
     assert "make test" in (REPO / ".ci/run").read_text()
+
+
+@pytest.mark.parametrize(
+    ("schema", "path"),
+    [
+        ("vendor.compose-spec", "docker-compose.yml"),
+        ("vendor.github-workflows", ".github/workflows/ci.yml"),
+    ],
+)
+def test_files_validate_against_their_published_schemas(schema: str, path: str) -> None:
+    validator = Path(sys.executable).parent / "check-jsonschema"
+    done = subprocess.run(
+        [str(validator), "--builtin-schema", schema, str(REPO / path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
