@@ -13,6 +13,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         access_log=settings.access_log,
+        server_header=False,
         log_level="info",
     )
 

@@ -38,6 +38,7 @@ class MetricsMiddleware:
     def __init__(self, app: Any, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._cache: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -55,9 +56,23 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(label, str(status)).inc()
-            self.metrics.latency.labels(label).observe(time.perf_counter() - start)
-            if status >= 400:
-                self.metrics.errors.labels(label).inc()
+            route = getattr(scope.get("route"), "path", "unmatched")
+            requests, latency, errors = self._children(route, status)
+            requests.inc()
+            latency.observe(time.perf_counter() - start)
+            if errors is not None:
+                errors.inc()
+
+    def _children(self, route: str, status: int) -> tuple[Any, Any, Any]:
+        """Labelled series, looked up once per route and status rather than per request."""
+        key = (route, status)
+        children = self._cache.get(key)
+        if children is None:
+            metrics = self.metrics
+            children = (
+                metrics.requests.labels(route, str(status)),
+                metrics.latency.labels(route),
+                metrics.errors.labels(route) if status >= 400 else None,
+            )
+            self._cache[key] = children
+        return children
