@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,3 +90,27 @@ def uv_executable() -> str:
     if found is None:
         raise RuntimeError("uv not found: run the tests through `make test`")
     return found
+
+
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+@contextmanager
+def postgres_databases(*prefixes: str) -> Iterator[tuple[str, ...]]:
+    """Fresh databases on the local PostgreSQL (trust auth), dropped afterwards."""
+    import psycopg2
+
+    suffix = uuid.uuid4().hex[:10]
+    names = tuple(f"{prefix}_{suffix}" for prefix in prefixes)
+    admin = psycopg2.connect(dbname="postgres", **POSTGRES)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            for name in names:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        yield names
+    finally:
+        with admin.cursor() as cursor:
+            for name in names:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -4,15 +4,15 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import psycopg2
 import pytest
 import yaml
 
+from churn_assets_tests.processes import postgres_databases
 from serving.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,16 +132,9 @@ def test_images_are_built_from_files_that_exist_and_the_lock() -> None:
 
 
 @pytest.fixture
-def dagster_database() -> Any:
-    name = f"churn_dagster_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+def dagster_database() -> Iterator[str]:
+    with postgres_databases("churn_dagster") as (name,):
+        yield name
 
 
 def test_dagster_yaml_gives_postgres_storage_and_queued_runs(

@@ -3,7 +3,6 @@
 API serving the promoted model through that MLflow server. Environment variables only."""
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,36 +12,29 @@ import psycopg2
 import pytest
 
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
-from churn_assets_tests.processes import base_env, free_port, mlflow_server_command, running
+from churn_assets_tests.processes import (
+    POSTGRES,
+    base_env,
+    free_port,
+    mlflow_server_command,
+    postgres_databases,
+    running,
+)
 from churn_assets_tests.test_serving import customer_payloads
 from churn_assets_tests.test_serving_e2e import _call, churn_env_holdout
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "churn-test", "AWS_SECRET_ACCESS_KEY": "churn-test-secret"}
 
 
 @pytest.fixture
-def databases() -> Iterator[tuple[str, str]]:
-    """Fresh MLflow and Dagster databases on the local PostgreSQL, dropped afterwards."""
-    suffix = uuid.uuid4().hex[:10]
-    names = (f"churn_mlflow_{suffix}", f"churn_dagster_{suffix}")
-    admin = psycopg2.connect(dbname="postgres", **PG)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            for name in names:
-                cursor.execute(f'CREATE DATABASE "{name}"')
+def databases() -> Iterator[tuple[str, ...]]:
+    with postgres_databases("churn_mlflow", "churn_dagster") as names:
         yield names
-    finally:
-        with admin.cursor() as cursor:
-            for name in names:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_graph_and_api_on_postgres_s3_and_mlflow_server(
     churn_env: ChurnEnv,
-    databases: tuple[str, str],
+    databases: tuple[str, ...],
     slim_python: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -91,7 +83,10 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
                 assert len(instance.get_runs()) == 1
 
             # Dagster's runs are in PostgreSQL, the model's files in S3, the registry on the server
-            with psycopg2.connect(dbname=dagster_db, **PG) as connection, connection.cursor() as c:
+            with (
+                psycopg2.connect(dbname=dagster_db, **POSTGRES) as connection,
+                connection.cursor() as c,
+            ):
                 c.execute("SELECT count(*) FROM runs")
                 assert c.fetchone()[0] == 1
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow")["Contents"]]
