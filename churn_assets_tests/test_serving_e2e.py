@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from churn_assets.ml.cleaning import clean_customers, read_customer_csv
 from churn_assets_tests.conftest import ChurnEnv, PromotedStore, materialize_graph
 from churn_assets_tests.processes import (
     api_command,
@@ -141,14 +143,10 @@ def test_starts_without_production_and_serves_once_promoted(
         assert (status, body["model_version"]) == (200, "1")
 
 
-def churn_env_holdout(env: ChurnEnv) -> Any:
-    import pandas as pd
-
-    from churn_assets.ml.cleaning import clean_customers, read_customer_csv
-
-    raw = read_customer_csv(env.data_path, "")
-    cleaned, _ = clean_customers(raw)
-    return pd.DataFrame(cleaned).head(5)
+def churn_env_holdout(env: ChurnEnv) -> pd.DataFrame:
+    """A few cleaned customers of the test's data file, to build request bodies from."""
+    cleaned, _ = clean_customers(read_customer_csv(env.data_path, ""))
+    return cleaned.head(5)
 
 
 def test_slim_api_keeps_serving_when_mlflow_server_stops(

@@ -58,7 +58,6 @@ class FastScorer:
         self._tenure = order.index("tenure")
         self._monthly = order.index("MonthlyCharges")
         self._booster = model.booster_
-        self.pipeline = pipeline
 
     def matrix(self, customers: Sequence[Any]) -> np.ndarray:
         """Column by column: levels to the encoder's codes, numbers as they are."""
