@@ -15,10 +15,9 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import schema, tracking
+from churn_assets.ml import registry, schema, tracking
 from churn_assets.ml.cleaning import billed_so_far
 from serving.settings import Settings
 
@@ -113,26 +112,19 @@ class ModelWatcher:
     registry: RegistryState = field(default_factory=RegistryState)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def client(self) -> MlflowClient:
-        # model loading goes through MLflow's process-wide URIs, so set those too
-        uri = tracking.configure_mlflow(self.settings)
-        return MlflowClient(uri, uri)
-
     def refresh(self) -> None:
         """Check the alias once; load and swap in a new version. Never raises."""
         with self._lock:  # one refresh at a time; requests never take this lock
             name, alias = self.settings.model_name, self.settings.production_alias
             try:
-                client = self.client()
-                version = client.get_model_version_by_alias(name, alias)
-            except MlflowException as error:
-                if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-                    self._checked(reachable=True, error=f"{name} has no {alias!r} version yet")
-                else:
-                    self._checked(reachable=False, error=str(error))
-                return
+                # sets MLflow's process-wide URIs too, which model loading goes through
+                client = tracking.client(self.settings)
+                version = registry.production_version(client, name, alias)
             except Exception as error:  # network, database: keep serving what we have
                 self._checked(reachable=False, error=f"{type(error).__name__}: {error}")
+                return
+            if version is None:
+                self._checked(reachable=True, error=f"{name} has no {alias!r} version yet")
                 return
             self._checked(reachable=True, error=None)
             if self.current is not None and self.current.version == str(version.version):
