@@ -1,4 +1,4 @@
-"""Asset checks: data quality of cleaned customers and the blocking quality gate."""
+"""Asset checks: data quality, the blocking quality gate, and drift of incoming extracts."""
 
 from collections.abc import Iterator
 
@@ -8,7 +8,9 @@ from pydantic import Field
 
 from churn_assets.assets.evaluation import evaluation_report
 from churn_assets.assets.ingest import cleaned_customers
-from churn_assets.ml import quality, registry, tracking
+from churn_assets.assets.landing import customer_snapshot
+from churn_assets.assets.metadata import table_metadata
+from churn_assets.ml import drift, quality, registry, tracking
 from churn_assets.ml.evaluation import EvaluationReport
 from churn_assets.ml.gate import GateThresholds, evaluate_gate
 from churn_assets.ml.settings import ChurnSettings
@@ -18,7 +20,9 @@ CLEANED_CUSTOMERS = cleaned_customers.key
 
 @dg.multi_asset_check(
     specs=[
-        dg.AssetCheckSpec(rule.__name__, asset=cleaned_customers, blocking=True)
+        dg.AssetCheckSpec(
+            rule.__name__, asset=cleaned_customers, blocking=True, description=rule.__doc__
+        )
         for rule in quality.RULES
     ],
     description="Data-quality rules on cleaned customers; a failure stops training.",
@@ -82,4 +86,63 @@ def quality_gate(
         severity=dg.AssetCheckSeverity.ERROR,
         description=result.summary(),
         metadata=metadata,
+    )
+
+
+@dg.asset_check(
+    asset=customer_snapshot,
+    description=(
+        "Drift of the merged extract from the production model's training data: PSI per "
+        "feature and the share of category levels training never saw. Warns (does not block) "
+        "at PSI >= CHURN_DRIFT_PSI_WARN (0.2) or unseen share >= CHURN_DRIFT_UNSEEN_WARN (1%)."
+    ),
+)
+def extract_drift(customer_snapshot: pd.DataFrame) -> dg.AssetCheckResult:
+    settings = ChurnSettings()
+    client = tracking.client(settings)
+    production = registry.production_version(client, settings.model_name, settings.production_alias)
+    profile = (
+        None
+        if production is None or production.run_id is None
+        else tracking.load_run_dict(production.run_id, drift.PROFILE_ARTIFACT)
+    )
+    if production is None or profile is None:
+        reason = (
+            "no production model yet"
+            if production is None
+            else f"production v{production.version} was trained without a data profile"
+        )
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"drift not measured: {reason}",
+            metadata={"extract_rows": len(customer_snapshot)},
+        )
+    report = drift.compare(
+        profile, customer_snapshot, settings.drift_psi_warn, settings.drift_unseen_warn
+    )
+    table = pd.DataFrame(
+        {
+            "feature": [f.feature for f in report.features],
+            "kind": [f.kind for f in report.features],
+            "psi": [f.psi for f in report.features],
+            "unseen_share": [f.unseen_share for f in report.features],
+            "unseen_levels": [", ".join(f.unseen_levels) for f in report.features],
+            "drifted": [f.warn for f in report.features],
+        }
+    )
+    return dg.AssetCheckResult(
+        passed=not report.drifted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=report.summary(),
+        metadata={
+            "features": table_metadata(table),
+            "max_psi": max(f.psi for f in report.features),
+            "drifted_features": ", ".join(f.feature for f in report.drifted) or "none",
+            "production_version": str(production.version),
+            "training_rows": report.training_rows,
+            "extract_rows": report.rows,
+            "psi_warn": report.psi_warn,
+            "unseen_warn": report.unseen_warn,
+        },
     )

@@ -2,8 +2,110 @@
 
 import dagster as dg
 
-from churn_assets.ml import tracking
+from churn_assets.assets.landing import customer_snapshot, incoming_extract
+from churn_assets.jobs import merge_extract
+from churn_assets.ml import landing, tracking
 from churn_assets.ml.settings import ChurnSettings
+
+#: Tag on every run the landing sensor starts, to find one still in flight.
+EXTRACT_TAG = "churn/extract"
+EXTRACT_SHA256_TAG = "churn/extract_sha256"
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+# Read when the code location loads: Dagster needs the interval with the definition.
+_INTERVAL_S = ChurnSettings().sensor_interval_s
+
+
+def _merge_in_flight(instance: dg.DagsterInstance) -> str | None:
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=merge_extract.name, statuses=_IN_FLIGHT), limit=1
+    )
+    return runs[0].dagster_run.run_id if runs else None
+
+
+@dg.sensor(
+    job=merge_extract,
+    minimum_interval_seconds=_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches the landing folder (CHURN_INCOMING_DIR) and merges each new extract into the "
+        "snapshot, oldest first and one at a time; the retrain follows by automation."
+    ),
+)
+def incoming_extracts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """One run per new file content, keyed by its SHA-256 in the cursor and the run key.
+
+    Both survive daemon restarts, so neither a restart nor a copy of the same file under
+    another name merges it twice. A file modified within CHURN_INCOMING_SETTLE_S is still being
+    written and waits for a later tick.
+    """
+    settings = ChurnSettings()
+    cursor = landing.LandingCursor.from_json(context.cursor)
+    ready = landing.ready_extracts(settings.incoming_dir, cursor, settings.incoming_settle_s)
+    if not ready:
+        return dg.SensorResult(
+            skip_reason=f"no new settled extract in {settings.incoming_dir}",
+            cursor=cursor.to_json(),
+        )
+    in_flight = _merge_in_flight(context.instance)
+    if in_flight:
+        return dg.SensorResult(
+            skip_reason=f"{len(ready)} extract(s) wait for merge run {in_flight} to finish",
+            cursor=cursor.to_json(),
+        )
+    extract = ready[0]
+    cursor.mark_seen(extract.sha256)
+    path = str(extract.path.resolve())
+    context.log.info(f"new extract {extract.path.name} ({extract.sha256[:12]})")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=extract.sha256,
+                run_config=dg.RunConfig(
+                    ops={
+                        customer_snapshot.key.to_python_identifier(): {
+                            "config": {"extract_path": path, "extract_sha256": extract.sha256}
+                        }
+                    }
+                ),
+                tags={
+                    "churn/trigger": "incoming_extract",
+                    EXTRACT_TAG: extract.path.name,
+                    EXTRACT_SHA256_TAG: extract.sha256,
+                },
+            )
+        ],
+        asset_events=[
+            dg.AssetMaterialization(
+                incoming_extract.key,
+                description=f"{extract.path.name} landed",
+                metadata={
+                    "path": dg.MetadataValue.path(path),
+                    "sha256": extract.sha256,
+                    "size_bytes": extract.size,
+                    "modified_at": dg.MetadataValue.timestamp(extract.mtime_ns / 1e9),
+                },
+                tags={"dagster/data_version": extract.sha256},
+            )
+        ],
+        cursor=cursor.to_json(),
+    )
+
+
+#: Runs the automation conditions of every churn asset (see churn_assets.automation).
+churn_automation = dg.AutomationConditionSensorDefinition(
+    "churn_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=_INTERVAL_S,
+    run_tags={"churn/trigger": "automation"},
+    description="Retrains, gates, promotes and scores after the snapshot changes.",
+)
 
 
 @dg.run_failure_sensor(

@@ -13,8 +13,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.checks import customer_data_quality, quality_gate
+from churn_assets.checks import customer_data_quality, extract_drift, quality_gate
 from churn_assets.definitions import churn_assets
+from churn_assets.jobs import churn_training
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.resources import mlflow_tracking_resource
@@ -96,9 +97,9 @@ def materialize_graph(
 ) -> dg.ExecuteInProcessResult:
     """Materialize the real assets and checks with the real resources; never raises."""
     return dg.materialize(
-        [*churn_assets, customer_data_quality, quality_gate],
+        [*churn_assets, customer_data_quality, quality_gate, extract_drift],
         instance=instance,
-        selection=selection,
+        selection=selection or churn_training.selection,
         run_config=run_config,
         resources={
             "mlflow": mlflow_tracking_resource,

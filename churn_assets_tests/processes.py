@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +41,14 @@ def running(
     args: list[str], env: dict[str, str], health_url: str, log: Path
 ) -> Iterator[subprocess.Popen]:
     with log.open("w") as output:
-        process = subprocess.Popen(args, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stop() reaches its children
+        )
         try:
             wait_for(health_url, process)
             yield process
@@ -49,13 +57,21 @@ def running(
 
 
 def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
+    """SIGTERM to the process group (servers fork workers and daemons), then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
         try:
             process.wait(timeout=20)
+            # Children may outlive the leader a moment; the group is gone once none answers.
+            os.killpg(process.pid, signal.SIGKILL)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
+            continue
+        except ProcessLookupError:
+            pass
+        return
 
 
 def api_command() -> list[str]:

@@ -9,7 +9,8 @@ import dagster as dg
 from churn_assets.definitions import defs
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED_ASSETS = {
+#: What `churn_training` (make run, the weekly schedule) materializes.
+TRAINING_ASSETS = {
     "raw_customers",
     "cleaned_customers",
     "customer_splits",
@@ -17,15 +18,24 @@ EXPECTED_ASSETS = {
     "churn_model",
     "evaluation_report",
     "production_promotion",
+    "churn_scores",
 }
+EXPECTED_ASSETS = {"incoming_extract", "customer_snapshot", *TRAINING_ASSETS}
+
+
+def executable_keys(job_name: str) -> set[str]:
+    job = defs.resolve_job_def(job_name)
+    return {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
 
 
 def test_definitions_load_with_the_whole_graph() -> None:
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
     assert keys == EXPECTED_ASSETS
-    job = defs.resolve_job_def("churn_training")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == EXPECTED_ASSETS
+    assert executable_keys("churn_training") == TRAINING_ASSETS
+    assert executable_keys("merge_extract") == {"customer_snapshot"}
+    graph = defs.resolve_asset_graph()
+    assert not graph.get(dg.AssetKey("incoming_extract")).is_executable  # the sensor reports it
 
 
 def test_lineage_runs_from_csv_to_promotion() -> None:
@@ -34,22 +44,42 @@ def test_lineage_runs_from_csv_to_promotion() -> None:
     def parents(name: str) -> set[str]:
         return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
 
+    assert parents("customer_snapshot") == {"incoming_extract"}
+    assert parents("raw_customers") == {"customer_snapshot"}
     assert parents("cleaned_customers") == {"raw_customers"}
     assert parents("customer_splits") == {"cleaned_customers"}
     assert parents("preprocessor") == {"customer_splits"}
     assert parents("churn_model") == {"customer_splits", "preprocessor"}
     assert parents("evaluation_report") == {"churn_model", "customer_splits"}
     assert parents("production_promotion") == {"evaluation_report"}
+    assert parents("churn_scores") == {"production_promotion", "cleaned_customers"}
 
 
 def test_every_asset_has_group_owner_kinds_code_version_and_description() -> None:
+    graph = defs.resolve_asset_graph()
     for spec in defs.resolve_all_asset_specs():
         name = spec.key.to_user_string()
         assert spec.group_name == "churn", name
         assert spec.owners == ["team:churn-ml"], name
         assert spec.kinds, name
-        assert spec.code_version, name
         assert spec.description and "\n" not in spec.description.strip(), name
+        if graph.get(spec.key).is_executable:
+            assert spec.code_version, name
+
+
+def test_automation_never_moves_past_a_failed_blocking_check() -> None:
+    """Every asset after the snapshot follows by automation, and only behind passed checks."""
+    for spec in defs.resolve_all_asset_specs():
+        name = spec.key.to_user_string()
+        if name in TRAINING_ASSETS:
+            condition = spec.automation_condition
+            assert condition is not None, name
+            labels = {child.get_label() for child in condition.children}
+            assert {"eager", "all_deps_blocking_checks_passed"} <= labels, name
+        else:
+            assert spec.automation_condition is None, name  # the landing sensor drives these
+    automation = defs.resolve_sensor_def("churn_automation")
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_quality_gate_and_data_checks_are_blocking() -> None:
@@ -67,7 +97,22 @@ def test_quality_gate_and_data_checks_are_blocking() -> None:
         "no_null_features",
         "numeric_ranges",
     }
-    assert all(spec.blocking for spec in checks.values())
+    assert all(spec.blocking for (asset, _), spec in checks.items() if asset != "customer_snapshot")
+    assert not checks[("customer_snapshot", "extract_drift")].blocking  # drift warns, never stops
+
+
+def test_weekly_retrain_is_defined_and_off_by_default() -> None:
+    schedule = defs.resolve_schedule_def("weekly_retrain")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.job_name == "churn_training"
+    assert schedule.cron_schedule == "0 6 * * 1"
+
+
+def test_landing_sensor_is_on_by_default_and_launches_the_merge() -> None:
+    sensor = defs.resolve_sensor_def("incoming_extracts")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "merge_extract"
+    assert sensor.description
 
 
 def test_dagster_and_dg_clis_load_the_code_location(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from churn_assets.assets.metadata import GROUP, OWNERS, mlflow_links, model_links
+from churn_assets.automation import FOLLOWS_PASSED_CHECKS
 from churn_assets.ml import evaluation, plots, registry, tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits
@@ -10,6 +11,7 @@ from churn_assets.ml.tracking import ModelCandidate
 
 
 @dg.asset(
+    automation_condition=FOLLOWS_PASSED_CHECKS,
     group_name=GROUP,
     owners=OWNERS,
     kinds={"mlflow", "sklearn"},

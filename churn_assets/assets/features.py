@@ -10,6 +10,7 @@ from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import GROUP, OWNERS, frame_metadata
+from churn_assets.automation import FOLLOWS_PASSED_CHECKS
 from churn_assets.ml import features, schema
 from churn_assets.ml.splitting import CustomerSplits, features_and_target, split_customers
 
@@ -21,7 +22,13 @@ class SplitConfig(dg.Config):
     seed: int = Field(42, description="Seed fixing which customers land in the holdout.")
 
 
-@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"sklearn", "pandas"}, code_version="1")
+@dg.asset(
+    automation_condition=FOLLOWS_PASSED_CHECKS,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"sklearn", "pandas"},
+    code_version="1",
+)
 def customer_splits(config: SplitConfig, cleaned_customers: pd.DataFrame) -> dg.Output:
     """Deterministic train/holdout split, stratified on Churn so both keep the churn rate."""
     splits = split_customers(cleaned_customers, config.holdout_fraction, config.seed)
@@ -40,6 +47,7 @@ def customer_splits(config: SplitConfig, cleaned_customers: pd.DataFrame) -> dg.
 
 
 @dg.asset(
+    automation_condition=FOLLOWS_PASSED_CHECKS,
     group_name=GROUP,
     owners=OWNERS,
     kinds={"sklearn", "mlflow"},

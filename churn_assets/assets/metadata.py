@@ -25,6 +25,15 @@ def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def table_metadata(frame: pd.DataFrame) -> dg.TableMetadataValue:
+    """A small frame as a table the Dagster UI renders natively, floats rounded for reading."""
+    records = [
+        dg.TableRecord({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        for row in frame.astype(object).to_dict("records")
+    ]
+    return dg.MetadataValue.table(records, table_schema(frame))
+
+
 def mlflow_links(settings: ChurnSettings, experiment_id: str, run_id: str) -> dict[str, Any]:
     """Run ID and a link to the run in the MLflow UI (`make mlflow-ui` for the local store)."""
     base = settings.ui_url.rstrip("/")

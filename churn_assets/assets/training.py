@@ -5,7 +5,8 @@ from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import GROUP, OWNERS, mlflow_links, model_links
-from churn_assets.ml import plots, tracking
+from churn_assets.automation import FOLLOWS_PASSED_CHECKS
+from churn_assets.ml import drift, plots, tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits, features_and_target
 from churn_assets.ml.tracking import ModelCandidate
@@ -42,6 +43,7 @@ class ChurnModelConfig(dg.Config):
 
 
 @dg.asset(
+    automation_condition=FOLLOWS_PASSED_CHECKS,
     group_name=GROUP,
     owners=OWNERS,
     kinds={"lightgbm", "mlflow"},
@@ -80,6 +82,8 @@ def churn_model(
     importance_png = plots.feature_importance_plot(trained.feature_importance)
     run = mlf.active_run()
     mlf.log_dict(trained.feature_importance, "training/feature_importance.json")
+    # What drift checks on later extracts compare with, kept with the model's run.
+    mlf.log_dict(drift.profile_features(customer_splits.train), drift.PROFILE_ARTIFACT)
     tracking.log_png(importance_png, "training/feature_importance.png")
     train_features, _ = features_and_target(customer_splits.train)
     version = tracking.log_and_register_model(

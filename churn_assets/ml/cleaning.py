@@ -127,10 +127,13 @@ def _clean_numeric(raw: pd.DataFrame, text: dict[str, pd.Series]) -> tuple[pd.Da
     return numeric, int(blank_total.sum())
 
 
-def clean_customers(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
+def clean_customers(
+    raw: pd.DataFrame, *, require_both_classes: bool = True
+) -> tuple[pd.DataFrame, CleaningReport]:
     """Typed, validated customers: categorical levels checked, target 0/1, one row per ID.
 
     Duplicate customerIDs keep their last row: exports append, so the last row is newest.
+    Training data must hold churners and stayers; a small incremental extract need not.
     """
     extra = _check_columns(raw)
     text = {c: raw[c].astype(str).str.strip() for c in schema.RAW_COLUMNS}
@@ -158,7 +161,7 @@ def clean_customers(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
     cleaned = cleaned.loc[~duplicated].reset_index(drop=True)
     cleaned.attrs = dict(raw.attrs)
     classes = set(cleaned[schema.TARGET_COLUMN].unique().tolist())
-    if classes != {0, 1}:
+    if require_both_classes and classes != {0, 1}:
         only = "Yes" if classes == {1} else "No"
         raise CustomerDataError(
             f"column {schema.TARGET_COLUMN!r} has a single class: every row is {only!r}, "

@@ -25,6 +25,7 @@ class QualityResult:
 
 
 def required_columns(frame: pd.DataFrame) -> QualityResult:
+    """Blocks training when a feature column, the ID or the target is missing."""
     expected = [schema.ID_COLUMN, *schema.FEATURE_COLUMNS, schema.TARGET_COLUMN]
     missing = [c for c in expected if c not in frame.columns]
     return QualityResult(
@@ -36,6 +37,7 @@ def required_columns(frame: pd.DataFrame) -> QualityResult:
 
 
 def binary_target(frame: pd.DataFrame) -> QualityResult:
+    """Blocks training unless the target holds both classes, 0 and 1, and nothing else."""
     values = sorted(frame[schema.TARGET_COLUMN].unique().tolist())
     return QualityResult(
         "binary_target",
@@ -46,6 +48,7 @@ def binary_target(frame: pd.DataFrame) -> QualityResult:
 
 
 def churn_rate_plausible(frame: pd.DataFrame) -> QualityResult:
+    """Blocks training when the churn rate is implausible, a sign of a broken export."""
     rate = float(frame[schema.TARGET_COLUMN].mean())
     low, high = PLAUSIBLE_CHURN_RATE
     return QualityResult(
@@ -57,6 +60,7 @@ def churn_rate_plausible(frame: pd.DataFrame) -> QualityResult:
 
 
 def no_null_features(frame: pd.DataFrame) -> QualityResult:
+    """Blocks training when a feature still has missing values after cleaning."""
     nulls = frame[list(schema.FEATURE_COLUMNS)].isna().sum()
     offending = {c: int(n) for c, n in nulls.items() if n}
     return QualityResult(
@@ -68,6 +72,7 @@ def no_null_features(frame: pd.DataFrame) -> QualityResult:
 
 
 def numeric_ranges(frame: pd.DataFrame) -> QualityResult:
+    """Blocks training when a numeric feature leaves its plausible range."""
     out_of_range: dict[str, int] = {}
     observed: dict[str, str] = {}
     for column, (low, high) in schema.NUMERIC_RANGES.items():

@@ -23,6 +23,12 @@ class ChurnSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     data_path: Path = Field(Path("data/telco_churn.csv"), alias="CHURN_DATA_PATH")
+    incoming_dir: Path = Field(Path("data/incoming"), alias="CHURN_INCOMING_DIR")
+    incoming_settle_s: float = Field(10.0, alias="CHURN_INCOMING_SETTLE_S", ge=0)
+    sensor_interval_s: int = Field(30, alias="CHURN_SENSOR_INTERVAL_S", ge=1)
+    scores_dir: Path | None = Field(None, alias="CHURN_SCORES_DIR")
+    drift_psi_warn: float = Field(0.2, alias="CHURN_DRIFT_PSI_WARN", gt=0)
+    drift_unseen_warn: float = Field(0.01, alias="CHURN_DRIFT_UNSEEN_WARN", ge=0, le=1)
     state_dir: Path = Field(Path(".churn"), alias="CHURN_STATE_DIR")
     mlflow_tracking_uri: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
     mlflow_s3_endpoint_url: str | None = Field(None, alias="MLFLOW_S3_ENDPOINT_URL")
@@ -56,6 +62,11 @@ class ChurnSettings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.local_state / SQLITE_FILE}"
+
+    @property
+    def scores_folder(self) -> Path:
+        """Where `churn_scores` writes its ranked files: CHURN_SCORES_DIR or <state>/scores."""
+        return (self.scores_dir or self.state_dir / "scores").expanduser().resolve()
 
     @property
     def uses_local_store(self) -> bool:

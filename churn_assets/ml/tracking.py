@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -161,6 +162,14 @@ def log_and_register_model(
     for key, value in tags.items():
         registry.set_model_version_tag(model_name, str(version), key, value)
     return registry.get_model_version(model_name, str(version))
+
+
+def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
+    """A JSON artifact of a run, or None when the run never logged it."""
+    try:
+        return dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}"))
+    except (MlflowException, OSError):
+        return None
 
 
 def log_png(png: bytes, artifact_file: str) -> None:

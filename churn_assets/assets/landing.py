@@ -1,0 +1,73 @@
+"""Landing: extracts dropped by the billing system, and the training snapshot they update."""
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from churn_assets.assets.metadata import GROUP, OWNERS, frame_metadata
+from churn_assets.ml import landing
+from churn_assets.ml.cleaning import CustomerDataError
+from churn_assets.ml.settings import ChurnSettings
+
+incoming_extract = dg.AssetSpec(
+    "incoming_extract",
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"csv"},
+    description=(
+        "Customer extracts the billing system drops into the landing folder "
+        "(CHURN_INCOMING_DIR, data/incoming): one materialization per new file, reported by "
+        "the incoming_extracts sensor with the file's path and SHA-256."
+    ),
+)
+
+
+class CustomerSnapshotConfig(dg.Config):
+    """Filled in by the incoming_extracts sensor; set by hand to merge a file from the UI."""
+
+    extract_path: str = Field(description="The extract (CSV in the export's format) to merge.")
+    extract_sha256: str | None = Field(
+        None, description="The content the sensor saw; a file changed since then is refused."
+    )
+
+
+@dg.asset(
+    deps=[incoming_extract],
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"csv", "pandas"},
+    code_version="1",
+)
+def customer_snapshot(config: CustomerSnapshotConfig) -> dg.Output:
+    """Training snapshot (CHURN_DATA_PATH) with an extract upserted by customerID, newest wins."""
+    # The snapshot itself is the CSV file raw_customers reads; the value stored here is the
+    # extract's cleaned rows, which the drift check compares with the production model's data.
+    settings = ChurnSettings()
+    extract = Path(config.extract_path)
+    try:
+        report, cleaned = landing.merge_extract(settings.data_path, extract, config.extract_sha256)
+    except CustomerDataError as error:
+        raise dg.Failure(
+            description=f"{error}. The snapshot {settings.data_path} was not changed.",
+            metadata={"extract": dg.MetadataValue.path(str(extract))},
+            allow_retries=False,
+        ) from error
+    return dg.Output(
+        cleaned,
+        data_version=dg.DataVersion(report.snapshot_sha256),
+        metadata={
+            **frame_metadata(cleaned),
+            "extract": dg.MetadataValue.path(report.extract),
+            "extract_sha256": report.extract_sha256,
+            "extract_rows": report.extract_rows,
+            "new_customers": report.new_customers,
+            "updated_customers": report.updated_customers,
+            "duplicate_ids_in_extract": report.duplicate_ids_in_extract,
+            "extra_columns_dropped": ", ".join(report.extra_columns) or "none",
+            "snapshot": dg.MetadataValue.path(str(settings.data_path.resolve())),
+            "snapshot_rows_before": report.snapshot_rows_before,
+            "snapshot_rows_after": report.snapshot_rows_after,
+            "snapshot_sha256": report.snapshot_sha256,
+        },
+    )

@@ -1,0 +1,54 @@
+"""Scoring: the active customer base ranked by the production model, for the retention team."""
+
+import dagster as dg
+import pandas as pd
+
+from churn_assets.assets.metadata import GROUP, OWNERS, model_links, table_metadata
+from churn_assets.assets.promotion import production_promotion
+from churn_assets.automation import FOLLOWS_PASSED_CHECKS
+from churn_assets.ml import evaluation, registry, scoring, tracking
+from churn_assets.ml.settings import ChurnSettings
+
+
+@dg.asset(
+    deps=[production_promotion],
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"parquet", "csv", "mlflow"},
+    code_version="1",
+    automation_condition=FOLLOWS_PASSED_CHECKS,
+)
+def churn_scores(cleaned_customers: pd.DataFrame) -> dg.MaterializeResult:
+    """Active customers ranked by churn probability from the production model (Parquet + CSV)."""
+    # Written to CHURN_SCORES_DIR (default .churn/scores) as churn_scores.parquet and .csv,
+    # each replaced in one rename. Customers who already churned are not scored.
+    settings = ChurnSettings()
+    client = tracking.client(settings)
+    production = registry.production_version(client, settings.model_name, settings.production_alias)
+    if production is None:
+        raise dg.Failure(
+            description=f"no {settings.model_name}@{settings.production_alias} to score with: "
+            "promote a model first (make run)",
+            allow_retries=False,
+        )
+    active = scoring.active_customers(cleaned_customers)
+    if active.empty:
+        raise dg.Failure(description="no active customers to score: every Churn is 'Yes'")
+    version = str(production.version)
+    probability = evaluation.score_model_uri(f"models:/{settings.model_name}/{version}", active)
+    scores = scoring.rank_customers(active, probability, version)
+    files = scoring.write_scores(scores, settings.scores_folder)
+    segments = scoring.top_segments(scores)
+    return dg.MaterializeResult(
+        metadata={
+            **model_links(settings, settings.model_name, version),
+            "dagster/row_count": len(scores),
+            "parquet": dg.MetadataValue.path(str(files.parquet)),
+            "csv": dg.MetadataValue.path(str(files.csv)),
+            "mean_churn_probability": float(scores["churn_probability"].mean()),
+            "customers_above_0_5": int((scores["churn_probability"] > 0.5).sum()),
+            "expected_churners": float(scores["churn_probability"].sum()),
+            "top_risk_segments": table_metadata(segments),
+            "top_customers": table_metadata(scores.head(10).drop(columns=["model_version"])),
+        }
+    )

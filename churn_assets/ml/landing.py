@@ -1,0 +1,213 @@
+"""The landing folder: which extracts are ready, and how one joins the training snapshot.
+
+The billing system drops customer extracts (CSV files in the export's format) into the landing
+folder. An extract is an upsert keyed by customerID: a customer in the extract replaces the
+snapshot's row for that ID (the extract is newer, and within one extract the last row wins),
+a new ID is added, and customers the extract does not mention stay as they are. An extract is
+validated completely before the snapshot is touched, and the new snapshot replaces the old one
+in a single rename, so a bad or interrupted merge leaves the previous snapshot in place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from churn_assets.ml import schema
+from churn_assets.ml.cleaning import CustomerDataError, clean_customers, read_customer_csv
+from churn_assets.ml.files import replacing
+from churn_assets.ml.tracking import file_sha256
+
+#: Hashes the cursor remembers; far more than a weekly drop needs, small enough for a cursor.
+_SEEN_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """An extract in the landing folder as the sensor saw it."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass
+class LandingCursor:
+    """What the sensor keeps between ticks (and daemon restarts) in its cursor.
+
+    `seen` holds the content hashes already handed to a run, so a file never triggers twice,
+    not even under another name; `hashes` caches each file's hash by (size, mtime) so an
+    unchanged file is not read again on every tick.
+    """
+
+    seen: list[str] = field(default_factory=list)
+    hashes: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> LandingCursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(
+            seen=list(data.get("seen", [])),
+            hashes={name: (int(s), int(m), str(h)) for name, (s, m, h) in data["hashes"].items()},
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({"seen": self.seen, "hashes": self.hashes}, sort_keys=True)
+
+    def mark_seen(self, sha256: str) -> None:
+        if sha256 not in self.seen:
+            self.seen = [*self.seen, sha256][-_SEEN_LIMIT:]
+
+
+def is_candidate(path: Path) -> bool:
+    """A CSV file, not hidden and not a temporary name a copy in progress would use."""
+    return path.is_file() and path.suffix.lower() == ".csv" and not path.name.startswith((".", "~"))
+
+
+def ready_extracts(
+    folder: Path, cursor: LandingCursor, settle_s: float, now: float | None = None
+) -> list[LandedFile]:
+    """Extracts not yet seen and unchanged for `settle_s` seconds, oldest first.
+
+    A file still being copied keeps changing its modification time, so the settle time keeps
+    it out until the copy is over. The cursor's hash cache is refreshed for the files read.
+    """
+    if not folder.is_dir():
+        return []
+    now = time.time() if now is None else now
+    ready: list[LandedFile] = []
+    present: dict[str, tuple[int, int, str]] = {}
+    for path in sorted(folder.iterdir()):
+        if not is_candidate(path):
+            continue
+        stat = path.stat()
+        if now - stat.st_mtime < settle_s:
+            continue
+        cached = cursor.hashes.get(path.name)
+        if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
+            sha256 = cached[2]
+        else:
+            sha256 = file_sha256(path)
+        present[path.name] = (stat.st_size, stat.st_mtime_ns, sha256)
+        if sha256 not in cursor.seen and all(sha256 != f.sha256 for f in ready):
+            ready.append(LandedFile(path, stat.st_size, stat.st_mtime_ns, sha256))
+    cursor.hashes = present
+    return sorted(ready, key=lambda landed: (landed.mtime_ns, landed.path.name))
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """What one extract changed in the snapshot, for the asset's metadata."""
+
+    extract: str
+    extract_sha256: str
+    extract_rows: int
+    new_customers: int
+    updated_customers: int
+    duplicate_ids_in_extract: int
+    extra_columns: list[str]
+    snapshot_rows_before: int
+    snapshot_rows_after: int
+    snapshot_sha256: str
+
+
+@dataclass(frozen=True)
+class Extract:
+    """An extract that passed validation: its rows as written and as cleaned."""
+
+    raw: pd.DataFrame
+    cleaned: pd.DataFrame
+    sha256: str
+
+
+def read_extract(path: Path, expected_sha256: str | None = None) -> Extract:
+    """The extract's rows as written, after checking they clean; errors name the file.
+
+    Raises CustomerDataError when the file changed since `expected_sha256` was taken or when
+    any row would not clean (the message names the column, the value and the line).
+    """
+    sha256 = file_sha256(path) if path.is_file() else ""
+    if expected_sha256 and sha256 != expected_sha256:
+        raise CustomerDataError(
+            f"extract {path.name}: its content changed since it was picked up "
+            f"(SHA-256 {expected_sha256[:12]}... then, {sha256[:12] or 'missing'}... now); "
+            "it will be picked up again once it stops changing"
+        )
+    try:
+        raw = read_customer_csv(path, sha256)
+        # An extract may be a handful of customers who all stayed; training data may not.
+        cleaned, _ = clean_customers(raw, require_both_classes=False)
+    except CustomerDataError as error:
+        raise CustomerDataError(f"extract {path.name} rejected: {error}") from error
+    return Extract(raw, cleaned, sha256)
+
+
+@contextmanager
+def _locked(snapshot: Path) -> Iterator[None]:
+    """One merge at a time per snapshot, whichever process runs it."""
+    lock_path = snapshot.with_name(f".{snapshot.name}.lock")
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def merge_extract(
+    snapshot: Path, extract: Path, expected_sha256: str | None = None
+) -> tuple[MergeReport, pd.DataFrame]:
+    """Upsert the extract into the snapshot by customerID; the extract's rows win.
+
+    A missing snapshot starts from the extract alone, so a new installation can be fed from
+    the landing folder. Columns outside the export's schema are dropped from the snapshot.
+    Returns what changed and the extract's cleaned rows (what drift is measured on).
+    """
+    validated = read_extract(extract, expected_sha256)
+    raw = validated.raw
+    extra = [str(c) for c in raw.columns if c not in schema.RAW_COLUMNS]
+    incoming = raw[list(schema.RAW_COLUMNS)]
+    ids = incoming[schema.ID_COLUMN].str.strip()
+    latest = incoming.loc[~ids.duplicated(keep="last")]
+    latest_ids = ids.loc[latest.index]
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(snapshot):
+        if snapshot.is_file():
+            current = read_customer_csv(snapshot, "")
+            missing = [c for c in schema.RAW_COLUMNS if c not in current.columns]
+            if missing:
+                raise CustomerDataError(
+                    f"snapshot {snapshot} lacks column(s) {', '.join(map(repr, missing))}; "
+                    "it was not changed"
+                )
+            current = current[list(schema.RAW_COLUMNS)]
+        else:
+            current = incoming.iloc[0:0]
+        current_ids = current[schema.ID_COLUMN].str.strip()
+        replaced = current_ids.isin(latest_ids)
+        merged = pd.concat([current.loc[~replaced], latest], ignore_index=True)
+        with replacing(snapshot) as temporary:
+            merged.to_csv(temporary, index=False, lineterminator="\r\n")
+    report = MergeReport(
+        extract=str(extract),
+        extract_sha256=validated.sha256,
+        extract_rows=len(incoming),
+        new_customers=int((~latest_ids.isin(current_ids)).sum()),
+        updated_customers=int(latest_ids.isin(current_ids).sum()),
+        duplicate_ids_in_extract=len(incoming) - len(latest),
+        extra_columns=extra,
+        snapshot_rows_before=len(current),
+        snapshot_rows_after=len(merged),
+        snapshot_sha256=file_sha256(snapshot),
+    )
+    return report, validated.cleaned

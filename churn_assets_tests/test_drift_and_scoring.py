@@ -1,0 +1,111 @@
+"""Drift measures (PSI, unseen levels) and the ranked scores file, on generated customers."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_assets.ml import drift, schema, scoring
+from churn_assets.ml.cleaning import clean_customers
+from churn_assets.ml.synthetic import generate_customers
+
+
+def _customers(rows: int, seed: int) -> pd.DataFrame:
+    cleaned, _ = clean_customers(generate_customers(rows, seed).astype(str))
+    return cleaned
+
+
+@pytest.fixture(scope="module")
+def profile() -> dict:
+    stored = drift.profile_features(_customers(5000, 1))
+    return json.loads(json.dumps(stored))  # as it comes back from the MLflow artifact
+
+
+def test_profile_covers_every_feature_with_shares_summing_to_one(profile: dict) -> None:
+    assert profile["rows"] == 5000
+    assert set(profile["features"]) == set(schema.FEATURE_COLUMNS)
+    for name, feature in profile["features"].items():
+        assert sum(feature["shares"].values()) == pytest.approx(1.0), name
+    assert profile["features"]["tenure"]["kind"] == "numeric"
+    assert len(profile["features"]["tenure"]["edges"]) == 9
+    assert profile["features"]["Contract"]["kind"] == "categorical"
+
+
+def test_same_population_does_not_drift(profile: dict) -> None:
+    report = drift.compare(profile, _customers(3000, 2), psi_warn=0.2, unseen_warn=0.01)
+    assert report.drifted == []
+    assert max(f.psi for f in report.features) < 0.05
+    assert "no feature drifted" in report.summary()
+
+
+def test_shifted_features_warn_and_come_first(profile: dict) -> None:
+    shifted = _customers(3000, 3)
+    shifted["tenure"] = np.minimum(shifted["tenure"] + 36, 120)
+    shifted.loc[:, "Contract"] = "Month-to-month"
+    report = drift.compare(profile, shifted, psi_warn=0.2, unseen_warn=0.01)
+    assert [f.feature for f in report.drifted] == ["tenure", "Contract"]  # worst first
+    assert all(f.psi < 0.05 for f in report.features if f.feature not in ("tenure", "Contract"))
+    assert "tenure (PSI" in report.summary()
+
+
+def test_levels_training_never_saw_are_reported(profile: dict) -> None:
+    narrow = json.loads(json.dumps(profile))
+    narrow["features"]["PaymentMethod"]["shares"] = {"Electronic check": 1.0}
+    frame = _customers(2000, 4)
+    report = drift.compare(narrow, frame, psi_warn=100.0, unseen_warn=0.01)
+    (payment,) = [f for f in report.features if f.feature == "PaymentMethod"]
+    expected = float((frame["PaymentMethod"] != "Electronic check").mean())
+    assert payment.unseen_share == pytest.approx(expected)
+    assert payment.warn and len(payment.unseen_levels) == 3
+    assert [f.feature for f in report.drifted] == ["PaymentMethod"]
+
+
+def test_scores_rank_active_customers_only_most_at_risk_first() -> None:
+    customers = _customers(1000, 5)
+    active = scoring.active_customers(customers)
+    assert (active[schema.TARGET_COLUMN] == 0).all() and 0 < len(active) < len(customers)
+    probability = np.random.default_rng(0).random(len(active))
+    scores = scoring.rank_customers(active, probability, "7")
+    assert scores["rank"].tolist() == list(range(1, len(active) + 1))
+    assert scores["churn_probability"].is_monotonic_decreasing
+    assert scores["churn_probability"].iloc[0] == probability.max()
+    assert set(scores[schema.ID_COLUMN]) == set(active[schema.ID_COLUMN])
+    assert set(scores["tenure_band"].astype(str)) <= set(scoring.TENURE_BANDS)
+    assert (scores["model_version"] == "7").all()
+    zero = scores.loc[scores["tenure"] == 0, "tenure_band"].astype(str)
+    assert (zero == "0-12 months").all()
+
+
+def test_top_segments_skip_tiny_groups_and_rank_by_mean_risk() -> None:
+    active = scoring.active_customers(_customers(4000, 6))
+    probability = np.where(active["Contract"] == "Month-to-month", 0.6, 0.1)
+    scores = scoring.rank_customers(active, probability, "1")
+    segments = scoring.top_segments(scores, limit=5)
+    assert list(segments.columns) == [
+        *scoring.SEGMENT_COLUMNS,
+        "customers",
+        "mean_probability",
+        "expected_churners",
+    ]
+    assert len(segments) == 5 and (segments["customers"] >= 20).all()
+    assert (segments["Contract"] == "Month-to-month").all()
+    assert segments["mean_probability"].is_monotonic_decreasing
+    first = segments.iloc[0]
+    assert first["expected_churners"] == pytest.approx(first["customers"] * 0.6)
+
+
+def test_scores_files_are_written_as_parquet_and_csv(tmp_path: Path) -> None:
+    active = scoring.active_customers(_customers(500, 7))
+    scores = scoring.rank_customers(active, np.linspace(0.9, 0.1, len(active)), "3")
+    files = scoring.write_scores(scores, tmp_path / "scores")
+    from_parquet = pd.read_parquet(files.parquet)
+    from_csv = pd.read_csv(files.csv)
+    assert from_parquet[schema.ID_COLUMN].tolist() == scores[schema.ID_COLUMN].tolist()
+    assert from_csv["rank"].tolist() == scores["rank"].tolist()
+    assert from_csv["churn_probability"].iloc[0] == pytest.approx(0.9)
+    assert sorted(p.name for p in files.csv.parent.iterdir()) == [
+        "churn_scores.csv",
+        "churn_scores.parquet",
+    ]
