@@ -10,9 +10,11 @@ RUN := $(UV) run --frozen
 
 STATE_DIR := $(or $(CHURN_STATE_DIR),.churn)
 DATA := $(or $(CHURN_DATA_PATH),data/telco_churn.csv)
+INCOMING := $(or $(CHURN_INCOMING_DIR),data/incoming)
 export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 
-.PHONY: help sync data run materialize serve bench-serving dev mlflow-ui production rollback lint test clean
+.PHONY: help sync data run materialize serve bench-serving dev schedule-on schedule-off mlflow-ui \
+	production rollback lint test clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -38,9 +40,17 @@ materialize: data  ## one stage: make materialize SELECT=churn_model (Dagster se
 	@mkdir -p "$(DAGSTER_HOME)"
 	$(RUN) dagster asset materialize -m churn_assets.definitions --select "$(SELECT)"
 
-dev: data  ## Dagster UI (http://127.0.0.1:3000) on the same instance as make run
-	@mkdir -p "$(DAGSTER_HOME)"
+dev: data  ## Dagster UI + daemon (http://127.0.0.1:3000): sensors retrain on files in data/incoming
+	@mkdir -p "$(DAGSTER_HOME)" "$(INCOMING)"
 	$(RUN) dagster dev -w workspace.yaml
+
+schedule-on: sync  ## turn on the weekly retrain (Mondays 06:00 UTC; runs while the daemon runs)
+	@mkdir -p "$(DAGSTER_HOME)"
+	$(RUN) dagster schedule start weekly_retrain -m churn_assets.definitions
+
+schedule-off: sync  ## turn the weekly retrain off again
+	@mkdir -p "$(DAGSTER_HOME)"
+	$(RUN) dagster schedule stop weekly_retrain -m churn_assets.definitions
 
 mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000) on the local store
 	@mkdir -p "$(abspath $(STATE_DIR))"

@@ -92,7 +92,7 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 def materialize_graph(
     env: ChurnEnv,
     instance: dg.DagsterInstance,
-    selection: str | None = None,
+    selection: str | list[str] | None = None,
     run_config: dict[str, Any] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize the real assets and checks with the real resources; never raises."""

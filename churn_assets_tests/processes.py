@@ -1,5 +1,7 @@
 """Real server processes for end-to-end tests, started and stopped with bounded waits."""
 
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -13,8 +15,22 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def call_json(
+    port: int, method: str, path: str, body: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """One request on a fresh connection (uvicorn drops idle keep-alive ones after 5 s)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def free_port() -> int:
@@ -38,19 +54,24 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
 
 @contextmanager
 def running(
-    args: list[str], env: dict[str, str], health_url: str, log: Path
+    args: list[str],
+    env: dict[str, str],
+    health_url: str,
+    log: Path,
+    cwd: Path = REPO,
+    timeout: float = 90,
 ) -> Iterator[subprocess.Popen]:
     with log.open("w") as output:
         process = subprocess.Popen(
             args,
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stop() reaches its children
         )
         try:
-            wait_for(health_url, process)
+            wait_for(health_url, process, timeout)
             yield process
         finally:
             stop(process)

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from churn_assets_tests.conftest import SETTINGS_ENV
+from churn_assets_tests.processes import uv_executable
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 600
@@ -86,3 +87,14 @@ def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -
 
     shown = _run([".venv/bin/churn", "production"], shell_env)
     assert "churn-classifier@production = version 1" in shown.stdout
+
+
+def test_make_schedule_on_and_off_toggle_the_weekly_retrain(shell_env: dict[str, str]) -> None:
+    listing = [uv_executable(), "run", "--frozen", "dagster", "schedule", "list"]
+    listing += ["-m", "churn_assets.definitions"]
+    on = _run(["make", "schedule-on"], shell_env)
+    assert on.returncode == 0, on.stderr[-3000:]
+    assert "weekly_retrain [RUNNING]" in _run(listing, shell_env).stdout
+    off = _run(["make", "schedule-off"], shell_env)
+    assert off.returncode == 0, off.stderr[-3000:]
+    assert "weekly_retrain [STOPPED]" in _run(listing, shell_env).stdout

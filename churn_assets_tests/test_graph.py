@@ -22,6 +22,14 @@ from churn_assets_tests.conftest import (
 
 NAME = "churn-classifier"
 REPO = Path(__file__).resolve().parents[1]
+TO_EVALUATION = [
+    "raw_customers",
+    "cleaned_customers",
+    "customer_splits",
+    "preprocessor",
+    "churn_model",
+    "evaluation_report",
+]
 
 
 def _production(env: ChurnEnv) -> str | None:
@@ -77,6 +85,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
         "evaluation/precision_recall.png",
         "evaluation/calibration.png",
         "training/feature_importance.png",
+        "training/profile.json",
         "preprocessor/preprocessor.skops",
     } <= artifacts
     assert (churn_env.state_dir / "mlartifacts").is_dir()
@@ -98,6 +107,13 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     assert report["production_version"].value == "none"
     promotion = _metadata(result, "production_promotion")
     assert promotion["production_version"].value == "1"
+    scores = _metadata(result, "churn_scores")
+    ranked = pd.read_parquet(scores["parquet"].value)
+    active = int((pd.read_csv(churn_env.data_path)["Churn"] == "No").sum())
+    assert scores["dagster/row_count"].value == len(ranked) == active
+    assert (ranked["model_version"] == "1").all() and ranked["rank"].iloc[0] == 1
+    assert Path(scores["csv"].value).parent == churn_env.state_dir.resolve() / "scores"
+    assert scores["top_risk_segments"].value.records
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         "required_columns": True,
@@ -174,7 +190,7 @@ def test_promotion_refused_when_production_moved_after_evaluation(
 ) -> None:
     assert materialize_graph(churn_env, instance).success  # v1
     assert materialize_graph(churn_env, instance).success  # v2, replaces v1
-    evaluated = materialize_graph(churn_env, instance, selection="*evaluation_report")
+    evaluated = materialize_graph(churn_env, instance, selection=TO_EVALUATION)
     assert evaluated.success  # v3 evaluated against v2, gate passed, not promoted
     assert _tags(churn_env, "3")[registry.GATE_TAG] == registry.GATE_PASSED
     registry.rollback(churn_env.client, NAME, "production")  # production back to v1

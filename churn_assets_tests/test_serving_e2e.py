@@ -20,6 +20,7 @@ from churn_assets_tests.conftest import ChurnEnv, PromotedStore, materialize_gra
 from churn_assets_tests.processes import (
     api_command,
     base_env,
+    call_json,
     free_port,
     mlflow_server_command,
     running,
@@ -32,18 +33,8 @@ from serving.settings import Settings
 REFRESH_S = 1.0
 
 
-def _call(port: int, method: str, path: str, body: str | None = None) -> tuple[int, dict[str, Any]]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path, body, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
-
-
 def _get(port: int, path: str) -> tuple[int, dict[str, Any]]:
-    return _call(port, "GET", path)
+    return call_json(port, "GET", path)
 
 
 class Load:
@@ -128,7 +119,7 @@ def test_starts_without_production_and_serves_once_promoted(
     with running(api_command(), env, f"http://127.0.0.1:{port}/health", tmp_path / "api.log"):
         status, ready = _get(port, "/ready")
         assert (status, ready["ready"]) == (503, False)
-        status, body = _call(port, "POST", "/predict", payload)
+        status, body = call_json(port, "POST", "/predict", payload)
         assert status == 503
         assert "has no 'production' version" in body["error"]["message"]
 
@@ -139,7 +130,7 @@ def test_starts_without_production_and_serves_once_promoted(
         while time.monotonic() < deadline and _get(port, "/ready")[0] != 200:
             time.sleep(0.05)
         assert time.time() - promoted_at <= 2 * REFRESH_S + 0.5
-        status, body = _call(port, "POST", "/predict", payload)
+        status, body = call_json(port, "POST", "/predict", payload)
         assert (status, body["model_version"]) == (200, "1")
 
 
@@ -176,7 +167,7 @@ def test_slim_api_keeps_serving_when_mlflow_server_stops(
         assert (status, ready["model_version"], ready["registry_reachable"]) == (200, "1", True)
         stop(mlflow_process)
         time.sleep(2.0)
-        status, body = _call(api_port, "POST", "/predict", json.dumps(payload))
+        status, body = call_json(api_port, "POST", "/predict", json.dumps(payload))
         assert (status, body["model_version"]) == (200, "1")
         status, ready = _get(api_port, "/ready")
         assert status == 200

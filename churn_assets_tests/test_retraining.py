@@ -1,0 +1,139 @@
+"""New extracts through the real graph: merge, drift, retrain, scores; bad files change nothing."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_assets.ml import registry
+from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets.ml.tracking import file_sha256
+from churn_assets_tests.conftest import (
+    ChurnEnv,
+    assert_no_mlflow_run_left_running,
+    failure_messages,
+    materialize_graph,
+)
+
+
+def _merge(env: ChurnEnv, instance: dg.DagsterInstance, extract: Path) -> dg.ExecuteInProcessResult:
+    config = {"extract_path": str(extract), "extract_sha256": file_sha256(extract)}
+    return materialize_graph(
+        env,
+        instance,
+        selection="customer_snapshot",
+        run_config={"ops": {"customer_snapshot": {"config": config}}},
+    )
+
+
+def _drift(result: dg.ExecuteInProcessResult) -> Any:
+    evaluations = result.get_asset_check_evaluations()
+    (evaluation,) = [e for e in evaluations if e.check_name == "extract_drift"]
+    return evaluation
+
+
+def _production(env: ChurnEnv) -> str | None:
+    current = registry.production_version(env.client, "churn-classifier", "production")
+    return None if current is None else str(current.version)
+
+
+def test_extract_is_merged_measured_for_drift_and_retrained_on(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    assert materialize_graph(churn_env, instance).success
+    extract = write_customers(generate_customers(1500, 7), churn_env.root / "week48.csv")
+
+    merged = _merge(churn_env, instance, extract)
+
+    assert merged.success, failure_messages(merged)
+    (event,) = merged.asset_materializations_for_node("customer_snapshot")
+    assert event.metadata["new_customers"].value == 1500
+    assert event.metadata["snapshot_rows_after"].value == 7043 + 1500
+    assert event.metadata["snapshot_sha256"].value == file_sha256(churn_env.data_path)
+    drift = _drift(merged)
+    assert drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
+    assert drift.metadata["production_version"].value == "1"
+    rows = drift.metadata["features"].value.records
+    assert len(rows) == 19 and {"feature", "psi", "unseen_share"} <= set(rows[0].data)
+    assert drift.metadata["max_psi"].value < 0.1
+
+    retrained = materialize_graph(churn_env, instance)
+    assert retrained.success, failure_messages(retrained)
+    (raw,) = retrained.asset_materializations_for_node("raw_customers")
+    assert raw.metadata["dagster/row_count"].value == 8543
+    assert _production(churn_env) == "2"
+    scores = pd.read_csv(churn_env.state_dir / "scores" / "churn_scores.csv")
+    assert (scores["model_version"] == 2).all()
+    assert set(generate_customers(1500, 7).query("Churn == 'No'")["customerID"]) <= set(
+        scores["customerID"]
+    )
+    assert_no_mlflow_run_left_running(churn_env)
+
+
+def test_drifted_extract_warns_without_blocking_the_merge(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    assert materialize_graph(churn_env, instance).success
+    shifted = generate_customers(800, 8)
+    shifted["Contract"] = "Month-to-month"
+    shifted["tenure"] = np.minimum(shifted["tenure"] + 36, 72)
+    extract = write_customers(shifted, churn_env.root / "shifted.csv")
+
+    merged = _merge(churn_env, instance, extract)
+
+    assert merged.success
+    drift = _drift(merged)
+    assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
+    assert {"Contract", "tenure"} <= set(drift.metadata["drifted_features"].value.split(", "))
+    assert "drifted from the training data" in (drift.description or "")
+
+
+def test_drift_is_not_measured_before_any_model_is_in_production(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    extract = write_customers(generate_customers(300, 9), churn_env.root / "first.csv")
+    merged = _merge(churn_env, instance, extract)
+    assert merged.success
+    drift = _drift(merged)
+    assert drift.passed and "no production model yet" in (drift.description or "")
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda f: f.assign(PaymentMethod="Bitcoin"), "column 'PaymentMethod'"),
+        (lambda f: f.drop(columns=["tenure"]), "missing required column(s) 'tenure'"),
+    ],
+    ids=["unknown-level", "missing-column"],
+)
+def test_malformed_extract_fails_the_merge_and_changes_nothing(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, damage, expected: str
+) -> None:
+    assert materialize_graph(churn_env, instance).success
+    snapshot_before = churn_env.data_path.read_bytes()
+    extract = write_customers(damage(generate_customers(200, 10)), churn_env.root / "bad.csv")
+
+    merged = _merge(churn_env, instance, extract)
+
+    assert not merged.success
+    message = failure_messages(merged)
+    assert "extract bad.csv rejected" in message and expected in message
+    assert "line 2" in message or "found columns" in message
+    assert f"The snapshot {churn_env.data_path} was not changed" in message
+    assert churn_env.data_path.read_bytes() == snapshot_before
+    assert merged.asset_materializations_for_node("customer_snapshot") == []
+    assert _production(churn_env) == "1"
+
+
+def test_scores_need_a_production_model(churn_env: ChurnEnv, instance: dg.DagsterInstance) -> None:
+    upstream = materialize_graph(
+        churn_env, instance, selection=["raw_customers", "cleaned_customers"]
+    )
+    assert upstream.success
+    alone = materialize_graph(churn_env, instance, selection="churn_scores")
+    assert not alone.success
+    assert "no churn-classifier@production to score with" in failure_messages(alone)
+    assert not (churn_env.state_dir / "scores").exists()
