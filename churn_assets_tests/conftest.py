@@ -21,6 +21,31 @@ from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.resources import mlflow_tracking_resource
 from churn_assets_tests.processes import REPO, uv_executable
 
+#: What `churn_training` (make run, the weekly schedule) materializes, in graph order.
+TRAINING_ASSETS = (
+    "raw_customers",
+    "cleaned_customers",
+    "customer_splits",
+    "preprocessor",
+    "churn_model",
+    "evaluation_report",
+    "production_promotion",
+    "churn_scores",
+)
+#: The lineage users expect: each asset and its upstream assets (in-process and over GraphQL).
+EXPECTED_PARENTS: dict[str, set[str]] = {
+    "incoming_extract": set(),
+    "customer_snapshot": {"incoming_extract"},
+    "raw_customers": {"customer_snapshot"},
+    "cleaned_customers": {"raw_customers"},
+    "customer_splits": {"cleaned_customers"},
+    "preprocessor": {"customer_splits"},
+    "churn_model": {"customer_splits", "preprocessor"},
+    "evaluation_report": {"churn_model", "customer_splits"},
+    "production_promotion": {"evaluation_report"},
+    "churn_scores": {"production_promotion", "cleaned_customers"},
+}
+
 SAMPLE_ROWS = 7043
 SAMPLE_SEED = 42
 

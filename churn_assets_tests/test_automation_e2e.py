@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from churn_assets.ml import registry
 from churn_assets.ml.cleaning import read_customer_csv
 from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets_tests.conftest import EXPECTED_PARENTS
 from churn_assets_tests.processes import api_command, base_env, call_json, free_port, running
 
 NAME = "churn-classifier"
@@ -168,21 +169,12 @@ def test_the_ui_shows_the_lineage_checks_sensors_and_jobs(stack: DevStack) -> No
     data = stack.graphql(LINEAGE_QUERY)
     nodes = {node["assetKey"]["path"][0]: node for node in data["assetNodes"]}
 
-    def upstream(name: str) -> set[str]:
-        return {key["path"][0] for key in nodes[name]["dependencyKeys"]}
-
-    assert upstream("customer_snapshot") == {"incoming_extract"}
-    assert upstream("raw_customers") == {"customer_snapshot"}
-    assert upstream("cleaned_customers") == {"raw_customers"}
-    assert upstream("customer_splits") == {"cleaned_customers"}
-    assert upstream("preprocessor") == {"customer_splits"}
-    assert upstream("churn_model") == {"customer_splits", "preprocessor"}
-    assert upstream("evaluation_report") == {"churn_model", "customer_splits"}
-    assert upstream("production_promotion") == {"evaluation_report"}
-    assert upstream("churn_scores") == {"production_promotion", "cleaned_customers"}
-    assert {key["path"][0] for key in nodes["incoming_extract"]["dependedByKeys"]} == {
-        "customer_snapshot"
+    upstream = {
+        name: {key["path"][0] for key in node["dependencyKeys"]} for name, node in nodes.items()
     }
+    assert upstream == EXPECTED_PARENTS
+    downstream = {key["path"][0] for key in nodes["incoming_extract"]["dependedByKeys"]}
+    assert downstream == {"customer_snapshot"}
     assert nodes["incoming_extract"]["isExecutable"] is False
     assert "churn_training" in nodes["production_promotion"]["jobNames"]
     assert "merge_extract" in nodes["customer_snapshot"]["jobNames"]

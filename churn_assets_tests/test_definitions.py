@@ -7,20 +7,10 @@ from pathlib import Path
 import dagster as dg
 
 from churn_assets.definitions import defs
+from churn_assets_tests.conftest import EXPECTED_PARENTS, TRAINING_ASSETS
 
 REPO = Path(__file__).resolve().parents[1]
-#: What `churn_training` (make run, the weekly schedule) materializes.
-TRAINING_ASSETS = {
-    "raw_customers",
-    "cleaned_customers",
-    "customer_splits",
-    "preprocessor",
-    "churn_model",
-    "evaluation_report",
-    "production_promotion",
-    "churn_scores",
-}
-EXPECTED_ASSETS = {"incoming_extract", "customer_snapshot", *TRAINING_ASSETS}
+EXPECTED_ASSETS = set(EXPECTED_PARENTS)
 
 
 def executable_keys(job_name: str) -> set[str]:
@@ -32,27 +22,19 @@ def test_definitions_load_with_the_whole_graph() -> None:
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
     assert keys == EXPECTED_ASSETS
-    assert executable_keys("churn_training") == TRAINING_ASSETS
+    assert executable_keys("churn_training") == set(TRAINING_ASSETS)
     assert executable_keys("merge_extract") == {"customer_snapshot"}
     graph = defs.resolve_asset_graph()
     assert not graph.get(dg.AssetKey("incoming_extract")).is_executable  # the sensor reports it
 
 
-def test_lineage_runs_from_csv_to_promotion() -> None:
+def test_lineage_runs_from_the_landing_folder_to_the_scores() -> None:
     graph = defs.resolve_asset_graph()
-
-    def parents(name: str) -> set[str]:
-        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
-
-    assert parents("customer_snapshot") == {"incoming_extract"}
-    assert parents("raw_customers") == {"customer_snapshot"}
-    assert parents("cleaned_customers") == {"raw_customers"}
-    assert parents("customer_splits") == {"cleaned_customers"}
-    assert parents("preprocessor") == {"customer_splits"}
-    assert parents("churn_model") == {"customer_splits", "preprocessor"}
-    assert parents("evaluation_report") == {"churn_model", "customer_splits"}
-    assert parents("production_promotion") == {"evaluation_report"}
-    assert parents("churn_scores") == {"production_promotion", "cleaned_customers"}
+    parents = {
+        name: {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+        for name in EXPECTED_ASSETS
+    }
+    assert parents == EXPECTED_PARENTS
 
 
 def test_every_asset_has_group_owner_kinds_code_version_and_description() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from churn_assets.ml import registry, schema
 from churn_assets_tests.conftest import (
+    TRAINING_ASSETS,
     ChurnEnv,
     assert_no_mlflow_run_left_running,
     failure_messages,
@@ -22,14 +23,7 @@ from churn_assets_tests.conftest import (
 
 NAME = "churn-classifier"
 REPO = Path(__file__).resolve().parents[1]
-TO_EVALUATION = [
-    "raw_customers",
-    "cleaned_customers",
-    "customer_splits",
-    "preprocessor",
-    "churn_model",
-    "evaluation_report",
-]
+TO_EVALUATION = list(TRAINING_ASSETS[: TRAINING_ASSETS.index("evaluation_report") + 1])
 
 
 def _production(env: ChurnEnv) -> str | None:

@@ -14,6 +14,7 @@ import pytest
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
 from churn_assets_tests.processes import (
     POSTGRES,
+    call_json,
     base_env,
     free_port,
     mlflow_server_command,
@@ -21,7 +22,7 @@ from churn_assets_tests.processes import (
     running,
 )
 from churn_assets_tests.test_serving import customer_payloads
-from churn_assets_tests.test_serving_e2e import _call, churn_env_holdout
+from churn_assets_tests.test_serving_e2e import churn_env_holdout
 
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "churn-test", "AWS_SECRET_ACCESS_KEY": "churn-test-secret"}
 
@@ -109,7 +110,7 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
                 f"http://127.0.0.1:{api_port}/ready",
                 tmp_path / "api.log",
             ):
-                status, body = _call(api_port, "POST", "/predict", payload)
+                status, body = call_json(api_port, "POST", "/predict", payload)
                 assert (status, body["model_version"]) == (200, "1")
 
 

@@ -2,22 +2,14 @@
 
 import dagster as dg
 
-from churn_assets.assets.metadata import GROUP, OWNERS, mlflow_links, model_links
-from churn_assets.automation import FOLLOWS_PASSED_CHECKS
+from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
 from churn_assets.ml import evaluation, plots, registry, tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits
 from churn_assets.ml.tracking import ModelCandidate
 
 
-@dg.asset(
-    automation_condition=FOLLOWS_PASSED_CHECKS,
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"mlflow", "sklearn"},
-    code_version="1",
-    required_resource_keys={"mlflow"},
-)
+@retrain_asset(kinds={"mlflow", "sklearn"}, required_resource_keys={"mlflow"})
 def evaluation_report(
     context: dg.AssetExecutionContext, churn_model: ModelCandidate, customer_splits: CustomerSplits
 ) -> dg.Output:

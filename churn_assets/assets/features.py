@@ -9,8 +9,7 @@ import skops.io
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
-from churn_assets.assets.metadata import GROUP, OWNERS, frame_metadata
-from churn_assets.automation import FOLLOWS_PASSED_CHECKS
+from churn_assets.assets.metadata import frame_metadata, retrain_asset
 from churn_assets.ml import features, schema
 from churn_assets.ml.splitting import CustomerSplits, features_and_target, split_customers
 
@@ -22,13 +21,7 @@ class SplitConfig(dg.Config):
     seed: int = Field(42, description="Seed fixing which customers land in the holdout.")
 
 
-@dg.asset(
-    automation_condition=FOLLOWS_PASSED_CHECKS,
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"sklearn", "pandas"},
-    code_version="1",
-)
+@retrain_asset(kinds={"sklearn", "pandas"})
 def customer_splits(config: SplitConfig, cleaned_customers: pd.DataFrame) -> dg.Output:
     """Deterministic train/holdout split, stratified on Churn so both keep the churn rate."""
     splits = split_customers(cleaned_customers, config.holdout_fraction, config.seed)
@@ -46,14 +39,7 @@ def customer_splits(config: SplitConfig, cleaned_customers: pd.DataFrame) -> dg.
     )
 
 
-@dg.asset(
-    automation_condition=FOLLOWS_PASSED_CHECKS,
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"sklearn", "mlflow"},
-    code_version="1",
-    required_resource_keys={"mlflow"},
-)
+@retrain_asset(kinds={"sklearn", "mlflow"}, required_resource_keys={"mlflow"})
 def preprocessor(context: dg.AssetExecutionContext, customer_splits: CustomerSplits) -> dg.Output:
     """Column transform fitted on training rows only; logged to MLflow and part of the model."""
     train_features, _ = features_and_target(customer_splits.train)

@@ -7,8 +7,7 @@ import pandas as pd
 from pydantic import Field
 
 from churn_assets.assets.landing import customer_snapshot
-from churn_assets.assets.metadata import GROUP, OWNERS, frame_metadata
-from churn_assets.automation import FOLLOWS_PASSED_CHECKS
+from churn_assets.assets.metadata import frame_metadata, retrain_asset
 from churn_assets.ml import cleaning, schema, tracking
 from churn_assets.ml.settings import ChurnSettings
 
@@ -19,14 +18,7 @@ class RawCustomersConfig(dg.Config):
     )
 
 
-@dg.asset(
-    automation_condition=FOLLOWS_PASSED_CHECKS,
-    deps=[customer_snapshot],
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"csv", "pandas"},
-    code_version="1",
-)
+@retrain_asset(deps=[customer_snapshot], kinds={"csv", "pandas"})
 def raw_customers(context: dg.AssetExecutionContext, config: RawCustomersConfig) -> dg.Output:
     """The customer export exactly as read; its data version is the file's SHA-256."""
     path = Path(config.path) if config.path else ChurnSettings().data_path
@@ -45,13 +37,7 @@ def raw_customers(context: dg.AssetExecutionContext, config: RawCustomersConfig)
     )
 
 
-@dg.asset(
-    automation_condition=FOLLOWS_PASSED_CHECKS,
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"pandas"},
-    code_version="1",
-)
+@retrain_asset(kinds={"pandas"})
 def cleaned_customers(raw_customers: pd.DataFrame) -> dg.Output:
     """Typed customers: levels validated, blanks filled, one row per customerID, Churn as 0/1."""
     cleaned, report = cleaning.clean_customers(raw_customers)

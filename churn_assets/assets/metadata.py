@@ -1,14 +1,30 @@
 """What every churn asset shares: its group, owners, and metadata builders for the UI."""
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from churn_assets.automation import FOLLOWS_PASSED_CHECKS
 from churn_assets.ml.settings import ChurnSettings
 
 GROUP = "churn"
 OWNERS = ["team:churn-ml"]
+
+
+def retrain_asset(
+    *, kinds: set[str], code_version: str = "1", **kwargs: Any
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """`dg.asset` for each stage of a retrain: one group, one owner, one automation rule."""
+    return dg.asset(
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds=kinds,
+        code_version=code_version,
+        automation_condition=FOLLOWS_PASSED_CHECKS,
+        **kwargs,
+    )
 
 
 def table_schema(frame: pd.DataFrame) -> dg.TableSchema:

@@ -2,20 +2,13 @@
 
 import dagster as dg
 
-from churn_assets.assets.metadata import GROUP, OWNERS, model_links
-from churn_assets.automation import FOLLOWS_PASSED_CHECKS
+from churn_assets.assets.metadata import model_links, retrain_asset
 from churn_assets.ml import registry, tracking
 from churn_assets.ml.evaluation import EvaluationReport
 from churn_assets.ml.settings import ChurnSettings
 
 
-@dg.asset(
-    automation_condition=FOLLOWS_PASSED_CHECKS,
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"mlflow"},
-    code_version="1",
-)
+@retrain_asset(kinds={"mlflow"})
 def production_promotion(evaluation_report: EvaluationReport) -> dg.MaterializeResult:
     """Production alias on the evaluated candidate, if its gate passed against today's champion."""
     settings = ChurnSettings()

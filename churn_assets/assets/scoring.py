@@ -3,21 +3,13 @@
 import dagster as dg
 import pandas as pd
 
-from churn_assets.assets.metadata import GROUP, OWNERS, model_links, table_metadata
+from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata
 from churn_assets.assets.promotion import production_promotion
-from churn_assets.automation import FOLLOWS_PASSED_CHECKS
 from churn_assets.ml import evaluation, registry, scoring, tracking
 from churn_assets.ml.settings import ChurnSettings
 
 
-@dg.asset(
-    deps=[production_promotion],
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"parquet", "csv", "mlflow"},
-    code_version="1",
-    automation_condition=FOLLOWS_PASSED_CHECKS,
-)
+@retrain_asset(deps=[production_promotion], kinds={"parquet", "csv", "mlflow"})
 def churn_scores(cleaned_customers: pd.DataFrame) -> dg.MaterializeResult:
     """Active customers ranked by churn probability from the production model (Parquet + CSV)."""
     # Written to CHURN_SCORES_DIR (default .churn/scores) as churn_scores.parquet and .csv,

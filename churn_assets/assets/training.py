@@ -4,8 +4,7 @@ import dagster as dg
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
-from churn_assets.assets.metadata import GROUP, OWNERS, mlflow_links, model_links
-from churn_assets.automation import FOLLOWS_PASSED_CHECKS
+from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
 from churn_assets.ml import drift, plots, tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits, features_and_target
@@ -42,14 +41,7 @@ class ChurnModelConfig(dg.Config):
         }
 
 
-@dg.asset(
-    automation_condition=FOLLOWS_PASSED_CHECKS,
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"lightgbm", "mlflow"},
-    code_version="1",
-    required_resource_keys={"mlflow"},
-)
+@retrain_asset(kinds={"lightgbm", "mlflow"}, required_resource_keys={"mlflow"})
 def churn_model(
     context: dg.AssetExecutionContext,
     config: ChurnModelConfig,
