@@ -14,8 +14,8 @@ import pytest
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
 from churn_assets_tests.processes import (
     POSTGRES,
-    call_json,
     base_env,
+    call_json,
     free_port,
     mlflow_server_command,
     postgres_databases,

@@ -1,0 +1,297 @@
+"""Pipeline benchmark: the whole asset graph against a plain script, from 7 thousand to 10 million.
+
+For each size it generates customers (cached under .churn/bench/), then in separate processes:
+
+- the graph as users run it, `dagster job execute -j churn_training` on a fresh Dagster home
+  and MLflow store: wall time, peak memory, and each step's time and peak memory (steps read
+  from Dagster's event log, memory sampled from /proc every 20 ms);
+- the baseline: the same steps (read, clean, split, fit with the same hyperparameters, score
+  the holdout) as one Python script with no orchestration and no tracking.
+
+It prints a table per size and a summary with our time over the baseline's. Run with
+`make bench` (all sizes; `--write-readme` refreshes the README table) or
+`python benchmarks/pipeline.py --sizes 7k,100k`.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"7k": 7_043, "100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
+SEED = 42
+SAMPLE_S = 0.02
+README_START = "<!-- pipeline-benchmark:start -->"
+README_END = "<!-- pipeline-benchmark:end -->"
+
+
+def _descendants(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            pids.extend(_descendants(int(child)))
+    return pids
+
+
+def _rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+@dataclass
+class Measured:
+    wall_s: float
+    peak_bytes: int
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    stdout: str = ""
+
+    def peak_between(self, start: float, end: float) -> int:
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside, default=0)
+
+
+def measure(args: list[str], env: dict[str, str]) -> Measured:
+    """Run a command, sampling the memory of its process tree; peak from the kernel's maxrss."""
+    with tempfile.TemporaryFile("w+") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        samples: list[tuple[float, int]] = []
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            samples.append((time.time(), _rss_bytes(_descendants(process.pid))))
+            time.sleep(SAMPLE_S)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}):\n{text[-5000:]}")
+    peak = max(usage.ru_maxrss * 1024, max((rss for _, rss in samples), default=0))
+    return Measured(wall, peak, samples, text)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_"))}
+    env.update(extra)
+    return env
+
+
+def dataset(rows: int, folder: Path) -> Path:
+    path = folder / f"customers_{rows}_{SEED}.csv"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        generate = [sys.executable, "-m", "churn_assets.cli", "generate-data"]
+        subprocess.run(
+            [*generate, "--rows", str(rows), "--seed", str(SEED), "--out", str(partial), "--force"],
+            cwd=REPO,
+            check=True,
+            env=_env(),
+        )
+        partial.rename(path)
+    return path
+
+
+def _steps(home: Path, measured: Measured) -> list[dict[str, Any]]:
+    """Each step's wall time (Dagster's event log) and the peak memory sampled during it."""
+    os.environ["DAGSTER_HOME"] = str(home)
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        (run,) = instance.get_run_records()
+        starts: dict[str, float] = {}
+        steps = []
+        for record in instance.get_records_for_run(run.dagster_run.run_id).records:
+            event = record.event_log_entry
+            if event.dagster_event is None or event.step_key is None:
+                continue
+            kind = event.dagster_event.event_type
+            if kind == dg.DagsterEventType.STEP_START:
+                starts[event.step_key] = event.timestamp
+            elif kind == dg.DagsterEventType.STEP_SUCCESS:
+                start = starts[event.step_key]
+                steps.append(
+                    {
+                        "step": event.step_key,
+                        "seconds": event.timestamp - start,
+                        "peak_bytes": measured.peak_between(start, event.timestamp),
+                    }
+                )
+    return steps
+
+
+def run_graph(csv: Path, work: Path) -> dict[str, Any]:
+    home, state = work / "dagster_home", work / "state"
+    home.mkdir(parents=True)
+    env = _env(DAGSTER_HOME=str(home), CHURN_STATE_DIR=str(state), CHURN_DATA_PATH=str(csv))
+    dagster = str(Path(sys.executable).parent / "dagster")
+    command = [dagster, "job", "execute", "-m", "churn_assets.definitions", "-j", "churn_training"]
+    measured = measure(command, env)
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{state}/mlflow.db"
+    tags = MlflowClient(uri, uri).get_model_version("churn-classifier", "1").tags
+    return {
+        "seconds": measured.wall_s,
+        "peak_bytes": measured.peak_bytes,
+        "auc": float(tags["holdout_auc"]),
+        "steps": _steps(home, measured),
+    }
+
+
+def run_baseline(csv: Path) -> dict[str, Any]:
+    measured = measure([sys.executable, __file__, "--baseline-child", str(csv)], _env())
+    result = json.loads(measured.stdout.strip().splitlines()[-1])
+    return {"seconds": measured.wall_s, "peak_bytes": measured.peak_bytes, **result}
+
+
+def baseline_child(csv: Path) -> None:
+    """The same work as the graph, as a plain script: no Dagster, no MLflow, no I/O manager."""
+    from sklearn.metrics import roc_auc_score
+
+    from churn_assets.ml import cleaning, features, splitting, training
+    from churn_assets.ml.tracking import file_sha256
+
+    model_config = _default_model_config()
+    split_config = _default_split_config()
+    timings = {}
+    started = time.perf_counter()
+    raw = cleaning.read_customer_csv(csv, file_sha256(csv))
+    timings["read"] = time.perf_counter() - started
+    cleaned, _ = cleaning.clean_customers(raw)
+    del raw
+    timings["clean"] = time.perf_counter() - started - sum(timings.values())
+    splits = splitting.split_customers(cleaned, split_config["holdout_fraction"], SEED)
+    del cleaned
+    timings["split"] = time.perf_counter() - started - sum(timings.values())
+    train_x, _ = splitting.features_and_target(splits.train)
+    preprocessor = features.fit_preprocessor(train_x)
+    trained = training.train_churn_model(
+        preprocessor,
+        splits.train,
+        model_config["params"],
+        model_config["validation_fraction"],
+        model_config["early_stopping_rounds"],
+        model_config["seed"],
+    )
+    timings["fit"] = time.perf_counter() - started - sum(timings.values())
+    holdout_x, holdout_y = splitting.features_and_target(splits.holdout)
+    probability = training.churn_probability(trained.pipeline, holdout_x)
+    auc = float(roc_auc_score(holdout_y, probability))
+    timings["score"] = time.perf_counter() - started - sum(timings.values())
+    print(json.dumps({"auc": auc, "timings": timings}))
+
+
+def _default_model_config() -> dict[str, Any]:
+    from churn_assets.assets.training import ChurnModelConfig
+
+    config = ChurnModelConfig()
+    return {
+        "params": config.lightgbm_params(),
+        "validation_fraction": config.validation_fraction,
+        "early_stopping_rounds": config.early_stopping_rounds,
+        "seed": config.seed,
+    }
+
+
+def _default_split_config() -> dict[str, Any]:
+    from churn_assets.assets.features import SplitConfig
+
+    return {"holdout_fraction": SplitConfig().holdout_fraction}
+
+
+def _gb(value: int) -> str:
+    return f"{value / 2**30:.2f} GB"
+
+
+def report(label: str, rows: int, graph: dict[str, Any], baseline: dict[str, Any]) -> None:
+    print(f"\n## {label}: {rows:,} customers")
+    print(f"{'step':<34} {'seconds':>9} {'peak memory':>12}")
+    for step in graph["steps"]:
+        print(f"{step['step']:<34} {step['seconds']:>9.2f} {_gb(step['peak_bytes']):>12}")
+    print(f"{'graph, whole command':<34} {graph['seconds']:>9.2f} {_gb(graph['peak_bytes']):>12}")
+    baseline_steps = ", ".join(f"{k} {v:.1f} s" for k, v in baseline["timings"].items())
+    print(
+        f"{'baseline script':<34} {baseline['seconds']:>9.2f} "
+        f"{_gb(baseline['peak_bytes']):>12}   ({baseline_steps})"
+    )
+    print(
+        f"ratio graph/baseline {graph['seconds'] / baseline['seconds']:.2f}x; "
+        f"holdout AUC graph {graph['auc']:.4f}, baseline {baseline['auc']:.4f}"
+    )
+
+
+def summary_table(results: list[tuple[str, int, dict[str, Any], dict[str, Any]]]) -> str:
+    lines = [
+        "| customers | graph (s) | graph peak memory | baseline (s) | baseline peak memory "
+        "| graph / baseline | holdout AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, rows, graph, baseline in results:
+        lines.append(
+            f"| {rows:,} | {graph['seconds']:.1f} | {_gb(graph['peak_bytes'])} "
+            f"| {baseline['seconds']:.1f} | {_gb(baseline['peak_bytes'])} "
+            f"| {graph['seconds'] / baseline['seconds']:.2f}x | {graph['auc']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_readme(table: str) -> None:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    block = f"{README_START}\n{table}\n{README_END}"
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README.md lacks the {README_START} ... {README_END} markers")
+    readme.write_text(pattern.sub(lambda _: block, text))
+    print("README.md table updated")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: 7k,100k,1M,10M")
+    parser.add_argument("--data-dir", type=Path, default=REPO / ".churn" / "bench")
+    parser.add_argument("--write-readme", action="store_true", help="refresh the README table")
+    parser.add_argument("--baseline-child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_child:
+        baseline_child(args.baseline_child)
+        return
+    results = []
+    for label in args.sizes.split(","):
+        rows = SIZES[label]
+        csv = dataset(rows, args.data_dir)
+        with tempfile.TemporaryDirectory(prefix=f"bench_{label}_") as work:
+            graph = run_graph(csv, Path(work))
+        baseline = run_baseline(csv)
+        report(label, rows, graph, baseline)
+        results.append((label, rows, graph, baseline))
+    table = summary_table(results)
+    print("\n" + table)
+    if args.write_readme:
+        write_readme(table)
+
+
+if __name__ == "__main__":
+    main()
