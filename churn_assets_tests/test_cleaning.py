@@ -24,7 +24,13 @@ def raw(tmp_path: Path) -> pd.DataFrame:
 
 def test_reads_crlf_export_as_text_and_keeps_quirks(raw: pd.DataFrame) -> None:
     assert tuple(raw.columns) == schema.RAW_COLUMNS
-    assert all(pd.api.types.is_object_dtype(t) for t in raw.dtypes)
+    for column, dtype in raw.dtypes.items():  # text as written: strings, or categories of them
+        if column in (schema.ID_COLUMN, "TotalCharges"):
+            assert pd.api.types.is_object_dtype(dtype), column
+        else:
+            assert isinstance(dtype, pd.CategoricalDtype), column
+            assert all(isinstance(level, str) for level in dtype.categories), column
+    assert "0" in raw["SeniorCitizen"].cat.categories
     assert (raw["TotalCharges"] == " ").any()
     assert not raw["Churn"].str.endswith("\r").any()
     assert raw.attrs[SOURCE_SHA256] == "abc"
@@ -54,15 +60,22 @@ def test_duplicate_customer_ids_keep_the_last_row(raw: pd.DataFrame) -> None:
     assert row["tenure"].tolist() == [71]
 
 
-def test_whitespace_around_values_is_tolerated(raw: pd.DataFrame) -> None:
-    raw.loc[3, "Contract"] = " Two year "
-    cleaned, _ = clean_customers(raw)
-    assert cleaned.loc[3, "Contract"] == "Two year"
-
-
 def _bad(raw: pd.DataFrame, row: int, column: str, value: str) -> pd.DataFrame:
+    """Edit one cell; the column becomes plain text, which cleaning takes as well."""
+    raw[column] = raw[column].astype(object)
     raw.loc[row, column] = value
     return raw
+
+
+def test_whitespace_around_values_is_tolerated(raw: pd.DataFrame, tmp_path: Path) -> None:
+    cleaned, _ = clean_customers(_bad(raw, 3, "Contract", " Two year "))
+    assert cleaned.loc[3, "Contract"] == "Two year"
+    path = tmp_path / "padded.csv"
+    path.write_text(path.with_name("c.csv").read_text().replace(",Two year,", ", Two year ,"))
+    from_file, _ = clean_customers(read_customer_csv(path, ""))
+    assert " Two year " in read_customer_csv(path, "")["Contract"].cat.categories
+    assert set(from_file["Contract"].cat.categories) == set(schema.CATEGORICAL_LEVELS["Contract"])
+    assert (from_file["Contract"] == "Two year").sum() > 0
 
 
 @pytest.mark.parametrize(

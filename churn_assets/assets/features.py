@@ -11,14 +11,20 @@ from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
 from churn_assets.ml import features, schema
-from churn_assets.ml.splitting import CustomerSplits, features_and_target, split_customers
+from churn_assets.ml.splitting import (
+    HOLDOUT_FRACTION,
+    SPLIT_SEED,
+    CustomerSplits,
+    features_and_target,
+    split_customers,
+)
 
 
 class SplitConfig(dg.Config):
     holdout_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Share of customers held out for evaluation only."
+        HOLDOUT_FRACTION, gt=0, lt=1, description="Share of customers held out for evaluation."
     )
-    seed: int = Field(42, description="Seed fixing which customers land in the holdout.")
+    seed: int = Field(SPLIT_SEED, description="Seed fixing which customers land in the holdout.")
 
 
 @retrain_asset(kinds={"sklearn", "pandas"})

@@ -9,36 +9,36 @@ from churn_assets.ml import drift, plots, tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits, features_and_target
 from churn_assets.ml.tracking import ModelCandidate
-from churn_assets.ml.training import train_churn_model
+from churn_assets.ml.training import DEFAULTS, Hyperparameters, train_churn_model
 
 
 class ChurnModelConfig(dg.Config):
     """LightGBM hyperparameters and early stopping, tunable per run without code changes."""
 
-    n_estimators: int = Field(2000, gt=0, description="Upper bound on boosting rounds.")
-    learning_rate: float = Field(0.03, gt=0, description="Shrinkage per boosting round.")
-    num_leaves: int = Field(7, gt=1, description="Leaves per tree.")
-    min_child_samples: int = Field(50, gt=0, description="Minimum customers per leaf.")
-    subsample: float = Field(0.8, gt=0, le=1, description="Row share sampled per round.")
-    colsample_bytree: float = Field(0.8, gt=0, le=1, description="Feature share per tree.")
-    reg_lambda: float = Field(1.0, ge=0, description="L2 regularisation.")
-    validation_fraction: float = Field(
-        0.15, gt=0, lt=1, description="Share of training rows used only for early stopping."
+    n_estimators: int = Field(DEFAULTS.n_estimators, gt=0, description="Most boosting rounds.")
+    learning_rate: float = Field(DEFAULTS.learning_rate, gt=0, description="Shrinkage per round.")
+    num_leaves: int = Field(DEFAULTS.num_leaves, gt=1, description="Leaves per tree.")
+    min_child_samples: int = Field(
+        DEFAULTS.min_child_samples, gt=0, description="Minimum customers per leaf."
     )
-    early_stopping_rounds: int = Field(50, gt=0, description="Rounds without improvement.")
-    seed: int = Field(42, description="Seed for the validation fold and LightGBM.")
+    subsample: float = Field(DEFAULTS.subsample, gt=0, le=1, description="Rows sampled per round.")
+    colsample_bytree: float = Field(
+        DEFAULTS.colsample_bytree, gt=0, le=1, description="Feature share per tree."
+    )
+    reg_lambda: float = Field(DEFAULTS.reg_lambda, ge=0, description="L2 regularisation.")
+    validation_fraction: float = Field(
+        DEFAULTS.validation_fraction,
+        gt=0,
+        lt=1,
+        description="Share of training rows used only for early stopping.",
+    )
+    early_stopping_rounds: int = Field(
+        DEFAULTS.early_stopping_rounds, gt=0, description="Rounds without improvement."
+    )
+    seed: int = Field(DEFAULTS.seed, description="Seed for the validation fold and LightGBM.")
 
-    def lightgbm_params(self) -> dict[str, float | int]:
-        return {
-            "n_estimators": self.n_estimators,
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples,
-            "subsample": self.subsample,
-            "subsample_freq": 1,
-            "colsample_bytree": self.colsample_bytree,
-            "reg_lambda": self.reg_lambda,
-        }
+    def hyperparameters(self) -> Hyperparameters:
+        return Hyperparameters(**self.model_dump())
 
 
 @retrain_asset(kinds={"lightgbm", "mlflow"}, required_resource_keys={"mlflow"})
@@ -51,20 +51,14 @@ def churn_model(
     """LightGBM churn classifier, early-stopped on a training fold and registered in MLflow."""
     settings = ChurnSettings()
     mlf = context.resources.mlflow
-    trained = train_churn_model(
-        preprocessor,
-        customer_splits.train,
-        config.lightgbm_params(),
-        config.validation_fraction,
-        config.early_stopping_rounds,
-        config.seed,
-    )
+    hyperparameters = config.hyperparameters()
+    trained = train_churn_model(preprocessor, customer_splits.train, hyperparameters)
     mlf.log_params(
         {
-            **config.lightgbm_params(),
-            "validation_fraction": config.validation_fraction,
-            "early_stopping_rounds": config.early_stopping_rounds,
-            "seed": config.seed,
+            **hyperparameters.lightgbm_params(),
+            "validation_fraction": hyperparameters.validation_fraction,
+            "early_stopping_rounds": hyperparameters.early_stopping_rounds,
+            "seed": hyperparameters.seed,
             "best_iteration": trained.best_iteration,
             "training_rows": trained.training_rows,
             "validation_rows": trained.validation_rows,

@@ -47,8 +47,18 @@ def billed_so_far(tenure: T, monthly_charges: T) -> T:
     return tenure * monthly_charges
 
 
+#: Columns read as categories of their raw text: a handful of distinct values each, so a
+#: million rows cost a byte each instead of a Python string each (about 60 bytes), and cleaning
+#: checks and converts each distinct value once. The ID and TotalCharges are nearly unique.
+_TEXT_COLUMNS = (schema.ID_COLUMN, "TotalCharges")
+_READ_DTYPES = {c: ("str" if c in _TEXT_COLUMNS else "category") for c in schema.RAW_COLUMNS}
+
+
 def read_customer_csv(path: Path, sha256: str) -> pd.DataFrame:
-    """Read the export as text exactly as written, so cleaning sees every quirk."""
+    """Read the export as text exactly as written, so cleaning sees every quirk.
+
+    Low-cardinality columns come back as categoricals whose categories are that raw text.
+    """
     if not path.is_file():
         raise CustomerDataError(
             f"customer file {path} does not exist: set CHURN_DATA_PATH or generate one with "
@@ -56,7 +66,10 @@ def read_customer_csv(path: Path, sha256: str) -> pd.DataFrame:
         )
     if path.stat().st_size == 0:
         raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    with path.open("rb") as handle:
+        header = handle.readline().decode("utf-8", errors="replace").strip().split(",")
+    dtypes = {c: _READ_DTYPES.get(c.strip('"'), "str") for c in header}
+    frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_filter=False)
     if frame.empty:
         raise CustomerDataError(f"customer file {path} has a header but no customer rows")
     frame.attrs[SOURCE_SHA256] = sha256
@@ -90,8 +103,28 @@ def _check_columns(raw: pd.DataFrame) -> list[str]:
     return [c for c in raw.columns if c not in schema.RAW_COLUMNS]
 
 
+def _stripped(values: pd.Series) -> pd.Series:
+    """Text without surrounding blanks; a categorical is stripped once per category."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return values.astype(str).str.strip()
+    stripped = values.cat.categories.astype(str).str.strip()
+    levels, position = np.unique(stripped.to_numpy(dtype=str), return_inverse=True)
+    codes = values.cat.codes.to_numpy()
+    recoded = np.where(codes >= 0, position[codes], -1)
+    return pd.Series(pd.Categorical.from_codes(recoded, levels), index=values.index)
+
+
+def _to_number(text: pd.Series) -> pd.Series:
+    """Floats, NaN where the text is not a number; a categorical is parsed once per category."""
+    if not isinstance(text.dtype, pd.CategoricalDtype):
+        return pd.to_numeric(text, errors="coerce").astype(np.float64)
+    parsed = pd.to_numeric(text.cat.categories, errors="coerce").to_numpy(dtype=np.float64)
+    codes = text.cat.codes.to_numpy()
+    return pd.Series(np.where(codes >= 0, parsed[codes], np.nan), index=text.index)
+
+
 def _parse_number(raw: pd.DataFrame, text: pd.Series, column: str) -> pd.Series:
-    values = pd.to_numeric(text, errors="coerce")
+    values = _to_number(text)
     _reject(raw, column, values.isna() & (text != ""), "are not numbers")
     return values
 
@@ -114,7 +147,7 @@ def _clean_numeric(raw: pd.DataFrame, text: dict[str, pd.Series]) -> tuple[pd.Da
     total = total.where(~blank_total, billed_so_far(tenure, monthly))
     numeric = pd.DataFrame(
         {
-            "SeniorCitizen": senior.astype(np.int64),
+            "SeniorCitizen": (senior == "1").to_numpy(dtype=np.int64),
             "tenure": tenure.astype(np.int64),
             "MonthlyCharges": monthly.astype(np.float64),
             "TotalCharges": total.astype(np.float64),
@@ -136,7 +169,7 @@ def clean_customers(
     Training data must hold churners and stayers; a small incremental extract need not.
     """
     extra = _check_columns(raw)
-    text = {c: raw[c].astype(str).str.strip() for c in schema.RAW_COLUMNS}
+    text = {c: _stripped(raw[c]) for c in schema.RAW_COLUMNS}
     ids = text[schema.ID_COLUMN]
     _reject(raw, schema.ID_COLUMN, ids == "", "are blank")
 

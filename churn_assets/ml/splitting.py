@@ -10,6 +10,10 @@ from sklearn.model_selection import train_test_split
 from churn_assets.ml import schema
 from churn_assets.ml.cleaning import SOURCE_SHA256
 
+#: Share of customers held out for evaluation, and the seed fixing which ones.
+HOLDOUT_FRACTION = 0.2
+SPLIT_SEED = 42
+
 
 @dataclass(frozen=True)
 class CustomerSplits:

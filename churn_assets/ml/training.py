@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,37 @@ from churn_assets.ml.splitting import features_and_target
 
 
 @dataclass(frozen=True)
+class Hyperparameters:
+    """LightGBM's settings and early stopping: the defaults every entry point shares."""
+
+    n_estimators: int = 2000
+    learning_rate: float = 0.03
+    num_leaves: int = 7
+    min_child_samples: int = 50
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    reg_lambda: float = 1.0
+    validation_fraction: float = 0.15
+    early_stopping_rounds: int = 50
+    seed: int = 42
+
+    def lightgbm_params(self) -> dict[str, Any]:
+        return {
+            "n_estimators": self.n_estimators,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "subsample": self.subsample,
+            "subsample_freq": 1,
+            "colsample_bytree": self.colsample_bytree,
+            "reg_lambda": self.reg_lambda,
+        }
+
+
+DEFAULTS = Hyperparameters()
+
+
+@dataclass(frozen=True)
 class TrainedModel:
     """The fitted preprocessor+model pipeline and what training learned about it."""
 
@@ -30,21 +60,17 @@ class TrainedModel:
 
 
 def train_churn_model(
-    preprocessor: ColumnTransformer,
-    train: pd.DataFrame,
-    params: Mapping[str, Any],
-    validation_fraction: float,
-    early_stopping_rounds: int,
-    seed: int,
+    preprocessor: ColumnTransformer, train: pd.DataFrame, hyperparameters: Hyperparameters
 ) -> TrainedModel:
     """Fit LightGBM on training rows; the holdout is never seen here.
 
     The validation fold only decides when to stop boosting. `deterministic` and a fixed seed
     make the same data and parameters give the same model, and so the same metrics.
     """
+    seed = hyperparameters.seed
     fit_rows, validation_rows = train_test_split(
         train,
-        test_size=validation_fraction,
+        test_size=hyperparameters.validation_fraction,
         random_state=seed,
         stratify=train[schema.TARGET_COLUMN],
     )
@@ -52,7 +78,7 @@ def train_churn_model(
     x_val, y_val = features_and_target(validation_rows)
     names = output_features(preprocessor)
     model = lgb.LGBMClassifier(
-        **params,
+        **hyperparameters.lightgbm_params(),
         objective="binary",
         metric="binary_logloss",
         random_state=seed,
@@ -66,7 +92,7 @@ def train_churn_model(
         eval_X=(preprocessor.transform(x_val),),
         eval_y=(y_val.to_numpy(),),
         categorical_feature=categorical_positions(preprocessor),
-        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+        callbacks=[lgb.early_stopping(hyperparameters.early_stopping_rounds, verbose=False)],
     )
     pipeline = Pipeline([("preprocess", preprocessor), ("model", model)])
     validation_probability = pipeline.predict_proba(x_val)[:, 1]
