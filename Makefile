@@ -13,7 +13,7 @@ DATA := $(or $(CHURN_DATA_PATH),data/telco_churn.csv)
 INCOMING := $(or $(CHURN_INCOMING_DIR),data/incoming)
 export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 
-.PHONY: help sync data run materialize serve bench-serving dev schedule-on schedule-off mlflow-ui \
+.PHONY: help sync data run materialize serve bench bench-serving dev schedule-on schedule-off mlflow-ui \
 	production rollback lint test clean
 
 help:  ## list the targets
@@ -59,6 +59,9 @@ mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000) on the local store
 
 serve: sync  ## the churn API on http://127.0.0.1:8000 (docs at /docs), following production
 	$(RUN) python -m serving
+
+bench: sync  ## pipeline at 7k/100k/1M/10M customers vs a plain script; refreshes the README table
+	$(RUN) python benchmarks/pipeline.py --write-readme
 
 bench-serving: sync  ## this API vs `mlflow models serve`: req/s, p50/p99, rows/s, ratios
 	$(RUN) python benchmarks/serving.py
