@@ -47,12 +47,18 @@ class QualityGateConfig(dg.Config):
     max_auc_drop: float | None = Field(
         None, ge=0, le=1, description="Largest AUC loss allowed against production."
     )
+    beat_baseline: bool | None = Field(
+        None, description="Require a higher AUC than the logistic-regression baseline."
+    )
 
     def thresholds(self, settings: ChurnSettings) -> GateThresholds:
         return GateThresholds(
             min_auc=settings.min_auc if self.min_auc is None else self.min_auc,
             min_accuracy=settings.min_accuracy if self.min_accuracy is None else self.min_accuracy,
             max_auc_drop=settings.max_auc_drop if self.max_auc_drop is None else self.max_auc_drop,
+            beat_baseline=(
+                settings.gate_beat_baseline if self.beat_baseline is None else self.beat_baseline
+            ),
         )
 
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
-from churn_assets.ml import evaluation, plots, registry, tracking
+from churn_assets.ml import baseline, evaluation, plots, registry, tracking, training
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits
 from churn_assets.ml.tracking import ModelCandidate
@@ -25,6 +25,9 @@ def evaluation_report(
         if production is None
         else evaluation.score_model_uri(f"models:/{churn_model.name}/{production.version}", holdout)
     )
+    # The reference a boosted model has to beat, fitted on the same training rows.
+    reference = baseline.fit_baseline(customer_splits.train, seed=0)
+    baseline_probability = training.churn_probability(reference, holdout)
     report = evaluation.build_report(
         churn_model.name,
         churn_model.version,
@@ -33,10 +36,12 @@ def evaluation_report(
         candidate_probability,
         None if production is None else str(production.version),
         production_probability,
+        baseline_probability,
     )
     curves = {f"candidate v{churn_model.version}": candidate_probability}
     if production_probability is not None:
         curves[f"production v{report.production_version}"] = production_probability
+    curves[f"baseline ({baseline.NAME})"] = baseline_probability
     y = holdout["Churn"].to_numpy()
     images = {
         "roc": plots.roc_plot(y, curves),
@@ -45,6 +50,7 @@ def evaluation_report(
     }
     mlf = context.resources.mlflow
     mlf.log_metrics({f"holdout_{k}": v for k, v in report.candidate.items()})
+    mlf.log_metrics({f"holdout_baseline_{k}": v for k, v in (report.baseline or {}).items()})
     mlf.log_text(report.to_json(), "evaluation/report.json")
     mlf.log_text(report.to_markdown(), "evaluation/report.md")
     for name, png in images.items():
@@ -66,6 +72,7 @@ def evaluation_report(
             **report.confusion,
             "production_version": report.production_version or "none",
             "production_auc": (report.production or {}).get("auc", float("nan")),
+            "baseline_auc": (report.baseline or {}).get("auc", float("nan")),
             "report": dg.MetadataValue.md(report.to_markdown()),
             "plots": dg.MetadataValue.md(
                 "\n\n".join(plots.markdown_image(png, name) for name, png in images.items())

@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import metrics
+from churn_assets.ml import baseline, metrics
 from churn_assets.ml.splitting import features_and_target
 from churn_assets.ml.training import churn_probability
 
@@ -30,6 +30,7 @@ class EvaluationReport:
     confusion: dict[str, int]
     production_version: str | None = None
     production: dict[str, float] | None = None
+    baseline: dict[str, float] | None = None
 
     @property
     def auc_change(self) -> float | None:
@@ -43,11 +44,13 @@ class EvaluationReport:
 
     def to_markdown(self) -> str:
         production = f"production v{self.production_version}"
-        header = f"| metric | candidate v{self.candidate_version} |"
-        rule = "|---|---|"
+        columns = {f"candidate v{self.candidate_version}": self.candidate}
         if self.production is not None:
-            header += f" {production} |"
-            rule += "---|"
+            columns[production] = self.production
+        if self.baseline is not None:
+            columns[f"baseline ({baseline.NAME})"] = self.baseline
+        header = "| metric | " + " | ".join(columns) + " |"
+        rule = "|---|" + "---|" * len(columns)
         lines = [
             f"# Evaluation of {self.model_name} v{self.candidate_version}",
             "",
@@ -61,11 +64,10 @@ class EvaluationReport:
             header,
             rule,
         ]
-        for name, value in self.candidate.items():
-            row = f"| {name} | {value:.4f} |"
-            if self.production is not None:
-                row += f" {self.production[name]:.4f} |"
-            lines.append(row)
+        for name in self.candidate:
+            lines.append(
+                f"| {name} | " + " | ".join(f"{m[name]:.4f}" for m in columns.values()) + " |"
+            )
         lines += [
             "",
             "Confusion matrix at threshold 0.5: "
@@ -89,6 +91,7 @@ def build_report(
     candidate_probability: np.ndarray,
     production_version: str | None,
     production_probability: np.ndarray | None,
+    baseline_probability: np.ndarray | None = None,
 ) -> EvaluationReport:
     y = holdout["Churn"].to_numpy()
     return EvaluationReport(
@@ -103,5 +106,10 @@ def build_report(
             None
             if production_probability is None
             else metrics.classification_metrics(y, production_probability)
+        ),
+        baseline=(
+            None
+            if baseline_probability is None
+            else metrics.classification_metrics(y, baseline_probability)
         ),
     )

@@ -12,6 +12,8 @@ class GateThresholds:
     min_auc: float
     min_accuracy: float
     max_auc_drop: float
+    #: Also require a higher holdout AUC than the logistic-regression baseline's.
+    beat_baseline: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,4 +59,7 @@ def evaluate_gate(report: EvaluationReport, thresholds: GateThresholds) -> GateR
         criteria.append(
             GateCriterion("auc >= production auc - max_auc_drop", auc, floor, auc >= floor)
         )
+    if thresholds.beat_baseline and report.baseline is not None:
+        reference = report.baseline["auc"]
+        criteria.append(GateCriterion("auc > baseline auc", auc, reference, auc > reference))
     return GateResult(criteria)

@@ -40,6 +40,7 @@ class ChurnSettings(BaseSettings):
     min_auc: float = Field(0.82, alias="CHURN_MIN_AUC", ge=0, le=1)
     min_accuracy: float = Field(0.78, alias="CHURN_MIN_ACCURACY", ge=0, le=1)
     max_auc_drop: float = Field(0.01, alias="CHURN_MAX_AUC_DROP", ge=0, le=1)
+    gate_beat_baseline: bool = Field(False, alias="CHURN_GATE_BEAT_BASELINE")
     git_sha: str | None = Field(None, alias="CHURN_GIT_SHA")
     mlflow_ui_url: str | None = Field(None, alias="CHURN_MLFLOW_UI_URL")
 
