@@ -118,10 +118,9 @@ def dataset(rows: int, folder: Path) -> Path:
 
 def _steps(home: Path, measured: Measured) -> list[dict[str, Any]]:
     """Each step's wall time (Dagster's event log) and the peak memory sampled during it."""
-    os.environ["DAGSTER_HOME"] = str(home)
     import dagster as dg
 
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         (run,) = instance.get_run_records()
         starts: dict[str, float] = {}
         steps = []

@@ -1,6 +1,7 @@
 """Asset checks: data quality, the blocking quality gate, and drift of incoming extracts."""
 
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
@@ -128,15 +129,8 @@ def extract_drift(customer_snapshot: pd.DataFrame) -> dg.AssetCheckResult:
         profile, customer_snapshot, settings.drift_psi_warn, settings.drift_unseen_warn
     )
     table = pd.DataFrame(
-        {
-            "feature": [f.feature for f in report.features],
-            "kind": [f.kind for f in report.features],
-            "psi": [f.psi for f in report.features],
-            "unseen_share": [f.unseen_share for f in report.features],
-            "unseen_levels": [", ".join(f.unseen_levels) for f in report.features],
-            "drifted": [f.warn for f in report.features],
-        }
-    )
+        [{**asdict(f), "unseen_levels": ", ".join(f.unseen_levels)} for f in report.features]
+    ).rename(columns={"warn": "drifted"})
     return dg.AssetCheckResult(
         passed=not report.drifted,
         severity=dg.AssetCheckSeverity.WARN,

@@ -66,9 +66,8 @@ def read_customer_csv(path: Path, sha256: str) -> pd.DataFrame:
         )
     if path.stat().st_size == 0:
         raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
-    with path.open("rb") as handle:
-        header = handle.readline().decode("utf-8", errors="replace").strip().split(",")
-    dtypes = {c: _READ_DTYPES.get(c.strip('"'), "str") for c in header}
+    header = pd.read_csv(path, nrows=0).columns
+    dtypes = {c: _READ_DTYPES.get(c, "str") for c in header}
     frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_filter=False)
     if frame.empty:
         raise CustomerDataError(f"customer file {path} has a header but no customer rows")

@@ -196,14 +196,15 @@ def merge_extract(
         current_ids = current[schema.ID_COLUMN].str.strip()
         replaced = current_ids.isin(latest_ids)
         merged = pd.concat([current.loc[~replaced], latest], ignore_index=True)
+        known = latest_ids.isin(current_ids)
         with replacing(snapshot) as temporary:
             merged.to_csv(temporary, index=False, lineterminator="\r\n")
     report = MergeReport(
         extract=str(extract),
         extract_sha256=validated.sha256,
         extract_rows=len(incoming),
-        new_customers=int((~latest_ids.isin(current_ids)).sum()),
-        updated_customers=int(latest_ids.isin(current_ids).sum()),
+        new_customers=int((~known).sum()),
+        updated_customers=int(known.sum()),
         duplicate_ids_in_extract=len(incoming) - len(latest),
         extra_columns=extra,
         snapshot_rows_before=len(current),
