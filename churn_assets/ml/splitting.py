@@ -1,11 +1,12 @@
-"""Deterministic, stratified train/holdout split."""
+"""Train/holdout split keyed by customer, so a customer stays on one side as data grows."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from churn_assets.ml import schema
 from churn_assets.ml.cleaning import SOURCE_SHA256
@@ -24,21 +25,42 @@ class CustomerSplits:
     data_sha256: str
 
 
-def split_customers(frame: pd.DataFrame, holdout_fraction: float, seed: int) -> CustomerSplits:
-    """Stratify on the target so both parts keep the churn rate; the seed fixes membership."""
+def in_holdout(customer_ids: pd.Series, holdout_fraction: float, seed: int) -> np.ndarray:
+    """Whether each customer is held out: a seeded hash of the ID, not of the row position.
+
+    A random split of the whole table reshuffles when an extract adds customers, and the
+    production model would then be "evaluated" on customers it was trained on, which flatters
+    it in the comparison the gate makes. Hashing the ID keeps every customer on the same side
+    for as long as the seed and fraction stay, so new models and the production model are
+    compared on customers neither has seen.
+    """
     if not 0 < holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must be between 0 and 1, got {holdout_fraction}")
-    train, holdout = train_test_split(
-        frame,
-        test_size=holdout_fraction,
-        random_state=seed,
-        stratify=frame[schema.TARGET_COLUMN],
-    )
-    return CustomerSplits(
-        train.reset_index(drop=True),
-        holdout.reset_index(drop=True),
+    key = hashlib.blake2b(str(seed).encode(), digest_size=8).hexdigest()
+    # categorize=False: IDs are unique, so factorizing first would only cost time (7x at 10M).
+    hashes = pd.util.hash_pandas_object(
+        customer_ids.astype(str), index=False, hash_key=key, categorize=False
+    ).to_numpy()
+    return hashes < np.uint64(holdout_fraction * 2**64)
+
+
+def split_customers(frame: pd.DataFrame, holdout_fraction: float, seed: int) -> CustomerSplits:
+    """Both sides must hold churners and stayers, or neither fitting nor evaluation means much."""
+    holdout = in_holdout(frame[schema.ID_COLUMN], holdout_fraction, seed)
+    splits = CustomerSplits(
+        frame[~holdout].reset_index(drop=True),
+        frame[holdout].reset_index(drop=True),
         data_sha256=str(frame.attrs.get(SOURCE_SHA256, "unknown")),
     )
+    for side, part in (("training", splits.train), ("holdout", splits.holdout)):
+        classes = part[schema.TARGET_COLUMN].nunique()
+        if classes < 2:
+            raise ValueError(
+                f"the {side} side of the split ({len(part)} of {len(frame)} customers, "
+                f"holdout_fraction {holdout_fraction}, seed {seed}) holds only one Churn class; "
+                "more customers or another holdout_fraction are needed"
+            )
+    return splits
 
 
 def features_and_target(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
