@@ -210,7 +210,17 @@ def baseline_child(csv: Path) -> None:
 
     from sklearn.metrics import roc_auc_score
 
-    from churn_assets.ml import cleaning, features, scoring, splitting, training
+    from churn_assets.ml import (
+        cleaning,
+        decision,
+        features,
+        hyperparameters,
+        metrics,
+        scoring,
+        splitting,
+        training,
+    )
+    from churn_assets.ml.settings import ChurnSettings
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -229,16 +239,22 @@ def baseline_child(csv: Path) -> None:
     lap("split")
     train_x, _ = splitting.features_and_target(splits.train)
     preprocessor = features.fit_preprocessor(train_x)
-    trained = training.train_churn_model(preprocessor, splits.train, training.DEFAULTS)
+    trained = training.train_churn_model(preprocessor, splits.train, hyperparameters.DEFAULTS)
     lap("fit")
     holdout_x, holdout_y = splitting.features_and_target(splits.holdout)
     probability = training.churn_probability(trained.pipeline, holdout_x)
     auc = float(roc_auc_score(holdout_y, probability))
+    settings = ChurnSettings()
+    decision.value_curve(
+        holdout_y.to_numpy(),
+        probability,
+        decision.Economics(settings.offer_cost, settings.saved_customer_value),
+    )
     lap("score holdout")
     active = scoring.active_customers(customers)
     active_x, _ = splitting.features_and_target(active)
     active_probability = training.churn_probability(trained.pipeline, active_x)
-    ranked = scoring.rank_customers(active, active_probability, "1")
+    ranked = scoring.rank_customers(active, active_probability, "1", metrics.DECISION_THRESHOLD)
     with tempfile.TemporaryDirectory(prefix="bench_scores_") as folder:
         scoring.write_scores(ranked, Path(folder))
     lap("score base")

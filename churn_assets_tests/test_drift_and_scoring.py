@@ -67,7 +67,7 @@ def test_scores_rank_active_customers_only_most_at_risk_first() -> None:
     active = scoring.active_customers(customers)
     assert (active[schema.TARGET_COLUMN] == 0).all() and 0 < len(active) < len(customers)
     probability = np.random.default_rng(0).random(len(active))
-    scores = scoring.rank_customers(active, probability, "7")
+    scores = scoring.rank_customers(active, probability, "7", 0.5)
     assert scores["rank"].tolist() == list(range(1, len(active) + 1))
     assert scores["churn_probability"].is_monotonic_decreasing
     assert scores["churn_probability"].iloc[0] == probability.max()
@@ -81,7 +81,7 @@ def test_scores_rank_active_customers_only_most_at_risk_first() -> None:
 def test_top_segments_skip_tiny_groups_and_rank_by_mean_risk() -> None:
     active = scoring.active_customers(_customers(4000, 6))
     probability = np.where(active["Contract"] == "Month-to-month", 0.6, 0.1)
-    scores = scoring.rank_customers(active, probability, "1")
+    scores = scoring.rank_customers(active, probability, "1", 0.5)
     segments = scoring.top_segments(scores, limit=5)
     assert list(segments.columns) == [
         *scoring.SEGMENT_COLUMNS,
@@ -98,7 +98,7 @@ def test_top_segments_skip_tiny_groups_and_rank_by_mean_risk() -> None:
 
 def test_scores_files_are_written_as_parquet_and_csv(tmp_path: Path) -> None:
     active = scoring.active_customers(_customers(500, 7))
-    scores = scoring.rank_customers(active, np.linspace(0.9, 0.1, len(active)), "3")
+    scores = scoring.rank_customers(active, np.linspace(0.9, 0.1, len(active)), "3", 0.5)
     files = scoring.write_scores(scores, tmp_path / "scores")
     from_parquet = pd.read_parquet(files.parquet)
     from_csv = pd.read_csv(files.csv)

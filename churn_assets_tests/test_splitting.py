@@ -48,5 +48,5 @@ def test_a_side_without_both_classes_is_refused_by_name(customers: pd.DataFrame)
     )
     with pytest.raises(ValueError, match="holds only one Churn class"):
         split_customers(few.head(20), 0.05, 42)
-    with pytest.raises(ValueError, match="holdout_fraction must be between 0 and 1, got 1.5"):
+    with pytest.raises(ValueError, match=r"holdout_fraction must be between 0 and 1, got 1\.5"):
         split_customers(customers, 1.5, 42)

@@ -17,8 +17,10 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import registry, schema, tracking
+from churn_assets.ml import decision, metrics, registry, schema, tracking
+from churn_assets.ml.calibration import CalibratedChurnClassifier
 from churn_assets.ml.cleaning import billed_so_far
+from churn_assets.ml.reasons import Explainer
 from serving.settings import Settings
 
 log = logging.getLogger("serving.model")
@@ -57,10 +59,19 @@ class FastScorer:
         self._tenure = order.index("tenure")
         self._monthly = order.index("MonthlyCharges")
         self._booster = model.booster_
+        # Versions logged before calibration existed are a bare LGBMClassifier.
+        self._calibrate = (
+            model.calibrate_raw if isinstance(model, CalibratedChurnClassifier) else None
+        )
+        self._explainer = Explainer(self._booster, order)
+        self._categorical = [codes is not None for codes in self._codes]
 
     def matrix(self, customers: Sequence[Any]) -> np.ndarray:
+        return self._matrix_and_columns(customers)[0]
+
+    def _matrix_and_columns(self, customers: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
         """Column by column: levels to the encoder's codes, numbers as they are."""
-        columns = zip(*map(self._row, customers), strict=True)
+        columns = list(zip(*map(self._row, customers), strict=True))
         matrix = np.empty((len(customers), len(self._codes)), dtype=np.float64)
         for position, (values, codes) in enumerate(zip(columns, self._codes, strict=True)):
             matrix[:, position] = (
@@ -73,15 +84,36 @@ class FastScorer:
             matrix[blank, self._total] = billed_so_far(
                 matrix[blank, self._tenure], matrix[blank, self._monthly]
             )
-        return matrix
+        return matrix, columns
 
     def score(self, customers: Sequence[Any]) -> np.ndarray:
-        # Below a few hundred rows LightGBM's OpenMP threads cost more than they save, and on
-        # a busy machine the barrier waits for a descheduled thread (measured: ~0.5 ms a row).
-        threads = 1 if len(customers) < _PARALLEL_ROWS else 0
-        return np.asarray(
-            self._booster.predict(self.matrix(customers), num_threads=threads), dtype=np.float64
-        )
+        return self._probability(self.matrix(customers))
+
+    def score_with_reasons(
+        self, customers: Sequence[Any], count: int
+    ) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
+        """Probabilities and each customer's `count` top reasons, levels as sent, numbers as
+        the model saw them (a blank TotalCharges shows the billed-so-far value it stood for)."""
+        matrix, columns = self._matrix_and_columns(customers)
+        values = [
+            raw if categorical else matrix[:, j]
+            for j, (raw, categorical) in enumerate(zip(columns, self._categorical, strict=True))
+        ]
+        threads = _threads(len(customers))
+        return self._probability(matrix), self._explainer.top(matrix, values, count, threads)
+
+    def _probability(self, matrix: np.ndarray) -> np.ndarray:
+        threads = _threads(len(matrix))
+        if self._calibrate is None:
+            return np.asarray(self._booster.predict(matrix, num_threads=threads), dtype=np.float64)
+        raw = self._booster.predict(matrix, raw_score=True, num_threads=threads)
+        return self._calibrate(raw)
+
+
+def _threads(rows: int) -> int:
+    # Below a few hundred rows LightGBM's OpenMP threads cost more than they save, and on a
+    # busy machine the barrier waits for a descheduled thread (measured: ~0.5 ms a row).
+    return 1 if rows < _PARALLEL_ROWS else 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +124,9 @@ class LoadedModel:
     run_id: str | None
     git_sha: str | None
     holdout_metrics: dict[str, float]
+    #: `churn` is true at or above this; `threshold_source` says where it came from.
+    threshold: float
+    threshold_source: str
     loaded_at: datetime
     scorer: FastScorer
 
@@ -130,7 +165,7 @@ class ModelWatcher:
             if self.current is not None and self.current.version == str(version.version):
                 return
             try:
-                loaded = _load(client, name, alias, version)
+                loaded = _load(client, name, alias, version, self.settings.threshold)
             except Exception as error:
                 log.exception("loading %s version %s failed", name, version.version)
                 self.registry.error = f"loading version {version.version} failed: {error}"
@@ -148,11 +183,24 @@ class ModelWatcher:
         self.registry = RegistryState(datetime.now(UTC), reachable, error)
 
 
-def _load(client: MlflowClient, name: str, alias: str, version: Any) -> LoadedModel:
+def _threshold(tags: dict[str, str], configured: float | None) -> tuple[float, str]:
+    """An operator's CHURN_DECISION_THRESHOLD wins; else the version's cost-based one."""
+    if configured is not None:
+        return configured, "CHURN_DECISION_THRESHOLD"
+    tagged = decision.threshold_from_tags(tags)
+    if tagged is not None:
+        return tagged, f"model version tag {decision.THRESHOLD_TAG}"
+    return metrics.DECISION_THRESHOLD, "default (the version has no decision_threshold tag)"
+
+
+def _load(
+    client: MlflowClient, name: str, alias: str, version: Any, threshold: float | None
+) -> LoadedModel:
     uri = f"models:/{name}/{version.version}"
     pipeline = mlflow.sklearn.load_model(uri)
     tags = version.tags or {}
-    metrics = {k.removeprefix("holdout_"): float(tags[k]) for k in _HOLDOUT_TAGS if k in tags}
+    holdout = {k.removeprefix("holdout_"): float(tags[k]) for k in _HOLDOUT_TAGS if k in tags}
+    chosen, source = _threshold(tags, threshold)
     expected = {str(c) for c in pipeline.named_steps["preprocess"].feature_names_in_}
     if unknown := expected - set(schema.FEATURE_COLUMNS):
         raise ValueError(f"{uri} needs columns this API does not accept: {sorted(unknown)}")
@@ -162,7 +210,9 @@ def _load(client: MlflowClient, name: str, alias: str, version: Any) -> LoadedMo
         version=str(version.version),
         run_id=version.run_id,
         git_sha=tags.get("git_sha"),
-        holdout_metrics=metrics,
+        holdout_metrics=holdout,
+        threshold=chosen,
+        threshold_source=source,
         loaded_at=datetime.now(UTC),
         scorer=FastScorer(pipeline),
     )

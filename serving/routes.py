@@ -5,12 +5,13 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from churn_assets.ml.reasons import MAX_REASONS
 from serving.errors import ApiError
 from serving.metrics import ApiMetrics
 from serving.model import LoadedModel, ModelWatcher
@@ -66,6 +67,18 @@ async def serving_model(request: Request) -> LoadedModel:
 
 
 ServedModel = Annotated[LoadedModel, Depends(serving_model)]
+#: Opt-in per request, so the default path never pays for contributions.
+ReasonCount = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_REASONS,
+        description=(
+            "Return this many top reasons per customer: exact LightGBM feature contributions "
+            "in log-odds, largest first (0: none, the fast path)."
+        ),
+    ),
+]
 
 
 def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[Any]]:
@@ -115,11 +128,17 @@ router = APIRouter()
     openapi_extra=documented_body(Customer),
     summary="Churn probability of one customer",
 )
-async def predict(customer: CustomerBody, model: ServedModel, request: Request) -> Response:
-    settings = _settings(request)
+async def predict(
+    customer: CustomerBody, model: ServedModel, request: Request, reasons: ReasonCount = 0
+) -> Response:
+    if reasons:
+        scores, why = model.scorer.score_with_reasons([customer], reasons)
+        _metrics(request).rows_scored.inc()
+        body = _prediction(customer.customerID, float(scores[0]), model.threshold, model.version)
+        return _json({**body, "reasons": why[0]})
     probability = float(model.scorer.score([customer])[0])
     _metrics(request).rows_scored.inc()
-    return _json(_prediction(customer.customerID, probability, settings.threshold, model.version))
+    return _json(_prediction(customer.customerID, probability, model.threshold, model.version))
 
 
 @router.post(
@@ -130,7 +149,9 @@ async def predict(customer: CustomerBody, model: ServedModel, request: Request) 
     openapi_extra=documented_body(BatchRequest),
     summary="Churn probabilities of many customers, in request order",
 )
-def predict_batch(body: BatchBody, model: ServedModel, request: Request) -> Response:
+def predict_batch(
+    body: BatchBody, model: ServedModel, request: Request, reasons: ReasonCount = 0
+) -> Response:
     settings = _settings(request)
     customers = body.customers
     if len(customers) > settings.max_batch_size:
@@ -140,19 +161,20 @@ def predict_batch(body: BatchBody, model: ServedModel, request: Request) -> Resp
             f"{len(customers)} customers exceed the limit of {settings.max_batch_size} per request",
             "customers",
         )
-    probabilities = model.scorer.score(customers).tolist()
+    threshold, version = model.threshold, model.version
+    if reasons:
+        scores, why = model.scorer.score_with_reasons(customers, reasons)
+        predictions = [
+            {**_prediction(customer.customerID, p, threshold, version), "reasons": r}  # type: ignore[attr-defined]
+            for customer, p, r in zip(customers, scores.tolist(), why, strict=True)
+        ]
+    else:
+        predictions = [
+            _prediction(customer.customerID, p, threshold, version)  # type: ignore[attr-defined]
+            for customer, p in zip(customers, model.scorer.score(customers).tolist(), strict=True)
+        ]
     _metrics(request).rows_scored.inc(len(customers))
-    threshold, version = settings.threshold, model.version
-    return _json(
-        {
-            "model_version": version,
-            "threshold": threshold,
-            "predictions": [
-                _prediction(customer.customerID, p, threshold, version)  # type: ignore[attr-defined]
-                for customer, p in zip(customers, probabilities, strict=True)
-            ],
-        }
-    )
+    return _json({"model_version": version, "threshold": threshold, "predictions": predictions})
 
 
 def _prediction(
@@ -219,6 +241,8 @@ async def model_info(request: Request) -> ModelInfo:
         run_id=None if model is None else model.run_id,
         git_sha=None if model is None else model.git_sha,
         holdout_metrics={} if model is None else model.holdout_metrics,
+        decision_threshold=None if model is None else model.threshold,
+        threshold_source=None if model is None else model.threshold_source,
         loaded_at=None if model is None else model.loaded_at.isoformat(),
         registry_checked_at=None
         if registry.checked_at is None

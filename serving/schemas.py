@@ -34,11 +34,23 @@ class BatchRequest(BaseModel):
     customers: list[Customer] = Field(..., min_length=1)  # type: ignore[valid-type]
 
 
+class Reason(BaseModel):
+    """One feature's exact contribution to this customer's score, in log-odds."""
+
+    feature: str
+    value: str
+    contribution: float = Field(description="Positive pushes towards churn.")
+    text: str = Field(description='e.g. "Contract = Month-to-month: +0.21"')
+
+
 class Prediction(BaseModel):
     customerID: str | None = None  # noqa: N815  (the export's own column name)
     churn_probability: float
     churn: bool
     model_version: str
+    reasons: list[Reason] | None = Field(
+        None, description="Only when the request asks for reasons (?reasons=3)."
+    )
 
 
 class BatchPrediction(BaseModel):
@@ -65,6 +77,8 @@ class ModelInfo(BaseModel):
     run_id: str | None
     git_sha: str | None
     holdout_metrics: dict[str, float]
+    decision_threshold: float | None
+    threshold_source: str | None
     loaded_at: str | None
     registry_checked_at: str | None
     registry_reachable: bool

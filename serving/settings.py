@@ -11,12 +11,15 @@ class Settings(ChurnSettings):
     refresh_interval_s: float = Field(
         10.0, alias="CHURN_REFRESH_INTERVAL_S", gt=0, description="How often to check the alias."
     )
-    threshold: float = Field(
-        0.5,
+    threshold: float | None = Field(
+        None,
         alias="CHURN_DECISION_THRESHOLD",
         gt=0,
         lt=1,
-        description="Churn if probability >= this.",
+        description=(
+            "Churn if probability >= this. Unset: the served version's own cost-based "
+            "threshold (its decision_threshold tag), or 0.5 for versions without one."
+        ),
     )
     max_batch_size: int = Field(10_000, alias="CHURN_MAX_BATCH_SIZE", gt=0)
     api_key: SecretStr | None = Field(
@@ -36,4 +39,9 @@ class Settings(ChurnSettings):
     @classmethod
     def _blank_key_means_none(cls, value: object) -> object:
         """CHURN_API_KEY= (as compose passes an unset variable) leaves the API open."""
+        return None if value == "" else value
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _blank_threshold_means_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -3,7 +3,8 @@
 import dagster as dg
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
-from churn_assets.ml import baseline, evaluation, plots, registry, tracking, training
+from churn_assets.ml import baseline, calibration, evaluation, plots, registry, tracking, training
+from churn_assets.ml.decision import Economics, value_curve
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits
 from churn_assets.ml.tracking import ModelCandidate
@@ -18,7 +19,15 @@ def evaluation_report(
     client = tracking.client(settings)
     holdout = customer_splits.holdout
     # Score what the registry serves, not the in-memory object, so a broken artifact fails here.
-    candidate_probability = evaluation.score_model_uri(churn_model.uri, holdout)
+    candidate_model = evaluation.load_model(churn_model.uri)
+    candidate_probability = training.churn_probability(candidate_model, holdout)
+    calibrated = getattr(candidate_model.named_steps["model"], "calibrated", False)
+    uncalibrated_probability = (
+        calibration.uncalibrated_probability(candidate_model, holdout) if calibrated else None
+    )
+    y = holdout["Churn"].to_numpy()
+    economics = Economics(settings.offer_cost, settings.saved_customer_value)
+    decision = value_curve(y, candidate_probability, economics)
     production = registry.production_version(client, churn_model.name, settings.production_alias)
     production_probability = (
         None
@@ -37,20 +46,28 @@ def evaluation_report(
         None if production is None else str(production.version),
         production_probability,
         baseline_probability,
+        uncalibrated_probability,
+        decision,
     )
     curves = {f"candidate v{churn_model.version}": candidate_probability}
+    if uncalibrated_probability is not None:
+        curves[f"candidate v{churn_model.version} before calibration"] = uncalibrated_probability
     if production_probability is not None:
         curves[f"production v{report.production_version}"] = production_probability
     curves[f"baseline ({baseline.NAME})"] = baseline_probability
-    y = holdout["Churn"].to_numpy()
     images = {
         "roc": plots.roc_plot(y, curves),
         "precision_recall": plots.precision_recall_plot(y, curves),
         "calibration": plots.calibration_plot(y, curves),
+        "value_curve": plots.value_curve_plot(decision),
     }
     mlf = context.resources.mlflow
     mlf.log_metrics({f"holdout_{k}": v for k, v in report.candidate.items()})
     mlf.log_metrics({f"holdout_baseline_{k}": v for k, v in (report.baseline or {}).items()})
+    mlf.log_metrics(
+        {f"holdout_uncalibrated_{k}": v for k, v in (report.uncalibrated or {}).items()}
+    )
+    mlf.log_metrics({f"holdout_{k}": v for k, v in decision.summary().items()})
     mlf.log_text(report.to_json(), "evaluation/report.json")
     mlf.log_text(report.to_markdown(), "evaluation/report.md")
     for name, png in images.items():
@@ -62,6 +79,9 @@ def evaluation_report(
             f"holdout_{name}",
             f"{report.candidate[name]:.6f}",
         )
+    # The threshold travels with the version: the API and the scores file read it from here.
+    for key, value in decision.version_tags().items():
+        client.set_model_version_tag(churn_model.name, churn_model.version, key, value)
     run = mlf.active_run()
     return dg.Output(
         report,
@@ -73,6 +93,9 @@ def evaluation_report(
             "production_version": report.production_version or "none",
             "production_auc": (report.production or {}).get("auc", float("nan")),
             "baseline_auc": (report.baseline or {}).get("auc", float("nan")),
+            "calibration_applied": calibrated,
+            "uncalibrated_brier": (report.uncalibrated or report.candidate)["brier"],
+            **decision.summary(),
             "report": dg.MetadataValue.md(report.to_markdown()),
             "plots": dg.MetadataValue.md(
                 "\n\n".join(plots.markdown_image(png, name) for name, png in images.items())

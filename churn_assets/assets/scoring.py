@@ -5,7 +5,16 @@ import pandas as pd
 
 from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata
 from churn_assets.assets.promotion import production_promotion
-from churn_assets.ml import evaluation, registry, scoring, tracking
+from churn_assets.ml import (
+    decision,
+    evaluation,
+    metrics,
+    reasons,
+    registry,
+    scoring,
+    tracking,
+    training,
+)
 from churn_assets.ml.settings import ChurnSettings
 
 
@@ -13,7 +22,8 @@ from churn_assets.ml.settings import ChurnSettings
 def churn_scores(cleaned_customers: pd.DataFrame) -> dg.MaterializeResult:
     """Active customers ranked by churn probability from the production model (Parquet + CSV)."""
     # Written to CHURN_SCORES_DIR (default .churn/scores) as churn_scores.parquet and .csv,
-    # each replaced in one rename. Customers who already churned are not scored.
+    # each replaced in one rename. Customers who already churned are not scored. `offer` uses
+    # the version's decision threshold; CHURN_SCORES_REASONS=3 adds each customer's reasons.
     settings = ChurnSettings()
     client = tracking.client(settings)
     production = registry.production_version(client, settings.model_name, settings.production_alias)
@@ -27,8 +37,16 @@ def churn_scores(cleaned_customers: pd.DataFrame) -> dg.MaterializeResult:
     if active.empty:
         raise dg.Failure(description="no active customers to score: every Churn is 'Yes'")
     version = str(production.version)
-    probability = evaluation.score_model_uri(f"models:/{settings.model_name}/{version}", active)
-    scores = scoring.rank_customers(active, probability, version)
+    pipeline = evaluation.load_model(f"models:/{settings.model_name}/{version}")
+    probability = training.churn_probability(pipeline, active)
+    threshold = decision.threshold_from_tags(production.tags or {})
+    threshold = metrics.DECISION_THRESHOLD if threshold is None else threshold
+    why = (
+        reasons.frame_reasons(pipeline, active, settings.scores_reasons)
+        if settings.scores_reasons
+        else None
+    )
+    scores = scoring.rank_customers(active, probability, version, threshold, why)
     files = scoring.write_scores(scores, settings.scores_folder)
     segments = scoring.top_segments(scores)
     return dg.MaterializeResult(
@@ -38,7 +56,9 @@ def churn_scores(cleaned_customers: pd.DataFrame) -> dg.MaterializeResult:
             "parquet": dg.MetadataValue.path(str(files.parquet)),
             "csv": dg.MetadataValue.path(str(files.csv)),
             "mean_churn_probability": float(scores["churn_probability"].mean()),
-            "customers_above_0_5": int((scores["churn_probability"] > 0.5).sum()),
+            "decision_threshold": threshold,
+            "customers_to_offer": int(scores["offer"].sum()),
+            "reasons_per_customer": settings.scores_reasons,
             "expected_churners": float(scores["churn_probability"].sum()),
             "top_risk_segments": table_metadata(segments),
             "top_customers": table_metadata(scores.head(10).drop(columns=["model_version"])),

@@ -6,10 +6,12 @@ from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
 from churn_assets.ml import drift, plots, tracking
+from churn_assets.ml.calibration import CalibrationMode
+from churn_assets.ml.hyperparameters import DEFAULTS, Hyperparameters
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits, features_and_target
 from churn_assets.ml.tracking import ModelCandidate
-from churn_assets.ml.training import DEFAULTS, Hyperparameters, train_churn_model
+from churn_assets.ml.training import TrainingChoices, train_churn_model
 
 
 class ChurnModelConfig(dg.Config):
@@ -36,9 +38,27 @@ class ChurnModelConfig(dg.Config):
         DEFAULTS.early_stopping_rounds, gt=0, description="Rounds without improvement."
     )
     seed: int = Field(DEFAULTS.seed, description="Seed for the validation fold and LightGBM.")
+    calibration: CalibrationMode | None = Field(
+        None, description="auto, always or never; default CHURN_CALIBRATION (auto)."
+    )
+    tuning_budget_s: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds for a hyperparameter search (0: none); default CHURN_TUNING_BUDGET_S.",
+    )
 
     def hyperparameters(self) -> Hyperparameters:
-        return Hyperparameters(**self.model_dump())
+        return Hyperparameters(**self.model_dump(exclude={"calibration", "tuning_budget_s"}))
+
+    def choices(self, settings: ChurnSettings) -> TrainingChoices:
+        return TrainingChoices(
+            calibration=settings.calibration if self.calibration is None else self.calibration,
+            calibration_significance=settings.calibration_significance,
+            tuning_budget_s=(
+                settings.tuning_budget_s if self.tuning_budget_s is None else self.tuning_budget_s
+            ),
+            tuning_max_trials=settings.tuning_max_trials,
+        )
 
 
 @retrain_asset(kinds={"lightgbm", "mlflow"}, required_resource_keys={"mlflow"})
@@ -51,8 +71,16 @@ def churn_model(
     """LightGBM churn classifier, early-stopped on a training fold and registered in MLflow."""
     settings = ChurnSettings()
     mlf = context.resources.mlflow
-    hyperparameters = config.hyperparameters()
-    trained = train_churn_model(preprocessor, customer_splits.train, hyperparameters)
+    choices = config.choices(settings)
+    trained = train_churn_model(
+        preprocessor,
+        customer_splits.train,
+        config.hyperparameters(),
+        choices,
+        on_trial=tracking.log_tuning_trial,
+    )
+    hyperparameters = trained.hyperparameters
+    calibration = trained.calibration
     mlf.log_params(
         {
             **hyperparameters.lightgbm_params(),
@@ -62,9 +90,32 @@ def churn_model(
             "best_iteration": trained.best_iteration,
             "training_rows": trained.training_rows,
             "validation_rows": trained.validation_rows,
+            "calibration_mode": calibration.mode.value,
+            "calibration_applied": calibration.applied,
+            "calibration_slope": calibration.slope,
+            "calibration_intercept": calibration.intercept,
+            "calibration_p_value": calibration.p_value,
+            "tuning_budget_s": choices.tuning_budget_s,
         }
     )
     mlf.log_metrics({f"validation_{k}": v for k, v in trained.validation_metrics.items()})
+    mlf.log_metrics(
+        {
+            "validation_calibration_error_before": calibration.validation_ece_before,
+            "validation_calibration_error_after": calibration.validation_ece_after,
+        }
+    )
+    tuning_metadata = {}
+    if trained.tuning is not None:
+        tuning = trained.tuning
+        mlf.log_metrics({"tuning_trials": len(tuning.trials), "tuning_seconds": tuning.seconds})
+        mlf.log_dict(tuning.table(), "training/tuning_trials.json")
+        tuning_metadata = {
+            "tuning_trials": len(tuning.trials),
+            "tuning_seconds": tuning.seconds,
+            "tuning_best_trial": tuning.best.number,
+            "tuning_best_validation_log_loss": tuning.best.validation_log_loss,
+        }
     importance_png = plots.feature_importance_plot(trained.feature_importance)
     run = mlf.active_run()
     mlf.log_dict(trained.feature_importance, "training/feature_importance.json")
@@ -90,6 +141,10 @@ def churn_model(
             **mlflow_links(settings, run.info.experiment_id, run.info.run_id),
             **{f"validation_{k}": v for k, v in trained.validation_metrics.items()},
             "best_iteration": trained.best_iteration,
+            "calibration_applied": calibration.applied,
+            "validation_calibration_error_before": calibration.validation_ece_before,
+            "validation_calibration_error_after": calibration.validation_ece_after,
+            **tuning_metadata,
             "git_sha": version.tags["git_sha"],
             "data_sha256": customer_splits.data_sha256,
             "feature_importance": dg.MetadataValue.md(

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from churn_assets.ml import baseline, metrics
+from churn_assets.ml.decision import ValueCurve
 from churn_assets.ml.splitting import features_and_target
 from churn_assets.ml.training import churn_probability
 
@@ -31,6 +32,10 @@ class EvaluationReport:
     production_version: str | None = None
     production: dict[str, float] | None = None
     baseline: dict[str, float] | None = None
+    #: The candidate's metrics before its calibration map; None when it has none.
+    uncalibrated: dict[str, float] | None = None
+    #: The value-maximising threshold and what it earns on the holdout.
+    decision: dict[str, float] | None = None
 
     @property
     def auc_change(self) -> float | None:
@@ -72,15 +77,57 @@ class EvaluationReport:
             "",
             "Confusion matrix at threshold 0.5: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.confusion.items()),
+            "",
+            *self._calibration_lines(),
+            "",
+            *self._decision_lines(),
         ]
         return "\n".join(lines) + "\n"
+
+    def _calibration_lines(self) -> list[str]:
+        after = self.candidate
+        if self.uncalibrated is None:
+            return [
+                "Calibration: none applied; LightGBM's probabilities were within tolerance on "
+                f"the validation fold (holdout Brier {after['brier']:.4f}, calibration error "
+                f"{after['calibration_error']:.4f})."
+            ]
+        before = self.uncalibrated
+        return [
+            "Calibration (Platt map fitted on the training rows' validation fold):",
+            "",
+            "| holdout | before | after |",
+            "|---|---|---|",
+            *(
+                f"| {name} | {before[name]:.4f} | {after[name]:.4f} |"
+                for name in ("brier", "calibration_error", "log_loss")
+            ),
+        ]
+
+    def _decision_lines(self) -> list[str]:
+        if self.decision is None:
+            return []
+        d = self.decision
+        return [
+            f"Decision threshold {d['decision_threshold']:.2f} (offer cost "
+            f"{d['offer_cost']:g}, saved customer value {d['saved_value']:g}, break-even "
+            f"probability {d['break_even_probability']:.2f}): offers to "
+            f"{d['targeted_share']:.1%} of the holdout, expected value "
+            f"{d['expected_value']:,.0f} ({d['expected_value_per_1000_customers']:,.0f} per "
+            f"1,000 customers), against {d['expected_value_target_all']:,.0f} for an offer to "
+            "everyone and 0 for none.",
+        ]
+
+
+def load_model(model_uri: str) -> Any:
+    """A registered model's pipeline, loaded back from the registry as consumers load it."""
+    return mlflow.sklearn.load_model(model_uri)
 
 
 def score_model_uri(model_uri: str, holdout: pd.DataFrame) -> np.ndarray:
     """Churn probabilities of a registered model, loaded back from the registry."""
-    model: Any = mlflow.sklearn.load_model(model_uri)
     features, _ = features_and_target(holdout)
-    return np.asarray(churn_probability(model, features))
+    return np.asarray(churn_probability(load_model(model_uri), features))
 
 
 def build_report(
@@ -92,6 +139,8 @@ def build_report(
     production_version: str | None,
     production_probability: np.ndarray | None,
     baseline_probability: np.ndarray | None = None,
+    uncalibrated_probability: np.ndarray | None = None,
+    decision: ValueCurve | None = None,
 ) -> EvaluationReport:
     y = holdout["Churn"].to_numpy()
     return EvaluationReport(
@@ -111,5 +160,19 @@ def build_report(
             None
             if baseline_probability is None
             else metrics.classification_metrics(y, baseline_probability)
+        ),
+        uncalibrated=(
+            None
+            if uncalibrated_probability is None
+            else metrics.classification_metrics(y, uncalibrated_probability)
+        ),
+        decision=(
+            None
+            if decision is None
+            else {
+                **decision.summary(),
+                "offer_cost": decision.economics.offer_cost,
+                "saved_value": decision.economics.saved_value,
+            }
         ),
     )

@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from churn_assets.ml.decision import ValueCurve
+
 # Curves on millions of rows are drawn from at most this many points.
 _MAX_CURVE_POINTS = 2_000
 
@@ -78,4 +80,25 @@ def calibration_plot(y_true: np.ndarray, curves: Mapping[str, np.ndarray]) -> by
     axis.set(xlabel="predicted churn probability", ylabel="observed churn rate")
     axis.set_title("Calibration (holdout)")
     axis.legend(loc="upper left")
+    return _png(figure)
+
+
+def value_curve_plot(curve: ValueCurve) -> bytes:
+    """Expected value of offers by threshold, with the chosen threshold and break-even marked."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(curve.thresholds, curve.values, color="#4c72b0", label="expected value")
+    axis.axvline(curve.threshold, color="#dd8452", label=f"chosen {curve.threshold:.2f}")
+    axis.axvline(
+        curve.economics.break_even,
+        linestyle=":",
+        color="grey",
+        label=f"break-even {curve.economics.break_even:.2f}",
+    )
+    axis.axhline(0, color="black", linewidth=0.5)
+    axis.set(
+        xlabel="offer to customers with churn probability >= threshold",
+        ylabel="expected value on the holdout",
+        title="Value of retention offers (holdout)",
+    )
+    axis.legend(loc="upper right")
     return _png(figure)

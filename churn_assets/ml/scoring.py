@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,13 +38,23 @@ def active_customers(customers: pd.DataFrame) -> pd.DataFrame:
 
 
 def rank_customers(
-    active: pd.DataFrame, probability: np.ndarray, model_version: str
+    active: pd.DataFrame,
+    probability: np.ndarray,
+    model_version: str,
+    threshold: float,
+    reasons: list[list[dict[str, Any]]] | None = None,
 ) -> pd.DataFrame:
-    """Active customers with their churn probability, most at risk first (rank 1)."""
+    """Active customers with their churn probability, most at risk first (rank 1).
+
+    `offer` marks customers at or above the version's decision threshold, the ones a
+    retention offer pays for; `reason_1`... hold each customer's top reasons when asked for.
+    """
+    p = np.asarray(probability, dtype=np.float64)
     scores = pd.DataFrame(
         {
             schema.ID_COLUMN: active[schema.ID_COLUMN].to_numpy(),
-            "churn_probability": np.asarray(probability, dtype=np.float64),
+            "churn_probability": p,
+            "offer": p >= threshold,
             "Contract": active["Contract"].to_numpy(),
             "tenure_band": tenure_band(active["tenure"]).to_numpy(),
             "PaymentMethod": active["PaymentMethod"].to_numpy(),
@@ -51,6 +62,9 @@ def rank_customers(
             "MonthlyCharges": active["MonthlyCharges"].to_numpy(),
         }
     )
+    if reasons:
+        for i in range(len(reasons[0])):
+            scores[f"reason_{i + 1}"] = [customer[i]["text"] for customer in reasons]
     # A stable sort on the probability alone: ties keep the snapshot's order, and sorting on
     # the ID as well costs seconds per million customers (string comparisons).
     order = np.argsort(-scores["churn_probability"].to_numpy(), kind="stable")
@@ -92,7 +106,8 @@ def write_scores(scores: pd.DataFrame, folder: Path) -> ScoreFiles:
         scores.to_parquet(temporary, index=False)
     with replacing(files.csv) as temporary:
         # pyarrow writes CSV an order of magnitude faster than pandas' float formatting; no
-        # value here needs quotes, and one that did would raise rather than corrupt the file.
+        # value here needs quotes (levels and reasons hold no commas), and one that did would
+        # raise rather than corrupt the file.
         csv_table = pa.Table.from_pandas(
             scores.assign(churn_probability=scores["churn_probability"].round(6)),
             preserve_index=False,

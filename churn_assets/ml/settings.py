@@ -7,6 +7,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from churn_assets.ml.calibration import CalibrationMode
+from churn_assets.ml.reasons import MAX_REASONS
+
 SQLITE_FILE = "mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"
 LOCAL_UI_URL = "http://127.0.0.1:5000"
@@ -41,6 +44,15 @@ class ChurnSettings(BaseSettings):
     min_accuracy: float = Field(0.78, alias="CHURN_MIN_ACCURACY", ge=0, le=1)
     max_auc_drop: float = Field(0.01, alias="CHURN_MAX_AUC_DROP", ge=0, le=1)
     gate_beat_baseline: bool = Field(False, alias="CHURN_GATE_BEAT_BASELINE")
+    calibration: CalibrationMode = Field(CalibrationMode.AUTO, alias="CHURN_CALIBRATION")
+    calibration_significance: float = Field(
+        0.01, alias="CHURN_CALIBRATION_SIGNIFICANCE", gt=0, lt=1
+    )
+    offer_cost: float = Field(100.0, alias="CHURN_OFFER_COST", gt=0)
+    saved_customer_value: float = Field(500.0, alias="CHURN_SAVED_CUSTOMER_VALUE", gt=0)
+    tuning_budget_s: float = Field(0.0, alias="CHURN_TUNING_BUDGET_S", ge=0)
+    tuning_max_trials: int = Field(50, alias="CHURN_TUNING_MAX_TRIALS", ge=1)
+    scores_reasons: int = Field(0, alias="CHURN_SCORES_REASONS", ge=0, le=MAX_REASONS)
     git_sha: str | None = Field(None, alias="CHURN_GIT_SHA")
     mlflow_ui_url: str | None = Field(None, alias="CHURN_MLFLOW_UI_URL")
 

@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 
 from churn_assets.ml import schema
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.tuning import Trial
 
 MODEL_ARTIFACT = "model"
 
@@ -46,6 +47,7 @@ SKOPS_TRUSTED_TYPES = [
     "collections.OrderedDict",
     "lightgbm.basic.Booster",
     "lightgbm.sklearn.LGBMClassifier",
+    "churn_assets.ml.calibration.CalibratedChurnClassifier",
 ]
 _HASH_CHUNK = 1 << 20
 #: What loading the logged pipeline needs. Listed rather than inferred: MLflow's inference
@@ -197,3 +199,19 @@ def end_runs_left_running(settings: ChurnSettings, dagster_run_id: str) -> list[
     for run in runs:
         mlflow_client.set_terminated(run.info.run_id, status="FAILED")
     return [run.info.run_id for run in runs]
+
+
+def log_tuning_trial(trial: Trial) -> None:
+    """One search trial as a child run of the active run: the MLflow UI lists them nested
+    under the training run, sortable by validation log loss."""
+    with mlflow.start_run(run_name=f"tuning-trial-{trial.number:03d}", nested=True):
+        mlflow.set_tag("churn.tuning_trial", str(trial.number))
+        mlflow.log_params(trial.params())
+        mlflow.log_metrics(
+            {
+                "validation_log_loss": trial.validation_log_loss,
+                "validation_auc": trial.validation_auc,
+                "best_iteration": trial.best_iteration,
+                "seconds": trial.seconds,
+            }
+        )

@@ -2,49 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
+import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from churn_assets.ml import metrics, schema
+from churn_assets.ml.calibration import CalibrationFit, CalibrationMode, calibrate
 from churn_assets.ml.features import categorical_positions, output_features
+from churn_assets.ml.hyperparameters import Hyperparameters
 from churn_assets.ml.splitting import features_and_target
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """LightGBM's settings and early stopping: the defaults every entry point shares."""
-
-    n_estimators: int = 2000
-    learning_rate: float = 0.03
-    num_leaves: int = 7
-    min_child_samples: int = 50
-    subsample: float = 0.8
-    colsample_bytree: float = 0.8
-    reg_lambda: float = 1.0
-    validation_fraction: float = 0.15
-    early_stopping_rounds: int = 50
-    seed: int = 42
-
-    def lightgbm_params(self) -> dict[str, Any]:
-        return {
-            "n_estimators": self.n_estimators,
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples,
-            "subsample": self.subsample,
-            "subsample_freq": 1,
-            "colsample_bytree": self.colsample_bytree,
-            "reg_lambda": self.reg_lambda,
-        }
-
-
-DEFAULTS = Hyperparameters()
+from churn_assets.ml.tuning import SearchResult, Trial, search
 
 
 @dataclass(frozen=True)
@@ -52,59 +26,146 @@ class TrainedModel:
     """The fitted preprocessor+model pipeline and what training learned about it."""
 
     pipeline: Pipeline
+    hyperparameters: Hyperparameters
     best_iteration: int
     validation_metrics: dict[str, float]
     feature_importance: dict[str, float]
     training_rows: int
     validation_rows: int
+    calibration: CalibrationFit
+    tuning: SearchResult | None = None
 
 
-def train_churn_model(
-    preprocessor: ColumnTransformer, train: pd.DataFrame, hyperparameters: Hyperparameters
-) -> TrainedModel:
-    """Fit LightGBM on training rows; the holdout is never seen here.
+@dataclass(frozen=True)
+class TrainingChoices:
+    """How the model is finished: calibration, and an optional bounded search before it."""
 
-    The validation fold only decides when to stop boosting. `deterministic` and a fixed seed
-    make the same data and parameters give the same model, and so the same metrics.
-    """
-    seed = hyperparameters.seed
+    calibration: CalibrationMode = CalibrationMode.AUTO
+    calibration_significance: float = 0.01
+    tuning_budget_s: float = 0.0
+    tuning_max_trials: int = 50
+
+    @property
+    def tunes(self) -> bool:
+        return self.tuning_budget_s > 0
+
+
+@dataclass(frozen=True)
+class _Folds:
+    """The training rows' fit and validation folds, already through the preprocessor."""
+
+    x_fit: Any
+    y_fit: np.ndarray
+    x_validation: Any
+    y_validation: np.ndarray
+    categorical: list[int]
+
+
+def _folds(preprocessor: ColumnTransformer, train: pd.DataFrame, h: Hyperparameters) -> _Folds:
     fit_rows, validation_rows = train_test_split(
         train,
-        test_size=hyperparameters.validation_fraction,
-        random_state=seed,
+        test_size=h.validation_fraction,
+        random_state=h.seed,
         stratify=train[schema.TARGET_COLUMN],
     )
     x_fit, y_fit = features_and_target(fit_rows)
     x_val, y_val = features_and_target(validation_rows)
-    names = output_features(preprocessor)
+    return _Folds(
+        preprocessor.transform(x_fit),
+        y_fit.to_numpy(),
+        preprocessor.transform(x_val),
+        y_val.to_numpy(),
+        categorical_positions(preprocessor),
+    )
+
+
+def _fit(folds: _Folds, h: Hyperparameters) -> lgb.LGBMClassifier:
     model = lgb.LGBMClassifier(
-        **hyperparameters.lightgbm_params(),
+        **h.lightgbm_params(),
         objective="binary",
         metric="binary_logloss",
-        random_state=seed,
+        random_state=h.seed,
         deterministic=True,
         force_col_wise=True,
         verbose=-1,
     )
     model.fit(
-        preprocessor.transform(x_fit),
-        y_fit.to_numpy(),
-        eval_X=(preprocessor.transform(x_val),),
-        eval_y=(y_val.to_numpy(),),
-        categorical_feature=categorical_positions(preprocessor),
-        callbacks=[lgb.early_stopping(hyperparameters.early_stopping_rounds, verbose=False)],
+        folds.x_fit,
+        folds.y_fit,
+        eval_X=(folds.x_validation,),
+        eval_y=(folds.y_validation,),
+        categorical_feature=folds.categorical,
+        callbacks=[lgb.early_stopping(h.early_stopping_rounds, verbose=False)],
     )
-    pipeline = Pipeline([("preprocess", preprocessor), ("model", model)])
-    validation_probability = pipeline.predict_proba(x_val)[:, 1]
+    return model
+
+
+def train_churn_model(
+    preprocessor: ColumnTransformer,
+    train: pd.DataFrame,
+    hyperparameters: Hyperparameters,
+    choices: TrainingChoices = TrainingChoices(),
+    on_trial: Callable[[Trial], None] = lambda trial: None,
+) -> TrainedModel:
+    """Fit LightGBM on training rows, then calibrate it; the holdout is never seen here.
+
+    The validation fold decides when to stop boosting, which trial wins a search, and the
+    calibration map. `deterministic` and a fixed seed make the same data and parameters give
+    the same model, and so the same metrics.
+    """
+    folds = _folds(preprocessor, train, hyperparameters)
+    tuning = None
+    if choices.tunes:
+        fitted: dict[int, lgb.LGBMClassifier] = {}
+
+        def evaluate(candidate: Hyperparameters) -> tuple[float, float, int]:
+            model = _fit(folds, candidate)
+            found = metrics.classification_metrics(
+                folds.y_validation, np.asarray(model.predict_proba(folds.x_validation))[:, 1]
+            )
+            fitted[id(candidate)] = model
+            return found["log_loss"], found["auc"], _best_iteration(model)
+
+        tuning = search(
+            evaluate,
+            hyperparameters,
+            choices.tuning_budget_s,
+            choices.tuning_max_trials,
+            on_trial,
+        )
+        hyperparameters = tuning.best.hyperparameters
+        model = fitted[id(hyperparameters)]
+    else:
+        model = _fit(folds, hyperparameters)
+    calibrated, calibration = calibrate(
+        model,
+        folds.x_validation,
+        folds.y_validation,
+        choices.calibration,
+        choices.calibration_significance,
+    )
+    pipeline = Pipeline([("preprocess", preprocessor), ("model", calibrated)])
+    validation_probability = calibrated.predict_proba(folds.x_validation)[:, 1]
     gain = model.booster_.feature_importance(importance_type="gain")
     return TrainedModel(
         pipeline=pipeline,
-        best_iteration=int(model.best_iteration_ or model.n_estimators),
-        validation_metrics=metrics.classification_metrics(y_val.to_numpy(), validation_probability),
-        feature_importance={n: float(g) for n, g in zip(names, gain, strict=True)},
-        training_rows=len(fit_rows),
-        validation_rows=len(validation_rows),
+        hyperparameters=hyperparameters,
+        best_iteration=_best_iteration(model),
+        validation_metrics=metrics.classification_metrics(
+            folds.y_validation, validation_probability
+        ),
+        feature_importance={
+            n: float(g) for n, g in zip(output_features(preprocessor), gain, strict=True)
+        },
+        training_rows=len(folds.y_fit),
+        validation_rows=len(folds.y_validation),
+        calibration=calibration,
+        tuning=tuning,
     )
+
+
+def _best_iteration(model: lgb.LGBMClassifier) -> int:
+    return int(model.best_iteration_ or model.n_estimators)
 
 
 def churn_probability(model: Any, features: pd.DataFrame) -> Any:
