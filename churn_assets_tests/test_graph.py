@@ -60,6 +60,8 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     assert tags[registry.GATE_TAG] == registry.GATE_PASSED
     assert tags[registry.COMPARED_WITH_TAG] == "none"
     assert tags[registry.PREVIOUS_TAG] == "none"
+    assert 0 < float(tags["decision_threshold"]) < 1  # the cost-based threshold travels along
+    assert (tags["decision_offer_cost"], tags["decision_saved_value"]) == ("100", "500")
 
     # one MLflow run for the Dagster run, finished, holding every artifact
     (run,) = mlflow_runs(churn_env)
@@ -67,6 +69,8 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     assert run.info.status == "FINISHED"
     assert run.data.metrics["holdout_auc"] == pytest.approx(float(tags["holdout_auc"]))
     assert "best_iteration" in run.data.params
+    assert run.data.params["calibration_mode"] == "auto"
+    assert run.data.params["tuning_budget_s"] == "0.0"  # no search, so no trial runs
     artifacts = {
         a.path
         for folder in ("evaluation", "training", "preprocessor")
@@ -78,6 +82,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
         "evaluation/roc.png",
         "evaluation/precision_recall.png",
         "evaluation/calibration.png",
+        "evaluation/value_curve.png",
         "training/feature_importance.png",
         "training/profile.json",
         "preprocessor/preprocessor.skops",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_assets.ml import schema
+from churn_assets.ml import reasons, schema
 from churn_assets_tests.conftest import PromotedStore
 from serving.app import create_app
 from serving.model import FastScorer
@@ -68,8 +68,10 @@ def test_predict_one_customer(client: TestClient, payloads: list) -> None:
     body = response.json()
     assert body["customerID"] == payloads[0]["customerID"]
     assert 0 < body["churn_probability"] < 1
-    assert body["churn"] == (body["churn_probability"] >= 0.5)
+    threshold = client.get("/model").json()["decision_threshold"]
+    assert body["churn"] == (body["churn_probability"] >= threshold)
     assert body["model_version"] == "1"
+    assert "reasons" not in body  # the fast path: reasons only when asked for
     without_id = {k: v for k, v in payloads[0].items() if k != "customerID"}
     assert client.post("/predict", json=without_id).json()["customerID"] is None
 
@@ -189,3 +191,34 @@ def test_openapi_documents_every_route_with_a_response_model(client: TestClient)
             assert "200" in operation["responses"], path
     customer = spec["components"]["schemas"]["Customer"]
     assert customer["properties"]["Contract"]["enum"] == list(schema.CATEGORICAL_LEVELS["Contract"])
+
+
+def test_reasons_on_request_equal_the_pipelines_exact_contributions(
+    client: TestClient, payloads: list, promoted_store: PromotedStore
+) -> None:
+    mlflow.set_tracking_uri(promoted_store.tracking_uri)
+    mlflow.set_registry_uri(promoted_store.tracking_uri)
+    pipeline = mlflow.sklearn.load_model("models:/churn-classifier@production")
+    holdout = promoted_store.holdout.head(20)
+    expected = reasons.frame_reasons(pipeline, holdout, 3)
+
+    one = client.post("/predict?reasons=3", json=payloads[0]).json()
+    plain = client.post("/predict", json=payloads[0]).json()
+    assert one["churn_probability"] == plain["churn_probability"]
+    batch = client.post("/predict/batch?reasons=3", json={"customers": payloads[:20]}).json()
+    assert batch["predictions"][0] == one
+    for prediction, want in zip(batch["predictions"], expected, strict=True):
+        got = prediction["reasons"]
+        assert [r["feature"] for r in got] == [r["feature"] for r in want]
+        assert [r["value"] for r in got] == [r["value"] for r in want]
+        for g, w in zip(got, want, strict=True):
+            assert g["contribution"] == pytest.approx(w["contribution"], abs=1e-9)
+            assert g["text"] == f"{g['feature']} = {g['value']}: {g['contribution']:+.2f}"
+
+    blank = client.post("/predict?reasons=19", json=dict(payloads[0], TotalCharges=None)).json()
+    (total,) = [r for r in blank["reasons"] if r["feature"] == "TotalCharges"]
+    assert float(total["value"]) >= 0  # the billed-so-far value the model scored
+
+    error = _error(client.post("/predict?reasons=99", json=payloads[0]), 422)
+    assert error["details"][0]["field"] == "query.reasons"
+    assert "less than or equal to 19" in error["details"][0]["problem"]

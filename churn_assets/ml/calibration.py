@@ -29,9 +29,11 @@ from churn_assets.ml.metrics import calibration_error
 
 
 class CalibrationMode(StrEnum):
-    AUTO = "auto"  # calibrate when the raw probabilities are off (see `calibrate`)
-    ALWAYS = "always"
-    NEVER = "never"
+    """Lower-case names: Dagster's run config spells an enum by its member names."""
+
+    auto = "auto"  # calibrate when the raw probabilities are off (see `calibrate`)
+    always = "always"
+    never = "never"
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -135,8 +137,8 @@ def calibrate(
     slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     gained = _log_likelihood(y, slope * raw + intercept) - _log_likelihood(y, raw)
     p_value = float(chi2.sf(max(2.0 * gained, 0.0), df=2))
-    applied = mode is CalibrationMode.ALWAYS or (
-        mode is CalibrationMode.AUTO and p_value < significance
+    applied = mode is CalibrationMode.always or (
+        mode is CalibrationMode.auto and p_value < significance
     )
     if not applied:
         slope, intercept = 1.0, 0.0

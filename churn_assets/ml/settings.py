@@ -44,7 +44,7 @@ class ChurnSettings(BaseSettings):
     min_accuracy: float = Field(0.78, alias="CHURN_MIN_ACCURACY", ge=0, le=1)
     max_auc_drop: float = Field(0.01, alias="CHURN_MAX_AUC_DROP", ge=0, le=1)
     gate_beat_baseline: bool = Field(False, alias="CHURN_GATE_BEAT_BASELINE")
-    calibration: CalibrationMode = Field(CalibrationMode.AUTO, alias="CHURN_CALIBRATION")
+    calibration: CalibrationMode = Field(CalibrationMode.auto, alias="CHURN_CALIBRATION")
     calibration_significance: float = Field(
         0.01, alias="CHURN_CALIBRATION_SIGNIFICANCE", gt=0, lt=1
     )

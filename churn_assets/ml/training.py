@@ -40,7 +40,7 @@ class TrainedModel:
 class TrainingChoices:
     """How the model is finished: calibration, and an optional bounded search before it."""
 
-    calibration: CalibrationMode = CalibrationMode.AUTO
+    calibration: CalibrationMode = CalibrationMode.auto
     calibration_significance: float = 0.01
     tuning_budget_s: float = 0.0
     tuning_max_trials: int = 50
