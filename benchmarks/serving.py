@@ -4,7 +4,9 @@ Trains and promotes a model in a temporary store (or uses --state-dir), starts b
 with one uvicorn worker each, drives them with the same asyncio load generator (raw
 keep-alive HTTP/1.1, so the client is not the bottleneck), and prints throughput and latency
 for single rows at 1 and 16 concurrent clients and for 1,000-row batches, the ratios between
-the two servers, and the in-process scoring ceiling. Run: `make bench-serving`.
+the two servers, the cost of asking this API for 3 reasons per customer (`?reasons=3`, exact
+LightGBM contributions) in each scenario, and the in-process scoring ceiling. Run:
+`make bench-serving`.
 """
 
 import argparse
@@ -27,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "churn-classifier"
 BATCH_ROWS = 1000
+REASONS = 3
 
 
 @dataclass
@@ -180,6 +183,49 @@ def _ceiling(state_dir: Path, records: list[dict[str, Any]]) -> tuple[float, flo
     return rate(lambda: scorer.score(customers)), rate(lambda: pipeline.predict_proba(frame))
 
 
+def report(
+    results: dict[tuple[str, str], Result], scenarios: list[str], fast: float, pipeline: float
+) -> None:
+    print()
+    print("one uvicorn worker each, same registered version, same load generator")
+    header = f"{'scenario':<28}{'server':<8}{'req/s':>9}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+    print(header + f"{'failed':>8}")
+    for (name, server), r in sorted(
+        results.items(), key=lambda item: scenarios.index(item[0][0])
+    ):
+        print(
+            f"{name:<28}{server:<8}{r.rps:>9.0f}{r.rows_per_s:>11.0f}"
+            f"{r.percentile(50):>9.2f}{r.percentile(99):>9.2f}{r.failures:>8}"
+        )
+    print()
+    for name in scenarios:
+        ours, theirs = results[(name, "ours")], results[(name, "mlflow")]
+        print(f"{name}: {ours.rps / theirs.rps:.1f}x mlflow models serve throughput")
+    for name in scenarios:
+        plain, explained = results[(name, "ours")], results[(name, "reasons")]
+        print(
+            f"{name}: {REASONS} reasons per customer cost "
+            f"{plain.rows_per_s / explained.rows_per_s:.2f}x the time per row "
+            f"(p50 {plain.percentile(50):.2f} -> {explained.percentile(50):.2f} ms)"
+        )
+    print(
+        f"in-process ceiling: fast path {fast:,.0f} rows/s, logged pipeline {pipeline:,.0f} rows/s"
+    )
+    single_ratio = (
+        results[("single row, 16 clients", "ours")].rps
+        / results[("single row, 16 clients", "mlflow")].rps
+    )
+    p99 = results[("single row, 16 clients", "ours")].percentile(99)
+    batch_rows = results[(f"{BATCH_ROWS}-row batch, 2 clients", "ours")].rows_per_s
+    print()
+    print(f"target single-row throughput >= 25x mlflow: {single_ratio:.1f}x")
+    print(f"target p99 at 16 clients < 15 ms: {p99:.2f} ms")
+    print(
+        f"target 1,000-row batches >= 100,000 rows/s, half the in-process ceiling: "
+        f"{batch_rows:,.0f} rows/s, {batch_rows / fast:.2f} of the ceiling"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per scenario")
@@ -200,6 +246,8 @@ def main() -> None:
         "MLFLOW_TRACKING_URI": tracking_uri,
         "CHURN_API_PORT": str(ours_port),
         "CHURN_STATE_DIR": str(state_dir),
+        # `mlflow models serve` starts `uvicorn` by name: find it beside this interpreter.
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     logs = workdir / "logs"
     logs.mkdir()
@@ -259,41 +307,21 @@ def main() -> None:
             ):
                 drive(port, path, body, rows, clients, 1.0)  # warm-up
                 results[(name, server)] = drive(port, path, body, rows, clients, args.seconds)
+        # Reasons are opt-in (?reasons=3): their cost, against the same scenario without.
+        for name, (ours, _, rows, clients) in scenarios.items():
+            path, body = ours
+            explained = f"{path}?reasons={REASONS}"
+            drive(ours_port, explained, body, rows, clients, 1.0)
+            results[(name, "reasons")] = drive(
+                ours_port, explained, body, rows, clients, args.seconds
+            )
     finally:
         for process in servers.values():
             process.terminate()
             process.wait(timeout=30)
 
     fast, pipeline = _ceiling(state_dir, batch)
-    print()
-    print("one uvicorn worker each, same registered version, same load generator")
-    header = f"{'scenario':<28}{'server':<8}{'req/s':>9}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
-    print(header + f"{'failed':>8}")
-    for (name, server), r in results.items():
-        print(
-            f"{name:<28}{server:<8}{r.rps:>9.0f}{r.rows_per_s:>11.0f}"
-            f"{r.percentile(50):>9.2f}{r.percentile(99):>9.2f}{r.failures:>8}"
-        )
-    print()
-    for name in scenarios:
-        ours, theirs = results[(name, "ours")], results[(name, "mlflow")]
-        print(f"{name}: {ours.rps / theirs.rps:.1f}x mlflow models serve throughput")
-    print(
-        f"in-process ceiling: fast path {fast:,.0f} rows/s, logged pipeline {pipeline:,.0f} rows/s"
-    )
-    single_ratio = (
-        results[("single row, 16 clients", "ours")].rps
-        / results[("single row, 16 clients", "mlflow")].rps
-    )
-    p99 = results[("single row, 16 clients", "ours")].percentile(99)
-    batch_rows = results[(f"{BATCH_ROWS}-row batch, 2 clients", "ours")].rows_per_s
-    print()
-    print(f"target single-row throughput >= 25x mlflow: {single_ratio:.1f}x")
-    print(f"target p99 at 16 clients < 15 ms: {p99:.2f} ms")
-    print(
-        f"target 1,000-row batches >= 100,000 rows/s, half the in-process ceiling: "
-        f"{batch_rows:,.0f} rows/s, {batch_rows / fast:.2f} of the ceiling"
-    )
+    report(results, list(scenarios), fast, pipeline)
     if args.state_dir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 
