@@ -190,9 +190,7 @@ def report(
     print("one uvicorn worker each, same registered version, same load generator")
     header = f"{'scenario':<28}{'server':<8}{'req/s':>9}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
     print(header + f"{'failed':>8}")
-    for (name, server), r in sorted(
-        results.items(), key=lambda item: scenarios.index(item[0][0])
-    ):
+    for (name, server), r in sorted(results.items(), key=lambda item: scenarios.index(item[0][0])):
         print(
             f"{name:<28}{server:<8}{r.rps:>9.0f}{r.rows_per_s:>11.0f}"
             f"{r.percentile(50):>9.2f}{r.percentile(99):>9.2f}{r.failures:>8}"
