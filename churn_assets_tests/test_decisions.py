@@ -223,3 +223,15 @@ def test_reasons_explain_the_scores_ranking(trained, splits: CustomerSplits) -> 
     )
     monthly = (customers["Contract"] == "Month-to-month").to_numpy()
     assert contract[monthly].mean() > 0 > contract[~monthly].mean()
+
+
+def test_a_map_that_would_reverse_the_ranking_is_never_applied(splits: CustomerSplits) -> None:
+    """A model that ranks backwards is the gate's to refuse, not calibration's to hide."""
+    train_x, train_y = features_and_target(splits.train)
+    preprocessor = features.fit_preprocessor(train_x)
+    backwards = lgb.LGBMClassifier(n_estimators=50, num_leaves=7, verbose=-1)
+    backwards.fit(preprocessor.transform(train_x), 1 - train_y)
+    holdout_x, holdout_y = features_and_target(splits.holdout)
+    matrix = preprocessor.transform(holdout_x)
+    model, fit = calibrate(backwards, matrix, holdout_y.to_numpy(), CalibrationMode.always, 0.01)
+    assert fit.slope == 1.0 and not fit.applied and not model.calibrated

@@ -137,8 +137,10 @@ def calibrate(
     slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     gained = _log_likelihood(y, slope * raw + intercept) - _log_likelihood(y, raw)
     p_value = float(chi2.sf(max(2.0 * gained, 0.0), df=2))
-    applied = mode is CalibrationMode.always or (
-        mode is CalibrationMode.auto and p_value < significance
+    # A slope at or below zero would reverse the ranking: a model that bad is for the gate to
+    # refuse, not for a calibration map to hide.
+    applied = slope > 0 and (
+        mode is CalibrationMode.always or (mode is CalibrationMode.auto and p_value < significance)
     )
     if not applied:
         slope, intercept = 1.0, 0.0
