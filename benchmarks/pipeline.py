@@ -239,12 +239,17 @@ def baseline_child(csv: Path) -> None:
     lap("split")
     train_x, _ = splitting.features_and_target(splits.train)
     preprocessor = features.fit_preprocessor(train_x)
-    trained = training.train_churn_model(preprocessor, splits.train, hyperparameters.DEFAULTS)
+    settings = ChurnSettings()
+    trained = training.train_churn_model(
+        preprocessor,
+        splits.train,
+        hyperparameters.DEFAULTS,
+        training.TrainingChoices.from_settings(settings),
+    )
     lap("fit")
     holdout_x, holdout_y = splitting.features_and_target(splits.holdout)
     probability = training.churn_probability(trained.pipeline, holdout_x)
     auc = float(roc_auc_score(holdout_y, probability))
-    settings = ChurnSettings()
     decision.value_curve(
         holdout_y.to_numpy(),
         probability,

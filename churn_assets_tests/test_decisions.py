@@ -22,6 +22,7 @@ from churn_assets.ml.calibration import (
 )
 from churn_assets.ml.cleaning import clean_customers
 from churn_assets.ml.hyperparameters import DEFAULTS
+from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits, features_and_target, split_customers
 from churn_assets.ml.synthetic import generate_customers
 from churn_assets.ml.training import TrainingChoices, churn_probability, train_churn_model
@@ -36,7 +37,15 @@ def splits() -> CustomerSplits:
 @pytest.fixture(scope="module")
 def trained(splits: CustomerSplits):
     train_x, _ = features_and_target(splits.train)
-    return train_churn_model(features.fit_preprocessor(train_x), splits.train, DEFAULTS)
+    return train_churn_model(features.fit_preprocessor(train_x), splits.train, DEFAULTS, _choices())
+
+
+def _choices() -> TrainingChoices:
+    return TrainingChoices.from_settings(ChurnSettings())
+
+
+def _raw(model: lgb.LGBMClassifier, matrix) -> np.ndarray:
+    return model.predict(matrix, raw_score=True)
 
 
 # --- calibration ---------------------------------------------------------------------------
@@ -77,7 +86,8 @@ def test_off_probabilities_are_calibrated_on_training_rows_and_the_holdout_impro
     splits: CustomerSplits,
 ) -> None:
     preprocessor, model, validation_x, validation_y = _overconfident(splits)
-    wrapped, fit = calibrate(model, validation_x, validation_y, CalibrationMode.auto, 0.01)
+    raw = _raw(model, validation_x)
+    wrapped, fit = calibrate(model, raw, validation_y, CalibrationMode.auto, 0.01)
     assert fit.applied and fit.p_value < 1e-6
     assert fit.validation_ece_after < fit.validation_ece_before / 3
     holdout_x, holdout_y = features_and_target(splits.holdout)
@@ -99,9 +109,10 @@ def test_off_probabilities_are_calibrated_on_training_rows_and_the_holdout_impro
 
 def test_modes_never_and_always(splits: CustomerSplits) -> None:
     _, model, validation_x, validation_y = _overconfident(splits)
-    never, fit = calibrate(model, validation_x, validation_y, CalibrationMode.never, 0.01)
+    raw = _raw(model, validation_x)
+    never, fit = calibrate(model, raw, validation_y, CalibrationMode.never, 0.01)
     assert not fit.applied and not never.calibrated
-    always, fit = calibrate(model, validation_x, validation_y, CalibrationMode.always, 0.01)
+    always, fit = calibrate(model, raw, validation_y, CalibrationMode.always, 0.01)
     assert fit.applied and always.calibrated
 
 
@@ -171,7 +182,7 @@ def test_tuned_training_keeps_the_best_validation_trial(splits: CustomerSplits) 
         features.fit_preprocessor(train_x),
         splits.train,
         fast,
-        TrainingChoices(tuning_budget_s=30, tuning_max_trials=3),
+        replace(_choices(), tuning_budget_s=30, tuning_max_trials=3),
     )
     assert result.tuning is not None and len(result.tuning.trials) == 3
     assert result.hyperparameters == result.tuning.best.hyperparameters
@@ -233,5 +244,6 @@ def test_a_map_that_would_reverse_the_ranking_is_never_applied(splits: CustomerS
     backwards.fit(preprocessor.transform(train_x), 1 - train_y)
     holdout_x, holdout_y = features_and_target(splits.holdout)
     matrix = preprocessor.transform(holdout_x)
-    model, fit = calibrate(backwards, matrix, holdout_y.to_numpy(), CalibrationMode.always, 0.01)
+    raw = _raw(backwards, matrix)
+    model, fit = calibrate(backwards, raw, holdout_y.to_numpy(), CalibrationMode.always, 0.01)
     assert fit.slope == 1.0 and not fit.applied and not model.calibrated

@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import decision, metrics, registry, schema, tracking
+from churn_assets.ml import decision, registry, schema, tracking
 from churn_assets.ml.calibration import CalibratedChurnClassifier
 from churn_assets.ml.cleaning import billed_so_far
 from churn_assets.ml.reasons import Explainer
@@ -187,10 +187,11 @@ def _threshold(tags: dict[str, str], configured: float | None) -> tuple[float, s
     """An operator's CHURN_DECISION_THRESHOLD wins; else the version's cost-based one."""
     if configured is not None:
         return configured, "CHURN_DECISION_THRESHOLD"
-    tagged = decision.threshold_from_tags(tags)
-    if tagged is not None:
-        return tagged, f"model version tag {decision.THRESHOLD_TAG}"
-    return metrics.DECISION_THRESHOLD, "default (the version has no decision_threshold tag)"
+    if decision.THRESHOLD_TAG in tags:
+        source = f"model version tag {decision.THRESHOLD_TAG}"
+    else:
+        source = "default (the version has no decision_threshold tag)"
+    return decision.version_threshold(tags), source
 
 
 def _load(

@@ -8,7 +8,6 @@ from churn_assets.assets.promotion import production_promotion
 from churn_assets.ml import (
     decision,
     evaluation,
-    metrics,
     reasons,
     registry,
     scoring,
@@ -39,8 +38,7 @@ def churn_scores(cleaned_customers: pd.DataFrame) -> dg.MaterializeResult:
     version = str(production.version)
     pipeline = evaluation.load_model(f"models:/{settings.model_name}/{version}")
     probability = training.churn_probability(pipeline, active)
-    threshold = decision.threshold_from_tags(production.tags or {})
-    threshold = metrics.DECISION_THRESHOLD if threshold is None else threshold
+    threshold = decision.version_threshold(production.tags or {})
     why = (
         reasons.frame_reasons(pipeline, active, settings.scores_reasons)
         if settings.scores_reasons

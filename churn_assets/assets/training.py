@@ -1,5 +1,7 @@
 """Training: LightGBM fitted, logged as one MLflow model with its preprocessor, and registered."""
 
+from dataclasses import replace
+
 import dagster as dg
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
@@ -51,14 +53,16 @@ class ChurnModelConfig(dg.Config):
         return Hyperparameters(**self.model_dump(exclude={"calibration", "tuning_budget_s"}))
 
     def choices(self, settings: ChurnSettings) -> TrainingChoices:
-        return TrainingChoices(
-            calibration=settings.calibration if self.calibration is None else self.calibration,
-            calibration_significance=settings.calibration_significance,
-            tuning_budget_s=(
-                settings.tuning_budget_s if self.tuning_budget_s is None else self.tuning_budget_s
-            ),
-            tuning_max_trials=settings.tuning_max_trials,
-        )
+        """The settings, with whatever this run's config sets instead."""
+        overrides = {
+            name: value
+            for name, value in (
+                ("calibration", self.calibration),
+                ("tuning_budget_s", self.tuning_budget_s),
+            )
+            if value is not None
+        }
+        return replace(TrainingChoices.from_settings(settings), **overrides)
 
 
 @retrain_asset(kinds={"lightgbm", "mlflow"}, required_resource_keys={"mlflow"})

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from lightgbm import LGBMClassifier
+from scipy.special import expit
 from scipy.stats import chi2
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
@@ -34,10 +35,6 @@ class CalibrationMode(StrEnum):
     auto = "auto"  # calibrate when the raw probabilities are off (see `calibrate`)
     always = "always"
     never = "never"
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 class CalibratedChurnClassifier(ClassifierMixin, BaseEstimator):
@@ -83,7 +80,7 @@ class CalibratedChurnClassifier(ClassifierMixin, BaseEstimator):
 
     def calibrate_raw(self, raw: np.ndarray) -> np.ndarray:
         """Probability from raw scores; the API's fast path calls this on the booster's output."""
-        return _sigmoid(self.slope * np.asarray(raw, dtype=np.float64) + self.intercept)
+        return expit(self.slope * np.asarray(raw, dtype=np.float64) + self.intercept)
 
     def predict_proba(self, x: Any) -> np.ndarray:
         positive = self.calibrate_raw(self.raw_score(x))
@@ -91,7 +88,7 @@ class CalibratedChurnClassifier(ClassifierMixin, BaseEstimator):
 
     def uncalibrated_proba(self, x: Any) -> np.ndarray:
         """LightGBM's own churn probability, for the report's before/after."""
-        return _sigmoid(self.raw_score(x))
+        return expit(self.raw_score(x))
 
     def predict(self, x: Any) -> np.ndarray:
         return self.classes_[(self.predict_proba(x)[:, 1] >= 0.5).astype(int)]
@@ -118,13 +115,14 @@ def _log_likelihood(y: np.ndarray, raw: np.ndarray) -> float:
 
 def calibrate(
     model: LGBMClassifier,
-    x_validation: Any,
+    raw_validation: np.ndarray,
     y_validation: np.ndarray,
     mode: CalibrationMode,
     significance: float,
 ) -> tuple[CalibratedChurnClassifier, CalibrationFit]:
-    """Fit the Platt map on the validation fold; keep it when asked to, or (mode auto) when
-    the raw probabilities are off by more than chance explains.
+    """Fit the Platt map on the validation fold's raw scores (`model`'s, which training has
+    already computed); keep it when asked to, or (mode auto) when the raw probabilities are
+    off by more than chance explains.
 
     "Off" is a likelihood-ratio test of slope 1, intercept 0 against the fitted map: twice the
     log-likelihood gained is chi-squared with 2 degrees of freedom when LightGBM is already
@@ -132,7 +130,7 @@ def calibrate(
     hundred validation rows the error of perfectly calibrated scores is itself about 0.02.
     """
     y = np.asarray(y_validation).astype(int)
-    raw = np.asarray(model.predict(x_validation, raw_score=True), dtype=np.float64)
+    raw = np.asarray(raw_validation, dtype=np.float64)
     platt = LogisticRegression(C=1e6, max_iter=1000).fit(raw.reshape(-1, 1), y)
     slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     gained = _log_likelihood(y, slope * raw + intercept) - _log_likelihood(y, raw)
@@ -145,7 +143,7 @@ def calibrate(
     if not applied:
         slope, intercept = 1.0, 0.0
     wrapped = CalibratedChurnClassifier(model, slope, intercept)
-    before = calibration_error(y, _sigmoid(raw))
+    before = calibration_error(y, expit(raw))
     after = calibration_error(y, wrapped.calibrate_raw(raw))
     return wrapped, CalibrationFit(mode, applied, slope, intercept, p_value, before, after)
 

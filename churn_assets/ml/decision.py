@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from churn_assets.ml.metrics import DECISION_THRESHOLD
+
 #: Thresholds searched: every percent. A finer grid only fits the holdout's noise.
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 THRESHOLD_TAG = "decision_threshold"
@@ -103,3 +105,9 @@ def threshold_from_tags(tags: dict[str, str]) -> float | None:
     """The version's own threshold; None for versions evaluated before thresholds existed."""
     value = tags.get(THRESHOLD_TAG)
     return None if value is None else float(value)
+
+
+def version_threshold(tags: dict[str, str]) -> float:
+    """The threshold to act on for a version: its own, else the plain 0.5."""
+    tagged = threshold_from_tags(tags)
+    return DECISION_THRESHOLD if tagged is None else tagged

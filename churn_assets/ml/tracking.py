@@ -207,11 +207,4 @@ def log_tuning_trial(trial: Trial) -> None:
     with mlflow.start_run(run_name=f"tuning-trial-{trial.number:03d}", nested=True):
         mlflow.set_tag("churn.tuning_trial", str(trial.number))
         mlflow.log_params(trial.params())
-        mlflow.log_metrics(
-            {
-                "validation_log_loss": trial.validation_log_loss,
-                "validation_auc": trial.validation_auc,
-                "best_iteration": trial.best_iteration,
-                "seconds": trial.seconds,
-            }
-        )
+        mlflow.log_metrics(trial.scores())

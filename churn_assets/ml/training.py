@@ -9,6 +9,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
@@ -17,6 +18,7 @@ from churn_assets.ml import metrics, schema
 from churn_assets.ml.calibration import CalibrationFit, CalibrationMode, calibrate
 from churn_assets.ml.features import categorical_positions, output_features
 from churn_assets.ml.hyperparameters import Hyperparameters
+from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import features_and_target
 from churn_assets.ml.tuning import SearchResult, Trial, search
 
@@ -40,10 +42,20 @@ class TrainedModel:
 class TrainingChoices:
     """How the model is finished: calibration, and an optional bounded search before it."""
 
-    calibration: CalibrationMode = CalibrationMode.auto
-    calibration_significance: float = 0.01
-    tuning_budget_s: float = 0.0
-    tuning_max_trials: int = 50
+    calibration: CalibrationMode
+    calibration_significance: float
+    tuning_budget_s: float
+    tuning_max_trials: int
+
+    @classmethod
+    def from_settings(cls, settings: ChurnSettings) -> TrainingChoices:
+        """The platform's settings, whose defaults are written once, in `ChurnSettings`."""
+        return cls(
+            calibration=settings.calibration,
+            calibration_significance=settings.calibration_significance,
+            tuning_budget_s=settings.tuning_budget_s,
+            tuning_max_trials=settings.tuning_max_trials,
+        )
 
     @property
     def tunes(self) -> bool:
@@ -104,7 +116,7 @@ def train_churn_model(
     preprocessor: ColumnTransformer,
     train: pd.DataFrame,
     hyperparameters: Hyperparameters,
-    choices: TrainingChoices = TrainingChoices(),
+    choices: TrainingChoices,
     on_trial: Callable[[Trial], None] = lambda trial: None,
 ) -> TrainedModel:
     """Fit LightGBM on training rows, then calibrate it; the holdout is never seen here.
@@ -116,15 +128,18 @@ def train_churn_model(
     folds = _folds(preprocessor, train, hyperparameters)
     tuning = None
     if choices.tunes:
-        fitted: dict[int, lgb.LGBMClassifier] = {}
+        # The best trial so far, kept as it is found; ties go to the earlier trial, as in
+        # `SearchResult.best`.
+        best: tuple[float, lgb.LGBMClassifier, np.ndarray] | None = None
 
         def evaluate(candidate: Hyperparameters) -> tuple[float, float, int]:
-            model = _fit(folds, candidate)
-            found = metrics.classification_metrics(
-                folds.y_validation, np.asarray(model.predict_proba(folds.x_validation))[:, 1]
-            )
-            fitted[id(candidate)] = model
-            return found["log_loss"], found["auc"], _best_iteration(model)
+            nonlocal best
+            fitted = _fit(folds, candidate)
+            scores = _validation_raw(fitted, folds)
+            found = metrics.classification_metrics(folds.y_validation, expit(scores))
+            if best is None or found["log_loss"] < best[0]:
+                best = (found["log_loss"], fitted, scores)
+            return found["log_loss"], found["auc"], _best_iteration(fitted)
 
         tuning = search(
             evaluate,
@@ -134,18 +149,16 @@ def train_churn_model(
             on_trial,
         )
         hyperparameters = tuning.best.hyperparameters
-        model = fitted[id(hyperparameters)]
+        assert best is not None  # a search runs at least one trial
+        _, model, raw = best
     else:
         model = _fit(folds, hyperparameters)
+        raw = _validation_raw(model, folds)
     calibrated, calibration = calibrate(
-        model,
-        folds.x_validation,
-        folds.y_validation,
-        choices.calibration,
-        choices.calibration_significance,
+        model, raw, folds.y_validation, choices.calibration, choices.calibration_significance
     )
     pipeline = Pipeline([("preprocess", preprocessor), ("model", calibrated)])
-    validation_probability = calibrated.predict_proba(folds.x_validation)[:, 1]
+    validation_probability = calibrated.calibrate_raw(raw)
     gain = model.booster_.feature_importance(importance_type="gain")
     return TrainedModel(
         pipeline=pipeline,
@@ -162,6 +175,11 @@ def train_churn_model(
         calibration=calibration,
         tuning=tuning,
     )
+
+
+def _validation_raw(model: lgb.LGBMClassifier, folds: _Folds) -> np.ndarray:
+    """Raw scores (log-odds) on the validation fold: computed once per fitted model."""
+    return np.asarray(model.predict(folds.x_validation, raw_score=True), dtype=np.float64)
 
 
 def _best_iteration(model: lgb.LGBMClassifier) -> int:

@@ -41,6 +41,14 @@ class Trial:
         searched = asdict(self.hyperparameters)
         return {name: searched[name] for name in SPACE}
 
+    def scores(self) -> dict[str, float]:
+        return {
+            "validation_log_loss": self.validation_log_loss,
+            "validation_auc": self.validation_auc,
+            "best_iteration": self.best_iteration,
+            "seconds": self.seconds,
+        }
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -58,17 +66,7 @@ class SearchResult:
             "budget_s": self.budget_s,
             "seconds": self.seconds,
             "best_trial": self.best.number,
-            "trials": [
-                {
-                    "trial": t.number,
-                    **t.params(),
-                    "validation_log_loss": t.validation_log_loss,
-                    "validation_auc": t.validation_auc,
-                    "best_iteration": t.best_iteration,
-                    "seconds": t.seconds,
-                }
-                for t in self.trials
-            ],
+            "trials": [{"trial": t.number, **t.params(), **t.scores()} for t in self.trials],
         }
 
 
