@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from dataclasses import asdict
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -11,10 +12,21 @@ from churn_assets.assets.evaluation import evaluation_report
 from churn_assets.assets.ingest import cleaned_customers
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import table_metadata
-from churn_assets.ml import drift, quality, registry, tracking
+from churn_assets.ml import drift, quality, tracking
 from churn_assets.ml.evaluation import EvaluationReport
-from churn_assets.ml.gate import GateThresholds, evaluate_gate
+from churn_assets.ml.gate import (
+    GateConfigError,
+    GateOverride,
+    GateThresholds,
+    applied_thresholds,
+    evaluate_gate,
+)
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.resources import (
+    ChurnSettingsResource,
+    ModelRegistryResource,
+    deployment_floor,
+)
 
 CLEANED_CUSTOMERS = cleaned_customers.key
 
@@ -40,19 +52,39 @@ def customer_data_quality(cleaned_customers: pd.DataFrame) -> Iterator[dg.AssetC
         )
 
 
-class QualityGateConfig(dg.Config):
-    """Leave a field unset to use its environment variable (CHURN_MIN_AUC, ...) or default."""
+class GateOverrideConfig(dg.Config):
+    """A deliberate gate below the deployment's floor: named, justified, and recorded."""
 
-    min_auc: float | None = Field(None, ge=0, le=1, description="Minimum holdout AUC.")
-    min_accuracy: float | None = Field(None, ge=0, le=1, description="Minimum holdout accuracy.")
+    min_auc: float = Field(ge=0, le=1, description="Minimum holdout AUC for this run.")
+    min_accuracy: float = Field(ge=0, le=1, description="Minimum holdout accuracy for this run.")
+    max_auc_drop: float = Field(
+        ge=0, le=1, description="AUC loss allowed against the best recent production version."
+    )
+    beat_baseline: bool = Field(False, description="Require beating the baseline's AUC.")
+    reason: str = Field(min_length=10, description="Why this model may pass a looser gate.")
+    requested_by: str = Field(min_length=1, description="Who asked for the override.")
+
+
+class QualityGateConfig(dg.Config):
+    """Leave a field unset to apply the deployment's value (CHURN_MIN_AUC, ...), its floor."""
+
+    min_auc: float | None = Field(None, ge=0, le=1, description="Minimum holdout AUC (raise only).")
+    min_accuracy: float | None = Field(
+        None, ge=0, le=1, description="Minimum holdout accuracy (raise only)."
+    )
     max_auc_drop: float | None = Field(
-        None, ge=0, le=1, description="Largest AUC loss allowed against production."
+        None, ge=0, le=1, description="AUC loss allowed against recent production (lower only)."
     )
     beat_baseline: bool | None = Field(
         None, description="Require a higher AUC than the logistic-regression baseline."
     )
+    override: GateOverrideConfig | None = Field(
+        None,
+        description="Gate below the deployment's floor on purpose; recorded on the version.",
+    )
 
-    def thresholds(self, settings: ChurnSettings) -> GateThresholds:
+    def requested(self, settings: ChurnSettings) -> GateThresholds:
+        """What this run asks for: its config, else the settings resource's values."""
         return GateThresholds(
             min_auc=settings.min_auc if self.min_auc is None else self.min_auc,
             min_accuracy=settings.min_accuracy if self.min_accuracy is None else self.min_accuracy,
@@ -62,27 +94,69 @@ class QualityGateConfig(dg.Config):
             ),
         )
 
+    def gate_override(self, run_id: str) -> GateOverride | None:
+        if self.override is None:
+            return None
+        o = self.override
+        return GateOverride(
+            GateThresholds(o.min_auc, o.min_accuracy, o.max_auc_drop, o.beat_baseline),
+            reason=o.reason,
+            requested_by=o.requested_by,
+            dagster_run_id=run_id,
+        )
+
+
+def _thresholds_metadata(thresholds: GateThresholds, prefix: str) -> dict[str, float]:
+    return {
+        f"{prefix}_min_auc": thresholds.min_auc,
+        f"{prefix}_min_accuracy": thresholds.min_accuracy,
+        f"{prefix}_max_auc_drop": thresholds.max_auc_drop,
+    }
+
 
 @dg.asset_check(
     asset=evaluation_report,
     blocking=True,
-    description="Candidate meets minimum AUC and accuracy and is no worse than production.",
+    description=(
+        "Candidate meets the deployment's minimum AUC and accuracy (a floor run config cannot "
+        "lower) and stays within max_auc_drop of the best recent production version."
+    ),
 )
 def quality_gate(
-    config: QualityGateConfig, evaluation_report: EvaluationReport
+    context: dg.AssetCheckExecutionContext,
+    config: QualityGateConfig,
+    settings: ChurnSettingsResource,
+    registry: ModelRegistryResource,
+    evaluation_report: EvaluationReport,
 ) -> dg.AssetCheckResult:
-    settings = ChurnSettings()
-    thresholds = config.thresholds(settings)
-    result = evaluate_gate(evaluation_report, thresholds)
+    model_registry = registry.open()
+    version = evaluation_report.candidate_version
+    floor = deployment_floor()
+    override = config.gate_override(context.op_execution_context.run_id)
+    try:
+        thresholds = applied_thresholds(floor, config.requested(settings.get()), override)
+    except GateConfigError as refusal:
+        # The version gets a verdict all the same: refused, with the reason.
+        model_registry.refuse(version, str(refusal))
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"refused: {refusal}",
+            metadata={"candidate_version": version, **_thresholds_metadata(floor, "floor")},
+        )
+    result = evaluate_gate(evaluation_report, thresholds, override)
     # The verdict goes on the model version so promotion can verify it in any later run.
-    registry.record_gate(
-        tracking.client(settings),
-        evaluation_report.model_name,
-        evaluation_report.candidate_version,
-        passed=result.passed,
-        compared_with=evaluation_report.production_version,
-    )
-    metadata: dict[str, float | str] = {"candidate_version": evaluation_report.candidate_version}
+    model_registry.record_verdict(version, result, evaluation_report.production_version)
+    metadata: dict[str, Any] = {
+        "candidate_version": version,
+        **_thresholds_metadata(thresholds, "applied"),
+        **_thresholds_metadata(floor, "floor"),
+        "reference_version": result.reference_version or "none",
+        "overridden": override is not None,
+    }
+    if override is not None:
+        metadata["override_reason"] = override.reason
+        metadata["override_requested_by"] = override.requested_by
     for criterion in result.criteria:
         metadata[criterion.name] = dg.MetadataValue.md(
             f"**{criterion.value:.4f}** (threshold {criterion.threshold:.4f}): "
@@ -104,10 +178,13 @@ def quality_gate(
         "at PSI >= CHURN_DRIFT_PSI_WARN (0.2) or unseen share >= CHURN_DRIFT_UNSEEN_WARN (1%)."
     ),
 )
-def extract_drift(customer_snapshot: pd.DataFrame) -> dg.AssetCheckResult:
-    settings = ChurnSettings()
-    client = tracking.client(settings)
-    production = registry.production_version(client, settings.model_name, settings.production_alias)
+def extract_drift(
+    settings: ChurnSettingsResource,
+    registry: ModelRegistryResource,
+    customer_snapshot: pd.DataFrame,
+) -> dg.AssetCheckResult:
+    churn_settings = settings.get()
+    production = registry.open().production()
     profile = (
         None
         if production is None or production.run_id is None
@@ -126,7 +203,7 @@ def extract_drift(customer_snapshot: pd.DataFrame) -> dg.AssetCheckResult:
             metadata={"extract_rows": len(customer_snapshot)},
         )
     report = drift.compare(
-        profile, customer_snapshot, settings.drift_psi_warn, settings.drift_unseen_warn
+        profile, customer_snapshot, churn_settings.drift_psi_warn, churn_settings.drift_unseen_warn
     )
     table = pd.DataFrame(
         [{**asdict(f), "unseen_levels": ", ".join(f.unseen_levels)} for f in report.features]

@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from churn_assets.ml import registry, synthetic, tracking
+from churn_assets.ml import locks, registry, synthetic
 from churn_assets.ml.settings import ChurnSettings
 
 
 def _production(args: argparse.Namespace) -> int:
     settings = ChurnSettings()
-    client = tracking.client(settings)
-    version = registry.production_version(client, settings.model_name, settings.production_alias)
+    version = registry.open_registry(settings).production()
     if version is None:
         print(
             f"{settings.model_name} has no {settings.production_alias!r} version "
@@ -29,12 +28,23 @@ def _production(args: argparse.Namespace) -> int:
         "holdout_auc",
         "holdout_accuracy",
         "holdout_f1",
+        registry.GATE_TAG,
+        registry.GATE_THRESHOLDS_TAG,
+        registry.COMPARED_WITH_TAG,
         registry.PREVIOUS_TAG,
+        registry.PROMOTED_AT_TAG,
         "git_sha",
         "data_sha256",
         "dagster_run_id",
     ):
         print(f"  {key}: {tags.get(key, '-')}")
+    override = registry.override_of(version)
+    if override is not None:
+        print(
+            f"  GATE OVERRIDE: requested by {override.get('requested_by')} in Dagster run "
+            f"{override.get('dagster_run_id')}: {override.get('reason')}; thresholds "
+            f"{override.get('thresholds')}"
+        )
     print(f"  model_uri: models:/{settings.model_name}@{settings.production_alias}")
     print(f"  tracking_uri: {settings.tracking_uri}")
     return 0
@@ -42,12 +52,14 @@ def _production(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     settings = ChurnSettings()
-    client = tracking.client(settings)
     try:
-        move = registry.rollback(
-            client, settings.model_name, settings.production_alias, args.to_version
-        )
-    except registry.PromotionRefusedError as refusal:
+        move = registry.open_registry(settings).rollback(args.to_version)
+    except (
+        registry.PromotionRefusedError,
+        registry.PromotionLostError,
+        locks.LockTimeoutError,
+        locks.LockUnavailableError,
+    ) as refusal:
         print(f"rollback refused: {refusal}", file=sys.stderr)
         return 1
     if move.changed:

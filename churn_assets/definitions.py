@@ -13,7 +13,7 @@ from churn_assets.assets import (
 )
 from churn_assets.checks import customer_data_quality, extract_drift, quality_gate
 from churn_assets.jobs import churn_training, merge_extract
-from churn_assets.resources import mlflow_tracking_resource
+from churn_assets.resources import churn_resources
 from churn_assets.schedules import weekly_retrain
 from churn_assets.sensors import churn_automation, failed_runs_mlflow_cleanup, incoming_extracts
 
@@ -27,7 +27,7 @@ defs = dg.Definitions(
     jobs=[churn_training, merge_extract],
     schedules=[weekly_retrain],
     sensors=[incoming_extracts, churn_automation, failed_runs_mlflow_cleanup],
-    resources={"mlflow": mlflow_tracking_resource},
+    resources=churn_resources(),
     # The graph is one chain on one machine: a process per step would re-import MLflow,
     # sklearn and LightGBM (~9 s each, measured) for steps that take well under a second.
     executor=dg.in_process_executor,

@@ -1,6 +1,15 @@
-"""MLflow tracking: dagster-mlflow's one run per Dagster run, configured from the environment."""
+"""Resources: settings, the model registry, run-scoped storage, the run worker, MLflow tracking.
 
+Everything here resolves at run time, never at import: the environment of the process that
+executes a run picks the stores.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -8,9 +17,218 @@ import mlflow
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
 from mlflow.entities import RunStatus
+from pydantic import Field, PrivateAttr
 
-from churn_assets.ml import tracking
+from churn_assets import run_workers
+from churn_assets.ml import registry, tracking
+from churn_assets.ml.calibration import CalibrationMode
+from churn_assets.ml.gate import GateThresholds
+from churn_assets.ml.registry import ModelRegistry
 from churn_assets.ml.settings import ChurnSettings
+
+#: Run tag naming a run whose outputs this run reads for the assets it does not materialize
+#: itself (instead of each asset's latest materialization).
+INPUTS_FROM_RUN_TAG = "churn/inputs_from_run"
+
+
+class ChurnSettingsResource(dg.ConfigurableResource):
+    """Platform settings: the environment (CHURN_*, MLFLOW_*, .env) as the run starts.
+
+    Each field left unset (the default) keeps the environment's value; resource config at
+    launch may set it for one run. The quality gate's thresholds set here may only raise the
+    environment's, which is the deployment's floor (see the quality_gate check).
+    """
+
+    data_path: str | None = Field(None, description="CHURN_DATA_PATH: the training snapshot.")
+    incoming_dir: str | None = Field(None, description="CHURN_INCOMING_DIR: landing folder.")
+    scores_dir: str | None = Field(None, description="CHURN_SCORES_DIR: ranked scores folder.")
+    min_auc: float | None = Field(None, description="CHURN_MIN_AUC: gate, minimum holdout AUC.")
+    min_accuracy: float | None = Field(
+        None, description="CHURN_MIN_ACCURACY: gate, minimum holdout accuracy."
+    )
+    max_auc_drop: float | None = Field(
+        None, description="CHURN_MAX_AUC_DROP: gate, AUC loss allowed against recent production."
+    )
+    gate_beat_baseline: bool | None = Field(
+        None, description="CHURN_GATE_BEAT_BASELINE: gate, also beat the baseline's AUC."
+    )
+    gate_history: int | None = Field(
+        None, description="CHURN_GATE_HISTORY: recent production versions the gate compares with."
+    )
+    calibration: CalibrationMode | None = Field(
+        None, description="CHURN_CALIBRATION: auto, always or never."
+    )
+    offer_cost: float | None = Field(None, description="CHURN_OFFER_COST: one retention offer.")
+    saved_customer_value: float | None = Field(
+        None, description="CHURN_SAVED_CUSTOMER_VALUE: value of keeping a leaver."
+    )
+    scores_reasons: int | None = Field(
+        None, description="CHURN_SCORES_REASONS: reasons per customer in churn_scores."
+    )
+
+    def get(self) -> ChurnSettings:
+        """The environment's settings with whatever this resource's config sets instead."""
+        overrides = {name: value for name, value in self.model_dump().items() if value is not None}
+        return ChurnSettings(**overrides)
+
+
+def deployment_floor() -> GateThresholds:
+    """The gate thresholds of the deployment itself: its environment, never run config."""
+    settings = ChurnSettings()
+    return GateThresholds(
+        settings.min_auc, settings.min_accuracy, settings.max_auc_drop, settings.gate_beat_baseline
+    )
+
+
+class ModelRegistryResource(dg.ConfigurableResource):
+    """The churn model's MLflow registry: the one writer of versions, tags and the alias.
+
+    Alias moves are compare-and-set under a lock every writer shares (CHURN_REGISTRY_LOCK, or
+    derived from the store: a file lock beside SQLite, an advisory lock in PostgreSQL).
+    """
+
+    settings: ChurnSettingsResource
+
+    def open(self) -> ModelRegistry:
+        return registry.open_registry(self.settings.get())
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """A run that failed before its gate judged its version refuses that version."""
+        if context.instance is None or context.run_id is None:
+            return
+        if not _run_failed(context.instance, context.run_id):
+            return
+        refused = self.open().refuse_unjudged(
+            context.run_id,
+            f"Dagster run {context.run_id} failed before the quality gate judged this version",
+        )
+        if refused and context.log is not None:
+            context.log.warning(f"refused versions {refused}: the run failed before the gate")
+
+
+class RunWorkerResource(dg.ConfigurableResource):
+    """Records which process executes the run, so run monitoring can tell when it died."""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.instance is None or context.run_id is None:
+            return
+        run_workers.record_worker(context.instance, context.run_id)
+
+
+class RunScopedIOManager(dg.ConfigurableIOManager):
+    """Each run's outputs in a folder of that run: concurrent runs never read each other's.
+
+    An input produced in the same run (or the parent run of a re-execution) is read from that
+    run's folder. An input the run does not produce is read from the materialization the
+    run tag `churn/inputs_from_run` names, else from the asset's latest materialization; the
+    path comes from that materialization's metadata, and the step logs which run it used.
+    """
+
+    base_dir: str | None = Field(
+        None, description="Where run folders live; default <DAGSTER_HOME>/storage/churn_runs."
+    )
+    #: Every step stores or loads through here, so every run records its worker on the way.
+    run_worker: RunWorkerResource
+
+    _root: Path | None = PrivateAttr(None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.base_dir:
+            self._root = Path(self.base_dir)
+        elif context.instance is not None:
+            self._root = Path(context.instance.storage_directory()) / "churn_runs"
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            raise dg.Failure("RunScopedIOManager needs a base_dir outside a Dagster instance")
+        return self._root
+
+    def _path(self, root: Path, run_id: str, key: dg.AssetKey) -> Path:
+        return root / run_id / Path(*key.path).with_suffix(".pkl")
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:  # MaterializeResult assets have nothing to store
+            return
+        path = self._path(self.root, context.run_id, context.asset_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with temporary.open("wb") as handle:
+            pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        temporary.replace(path)  # a reader sees the whole object or none
+        context.add_output_metadata(
+            {"path": dg.MetadataValue.path(str(path)), "stored_by_run": context.run_id}
+        )
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        key = context.asset_key
+        upstream = context.upstream_output
+        run_id = _real_run_id(upstream)
+        if run_id is not None:
+            path = self._path(self.root, run_id, key)
+        else:
+            run_id, path = self._recorded(context, key)
+        if not path.is_file():
+            raise dg.Failure(
+                f"{key.to_user_string()} of run {run_id} is not at {path}: materialize "
+                f"{key.to_user_string()} again",
+                allow_retries=False,
+            )
+        context.log.info(f"reading {key.to_user_string()} produced by run {run_id}")
+        with path.open("rb") as handle:
+            return pickle.load(handle)
+
+    def _recorded(self, context: dg.InputContext, key: dg.AssetKey) -> tuple[str, Path]:
+        instance = context.instance
+        tags = context.step_context.dagster_run.tags
+        chosen = tags.get(INPUTS_FROM_RUN_TAG)
+        if chosen:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key), limit=100
+            ).records
+            matching = [r for r in records if r.event_log_entry.run_id == chosen]
+            if not matching:
+                raise dg.Failure(
+                    f"run {chosen} (tag {INPUTS_FROM_RUN_TAG}) did not materialize "
+                    f"{key.to_user_string()}",
+                    allow_retries=False,
+                )
+            entry = matching[0].event_log_entry
+        else:
+            latest = instance.get_latest_materialization_event(key)
+            if latest is None:
+                raise dg.Failure(
+                    f"{key.to_user_string()} was never materialized: include it in the run",
+                    allow_retries=False,
+                )
+            entry = latest
+        materialization = entry.asset_materialization
+        recorded = None if materialization is None else materialization.metadata.get("path")
+        if recorded is None:
+            raise dg.Failure(
+                f"the materialization of {key.to_user_string()} by run {entry.run_id} records "
+                "no stored output: materialize it again",
+                allow_retries=False,
+            )
+        return entry.run_id, Path(str(recorded.value))
+
+
+def _real_run_id(upstream: dg.OutputContext | None) -> str | None:
+    """The producing run, when Dagster knows it (same run, or a re-execution's parent)."""
+    if upstream is None:
+        return None
+    try:
+        run_id = upstream.run_id
+    except dg.DagsterInvariantViolationError:
+        return None
+    return None if run_id.startswith("__") else run_id  # __EPHEMERAL_RUN_ID: another run
+
+
+def _run_failed(instance: dg.DagsterInstance, run_id: str) -> bool:
+    failures = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
+    ).records
+    return bool(failures)
 
 
 def _final_status(context: dg.InitResourceContext) -> str:
@@ -23,10 +241,8 @@ def _final_status(context: dg.InitResourceContext) -> str:
         dg.DagsterRunStatus.CANCELED,
     ):
         return RunStatus.to_string(RunStatus.KILLED)
-    failures = context.instance.get_records_for_run(
-        context.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
-    ).records
-    return RunStatus.to_string(RunStatus.FAILED if failures else RunStatus.FINISHED)
+    failed = _run_failed(context.instance, context.run_id)
+    return RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
 
 
 @dg.resource(
@@ -67,3 +283,14 @@ def _tracking_config(_: Any) -> dict[str, Any]:
 
 
 mlflow_tracking_resource = _mlflow_tracking_closing.configured(_tracking_config, config_schema={})
+
+
+def churn_resources() -> dict[str, Any]:
+    """Every resource the code location binds, by key (the UI's resources page)."""
+    settings = ChurnSettingsResource()
+    return {
+        "settings": settings,
+        "registry": ModelRegistryResource(settings=settings),
+        "io_manager": RunScopedIOManager(run_worker=RunWorkerResource()),
+        "mlflow": mlflow_tracking_resource,
+    }

@@ -6,6 +6,7 @@ from churn_assets.assets.landing import customer_snapshot, incoming_extract
 from churn_assets.jobs import merge_extract
 from churn_assets.ml import landing, tracking
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 #: Tag on every run the landing sensor starts, to find one still in flight.
 EXTRACT_TAG = "churn/extract"
@@ -37,19 +38,23 @@ def _merge_in_flight(instance: dg.DagsterInstance) -> str | None:
         "snapshot, oldest first and one at a time; the retrain follows by automation."
     ),
 )
-def incoming_extracts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def incoming_extracts(
+    context: dg.SensorEvaluationContext, settings: ChurnSettingsResource
+) -> dg.SensorResult:
     """One run per new file content, keyed by its SHA-256 in the cursor and the run key.
 
     Both survive daemon restarts, so neither a restart nor a copy of the same file under
     another name merges it twice. A file modified within CHURN_INCOMING_SETTLE_S is still being
     written and waits for a later tick.
     """
-    settings = ChurnSettings()
+    churn_settings = settings.get()
     cursor = landing.LandingCursor.from_json(context.cursor)
-    ready = landing.ready_extracts(settings.incoming_dir, cursor, settings.incoming_settle_s)
+    ready = landing.ready_extracts(
+        churn_settings.incoming_dir, cursor, churn_settings.incoming_settle_s
+    )
     if not ready:
         return dg.SensorResult(
-            skip_reason=f"no new settled extract in {settings.incoming_dir}",
+            skip_reason=f"no new settled extract in {churn_settings.incoming_dir}",
             cursor=cursor.to_json(),
         )
     in_flight = _merge_in_flight(context.instance)
@@ -109,11 +114,22 @@ churn_automation = dg.AutomationConditionSensorDefinition(
 
 
 @dg.run_failure_sensor(
-    description="Ends MLflow runs still RUNNING after their Dagster run failed or crashed.",
+    description=(
+        "After a run failed or its worker died: ends its MLflow runs still RUNNING and refuses "
+        "the model versions it registered that never got a gate verdict."
+    ),
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def failed_runs_mlflow_cleanup(context: dg.RunFailureSensorContext) -> None:
-    """A run worker killed mid-step cannot end its MLflow run; the daemon does it here."""
-    ended = tracking.end_runs_left_running(ChurnSettings(), context.dagster_run.run_id)
+def failed_runs_mlflow_cleanup(
+    context: dg.RunFailureSensorContext, registry: ModelRegistryResource
+) -> None:
+    """A run worker killed mid-step cannot clean up after itself; the daemon does it here."""
+    run_id = context.dagster_run.run_id
+    ended = tracking.end_runs_left_running(registry.settings.get(), run_id)
     if ended:
         context.log.info(f"marked MLflow runs {ended} FAILED")
+    refused = registry.open().refuse_unjudged(
+        run_id, f"Dagster run {run_id} failed before the quality gate judged this version"
+    )
+    if refused:
+        context.log.info(f"refused model versions {refused}: their run died before the gate")

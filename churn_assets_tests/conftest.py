@@ -18,7 +18,7 @@ from churn_assets.definitions import churn_assets
 from churn_assets.jobs import churn_training
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.synthetic import generate_customers, write_customers
-from churn_assets.resources import mlflow_tracking_resource
+from churn_assets.resources import RunScopedIOManager, RunWorkerResource, churn_resources
 from churn_assets_tests.processes import REPO, uv_executable
 
 #: What `churn_training` (make run, the weekly schedule) materializes, in graph order.
@@ -127,14 +127,16 @@ def materialize_graph(
         selection=selection or churn_training.selection,
         run_config=run_config,
         resources={
-            "mlflow": mlflow_tracking_resource,
-            "io_manager": dg.FilesystemIOManager(base_dir=str(env.storage_dir)),
+            **churn_resources(),
+            "io_manager": RunScopedIOManager(
+                base_dir=str(env.storage_dir), run_worker=RunWorkerResource()
+            ),
         },
         raise_on_error=False,
     )
 
 
-def gate_config(**thresholds: float) -> dict[str, Any]:
+def gate_config(**thresholds: Any) -> dict[str, Any]:
     return {"ops": {"evaluation_report_quality_gate": {"config": thresholds}}}
 
 

@@ -1,6 +1,7 @@
 """The whole asset graph against a temporary MLflow store and Dagster instance."""
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def test_failed_gate_leaves_production_untouched_and_promotion_alone_is_refused(
     assert_no_mlflow_run_left_running(churn_env)
 
 
-def test_thresholds_come_from_the_environment(
+def test_thresholds_come_from_the_environment_and_run_config_cannot_lower_them(
     churn_env: ChurnEnv, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHURN_MIN_ACCURACY", "0.99")
@@ -160,9 +161,64 @@ def test_thresholds_come_from_the_environment(
     (gate,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "quality_gate"]
     assert "0.9900" in gate.metadata["accuracy >= min_accuracy"].value
     assert _production(churn_env) is None
-    # run config wins over the environment
-    assert materialize_graph(churn_env, instance, run_config=gate_config(min_accuracy=0.5)).success
-    assert _production(churn_env) == "2"
+    thresholds = json.loads(_tags(churn_env, "1")[registry.GATE_THRESHOLDS_TAG])
+    assert thresholds["min_accuracy"] == 0.99  # every verdict records what it applied
+
+    # run config may not go below the environment's floor: refused, recorded, not promoted
+    lowered = materialize_graph(churn_env, instance, run_config=gate_config(min_accuracy=0.5))
+    assert not lowered.success
+    assert _production(churn_env) is None
+    tags = _tags(churn_env, "2")
+    assert tags[registry.GATE_TAG] == registry.GATE_REFUSED
+    assert "min_accuracy 0.5 < floor 0.99" in tags[registry.GATE_REASON_TAG]
+
+    # nor may resource config supplied at launch
+    via_resource = materialize_graph(
+        churn_env,
+        instance,
+        run_config={"resources": {"settings": {"config": {"min_accuracy": 0.5}}}},
+    )
+    assert not via_resource.success
+    assert _tags(churn_env, "3")[registry.GATE_TAG] == registry.GATE_REFUSED
+
+    # the named override goes below the floor, and the version says who, why and what
+    override = {
+        "min_auc": 0.8,
+        "min_accuracy": 0.5,
+        "max_auc_drop": 0.01,
+        "reason": "pilot segment, signed off by risk",
+        "requested_by": "ana@example.com",
+    }
+    overridden = materialize_graph(
+        churn_env, instance, run_config=gate_config(override=override)
+    )
+    assert overridden.success, failure_messages(overridden)
+    assert _production(churn_env) == "4"
+    record = json.loads(_tags(churn_env, "4")[registry.GATE_OVERRIDE_TAG])
+    assert record["requested_by"] == "ana@example.com"
+    assert record["dagster_run_id"] == overridden.run_id
+    assert record["thresholds"]["min_accuracy"] == 0.5
+    assert record["reason"] == "pilot segment, signed off by risk"
+
+
+def test_a_lowered_gate_does_not_promote_a_bad_model(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    """The attack from the issue: a one-tree model behind a gate of zeros."""
+    run_config = {
+        **gate_config(min_auc=0.0, min_accuracy=0.0, max_auc_drop=1.0),
+        "ops": {
+            **gate_config(min_auc=0.0, min_accuracy=0.0, max_auc_drop=1.0)["ops"],
+            "churn_model": {"config": {"n_estimators": 1, "num_leaves": 2}},
+        },
+    }
+    result = materialize_graph(churn_env, instance, run_config=run_config)
+    assert not result.success
+    assert _production(churn_env) is None
+    tags = _tags(churn_env, "1")
+    assert tags[registry.GATE_TAG] == registry.GATE_REFUSED
+    assert "min_auc 0 < floor 0.82" in tags[registry.GATE_REASON_TAG]
+    assert result.asset_materializations_for_node("production_promotion") == []
 
 
 def test_second_run_is_compared_with_the_champion_and_is_deterministic(
@@ -192,7 +248,7 @@ def test_promotion_refused_when_production_moved_after_evaluation(
     evaluated = materialize_graph(churn_env, instance, selection=TO_EVALUATION)
     assert evaluated.success  # v3 evaluated against v2, gate passed, not promoted
     assert _tags(churn_env, "3")[registry.GATE_TAG] == registry.GATE_PASSED
-    registry.rollback(churn_env.client, NAME, "production")  # production back to v1
+    registry.open_registry(churn_env.settings).rollback()  # production back to v1
     refused = materialize_graph(churn_env, instance, selection="production_promotion")
     assert not refused.success
     assert "evaluated against production version 2" in failure_messages(refused)

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import skops.io
+from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
@@ -45,15 +46,15 @@ def customer_splits(config: SplitConfig, cleaned_customers: pd.DataFrame) -> dg.
     )
 
 
-@retrain_asset(kinds={"sklearn", "mlflow"}, required_resource_keys={"mlflow"})
-def preprocessor(context: dg.AssetExecutionContext, customer_splits: CustomerSplits) -> dg.Output:
+@retrain_asset(kinds={"sklearn", "mlflow"})
+def preprocessor(mlflow: dg.ResourceParam[MlFlow], customer_splits: CustomerSplits) -> dg.Output:
     """Column transform fitted on training rows only; logged to MLflow and part of the model."""
     train_features, _ = features_and_target(customer_splits.train)
     fitted: ColumnTransformer = features.fit_preprocessor(train_features)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "preprocessor.skops"
         skops.io.dump(fitted, path)
-        context.resources.mlflow.log_artifact(str(path), artifact_path="preprocessor")
+        mlflow.log_artifact(str(path), artifact_path="preprocessor")
     output = features.output_features(fitted)
     return dg.Output(
         fitted,
@@ -63,6 +64,6 @@ def preprocessor(context: dg.AssetExecutionContext, customer_splits: CustomerSpl
             "categorical_features": len(schema.CATEGORICAL_FEATURES),
             "numeric_features": len(schema.NUMERIC_FEATURES),
             "mlflow_artifact": "preprocessor/preprocessor.skops",
-            "mlflow_run_id": context.resources.mlflow.active_run().info.run_id,
+            "mlflow_run_id": mlflow.active_run().info.run_id,
         },
     )

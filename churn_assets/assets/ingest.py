@@ -9,7 +9,7 @@ from pydantic import Field
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
 from churn_assets.ml import cleaning, schema, tracking
-from churn_assets.ml.settings import ChurnSettings
+from churn_assets.resources import ChurnSettingsResource
 
 
 class RawCustomersConfig(dg.Config):
@@ -19,9 +19,11 @@ class RawCustomersConfig(dg.Config):
 
 
 @retrain_asset(deps=[customer_snapshot], kinds={"csv", "pandas"})
-def raw_customers(context: dg.AssetExecutionContext, config: RawCustomersConfig) -> dg.Output:
+def raw_customers(
+    context: dg.AssetExecutionContext, config: RawCustomersConfig, settings: ChurnSettingsResource
+) -> dg.Output:
     """The customer export exactly as read; its data version is the file's SHA-256."""
-    path = Path(config.path) if config.path else ChurnSettings().data_path
+    path = Path(config.path) if config.path else settings.get().data_path
     sha256 = tracking.file_sha256(path) if path.is_file() else ""
     frame = cleaning.read_customer_csv(path, sha256)
     context.log.info(f"read {len(frame)} rows from {path}")

@@ -5,10 +5,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from churn_assets.assets.metadata import GROUP, OWNERS, frame_metadata
+from churn_assets.assets.metadata import GROUP, OWNERS, churn_asset, frame_metadata
 from churn_assets.ml import landing
 from churn_assets.ml.cleaning import CustomerDataError
-from churn_assets.ml.settings import ChurnSettings
+from churn_assets.resources import ChurnSettingsResource
 
 incoming_extract = dg.AssetSpec(
     "incoming_extract",
@@ -32,24 +32,20 @@ class CustomerSnapshotConfig(dg.Config):
     )
 
 
-@dg.asset(
-    deps=[incoming_extract],
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"csv", "pandas"},
-    code_version="1",
-)
-def customer_snapshot(config: CustomerSnapshotConfig) -> dg.Output:
+@churn_asset(deps=[incoming_extract], kinds={"csv", "pandas"})
+def customer_snapshot(
+    config: CustomerSnapshotConfig, settings: ChurnSettingsResource
+) -> dg.Output:
     """Training snapshot (CHURN_DATA_PATH) with an extract upserted by customerID, newest wins."""
     # The snapshot itself is the CSV file raw_customers reads; the value stored here is the
     # extract's cleaned rows, which the drift check compares with the production model's data.
-    settings = ChurnSettings()
     extract = Path(config.extract_path)
+    data_path = settings.get().data_path
     try:
-        report, cleaned = landing.merge_extract(settings.data_path, extract, config.extract_sha256)
+        report, cleaned = landing.merge_extract(data_path, extract, config.extract_sha256)
     except CustomerDataError as error:
         raise dg.Failure(
-            description=f"{error}. The snapshot {settings.data_path} was not changed.",
+            description=f"{error}. The snapshot {data_path} was not changed.",
             metadata={"extract": dg.MetadataValue.path(str(extract))},
             allow_retries=False,
         ) from error
@@ -65,7 +61,7 @@ def customer_snapshot(config: CustomerSnapshotConfig) -> dg.Output:
             "updated_customers": report.updated_customers,
             "duplicate_ids_in_extract": report.duplicate_ids_in_extract,
             "extra_columns_dropped": ", ".join(report.extra_columns) or "none",
-            "snapshot": dg.MetadataValue.path(str(settings.data_path.resolve())),
+            "snapshot": dg.MetadataValue.path(str(data_path.resolve())),
             "snapshot_rows_before": report.snapshot_rows_before,
             "snapshot_rows_after": report.snapshot_rows_after,
             "snapshot_sha256": report.snapshot_sha256,

@@ -13,17 +13,27 @@ GROUP = "churn"
 OWNERS = ["team:churn-ml"]
 
 
-def retrain_asset(
+#: One retrain at a time per instance: runs queue for it (deployed: whole runs, local:
+#: step by step) instead of racing; correctness never depends on it (run-scoped I/O and the
+#: registry's locked compare-and-set do that).
+RETRAIN_POOL = "churn_retrain"
+
+
+def churn_asset(
     *, kinds: set[str], code_version: str = "1", **kwargs: Any
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
-    """`dg.asset` for each stage of a retrain: one group, one owner, one automation rule."""
+    """`dg.asset` for every churn asset: one group, one owner."""
     return dg.asset(
-        group_name=GROUP,
-        owners=OWNERS,
-        kinds=kinds,
-        code_version=code_version,
-        automation_condition=FOLLOWS_PASSED_CHECKS,
-        **kwargs,
+        group_name=GROUP, owners=OWNERS, kinds=kinds, code_version=code_version, **kwargs
+    )
+
+
+def retrain_asset(
+    *, kinds: set[str], **kwargs: Any
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """Each stage of a retrain: the retrain pool and one automation rule."""
+    return churn_asset(
+        kinds=kinds, pool=RETRAIN_POOL, automation_condition=FOLLOWS_PASSED_CHECKS, **kwargs
     )
 
 

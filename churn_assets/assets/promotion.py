@@ -3,35 +3,38 @@
 import dagster as dg
 
 from churn_assets.assets.metadata import model_links, retrain_asset
-from churn_assets.ml import registry, tracking
+from churn_assets.ml import locks, registry
 from churn_assets.ml.evaluation import EvaluationReport
-from churn_assets.ml.settings import ChurnSettings
+from churn_assets.resources import ModelRegistryResource
 
 
 @retrain_asset(kinds={"mlflow"})
-def production_promotion(evaluation_report: EvaluationReport) -> dg.MaterializeResult:
-    """Production alias on the evaluated candidate, if its gate passed against today's champion."""
-    settings = ChurnSettings()
-    client = tracking.client(settings)
+def production_promotion(
+    context: dg.AssetExecutionContext,
+    registry: ModelRegistryResource,
+    evaluation_report: EvaluationReport,
+) -> dg.MaterializeResult:
+    """Production alias on this run's candidate, if its gate passed against today's champion."""
+    model_registry = registry.open()
     # The blocking check only guards the run it runs in; launched alone (UI, CLI, automation)
     # this asset must still refuse a candidate the gate rejected, so it reads the verdict the
-    # gate wrote on the version itself.
+    # gate wrote on the version itself. The move is a compare-and-set under the registry lock.
     try:
-        move = registry.promote(
-            client,
-            evaluation_report.model_name,
-            evaluation_report.candidate_version,
-            settings.production_alias,
-        )
-    except registry.PromotionRefusedError as refusal:
+        move = model_registry.promote(evaluation_report.candidate_version, context.run_id)
+    except (
+        registry.PromotionRefusedError,
+        registry.PromotionLostError,
+        locks.LockTimeoutError,
+        locks.LockUnavailableError,
+    ) as refusal:
         raise dg.Failure(
-            description=str(refusal),
+            description=f"production not changed: {refusal}",
             metadata={"candidate_version": evaluation_report.candidate_version},
             allow_retries=False,
         ) from refusal
     return dg.MaterializeResult(
         metadata={
-            **model_links(settings, move.model_name, move.version),
+            **model_links(registry.settings.get(), move.model_name, move.version),
             "alias": move.alias,
             "production_version": move.version,
             "previous_production_version": move.previous_version or "none",

@@ -5,30 +5,26 @@ import pandas as pd
 
 from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata
 from churn_assets.assets.promotion import production_promotion
-from churn_assets.ml import (
-    decision,
-    evaluation,
-    reasons,
-    registry,
-    scoring,
-    tracking,
-    training,
-)
-from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml import decision, evaluation, reasons, scoring, training
+from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 
 @retrain_asset(deps=[production_promotion], kinds={"parquet", "csv", "mlflow"})
-def churn_scores(cleaned_customers: pd.DataFrame) -> dg.MaterializeResult:
+def churn_scores(
+    settings: ChurnSettingsResource,
+    registry: ModelRegistryResource,
+    cleaned_customers: pd.DataFrame,
+) -> dg.MaterializeResult:
     """Active customers ranked by churn probability from the production model (Parquet + CSV)."""
     # Written to CHURN_SCORES_DIR (default .churn/scores) as churn_scores.parquet and .csv,
     # each replaced in one rename. Customers who already churned are not scored. `offer` uses
     # the version's decision threshold; CHURN_SCORES_REASONS=3 adds each customer's reasons.
-    settings = ChurnSettings()
-    client = tracking.client(settings)
-    production = registry.production_version(client, settings.model_name, settings.production_alias)
+    churn_settings = settings.get()
+    production = registry.open().production()
     if production is None:
         raise dg.Failure(
-            description=f"no {settings.model_name}@{settings.production_alias} to score with: "
+            description=f"no {churn_settings.model_name}@{churn_settings.production_alias} to "
+            "score with: "
             "promote a model first (make run)",
             allow_retries=False,
         )
@@ -36,27 +32,27 @@ def churn_scores(cleaned_customers: pd.DataFrame) -> dg.MaterializeResult:
     if active.empty:
         raise dg.Failure(description="no active customers to score: every Churn is 'Yes'")
     version = str(production.version)
-    pipeline = evaluation.load_model(f"models:/{settings.model_name}/{version}")
+    pipeline = evaluation.load_model(f"models:/{churn_settings.model_name}/{version}")
     probability = training.churn_probability(pipeline, active)
     threshold = decision.version_threshold(production.tags or {})
     why = (
-        reasons.frame_reasons(pipeline, active, settings.scores_reasons)
-        if settings.scores_reasons
+        reasons.frame_reasons(pipeline, active, churn_settings.scores_reasons)
+        if churn_settings.scores_reasons
         else None
     )
     scores = scoring.rank_customers(active, probability, version, threshold, why)
-    files = scoring.write_scores(scores, settings.scores_folder)
+    files = scoring.write_scores(scores, churn_settings.scores_folder)
     segments = scoring.top_segments(scores)
     return dg.MaterializeResult(
         metadata={
-            **model_links(settings, settings.model_name, version),
+            **model_links(churn_settings, churn_settings.model_name, version),
             "dagster/row_count": len(scores),
             "parquet": dg.MetadataValue.path(str(files.parquet)),
             "csv": dg.MetadataValue.path(str(files.csv)),
             "mean_churn_probability": float(scores["churn_probability"].mean()),
             "decision_threshold": threshold,
             "customers_to_offer": int(scores["offer"].sum()),
-            "reasons_per_customer": settings.scores_reasons,
+            "reasons_per_customer": churn_settings.scores_reasons,
             "expected_churners": float(scores["churn_probability"].sum()),
             "top_risk_segments": table_metadata(segments),
             "top_customers": table_metadata(scores.head(10).drop(columns=["model_version"])),

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import dagster as dg
+from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
@@ -11,6 +12,7 @@ from churn_assets.ml import drift, plots, tracking
 from churn_assets.ml.calibration import CalibrationMode
 from churn_assets.ml.hyperparameters import DEFAULTS, Hyperparameters
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 from churn_assets.ml.splitting import CustomerSplits, features_and_target
 from churn_assets.ml.tracking import ModelCandidate
 from churn_assets.ml.training import TrainingChoices, train_churn_model
@@ -65,17 +67,19 @@ class ChurnModelConfig(dg.Config):
         return replace(TrainingChoices.from_settings(settings), **overrides)
 
 
-@retrain_asset(kinds={"lightgbm", "mlflow"}, required_resource_keys={"mlflow"})
+@retrain_asset(kinds={"lightgbm", "mlflow"})
 def churn_model(
     context: dg.AssetExecutionContext,
+    mlflow: dg.ResourceParam[MlFlow],
     config: ChurnModelConfig,
+    settings: ChurnSettingsResource,
+    registry: ModelRegistryResource,
     customer_splits: CustomerSplits,
     preprocessor: ColumnTransformer,
 ) -> dg.Output:
     """LightGBM churn classifier, early-stopped on a training fold and registered in MLflow."""
-    settings = ChurnSettings()
-    mlf = context.resources.mlflow
-    choices = config.choices(settings)
+    churn_settings = settings.get()
+    choices = config.choices(churn_settings)
     trained = train_churn_model(
         preprocessor,
         customer_splits.train,
@@ -85,7 +89,7 @@ def churn_model(
     )
     hyperparameters = trained.hyperparameters
     calibration = trained.calibration
-    mlf.log_params(
+    mlflow.log_params(
         {
             **hyperparameters.lightgbm_params(),
             "validation_fraction": hyperparameters.validation_fraction,
@@ -102,8 +106,8 @@ def churn_model(
             "tuning_budget_s": choices.tuning_budget_s,
         }
     )
-    mlf.log_metrics({f"validation_{k}": v for k, v in trained.validation_metrics.items()})
-    mlf.log_metrics(
+    mlflow.log_metrics({f"validation_{k}": v for k, v in trained.validation_metrics.items()})
+    mlflow.log_metrics(
         {
             "validation_calibration_error_before": calibration.validation_ece_before,
             "validation_calibration_error_after": calibration.validation_ece_after,
@@ -112,8 +116,8 @@ def churn_model(
     tuning_metadata = {}
     if trained.tuning is not None:
         tuning = trained.tuning
-        mlf.log_metrics({"tuning_trials": len(tuning.trials), "tuning_seconds": tuning.seconds})
-        mlf.log_dict(tuning.table(), "training/tuning_trials.json")
+        mlflow.log_metrics({"tuning_trials": len(tuning.trials), "tuning_seconds": tuning.seconds})
+        mlflow.log_dict(tuning.table(), "training/tuning_trials.json")
         tuning_metadata = {
             "tuning_trials": len(tuning.trials),
             "tuning_seconds": tuning.seconds,
@@ -121,28 +125,28 @@ def churn_model(
             "tuning_best_validation_log_loss": tuning.best.validation_log_loss,
         }
     importance_png = plots.feature_importance_plot(trained.feature_importance)
-    run = mlf.active_run()
-    mlf.log_dict(trained.feature_importance, "training/feature_importance.json")
+    run = mlflow.active_run()
+    mlflow.log_dict(trained.feature_importance, "training/feature_importance.json")
     # What drift checks on later extracts compare with, kept with the model's run.
-    mlf.log_dict(drift.profile_features(customer_splits.train), drift.PROFILE_ARTIFACT)
+    mlflow.log_dict(drift.profile_features(customer_splits.train), drift.PROFILE_ARTIFACT)
     tracking.log_png(importance_png, "training/feature_importance.png")
     train_features, _ = features_and_target(customer_splits.train)
-    version = tracking.log_and_register_model(
-        trained.pipeline,
-        tracking.input_example(train_features),
-        settings.model_name,
+    model_uri = tracking.log_model(trained.pipeline, tracking.input_example(train_features))
+    # The version this run evaluates, gates and promotes: carried to them as this output.
+    version = registry.open().register(
+        model_uri,
         tags={
-            "git_sha": tracking.git_sha(settings),
+            "git_sha": tracking.git_sha(churn_settings),
             "data_sha256": customer_splits.data_sha256,
             "dagster_run_id": context.run_id,
         },
     )
-    candidate = ModelCandidate(settings.model_name, str(version.version), run.info.run_id)
+    candidate = ModelCandidate(churn_settings.model_name, str(version.version), run.info.run_id)
     return dg.Output(
         candidate,
         metadata={
-            **model_links(settings, candidate.name, candidate.version),
-            **mlflow_links(settings, run.info.experiment_id, run.info.run_id),
+            **model_links(churn_settings, candidate.name, candidate.version),
+            **mlflow_links(churn_settings, run.info.experiment_id, run.info.run_id),
             **{f"validation_{k}": v for k, v in trained.validation_metrics.items()},
             "best_iteration": trained.best_iteration,
             "calibration_applied": calibration.applied,

@@ -36,6 +36,19 @@ class EvaluationReport:
     uncalibrated: dict[str, float] | None = None
     #: The value-maximising threshold and what it earns on the holdout.
     decision: dict[str, float] | None = None
+    #: Holdout AUC, on this same holdout, of each recently promoted version (production
+    #: included), newest first: what the gate's no-slide rule compares with.
+    recent_production_auc: dict[str, float] | None = None
+
+    def best_recent_production(self) -> tuple[str | None, float | None]:
+        """The recent production version with the best AUC here (production if none other)."""
+        recent = dict(self.recent_production_auc or {})
+        if self.production_version is not None and self.production is not None:
+            recent.setdefault(self.production_version, self.production["auc"])
+        if not recent:
+            return None, None
+        version = max(recent, key=lambda v: (recent[v], int(v) if v.isdigit() else 0))
+        return version, recent[version]
 
     @property
     def auc_change(self) -> float | None:
@@ -73,6 +86,13 @@ class EvaluationReport:
             lines.append(
                 f"| {name} | " + " | ".join(f"{m[name]:.4f}" for m in columns.values()) + " |"
             )
+        if self.recent_production_auc:
+            lines += [
+                "",
+                "Recently promoted versions on this holdout (the gate compares with the best): "
+                + ", ".join(f"v{v} AUC {auc:.4f}" for v, auc in self.recent_production_auc.items())
+                + ".",
+            ]
         lines += [
             "",
             "Confusion matrix at threshold 0.5: "
@@ -141,6 +161,7 @@ def build_report(
     baseline_probability: np.ndarray | None = None,
     uncalibrated_probability: np.ndarray | None = None,
     decision: ValueCurve | None = None,
+    recent_production_probability: dict[str, np.ndarray] | None = None,
 ) -> EvaluationReport:
     y = holdout["Churn"].to_numpy()
     return EvaluationReport(
@@ -173,6 +194,14 @@ def build_report(
                 **decision.summary(),
                 "offer_cost": decision.economics.offer_cost,
                 "saved_value": decision.economics.saved_value,
+            }
+        ),
+        recent_production_auc=(
+            None
+            if recent_production_probability is None
+            else {
+                version: metrics.classification_metrics(y, probability)["auc"]
+                for version, probability in recent_production_probability.items()
             }
         ),
     )

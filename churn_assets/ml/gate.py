@@ -1,10 +1,26 @@
-"""The quality gate: absolute thresholds and no meaningful loss against production."""
+"""The quality gate: a floor the deployment sets, and no slide against recent production.
+
+The deployment's environment (CHURN_MIN_AUC, ...) is a floor: a run may ask for a stricter
+gate, never a looser one. The one way below it is a `GateOverride`, which names who asked and
+why and is written on the version with the verdict, so the registry says how it got there.
+
+No slide: each retrain is compared with the *best* holdout AUC among the last N promoted
+versions, all scored on the candidate's holdout, not only with today's production. A chain of
+retrains each a little worse than the last would otherwise pass every step while losing
+`max_auc_drop` per step; measured against the best recent model, the step that takes the
+total loss past the allowance fails.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 from churn_assets.ml.evaluation import EvaluationReport
+
+
+class GateConfigError(ValueError):
+    """The run asked for a gate looser than the deployment's floor without an override."""
 
 
 @dataclass(frozen=True)
@@ -14,6 +30,49 @@ class GateThresholds:
     max_auc_drop: float
     #: Also require a higher holdout AUC than the logistic-regression baseline's.
     beat_baseline: bool = False
+
+    def looser_than(self, floor: GateThresholds) -> list[str]:
+        """Each threshold that would let through a model the floor refuses, with both values."""
+        looser = []
+        if self.min_auc < floor.min_auc:
+            looser.append(f"min_auc {self.min_auc:g} < floor {floor.min_auc:g}")
+        if self.min_accuracy < floor.min_accuracy:
+            looser.append(f"min_accuracy {self.min_accuracy:g} < floor {floor.min_accuracy:g}")
+        if self.max_auc_drop > floor.max_auc_drop:
+            looser.append(f"max_auc_drop {self.max_auc_drop:g} > floor {floor.max_auc_drop:g}")
+        if floor.beat_baseline and not self.beat_baseline:
+            looser.append("beat_baseline off < floor on")
+        return looser
+
+
+@dataclass(frozen=True)
+class GateOverride:
+    """A deliberate, recorded exception to the floor."""
+
+    thresholds: GateThresholds
+    reason: str
+    requested_by: str
+    dagster_run_id: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def applied_thresholds(
+    floor: GateThresholds, requested: GateThresholds, override: GateOverride | None
+) -> GateThresholds:
+    """What the gate applies: the request if it is at least the floor, else the override."""
+    if override is not None:
+        return override.thresholds
+    looser = requested.looser_than(floor)
+    if looser:
+        raise GateConfigError(
+            "run config may raise the deployment's quality gate, never lower it: "
+            + "; ".join(looser)
+            + ". To gate below the floor on purpose, set the quality_gate check's `override` "
+            "(thresholds, reason, requested_by); it is recorded on the model version"
+        )
+    return requested
 
 
 @dataclass(frozen=True)
@@ -33,16 +92,38 @@ class GateCriterion:
 @dataclass(frozen=True)
 class GateResult:
     criteria: list[GateCriterion]
+    thresholds: GateThresholds
+    #: The recent production version whose holdout AUC the candidate had to stay near.
+    reference_version: str | None = None
+    reference_auc: float | None = None
+    override: GateOverride | None = None
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.criteria)
 
     def summary(self) -> str:
-        return "; ".join(c.describe() for c in self.criteria)
+        text = "; ".join(c.describe() for c in self.criteria)
+        if self.override is not None:
+            text += f" (gate override by {self.override.requested_by}: {self.override.reason})"
+        return text
+
+    def record(self) -> str:
+        """What the version carries: thresholds applied and the reference they were applied to."""
+        return json.dumps(
+            {
+                **asdict(self.thresholds),
+                "reference_version": self.reference_version,
+                "reference_auc": self.reference_auc,
+                "overridden": self.override is not None,
+            },
+            sort_keys=True,
+        )
 
 
-def evaluate_gate(report: EvaluationReport, thresholds: GateThresholds) -> GateResult:
+def evaluate_gate(
+    report: EvaluationReport, thresholds: GateThresholds, override: GateOverride | None = None
+) -> GateResult:
     auc = report.candidate["auc"]
     accuracy = report.candidate["accuracy"]
     criteria = [
@@ -54,12 +135,18 @@ def evaluate_gate(report: EvaluationReport, thresholds: GateThresholds) -> GateR
             accuracy >= thresholds.min_accuracy,
         ),
     ]
-    if report.production is not None:
-        floor = report.production["auc"] - thresholds.max_auc_drop
+    reference_version, reference_auc = report.best_recent_production()
+    if reference_version is not None and reference_auc is not None:
+        floor = reference_auc - thresholds.max_auc_drop
         criteria.append(
-            GateCriterion("auc >= production auc - max_auc_drop", auc, floor, auc >= floor)
+            GateCriterion(
+                f"auc >= best recent production auc (v{reference_version}) - max_auc_drop",
+                auc,
+                floor,
+                auc >= floor,
+            )
         )
     if thresholds.beat_baseline and report.baseline is not None:
         reference = report.baseline["auc"]
         criteria.append(GateCriterion("auc > baseline auc", auc, reference, auc > reference))
-    return GateResult(criteria)
+    return GateResult(criteria, thresholds, reference_version, reference_auc, override)

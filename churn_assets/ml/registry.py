@@ -1,33 +1,70 @@
-"""Registry state: the production alias, gate records on versions, promotion and rollback.
+"""The model registry: the one writer of versions, their tags and the production alias.
 
 Production is a registry alias (MLflow 3; stages are deprecated). Every decision is written on
 the model version as a tag, so the registry alone says why a version is or is not production,
-whichever Dagster run, UI click or sensor got it there.
+whichever Dagster run, UI click, sensor or shell command got it there. Every write goes
+through `ModelRegistry`; reads that need no decision (`production_version`) stay functions so
+the API can use them without a lock.
+
+A version is registered with the gate verdict `pending`; evaluation turns it into `passed`,
+`failed` or `refused` (with a reason), and a run that dies before that refuses it on its way
+out (or the failure sensor does, for a worker that was killed), so no version is left without
+a verdict. Moving the alias is a compare-and-set under a lock every writer shares
+(`churn_assets.ml.locks`), re-read after the move.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from churn_assets.ml import locks, tracking
+from churn_assets.ml.locks import RegistryLock
+from churn_assets.ml.settings import ChurnSettings
+
+if TYPE_CHECKING:
+    from churn_assets.ml.gate import GateResult
+
 GATE_TAG = "quality_gate"
+GATE_PENDING = "pending"
 GATE_PASSED = "passed"
 GATE_FAILED = "failed"
+GATE_REFUSED = "refused"
+#: Why a version failed or was refused, in words.
+GATE_REASON_TAG = "quality_gate_reason"
+#: The thresholds the verdict applied and the reference it applied them to (JSON).
+GATE_THRESHOLDS_TAG = "quality_gate_thresholds"
+#: Present when the gate ran below the deployment's floor on purpose (JSON: who, why, what).
+GATE_OVERRIDE_TAG = "quality_gate_override"
 #: Production version the candidate was compared with ("none" when there was none).
 COMPARED_WITH_TAG = "compared_with_production"
 PREVIOUS_TAG = "previous_production_version"
 PROMOTED_AT_TAG = "promoted_at"
+PROMOTED_BY_TAG = "promoted_by_run"
+#: Why a version that passed the gate did not become production.
+PROMOTION_REFUSED_TAG = "promotion_refused"
 ROLLED_BACK_TO_TAG = "rolled_back_to"
+DAGSTER_RUN_TAG = "dagster_run_id"
 NO_VERSION = "none"
+#: MLflow's limit on a model version tag's value.
+_TAG_LIMIT = 5000
 
 
 class PromotionRefusedError(RuntimeError):
     """Moving the production alias would break a promotion rule; the alias was not moved."""
+
+
+class PromotionLostError(RuntimeError):
+    """The alias moved elsewhere while we held the lock: a writer that skips the lock exists."""
 
 
 @dataclass(frozen=True)
@@ -58,71 +95,205 @@ def production_version(client: MlflowClient, name: str, alias: str) -> ModelVers
         raise
 
 
-def record_gate(
-    client: MlflowClient, name: str, version: str, passed: bool, compared_with: str | None
-) -> None:
-    """Write the gate verdict on the version; promotion trusts nothing else."""
-    client.set_model_version_tag(name, version, COMPARED_WITH_TAG, compared_with or NO_VERSION)
-    client.set_model_version_tag(name, version, GATE_TAG, GATE_PASSED if passed else GATE_FAILED)
+def override_of(version: ModelVersion) -> dict[str, object] | None:
+    """The gate override a version was promoted under, if any (shown by the CLI and the API)."""
+    text = (version.tags or {}).get(GATE_OVERRIDE_TAG)
+    return None if not text else dict(json.loads(text))
 
 
-def promote(client: MlflowClient, name: str, version: str, alias: str) -> AliasMove:
-    """Point `alias` at `version` if, and only if, it passed the gate against today's production.
+@dataclass
+class ModelRegistry:
+    """Every write to one registered model: versions, their tags and the production alias."""
 
-    Idempotent: promoting the version that already holds the alias changes nothing.
-    """
-    candidate = client.get_model_version(name, version)
-    current = production_version(client, name, alias)
-    if current is not None and str(current.version) == str(candidate.version):
-        previous = candidate.tags.get(PREVIOUS_TAG)
-        return AliasMove(name, alias, version, previous, changed=False)
-    gate = candidate.tags.get(GATE_TAG)
-    if gate != GATE_PASSED:
-        raise PromotionRefusedError(
-            f"{name} version {version} cannot become {alias!r}: its quality gate is "
-            f"{gate or 'not evaluated'}; only a version that passed the gate is promoted"
+    client: MlflowClient
+    name: str
+    alias: str
+    lock: RegistryLock
+    lock_timeout_s: float = 60.0
+
+    # -- reads ---------------------------------------------------------------------------
+    def production(self) -> ModelVersion | None:
+        return production_version(self.client, self.name, self.alias)
+
+    def version(self, version: str) -> ModelVersion:
+        try:
+            return self.client.get_model_version(self.name, version)
+        except MlflowException as error:
+            if _missing(error):
+                raise PromotionRefusedError(f"{self.name} has no version {version}") from error
+            raise
+
+    def versions(self) -> list[ModelVersion]:
+        try:
+            return list(self.client.search_model_versions(f"name = '{self.name}'"))
+        except MlflowException as error:
+            if _missing(error):
+                return []
+            raise
+
+    def recent_production_versions(self, count: int) -> list[str]:
+        """Production now, then the versions promoted before it, newest first, at most `count`.
+
+        Versions production was rolled back from are left out: someone judged them unfit.
+        """
+        current = self.production()
+        chosen = [] if current is None else [str(current.version)]
+        promoted = sorted(
+            (
+                v
+                for v in self.versions()
+                if PROMOTED_AT_TAG in (v.tags or {})
+                and ROLLED_BACK_TO_TAG not in (v.tags or {})
+                and str(v.version) not in chosen
+            ),
+            key=lambda v: v.tags[PROMOTED_AT_TAG],
+            reverse=True,
         )
-    current_version = str(current.version) if current is not None else NO_VERSION
-    compared_with = candidate.tags.get(COMPARED_WITH_TAG)
-    if compared_with != current_version:
-        raise PromotionRefusedError(
-            f"{name} version {version} was evaluated against production version "
-            f"{compared_with}, but {alias!r} is now version {current_version}; re-run "
-            "evaluation_report so the candidate is compared with the current champion"
+        chosen += [str(v.version) for v in promoted]
+        return chosen[:count]
+
+    # -- versions and their verdicts -----------------------------------------------------
+    def register(self, model_uri: str, tags: Mapping[str, str]) -> ModelVersion:
+        """A new version of the logged model, born with a pending gate verdict.
+
+        MLflow registers through its process-wide registry URI, which `open_registry` (via
+        `tracking.client`) points at this registry's store.
+        """
+        version = mlflow.register_model(
+            model_uri, self.name, tags={**tags, GATE_TAG: GATE_PENDING}
         )
-    client.set_model_version_tag(name, version, PREVIOUS_TAG, current_version)
-    client.set_model_version_tag(name, version, PROMOTED_AT_TAG, datetime.now(UTC).isoformat())
-    client.set_registered_model_alias(name, alias, version)
-    previous = None if current is None else str(current.version)
-    return AliasMove(name, alias, version, previous, changed=True)
+        return self.client.get_model_version(self.name, str(version.version))
+
+    def tag(self, version: str, tags: Mapping[str, str]) -> None:
+        """Facts about a version (holdout metrics, its decision threshold)."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+
+    def record_verdict(self, version: str, result: GateResult, compared_with: str | None) -> None:
+        """Write the gate verdict on the version; promotion trusts nothing else."""
+        tags = {
+            COMPARED_WITH_TAG: compared_with or NO_VERSION,
+            GATE_THRESHOLDS_TAG: result.record(),
+            GATE_REASON_TAG: _clip(result.summary()),
+        }
+        if result.override is not None:
+            tags[GATE_OVERRIDE_TAG] = _clip(result.override.to_json())
+        self.tag(version, tags)
+        # The verdict last: a version reads as passed only once its record is complete.
+        self.tag(version, {GATE_TAG: GATE_PASSED if result.passed else GATE_FAILED})
+
+    def refuse(self, version: str, reason: str) -> None:
+        """A verdict without an evaluation: the version can never be promoted."""
+        self.tag(version, {GATE_REASON_TAG: _clip(reason), GATE_TAG: GATE_REFUSED})
+
+    def refuse_unjudged(self, dagster_run_id: str, reason: str) -> list[str]:
+        """Refuse every version a run registered that still waits for its verdict."""
+        refused = []
+        for version in self.versions():
+            tags = version.tags or {}
+            if tags.get(DAGSTER_RUN_TAG) == dagster_run_id and tags.get(GATE_TAG) == GATE_PENDING:
+                self.refuse(str(version.version), reason)
+                refused.append(str(version.version))
+        return refused
+
+    # -- the alias -----------------------------------------------------------------------
+    def promote(self, version: str, dagster_run_id: str | None = None) -> AliasMove:
+        """Point the alias at `version` if, and only if, it passed the gate against the
+        production version that holds the alias now. Idempotent."""
+        with self.lock.hold(self.lock_timeout_s):
+            candidate = self.version(version)
+            current = self.production()
+            if current is not None and str(current.version) == str(candidate.version):
+                previous = candidate.tags.get(PREVIOUS_TAG)
+                return AliasMove(self.name, self.alias, version, previous, changed=False)
+            gate = candidate.tags.get(GATE_TAG)
+            if gate != GATE_PASSED:
+                raise PromotionRefusedError(
+                    f"{self.name} version {version} cannot become {self.alias!r}: its quality "
+                    f"gate is {gate or 'not evaluated'}; only a version that passed the gate "
+                    "is promoted"
+                )
+            current_version = str(current.version) if current is not None else NO_VERSION
+            compared_with = candidate.tags.get(COMPARED_WITH_TAG)
+            if compared_with != current_version:
+                reason = (
+                    f"{self.name} version {version} was evaluated against production version "
+                    f"{compared_with}, but {self.alias!r} is now version {current_version}"
+                    + _promoted_by(current)
+                    + "; re-run evaluation_report so the candidate is compared with the current "
+                    "champion"
+                )
+                self.tag(version, {PROMOTION_REFUSED_TAG: _clip(reason)})
+                raise PromotionRefusedError(reason)
+            self.tag(version, {PREVIOUS_TAG: current_version})
+            self.client.set_registered_model_alias(self.name, self.alias, version)
+            self._verify_alias(version)
+            promoted = {PROMOTED_AT_TAG: datetime.now(UTC).isoformat()}
+            if dagster_run_id:
+                promoted[PROMOTED_BY_TAG] = dagster_run_id
+            self.tag(version, promoted)
+        previous = None if current is None else str(current.version)
+        return AliasMove(self.name, self.alias, version, previous, changed=True)
+
+    def rollback(self, to_version: str | None = None) -> AliasMove:
+        """Move the alias back to the version it replaced (or to `to_version`, which passed
+        the gate)."""
+        with self.lock.hold(self.lock_timeout_s):
+            current = self.production()
+            if current is None:
+                raise PromotionRefusedError(
+                    f"{self.name} has no {self.alias!r} version to roll back from"
+                )
+            target = to_version or current.tags.get(PREVIOUS_TAG)
+            if not target or target == NO_VERSION:
+                raise PromotionRefusedError(
+                    f"{self.name} version {current.version} records no previous {self.alias!r} "
+                    "version; name one with --to VERSION"
+                )
+            chosen = self.version(target)
+            if to_version is not None and chosen.tags.get(GATE_TAG) != GATE_PASSED:
+                raise PromotionRefusedError(
+                    f"{self.name} version {target} never passed the quality gate; not rolling "
+                    "back to it"
+                )
+            chosen_version, current_version = str(chosen.version), str(current.version)
+            if chosen_version == current_version:
+                return AliasMove(self.name, self.alias, chosen_version, current_version, False)
+            self.tag(current_version, {ROLLED_BACK_TO_TAG: chosen_version})
+            self.client.set_registered_model_alias(self.name, self.alias, chosen_version)
+            self._verify_alias(chosen_version)
+        return AliasMove(self.name, self.alias, chosen_version, current_version, changed=True)
+
+    def _verify_alias(self, version: str) -> None:
+        after = self.production()
+        if after is None or str(after.version) != version:
+            raise PromotionLostError(
+                f"{self.name}@{self.alias} is version "
+                f"{'none' if after is None else after.version} right after it was moved to "
+                f"{version} under {self.lock.describe()}: something moves the alias without "
+                "that lock"
+            )
 
 
-def rollback(
-    client: MlflowClient, name: str, alias: str, to_version: str | None = None
-) -> AliasMove:
-    """Move `alias` back to the version it replaced (or to `to_version`, which passed the gate)."""
-    current = production_version(client, name, alias)
-    if current is None:
-        raise PromotionRefusedError(f"{name} has no {alias!r} version to roll back from")
-    target = to_version or current.tags.get(PREVIOUS_TAG)
-    if not target or target == NO_VERSION:
-        raise PromotionRefusedError(
-            f"{name} version {current.version} records no previous {alias!r} version; "
-            "name one with --to VERSION"
-        )
-    try:
-        chosen = client.get_model_version(name, target)
-    except MlflowException as error:
-        if _missing(error):
-            raise PromotionRefusedError(f"{name} has no version {target}") from error
-        raise
-    if to_version is not None and chosen.tags.get(GATE_TAG) != GATE_PASSED:
-        raise PromotionRefusedError(
-            f"{name} version {target} never passed the quality gate; not rolling back to it"
-        )
-    chosen_version, current_version = str(chosen.version), str(current.version)
-    if chosen_version == current_version:
-        return AliasMove(name, alias, chosen_version, current_version, changed=False)
-    client.set_model_version_tag(name, current_version, ROLLED_BACK_TO_TAG, chosen_version)
-    client.set_registered_model_alias(name, alias, chosen_version)
-    return AliasMove(name, alias, chosen_version, current_version, changed=True)
+def open_registry(settings: ChurnSettings) -> ModelRegistry:
+    """The registry the settings point at, with the lock every writer of it shares."""
+    return ModelRegistry(
+        tracking.client(settings),
+        settings.model_name,
+        settings.production_alias,
+        locks.registry_lock(
+            settings.tracking_uri,
+            settings.registry_lock.get_secret_value() if settings.registry_lock else None,
+            settings.model_name,
+        ),
+        settings.registry_lock_timeout_s,
+    )
+
+
+def _promoted_by(version: ModelVersion | None) -> str:
+    run = None if version is None else (version.tags or {}).get(PROMOTED_BY_TAG)
+    return f" (promoted by Dagster run {run})" if run else ""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _TAG_LIMIT else text[: _TAG_LIMIT - 3] + "..."

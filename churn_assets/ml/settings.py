@@ -44,6 +44,9 @@ class ChurnSettings(BaseSettings):
     min_accuracy: float = Field(0.78, alias="CHURN_MIN_ACCURACY", ge=0, le=1)
     max_auc_drop: float = Field(0.01, alias="CHURN_MAX_AUC_DROP", ge=0, le=1)
     gate_beat_baseline: bool = Field(False, alias="CHURN_GATE_BEAT_BASELINE")
+    gate_history: int = Field(3, alias="CHURN_GATE_HISTORY", ge=1, le=20)
+    registry_lock: SecretStr | None = Field(None, alias="CHURN_REGISTRY_LOCK")
+    registry_lock_timeout_s: float = Field(60.0, alias="CHURN_REGISTRY_LOCK_TIMEOUT_S", gt=0)
     calibration: CalibrationMode = Field(CalibrationMode.auto, alias="CHURN_CALIBRATION")
     calibration_significance: float = Field(
         0.01, alias="CHURN_CALIBRATION_SIGNIFICANCE", gt=0, lt=1

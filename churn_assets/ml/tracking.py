@@ -14,7 +14,6 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -132,15 +131,11 @@ def input_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
     return example
 
 
-def log_and_register_model(
-    pipeline: Pipeline,
-    example: pd.DataFrame,
-    model_name: str,
-    tags: dict[str, str],
-) -> ModelVersion:
-    """Log preprocessor+model as one MLflow model in the active run and register a version.
+def log_model(pipeline: Pipeline, example: pd.DataFrame) -> str:
+    """Log preprocessor+model as one MLflow model in the active run; returns its URI.
 
     The pyfunc flavor predicts probabilities, so `mlflow models serve` and our API agree.
+    Registering it is the registry's job (`ModelRegistry.register`).
     """
     with warnings.catch_warnings():
         # tenure and SeniorCitizen are integers by contract (cleaning rejects blanks), so
@@ -155,15 +150,8 @@ def log_and_register_model(
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
         pip_requirements=[f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS],
-        registered_model_name=model_name,
     )
-    version = info.registered_model_version
-    if version is None:
-        raise RuntimeError(f"MLflow did not register {info.model_uri} as {model_name!r}")
-    registry = MlflowClient()
-    for key, value in tags.items():
-        registry.set_model_version_tag(model_name, str(version), key, value)
-    return registry.get_model_version(model_name, str(version))
+    return str(info.model_uri)
 
 
 def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
