@@ -9,11 +9,10 @@ UV := .tools/bin/uv
 RUN := $(UV) run --frozen
 
 STATE_DIR := $(or $(CHURN_STATE_DIR),.churn)
-DATA := $(or $(CHURN_DATA_PATH),data/telco_churn.csv)
 INCOMING := $(or $(CHURN_INCOMING_DIR),data/incoming)
 export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 
-.PHONY: help sync data run materialize serve bench bench-serving dev schedule-on schedule-off mlflow-ui \
+.PHONY: help sync data instance run materialize serve bench bench-serving dev schedule-on schedule-off mlflow-ui \
 	production rollback lint test clean
 
 help:  ## list the targets
@@ -26,30 +25,31 @@ $(UV):
 sync: $(UV)  ## install the locked dependencies into .venv
 	$(UV) sync --frozen
 
-data: sync  ## generate synthetic customers unless the data file exists
-	@if [ -f "$(DATA)" ]; then echo "using existing $(DATA)"; \
-	else $(RUN) churn generate-data --out "$(DATA)"; fi
+data: sync  ## synthetic customers for the default data path only; an explicit missing path fails
+	$(RUN) churn ensure-data
 
-run: data  ## run the whole asset graph and show the promoted model
+# The local instance: run monitoring and the retrain pool (deploy/dagster/local.yaml). Copied
+# once; a dagster.yaml of your own in DAGSTER_HOME is left alone.
+instance:
 	@mkdir -p "$(DAGSTER_HOME)"
-	$(RUN) dagster job execute -m churn_assets.definitions -j churn_training
+	@test -f "$(DAGSTER_HOME)/dagster.yaml" || cp deploy/dagster/local.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+run: data instance  ## run the whole asset graph and show the promoted model
+	$(RUN) dg launch -m churn_assets.definitions --job churn_training
 	$(RUN) churn production
 
-materialize: data  ## one stage: make materialize SELECT=churn_model (Dagster selection syntax)
+materialize: data instance  ## one stage: make materialize SELECT=churn_model (Dagster selection syntax)
 	@test -n "$(SELECT)" || { echo "usage: make materialize SELECT=<asset selection>"; exit 2; }
-	@mkdir -p "$(DAGSTER_HOME)"
-	$(RUN) dagster asset materialize -m churn_assets.definitions --select "$(SELECT)"
+	$(RUN) dg launch -m churn_assets.definitions --assets "$(SELECT)"
 
-dev: data  ## Dagster UI + daemon (http://127.0.0.1:3000): sensors retrain on files in data/incoming
-	@mkdir -p "$(DAGSTER_HOME)" "$(INCOMING)"
+dev: data instance  ## Dagster UI + daemon (http://127.0.0.1:3000): sensors retrain on files in data/incoming
+	@mkdir -p "$(INCOMING)"
 	$(RUN) dagster dev -w workspace.yaml
 
-schedule-on: sync  ## turn on the weekly retrain (Mondays 06:00 UTC; runs while the daemon runs)
-	@mkdir -p "$(DAGSTER_HOME)"
+schedule-on: sync instance  ## turn on the weekly retrain (Mondays 06:00 UTC; runs while the daemon runs)
 	$(RUN) dagster schedule start weekly_retrain -m churn_assets.definitions
 
-schedule-off: sync  ## turn the weekly retrain off again
-	@mkdir -p "$(DAGSTER_HOME)"
+schedule-off: sync instance  ## turn the weekly retrain off again
 	$(RUN) dagster schedule stop weekly_retrain -m churn_assets.definitions
 
 mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000) on the local store

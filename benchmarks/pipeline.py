@@ -163,7 +163,8 @@ def run_graph(csv: Path, work: Path) -> dict[str, Any]:
     subprocess.run(
         [dagster, "instance", "migrate"], cwd=REPO, env=env, check=True, capture_output=True
     )
-    command = [dagster, "job", "execute", "-m", "churn_assets.definitions", "-j", "churn_training"]
+    dg_cli = str(Path(dagster).parent / "dg")
+    command = [dg_cli, "launch", "-m", "churn_assets.definitions", "--job", "churn_training"]
     measured = measure(command, env)
     import mlflow
     from mlflow.tracking import MlflowClient

@@ -130,8 +130,8 @@ def _train(state_dir: Path) -> None:
     )
     subprocess.run(
         [
-            *(str(bin_dir / "dagster"), "job", "execute"),
-            *("-m", "churn_assets.definitions", "-j", "churn_training"),
+            *(str(bin_dir / "dg"), "launch"),
+            *("-m", "churn_assets.definitions", "--job", "churn_training"),
         ],
         env=env,
         check=True,

@@ -69,6 +69,31 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensure_data(args: argparse.Namespace) -> int:
+    """Demo data only where nobody asked for a file of their own."""
+    settings = ChurnSettings()
+    path = settings.data_path
+    if path.is_file():
+        print(f"using existing {path}")
+        return 0
+    if "data_path" in settings.model_fields_set:  # CHURN_DATA_PATH, in the env or .env
+        print(
+            f"CHURN_DATA_PATH is {path}, which does not exist: nothing was trained or "
+            "promoted. Fix the path, or unset CHURN_DATA_PATH to train on synthetic demo data.",
+            file=sys.stderr,
+        )
+        return 2
+    rows = synthetic.DEFAULT_ROWS
+    synthetic.write_customers(synthetic.generate_customers(rows), path)
+    banner = "#" * 78
+    print(
+        f"{banner}\n# {path} did not exist: wrote {rows:,} SYNTHETIC demo customers there.\n"
+        "# The model trained now learns from made-up data. Set CHURN_DATA_PATH to your\n"
+        f"# export to train on real customers.\n{banner}"
+    )
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     synthetic.run(args)
     return 0
@@ -83,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synthetic.add_arguments(generate)
     generate.set_defaults(handler=_generate)
+
+    ensure = commands.add_parser(
+        "ensure-data",
+        help="synthetic demo customers at the default data path if it is missing; an explicit "
+        "CHURN_DATA_PATH that is missing is an error",
+    )
+    ensure.set_defaults(handler=_ensure_data)
 
     production = commands.add_parser(
         "production", help="show the production version and its holdout metrics"

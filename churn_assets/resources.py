@@ -39,31 +39,43 @@ class ChurnSettingsResource(dg.ConfigurableResource):
     environment's, which is the deployment's floor (see the quality_gate check).
     """
 
-    data_path: str | None = Field(None, description="CHURN_DATA_PATH: the training snapshot.")
-    incoming_dir: str | None = Field(None, description="CHURN_INCOMING_DIR: landing folder.")
-    scores_dir: str | None = Field(None, description="CHURN_SCORES_DIR: ranked scores folder.")
-    min_auc: float | None = Field(None, description="CHURN_MIN_AUC: gate, minimum holdout AUC.")
+    data_path: str | None = Field(
+        default=None, description="CHURN_DATA_PATH: the training snapshot."
+    )
+    incoming_dir: str | None = Field(
+        default=None, description="CHURN_INCOMING_DIR: landing folder."
+    )
+    scores_dir: str | None = Field(
+        default=None, description="CHURN_SCORES_DIR: ranked scores folder."
+    )
+    min_auc: float | None = Field(
+        default=None, description="CHURN_MIN_AUC: gate, minimum holdout AUC."
+    )
     min_accuracy: float | None = Field(
-        None, description="CHURN_MIN_ACCURACY: gate, minimum holdout accuracy."
+        default=None, description="CHURN_MIN_ACCURACY: gate, minimum holdout accuracy."
     )
     max_auc_drop: float | None = Field(
-        None, description="CHURN_MAX_AUC_DROP: gate, AUC loss allowed against recent production."
+        default=None,
+        description="CHURN_MAX_AUC_DROP: gate, AUC loss allowed against recent production.",
     )
     gate_beat_baseline: bool | None = Field(
-        None, description="CHURN_GATE_BEAT_BASELINE: gate, also beat the baseline's AUC."
+        default=None, description="CHURN_GATE_BEAT_BASELINE: gate, also beat the baseline's AUC."
     )
     gate_history: int | None = Field(
-        None, description="CHURN_GATE_HISTORY: recent production versions the gate compares with."
+        default=None,
+        description="CHURN_GATE_HISTORY: recent production versions the gate compares with.",
     )
     calibration: CalibrationMode | None = Field(
-        None, description="CHURN_CALIBRATION: auto, always or never."
+        default=None, description="CHURN_CALIBRATION: auto, always or never."
     )
-    offer_cost: float | None = Field(None, description="CHURN_OFFER_COST: one retention offer.")
+    offer_cost: float | None = Field(
+        default=None, description="CHURN_OFFER_COST: one retention offer."
+    )
     saved_customer_value: float | None = Field(
-        None, description="CHURN_SAVED_CUSTOMER_VALUE: value of keeping a leaver."
+        default=None, description="CHURN_SAVED_CUSTOMER_VALUE: value of keeping a leaver."
     )
     scores_reasons: int | None = Field(
-        None, description="CHURN_SCORES_REASONS: reasons per customer in churn_scores."
+        default=None, description="CHURN_SCORES_REASONS: reasons per customer in churn_scores."
     )
 
     def get(self) -> ChurnSettings:
@@ -106,15 +118,6 @@ class ModelRegistryResource(dg.ConfigurableResource):
             context.log.warning(f"refused versions {refused}: the run failed before the gate")
 
 
-class RunWorkerResource(dg.ConfigurableResource):
-    """Records which process executes the run, so run monitoring can tell when it died."""
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if context.instance is None or context.run_id is None:
-            return
-        run_workers.record_worker(context.instance, context.run_id)
-
-
 class RunScopedIOManager(dg.ConfigurableIOManager):
     """Each run's outputs in a folder of that run: concurrent runs never read each other's.
 
@@ -125,14 +128,17 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
     """
 
     base_dir: str | None = Field(
-        None, description="Where run folders live; default <DAGSTER_HOME>/storage/churn_runs."
+        default=None,
+        description="Where run folders live; default <DAGSTER_HOME>/storage/churn_runs.",
     )
-    #: Every step stores or loads through here, so every run records its worker on the way.
-    run_worker: RunWorkerResource
 
     _root: Path | None = PrivateAttr(None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every step stores or loads through here, so this is where every run records which
+        # process executes it (run monitoring's health check reads it: run_workers.py).
+        if context.instance is not None and context.run_id is not None:
+            run_workers.record_worker(context.instance, context.run_id)
         if self.base_dir:
             self._root = Path(self.base_dir)
         elif context.instance is not None:
@@ -291,6 +297,6 @@ def churn_resources() -> dict[str, Any]:
     return {
         "settings": settings,
         "registry": ModelRegistryResource(settings=settings),
-        "io_manager": RunScopedIOManager(run_worker=RunWorkerResource()),
+        "io_manager": RunScopedIOManager(),
         "mlflow": mlflow_tracking_resource,
     }

@@ -36,7 +36,7 @@ def _machine() -> str | None:
     """Boot and PID namespace: processes that share both can see each other's PIDs."""
     try:
         boot = (_PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
-        namespace = os.readlink(_PROC / "self" / "ns" / "pid")
+        namespace = str((_PROC / "self" / "ns" / "pid").readlink())
     except OSError:
         return None
     return f"{boot}/{namespace}"

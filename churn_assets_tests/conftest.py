@@ -18,7 +18,7 @@ from churn_assets.definitions import churn_assets
 from churn_assets.jobs import churn_training
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.synthetic import generate_customers, write_customers
-from churn_assets.resources import RunScopedIOManager, RunWorkerResource, churn_resources
+from churn_assets.resources import RunScopedIOManager, churn_resources
 from churn_assets_tests.processes import REPO, uv_executable
 
 #: What `churn_training` (make run, the weekly schedule) materializes, in graph order.
@@ -128,9 +128,7 @@ def materialize_graph(
         run_config=run_config,
         resources={
             **churn_resources(),
-            "io_manager": RunScopedIOManager(
-                base_dir=str(env.storage_dir), run_worker=RunWorkerResource()
-            ),
+            "io_manager": RunScopedIOManager(base_dir=str(env.storage_dir)),
         },
         raise_on_error=False,
     )

@@ -6,6 +6,7 @@ running API switches to the new version; a malformed file is rejected and change
 extract that ruins the labels fails the gate and production stays.
 """
 
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +24,14 @@ from churn_assets.ml import registry
 from churn_assets.ml.cleaning import read_customer_csv
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import EXPECTED_PARENTS
-from churn_assets_tests.processes import api_command, base_env, call_json, free_port, running
+from churn_assets_tests.processes import (
+    REPO,
+    api_command,
+    base_env,
+    call_json,
+    free_port,
+    running,
+)
 
 NAME = "churn-classifier"
 #: A run takes about 20 s here (a fresh process importing Dagster, MLflow and LightGBM);
@@ -104,6 +112,8 @@ def _wait(what: str, probe: Callable[[], T | None], timeout: float = PIPELINE_TI
 def stack(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> Iterator[DevStack]:
     root = tmp_path_factory.mktemp("dagster_dev")
     (root / "dagster_home").mkdir()
+    # as `make dev`: run monitoring and the retrain pool
+    shutil.copy(REPO / "deploy/dagster/local.yaml", root / "dagster_home" / "dagster.yaml")
     (root / "incoming").mkdir()
     env = base_env(
         DAGSTER_HOME=str(root / "dagster_home"),
@@ -118,7 +128,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> Iterato
     write_customers(initial, root / "data" / "telco_churn.csv")
     module = ["-m", "churn_assets.definitions"]
     first = subprocess.run(
-        [_dagster("dagster"), "job", "execute", *module, "-j", "churn_training"],
+        [_dagster("dg"), "launch", *module, "--job", "churn_training"],
         cwd=root,
         env=env,
         capture_output=True,

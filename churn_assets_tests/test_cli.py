@@ -45,15 +45,26 @@ def _production(client: MlflowClient) -> str:
 
 
 def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -> None:
+    # an explicit CHURN_DATA_PATH that does not exist (a typo) trains nothing
+    data = Path(shell_env["CHURN_DATA_PATH"])
+    typo = _run(["make", "run"], shell_env)
+    assert typo.returncode != 0
+    assert f"CHURN_DATA_PATH is {data}, which does not exist" in typo.stderr
+    assert not data.exists()
+    assert not (Path(shell_env["CHURN_STATE_DIR"]) / "mlflow.db").exists()
+
+    generated = _run([".venv/bin/churn", "generate-data", "--out", str(data)], shell_env)
+    assert generated.returncode == 0, generated.stderr
     done = _run(["make", "run"], shell_env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "churn-classifier@production = version 1" in done.stdout
     found = re.search(r"holdout_auc: ([0-9.]+)", done.stdout)
     assert found is not None
     assert float(found.group(1)) >= 0.82
-    data = Path(shell_env["CHURN_DATA_PATH"])
-    assert data.is_file()
-    assert any(Path(shell_env["DAGSTER_HOME"]).rglob("*.db"))  # where `make dev` looks
+    home = Path(shell_env["DAGSTER_HOME"])
+    assert any(home.rglob("*.db"))  # where `make dev` looks
+    assert "run_monitoring" in (home / "dagster.yaml").read_text()
+    assert "DeprecationWarning" not in done.stderr and "superseded" not in done.stderr
     uri = f"sqlite:///{shell_env['CHURN_STATE_DIR']}/mlflow.db"
     client = MlflowClient(uri, uri)
     assert {r.info.status for r in client.search_runs(["1"])} == {"FINISHED"}
@@ -87,6 +98,22 @@ def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -
 
     shown = _run([".venv/bin/churn", "production"], shell_env)
     assert "churn-classifier@production = version 1" in shown.stdout
+
+
+def test_demo_data_only_for_the_default_path(tmp_path: Path, shell_env: dict[str, str]) -> None:
+    env = {k: v for k, v in shell_env.items() if k != "CHURN_DATA_PATH"}
+    done = subprocess.run(
+        [str(REPO / ".venv/bin/churn"), "ensure-data"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SYNTHETIC demo customers" in done.stdout
+    assert (tmp_path / "data" / "telco_churn.csv").is_file()
 
 
 def test_make_schedule_on_and_off_toggle_the_weekly_retrain(shell_env: dict[str, str]) -> None:

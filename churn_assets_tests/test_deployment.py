@@ -161,9 +161,31 @@ def test_dagster_yaml_gives_postgres_storage_and_queued_runs(
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-        assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 1
-        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert instance.get_concurrency_config().pool_config.pool_granularity.value == "run"
+        assert type(instance.run_launcher).__name__ == "MonitoredRunLauncher"
+        assert instance.run_launcher.supports_check_run_worker_health
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds > 0
         assert instance.get_runs() == []
+
+
+def test_local_instance_has_run_monitoring_and_the_retrain_pool(tmp_path: Path) -> None:
+    """What `make run` and `make dev` use (make copies it into DAGSTER_HOME)."""
+    shutil.copy(REPO / "deploy/dagster/local.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_launcher.supports_check_run_worker_health
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert instance.get_concurrency_config().pool_config.pool_granularity.value == "op"
+
+
+def test_compose_daemon_sees_the_run_workers() -> None:
+    """The daemon's health check reads /proc: it must share dagster-code's PID namespace."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert compose["services"]["dagster-daemon"]["pid"] == "service:dagster-code"
+    code_env = compose["services"]["dagster-code"]["environment"]
+    assert code_env["CHURN_REGISTRY_LOCK"].startswith("postgresql://")
 
 
 def test_github_workflow_runs_the_readme_test_command_with_postgres() -> None:

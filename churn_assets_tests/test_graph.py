@@ -10,7 +10,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
+from churn_assets import cli
 from churn_assets.ml import registry, schema
 from churn_assets_tests.conftest import (
     TRAINING_ASSETS,
@@ -21,6 +23,8 @@ from churn_assets_tests.conftest import (
     materialize_graph,
     mlflow_runs,
 )
+from serving.app import create_app
+from serving.settings import Settings
 
 NAME = "churn-classifier"
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +157,10 @@ def test_failed_gate_leaves_production_untouched_and_promotion_alone_is_refused(
 
 
 def test_thresholds_come_from_the_environment_and_run_config_cannot_lower_them(
-    churn_env: ChurnEnv, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    churn_env: ChurnEnv,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("CHURN_MIN_ACCURACY", "0.99")
     result = materialize_graph(churn_env, instance)
@@ -189,9 +196,7 @@ def test_thresholds_come_from_the_environment_and_run_config_cannot_lower_them(
         "reason": "pilot segment, signed off by risk",
         "requested_by": "ana@example.com",
     }
-    overridden = materialize_graph(
-        churn_env, instance, run_config=gate_config(override=override)
-    )
+    overridden = materialize_graph(churn_env, instance, run_config=gate_config(override=override))
     assert overridden.success, failure_messages(overridden)
     assert _production(churn_env) == "4"
     record = json.loads(_tags(churn_env, "4")[registry.GATE_OVERRIDE_TAG])
@@ -199,6 +204,18 @@ def test_thresholds_come_from_the_environment_and_run_config_cannot_lower_them(
     assert record["dagster_run_id"] == overridden.run_id
     assert record["thresholds"]["min_accuracy"] == 0.5
     assert record["reason"] == "pilot segment, signed off by risk"
+
+    # shown wherever people look at production: `churn production` and the API's /model
+    with pytest.raises(SystemExit) as shown:
+        cli.main(["production"])
+    assert shown.value.code == 0
+    assert "GATE OVERRIDE: requested by ana@example.com" in capsys.readouterr().out
+    settings = Settings(state_dir=churn_env.state_dir, refresh_interval_s=60)
+    with TestClient(create_app(settings)) as api:
+        info = api.get("/model").json()
+    assert info["version"] == "4"
+    assert info["gate_override"]["requested_by"] == "ana@example.com"
+    assert info["gate_override"]["reason"] == "pilot segment, signed off by risk"
 
 
 def test_a_lowered_gate_does_not_promote_a_bad_model(

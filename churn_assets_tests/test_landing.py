@@ -188,3 +188,15 @@ def test_replacing_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None
         temporary.write_text("new\n")
     assert target.read_text() == "new\n"
     assert target.stat().st_mode & 0o044  # readable by others, as a plain write makes it
+
+
+def test_the_next_merge_removes_what_a_killed_merge_left(tmp_path: Path) -> None:
+    snapshot, _ = _snapshot(tmp_path)
+    # what `replacing` leaves when its process is killed mid-write: a hidden half file
+    leftover = snapshot.with_name(f".{snapshot.name}.4242.139.tmp")
+    leftover.write_text("customerID,gender\r\nhalf-writ")
+    merge_extract(snapshot, _extract(tmp_path / "week.csv", 10, 5))
+    assert not leftover.exists()
+    assert sorted(p.name for p in snapshot.parent.glob(f".{snapshot.name}*")) == [
+        f".{snapshot.name}.lock"
+    ]

@@ -64,6 +64,10 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
         ):
             tracking_uri = f"http://127.0.0.1:{mlflow_port}"
             monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+            # a server hides its database: promotions lock in it explicitly (as compose does)
+            monkeypatch.setenv(
+                "CHURN_REGISTRY_LOCK", f"postgresql://postgres@127.0.0.1:5432/{mlflow_db}"
+            )
             for name, value in s3_env.items():
                 monkeypatch.setenv(name, value)
             storage = {

@@ -47,9 +47,7 @@ def report(version: str, auc: float, recent: dict[str, float] | None = None) -> 
     )
 
 
-def _version(
-    client: registry.ModelRegistry, gate: str | None = None, against: str = "none"
-) -> str:
+def _version(client: registry.ModelRegistry, gate: str | None = None, against: str = "none") -> str:
     source = Path(client.client.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
     source.mkdir(exist_ok=True)
     version = str(client.client.create_model_version(NAME, source=source.as_uri()).version)
@@ -89,7 +87,9 @@ def test_promotion_is_idempotent(client: registry.ModelRegistry) -> None:
 
 
 @pytest.mark.parametrize("gate", ["failed", None])
-def test_version_without_a_passed_gate_is_refused(client: registry.ModelRegistry, gate: str | None) -> None:
+def test_version_without_a_passed_gate_is_refused(
+    client: registry.ModelRegistry, gate: str | None
+) -> None:
     v1 = _version(client, "passed")
     client.promote(v1)
     v2 = _version(client, gate, against=v1)
@@ -98,7 +98,9 @@ def test_version_without_a_passed_gate_is_refused(client: registry.ModelRegistry
     assert _production(client) == v1
 
 
-def test_candidate_compared_with_an_older_champion_is_refused(client: registry.ModelRegistry) -> None:
+def test_candidate_compared_with_an_older_champion_is_refused(
+    client: registry.ModelRegistry,
+) -> None:
     v1 = _version(client, "passed")
     client.promote(v1)
     v2 = _version(client, "passed", against=v1)
@@ -218,3 +220,11 @@ def test_recent_production_versions_skip_rolled_back_ones(client: registry.Model
     assert client.recent_production_versions(2) == ["3", "2"]
     client.rollback()
     assert client.recent_production_versions(3) == ["2", "1"]
+
+
+def test_a_server_without_a_shared_lock_refuses_to_move_the_alias() -> None:
+    from churn_assets.ml.locks import LockUnavailableError
+
+    lock = registry_lock("http://mlflow:5000", None, NAME)
+    with pytest.raises(LockUnavailableError, match="set CHURN_REGISTRY_LOCK"), lock.hold(1):
+        pass

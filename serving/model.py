@@ -124,6 +124,9 @@ class LoadedModel:
     run_id: str | None
     git_sha: str | None
     holdout_metrics: dict[str, float]
+    quality_gate: str | None
+    #: Who let this version through a gate below the floor, and why (None: no override).
+    gate_override: dict[str, Any] | None
     #: `churn` is true at or above this; `threshold_source` says where it came from.
     threshold: float
     threshold_source: str
@@ -212,6 +215,8 @@ def _load(
         run_id=version.run_id,
         git_sha=tags.get("git_sha"),
         holdout_metrics=holdout,
+        quality_gate=tags.get(registry.GATE_TAG),
+        gate_override=registry.override_of(version),
         threshold=chosen,
         threshold_source=source,
         loaded_at=datetime.now(UTC),

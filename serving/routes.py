@@ -20,6 +20,7 @@ from serving.schemas import (
     BatchRequest,
     Customer,
     ErrorResponse,
+    GateOverrideInfo,
     Health,
     ModelInfo,
     Prediction,
@@ -241,6 +242,12 @@ async def model_info(request: Request) -> ModelInfo:
         run_id=None if model is None else model.run_id,
         git_sha=None if model is None else model.git_sha,
         holdout_metrics={} if model is None else model.holdout_metrics,
+        quality_gate=None if model is None else model.quality_gate,
+        gate_override=(
+            None
+            if model is None or model.gate_override is None
+            else GateOverrideInfo.model_validate(model.gate_override)
+        ),
         decision_threshold=None if model is None else model.threshold,
         threshold_source=None if model is None else model.threshold_source,
         loaded_at=None if model is None else model.loaded_at.isoformat(),

@@ -70,6 +70,15 @@ class Readiness(BaseModel):
     detail: str
 
 
+class GateOverrideInfo(BaseModel):
+    """Present when the served version passed a gate below the deployment's floor."""
+
+    requested_by: str | None
+    dagster_run_id: str | None
+    reason: str | None
+    thresholds: dict[str, float | bool]
+
+
 class ModelInfo(BaseModel):
     name: str
     alias: str
@@ -77,6 +86,8 @@ class ModelInfo(BaseModel):
     run_id: str | None
     git_sha: str | None
     holdout_metrics: dict[str, float]
+    quality_gate: str | None
+    gate_override: GateOverrideInfo | None
     decision_threshold: float | None
     threshold_source: str | None
     loaded_at: str | None

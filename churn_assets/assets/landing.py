@@ -33,9 +33,7 @@ class CustomerSnapshotConfig(dg.Config):
 
 
 @churn_asset(deps=[incoming_extract], kinds={"csv", "pandas"})
-def customer_snapshot(
-    config: CustomerSnapshotConfig, settings: ChurnSettingsResource
-) -> dg.Output:
+def customer_snapshot(config: CustomerSnapshotConfig, settings: ChurnSettingsResource) -> dg.Output:
     """Training snapshot (CHURN_DATA_PATH) with an extract upserted by customerID, newest wins."""
     # The snapshot itself is the CSV file raw_customers reads; the value stored here is the
     # extract's cleaned rows, which the drift check compares with the production model's data.

@@ -3,8 +3,9 @@
 import dagster as dg
 
 from churn_assets.assets.metadata import model_links, retrain_asset
-from churn_assets.ml import locks, registry
 from churn_assets.ml.evaluation import EvaluationReport
+from churn_assets.ml.locks import LockTimeoutError, LockUnavailableError
+from churn_assets.ml.registry import PromotionLostError, PromotionRefusedError
 from churn_assets.resources import ModelRegistryResource
 
 
@@ -22,10 +23,10 @@ def production_promotion(
     try:
         move = model_registry.promote(evaluation_report.candidate_version, context.run_id)
     except (
-        registry.PromotionRefusedError,
-        registry.PromotionLostError,
-        locks.LockTimeoutError,
-        locks.LockUnavailableError,
+        PromotionRefusedError,
+        PromotionLostError,
+        LockTimeoutError,
+        LockUnavailableError,
     ) as refusal:
         raise dg.Failure(
             description=f"production not changed: {refusal}",

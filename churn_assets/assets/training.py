@@ -12,10 +12,10 @@ from churn_assets.ml import drift, plots, tracking
 from churn_assets.ml.calibration import CalibrationMode
 from churn_assets.ml.hyperparameters import DEFAULTS, Hyperparameters
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 from churn_assets.ml.splitting import CustomerSplits, features_and_target
 from churn_assets.ml.tracking import ModelCandidate
 from churn_assets.ml.training import TrainingChoices, train_churn_model
+from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 
 class ChurnModelConfig(dg.Config):
@@ -56,15 +56,12 @@ class ChurnModelConfig(dg.Config):
 
     def choices(self, settings: ChurnSettings) -> TrainingChoices:
         """The settings, with whatever this run's config sets instead."""
-        overrides = {
-            name: value
-            for name, value in (
-                ("calibration", self.calibration),
-                ("tuning_budget_s", self.tuning_budget_s),
-            )
-            if value is not None
-        }
-        return replace(TrainingChoices.from_settings(settings), **overrides)
+        choices = TrainingChoices.from_settings(settings)
+        if self.calibration is not None:
+            choices = replace(choices, calibration=self.calibration)
+        if self.tuning_budget_s is not None:
+            choices = replace(choices, tuning_budget_s=self.tuning_budget_s)
+        return choices
 
 
 @retrain_asset(kinds={"lightgbm", "mlflow"})

@@ -182,6 +182,10 @@ def merge_extract(
     latest_ids = ids.loc[latest.index]
     snapshot.parent.mkdir(parents=True, exist_ok=True)
     with _locked(snapshot):
+        # Every writer of the snapshot holds this lock, so a temporary file seen now was left
+        # by a merge that was killed mid-write.
+        for stale in snapshot.parent.glob(f".{snapshot.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         if snapshot.is_file():
             current = read_customer_csv(snapshot, "")
             missing = [c for c in schema.RAW_COLUMNS if c not in current.columns]

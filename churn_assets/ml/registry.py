@@ -159,9 +159,7 @@ class ModelRegistry:
         MLflow registers through its process-wide registry URI, which `open_registry` (via
         `tracking.client`) points at this registry's store.
         """
-        version = mlflow.register_model(
-            model_uri, self.name, tags={**tags, GATE_TAG: GATE_PENDING}
-        )
+        version = mlflow.register_model(model_uri, self.name, tags={**tags, GATE_TAG: GATE_PENDING})
         return self.client.get_model_version(self.name, str(version.version))
 
     def tag(self, version: str, tags: Mapping[str, str]) -> None:

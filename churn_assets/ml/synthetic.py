@@ -57,6 +57,10 @@ def _solve_intercept(logit: np.ndarray, rate: float) -> float:
     return (low + high) / 2
 
 
+#: As many customers as the public export has.
+DEFAULT_ROWS = 7043
+
+
 def generate_customers(rows: int, seed: int = 42) -> pd.DataFrame:
     """Return `rows` synthetic customers with raw-export types (TotalCharges as text)."""
     if rows < 1:
@@ -181,7 +185,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rows", type=int, default=7043, help="customers to write (default 7043)")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=DEFAULT_ROWS,
+        help=f"customers to write (default {DEFAULT_ROWS})",
+    )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     parser.add_argument(
         "--out", type=Path, default=Path("data/telco_churn.csv"), help="CSV file to write"

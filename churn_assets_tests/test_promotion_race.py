@@ -1,0 +1,120 @@
+"""N processes promote N gated candidates against the same champion at the same moment.
+
+Without the registry lock both of two promoters reported a win in 10 of 10 trials (the last
+writer held the alias, the other carried `promoted_at` anyway). With it exactly one wins and
+every other one is told why, on the local SQLite store (file lock) and on PostgreSQL
+(advisory lock).
+"""
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from churn_assets.ml import registry
+from churn_assets.ml.evaluation import EvaluationReport
+from churn_assets.ml.gate import GateThresholds, evaluate_gate
+from churn_assets.ml.locks import registry_lock
+from churn_assets_tests.processes import REPO, base_env, postgres_databases
+
+NAME = "churn-classifier"
+PROCESSES = 6
+PROMOTER = """
+import json, pathlib, sys, time
+from churn_assets.ml import registry
+from churn_assets.ml.settings import ChurnSettings
+store = registry.open_registry(ChurnSettings())
+store.production()  # connected and warm before the start signal
+go = pathlib.Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+try:
+    move = store.promote(sys.argv[1], f"promoter-{sys.argv[1]}")
+    print(json.dumps({"version": sys.argv[1], "changed": move.changed}))
+except registry.PromotionRefusedError as refusal:
+    print(json.dumps({"version": sys.argv[1], "refused": str(refusal)}))
+"""
+
+
+def _store(uri: str) -> registry.ModelRegistry:
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return registry.ModelRegistry(
+        MlflowClient(uri, uri), NAME, "production", registry_lock(uri, None, NAME)
+    )
+
+
+def _gated(store: registry.ModelRegistry, source: Path, against: str | None) -> str:
+    version = str(store.client.create_model_version(NAME, source=source.as_uri()).version)
+    report = EvaluationReport(NAME, version, "run", 1000, {"auc": 0.86, "accuracy": 0.8}, {})
+    thresholds = GateThresholds(min_auc=0.82, min_accuracy=0.78, max_auc_drop=0.01)
+    store.record_verdict(version, evaluate_gate(report, thresholds), against)
+    return version
+
+
+def _race(uri: str, tmp_path: Path) -> None:
+    store = _store(uri)
+    store.client.create_registered_model(NAME)
+    source = tmp_path / "artifacts"
+    source.mkdir()
+    champion = _gated(store, source, None)
+    store.promote(champion)
+    candidates = [_gated(store, source, champion) for _ in range(PROCESSES)]
+    go = tmp_path / "go"
+    env = base_env(MLFLOW_TRACKING_URI=uri)
+    promoters = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROMOTER, version, str(go)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in candidates
+    ]
+    time.sleep(8)  # every promoter imported MLflow and connected; none has started
+    go.touch()
+    outcomes = []
+    for process in promoters:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+        outcomes.append(json.loads(out.strip().splitlines()[-1]))
+
+    winners = [o["version"] for o in outcomes if o.get("changed")]
+    assert len(winners) == 1, outcomes
+    (winner,) = winners
+    assert str(store.production().version) == winner
+    for outcome in outcomes:
+        if outcome["version"] != winner:
+            assert f"'production' is now version {winner}" in outcome["refused"]
+    promoted = {
+        str(v.version)
+        for v in store.versions()
+        if registry.PROMOTED_AT_TAG in v.tags and str(v.version) != champion
+    }
+    assert promoted == {winner}  # no loser carries promoted_at
+    refused = {str(v.version) for v in store.versions() if registry.PROMOTION_REFUSED_TAG in v.tags}
+    assert refused == set(candidates) - {winner}
+
+
+def test_concurrent_promotions_on_sqlite_leave_one_winner(tmp_path: Path) -> None:
+    _race(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+
+
+@pytest.fixture
+def postgres_uri() -> Iterator[str]:
+    with postgres_databases("churn_race") as (name,):
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+
+
+def test_concurrent_promotions_on_postgres_leave_one_winner(
+    postgres_uri: str, tmp_path: Path
+) -> None:
+    _race(postgres_uri, tmp_path)
