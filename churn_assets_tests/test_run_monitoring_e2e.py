@@ -96,7 +96,6 @@ def test_killed_workers_fail_their_runs_and_the_sensor_moves_on(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        uri = f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
 
         def mlflow_run_started() -> bool:
             # preprocessor logs to the run's MLflow run: once it is materialized, that run
