@@ -12,6 +12,7 @@ from churn_assets.definitions import defs
 from churn_assets.ml.landing import LandingCursor
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.ml.tracking import file_sha256
+from churn_assets.resources import ChurnSettingsResource
 from churn_assets.sensors import EXTRACT_SHA256_TAG, EXTRACT_TAG, incoming_extracts
 
 
@@ -40,7 +41,12 @@ def _drop(folder: Path, name: str, seed: int, age_s: float = 120) -> Path:
 
 
 def _tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        definitions=defs,
+        resources={"settings": ChurnSettingsResource()},
+    )
     result = incoming_extracts(context)
     assert isinstance(result, dg.SensorResult)
     return result
