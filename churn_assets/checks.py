@@ -85,13 +85,11 @@ class QualityGateConfig(dg.Config):
 
     def requested(self, settings: ChurnSettings) -> GateThresholds:
         """What this run asks for: its config, else the settings resource's values."""
-        return GateThresholds(
-            min_auc=settings.min_auc if self.min_auc is None else self.min_auc,
-            min_accuracy=settings.min_accuracy if self.min_accuracy is None else self.min_accuracy,
-            max_auc_drop=settings.max_auc_drop if self.max_auc_drop is None else self.max_auc_drop,
-            beat_baseline=(
-                settings.gate_beat_baseline if self.beat_baseline is None else self.beat_baseline
-            ),
+        return GateThresholds.from_settings(settings).with_changes(
+            min_auc=self.min_auc,
+            min_accuracy=self.min_accuracy,
+            max_auc_drop=self.max_auc_drop,
+            beat_baseline=self.beat_baseline,
         )
 
     def gate_override(self, run_id: str) -> GateOverride | None:

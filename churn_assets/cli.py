@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from churn_assets.ml import locks, registry, synthetic
+from churn_assets.ml import registry, synthetic
 from churn_assets.ml.settings import ChurnSettings
 
 
@@ -54,12 +54,7 @@ def _rollback(args: argparse.Namespace) -> int:
     settings = ChurnSettings()
     try:
         move = registry.open_registry(settings).rollback(args.to_version)
-    except (
-        registry.PromotionRefusedError,
-        registry.PromotionLostError,
-        locks.LockTimeoutError,
-        locks.LockUnavailableError,
-    ) as refusal:
+    except registry.WRITE_REFUSALS as refusal:
         print(f"rollback refused: {refusal}", file=sys.stderr)
         return 1
     if move.changed:

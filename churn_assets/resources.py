@@ -86,10 +86,7 @@ class ChurnSettingsResource(dg.ConfigurableResource):
 
 def deployment_floor() -> GateThresholds:
     """The gate thresholds of the deployment itself: its environment, never run config."""
-    settings = ChurnSettings()
-    return GateThresholds(
-        settings.min_auc, settings.min_accuracy, settings.max_auc_drop, settings.gate_beat_baseline
-    )
+    return GateThresholds.from_settings(ChurnSettings())
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
@@ -110,10 +107,7 @@ class ModelRegistryResource(dg.ConfigurableResource):
             return
         if not _run_failed(context.instance, context.run_id):
             return
-        refused = self.open().refuse_unjudged(
-            context.run_id,
-            f"Dagster run {context.run_id} failed before the quality gate judged this version",
-        )
+        refused = self.open().refuse_unjudged(context.run_id)
         if refused and context.log is not None:
             context.log.warning(f"refused versions {refused}: the run failed before the gate")
 
@@ -189,17 +183,23 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         tags = context.step_context.dagster_run.tags
         chosen = tags.get(INPUTS_FROM_RUN_TAG)
         if chosen:
-            records = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key), limit=100
+            # That run's own event log: found however many materializations came after it.
+            records = instance.get_records_for_run(
+                chosen, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
             ).records
-            matching = [r for r in records if r.event_log_entry.run_id == chosen]
+            matching = [
+                r.event_log_entry
+                for r in records
+                if r.event_log_entry.asset_materialization is not None
+                and r.event_log_entry.asset_materialization.asset_key == key
+            ]
             if not matching:
                 raise dg.Failure(
                     f"run {chosen} (tag {INPUTS_FROM_RUN_TAG}) did not materialize "
                     f"{key.to_user_string()}",
                     allow_retries=False,
                 )
-            entry = matching[0].event_log_entry
+            entry = matching[-1]
         else:
             latest = instance.get_latest_materialization_event(key)
             if latest is None:

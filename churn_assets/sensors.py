@@ -128,8 +128,6 @@ def failed_runs_mlflow_cleanup(
     ended = tracking.end_runs_left_running(registry.settings.get(), run_id)
     if ended:
         context.log.info(f"marked MLflow runs {ended} FAILED")
-    refused = registry.open().refuse_unjudged(
-        run_id, f"Dagster run {run_id} failed before the quality gate judged this version"
-    )
+    refused = registry.open().refuse_unjudged(run_id)
     if refused:
         context.log.info(f"refused model versions {refused}: their run died before the gate")

@@ -119,6 +119,7 @@ def materialize_graph(
     instance: dg.DagsterInstance,
     selection: str | list[str] | None = None,
     run_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize the real assets and checks with the real resources; never raises."""
     return dg.materialize(
@@ -126,6 +127,7 @@ def materialize_graph(
         instance=instance,
         selection=selection or churn_training.selection,
         run_config=run_config,
+        tags=tags,
         resources={
             **churn_resources(),
             "io_manager": RunScopedIOManager(base_dir=str(env.storage_dir)),

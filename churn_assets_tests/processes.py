@@ -12,10 +12,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,23 @@ def call_json(
         return response.status, json.loads(response.read())
     finally:
         connection.close()
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.2
+) -> T:
+    """Poll `probe` until it returns something truthy; generous timeouts, never a deadline
+    the test asserts on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def free_port() -> int:

@@ -31,6 +31,7 @@ from churn_assets_tests.processes import (
     call_json,
     free_port,
     running,
+    wait_until,
 )
 
 NAME = "churn-classifier"
@@ -99,13 +100,7 @@ def _dagster(name: str) -> str:
 
 
 def _wait(what: str, probe: Callable[[], T | None], timeout: float = PIPELINE_TIMEOUT_S) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(what, probe, timeout, interval=1.0)
 
 
 @pytest.fixture(scope="module")

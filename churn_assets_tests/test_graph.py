@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from churn_assets import cli
 from churn_assets.ml import registry, schema
+from churn_assets.resources import INPUTS_FROM_RUN_TAG
 from churn_assets_tests.conftest import (
     TRAINING_ASSETS,
     ChurnEnv,
@@ -270,6 +271,42 @@ def test_promotion_refused_when_production_moved_after_evaluation(
     assert not refused.success
     assert "evaluated against production version 2" in failure_messages(refused)
     assert _production(churn_env) == "1"
+
+
+def _log_messages(instance: dg.DagsterInstance, run_id: str) -> str:
+    return "\n".join(entry.user_message for entry in instance.all_logs(run_id))
+
+
+def test_a_run_reads_inputs_it_does_not_produce_from_a_recorded_materialization(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    to_splits = list(TRAINING_ASSETS[: TRAINING_ASSETS.index("customer_splits") + 1])
+    first = materialize_graph(churn_env, instance, selection=to_splits)
+    second = materialize_graph(churn_env, instance, selection=to_splits)
+    assert first.success and second.success
+
+    latest = materialize_graph(churn_env, instance, selection="preprocessor")
+    assert latest.success, failure_messages(latest)
+    logs = _log_messages(instance, latest.run_id)
+    assert f"reading customer_splits produced by run {second.run_id}" in logs
+
+    chosen = materialize_graph(
+        churn_env,
+        instance,
+        selection="preprocessor",
+        tags={INPUTS_FROM_RUN_TAG: first.run_id},
+    )
+    assert chosen.success, failure_messages(chosen)
+    logs = _log_messages(instance, chosen.run_id)
+    assert f"reading customer_splits produced by run {first.run_id}" in logs
+
+    wrong = materialize_graph(
+        churn_env, instance, selection="preprocessor", tags={INPUTS_FROM_RUN_TAG: latest.run_id}
+    )
+    assert not wrong.success
+    assert f"run {latest.run_id} (tag {INPUTS_FROM_RUN_TAG}) did not materialize" in (
+        failure_messages(wrong)
+    )
 
 
 def _missing_column(frame: pd.DataFrame) -> pd.DataFrame:

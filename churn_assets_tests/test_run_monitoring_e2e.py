@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -21,20 +20,14 @@ import dagster as dg
 from churn_assets.ml.cleaning import read_customer_csv
 from churn_assets.ml.synthetic import write_customers
 from churn_assets.run_workers import WORKER_TAG
-from churn_assets_tests.processes import REPO, base_env, stop
+from churn_assets_tests.processes import REPO, base_env, stop, wait_until
 
 T = TypeVar("T")
 TIMEOUT_S = 300
 
 
 def _wait(what: str, probe: Callable[[], T | None], timeout: float = TIMEOUT_S) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(what, probe, timeout)
 
 
 def _bin(name: str) -> str:

@@ -36,17 +36,15 @@ def evaluation_report(
     decision = value_curve(y, candidate_probability, economics)
     # Production and the versions promoted before it, on this holdout: the gate's no-slide
     # reference (see churn_assets.ml.gate).
-    recent = model_registry.recent_production_versions(churn_settings.gate_history)
+    # Production is read once: the version the verdict records as compared with is the one
+    # scored here, and promotion's compare-and-set refuses if the alias moved since.
+    production = model_registry.production()
+    production_version = None if production is None else str(production.version)
+    recent = model_registry.recent_production_versions_from(production, churn_settings.gate_history)
     recent_probability = {
         version: evaluation.score_model_uri(f"models:/{churn_model.name}/{version}", holdout)
         for version in recent
     }
-    production = model_registry.production()
-    production_version = None if production is None else str(production.version)
-    if production_version is not None and production_version not in recent_probability:
-        recent_probability[production_version] = evaluation.score_model_uri(  # moved meanwhile
-            f"models:/{churn_model.name}/{production_version}", holdout
-        )
     production_probability = recent_probability.get(production_version or "")
     # The reference a boosted model has to beat, fitted on the same training rows.
     reference = baseline.fit_baseline(customer_splits.train, seed=0)

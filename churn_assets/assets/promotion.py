@@ -4,8 +4,7 @@ import dagster as dg
 
 from churn_assets.assets.metadata import model_links, retrain_asset
 from churn_assets.ml.evaluation import EvaluationReport
-from churn_assets.ml.locks import LockTimeoutError, LockUnavailableError
-from churn_assets.ml.registry import PromotionLostError, PromotionRefusedError
+from churn_assets.ml.registry import WRITE_REFUSALS
 from churn_assets.resources import ModelRegistryResource
 
 
@@ -22,12 +21,7 @@ def production_promotion(
     # gate wrote on the version itself. The move is a compare-and-set under the registry lock.
     try:
         move = model_registry.promote(evaluation_report.candidate_version, context.run_id)
-    except (
-        PromotionRefusedError,
-        PromotionLostError,
-        LockTimeoutError,
-        LockUnavailableError,
-    ) as refusal:
+    except WRITE_REFUSALS as refusal:
         raise dg.Failure(
             description=f"production not changed: {refusal}",
             metadata={"candidate_version": evaluation_report.candidate_version},

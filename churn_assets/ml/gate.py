@@ -14,9 +14,11 @@ total loss past the allowance fails.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from churn_assets.ml.evaluation import EvaluationReport
+from churn_assets.ml.settings import ChurnSettings
 
 
 class GateConfigError(ValueError):
@@ -30,6 +32,19 @@ class GateThresholds:
     max_auc_drop: float
     #: Also require a higher holdout AUC than the logistic-regression baseline's.
     beat_baseline: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: ChurnSettings) -> GateThresholds:
+        return cls(
+            settings.min_auc,
+            settings.min_accuracy,
+            settings.max_auc_drop,
+            settings.gate_beat_baseline,
+        )
+
+    def with_changes(self, **changes: Any) -> GateThresholds:
+        """These thresholds with every change that is not None applied."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def looser_than(self, floor: GateThresholds) -> list[str]:
         """Each threshold that would let through a model the floor refuses, with both values."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,18 @@ class RegistryLock(Protocol):
     def hold(self, timeout_s: float) -> AbstractContextManager[None]: ...
 
 
+def _acquire(attempt: Callable[[], bool], what: str, timeout_s: float) -> None:
+    """Try without blocking until `attempt` succeeds or `timeout_s` has passed.
+
+    Polling rather than a blocking call keeps the wait bounded for both kinds of lock.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not attempt():
+        if time.monotonic() > deadline:
+            raise LockTimeoutError(f"{what} still held by another writer after {timeout_s:g} s")
+        time.sleep(_POLL_S)
+
+
 @dataclass(frozen=True)
 class FileLock:
     """An exclusive `flock` on a file: shared by every process on the machine that holds it."""
@@ -49,18 +61,16 @@ class FileLock:
     @contextmanager
     def hold(self, timeout_s: float) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout_s
         with self.path.open("a") as handle:
-            while True:
+
+            def attempt() -> bool:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
                 except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LockTimeoutError(
-                            f"{self.describe()} still held by another writer after {timeout_s:g} s"
-                        ) from None
-                    time.sleep(_POLL_S)
+                    return False
+                return True
+
+            _acquire(attempt, self.describe(), timeout_s)
             try:
                 yield
             finally:
@@ -91,19 +101,15 @@ class PostgresAdvisoryLock:
 
         connection = psycopg2.connect(self.dsn, connect_timeout=10)
         connection.autocommit = True
-        deadline = time.monotonic() + timeout_s
         try:
             with connection.cursor() as cursor:
-                while True:
+
+                def attempt() -> bool:
                     cursor.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
                     row = cursor.fetchone()
-                    if row is not None and row[0]:
-                        break
-                    if time.monotonic() > deadline:
-                        raise LockTimeoutError(
-                            f"{self.describe()} still held by another writer after {timeout_s:g} s"
-                        )
-                    time.sleep(_POLL_S)
+                    return row is not None and bool(row[0])
+
+                _acquire(attempt, self.describe(), timeout_s)
                 try:
                     yield
                 finally:

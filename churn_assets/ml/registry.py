@@ -67,6 +67,15 @@ class PromotionLostError(RuntimeError):
     """The alias moved elsewhere while we held the lock: a writer that skips the lock exists."""
 
 
+#: Every way an alias move ends without moving it, each with a message for people.
+WRITE_REFUSALS: tuple[type[Exception], ...] = (
+    PromotionRefusedError,
+    PromotionLostError,
+    locks.LockTimeoutError,
+    locks.LockUnavailableError,
+)
+
+
 @dataclass(frozen=True)
 class AliasMove:
     """Where the production alias points after an operation, and where it pointed before."""
@@ -132,11 +141,16 @@ class ModelRegistry:
             raise
 
     def recent_production_versions(self, count: int) -> list[str]:
-        """Production now, then the versions promoted before it, newest first, at most `count`.
+        """Production now, then the versions promoted before it, newest first, at most `count`."""
+        return self.recent_production_versions_from(self.production(), count)
+
+    def recent_production_versions_from(
+        self, current: ModelVersion | None, count: int
+    ) -> list[str]:
+        """`current` (production as the caller read it), then the versions promoted before it.
 
         Versions production was rolled back from are left out: someone judged them unfit.
         """
-        current = self.production()
         chosen = [] if current is None else [str(current.version)]
         promoted = sorted(
             (
@@ -184,8 +198,12 @@ class ModelRegistry:
         """A verdict without an evaluation: the version can never be promoted."""
         self.tag(version, {GATE_REASON_TAG: _clip(reason), GATE_TAG: GATE_REFUSED})
 
-    def refuse_unjudged(self, dagster_run_id: str, reason: str) -> list[str]:
-        """Refuse every version a run registered that still waits for its verdict."""
+    def refuse_unjudged(self, dagster_run_id: str, reason: str | None = None) -> list[str]:
+        """Refuse every version a run registered that still waits for its verdict (by default
+        because the run failed before the gate)."""
+        reason = reason or (
+            f"Dagster run {dagster_run_id} failed before the quality gate judged this version"
+        )
         refused = []
         for version in self.versions():
             tags = version.tags or {}
