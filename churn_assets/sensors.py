@@ -119,6 +119,9 @@ churn_automation = dg.AutomationConditionSensorDefinition(
         "the model versions it registered that never got a gate verdict."
     ),
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # Runs launched from the shell (`make run`, `dg launch`) carry no code location, so a
+    # sensor watching only its own location would never see them fail.
+    monitor_all_code_locations=True,
 )
 def failed_runs_mlflow_cleanup(
     context: dg.RunFailureSensorContext, registry: ModelRegistryResource

@@ -1,9 +1,9 @@
-"""`kill -9` of a run worker with the daemon running, as `make dev` runs it.
+"""`kill -9` of run workers with the daemon running, as `make dev` runs it.
 
 Before run monitoring a killed worker's run stayed STARTED for ever, its MLflow run RUNNING,
 and the landing sensor waited on it for ever. Here: a training run launched from the shell is
-killed mid-run, then a merge run; both become FAILED, the MLflow run and the version the
-killed training registered are closed, and the landing sensor merges the next extract.
+killed mid-run, then a merge run the landing sensor started; both become FAILED, the failure
+sensor ends the training's MLflow run, and the landing sensor merges the next extract.
 """
 
 import os
@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
+from mlflow.tracking import MlflowClient
 
 from churn_assets.ml.cleaning import read_customer_csv
-from churn_assets.ml.synthetic import write_customers
+from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.run_workers import WORKER_TAG
 from churn_assets_tests.processes import REPO, base_env, stop, wait_until
 
@@ -97,6 +98,7 @@ def test_killed_workers_fail_their_runs_and_the_sensor_moves_on(
                 event = instance.get_latest_materialization_event(dg.AssetKey("preprocessor"))
             return event is not None
 
+        _wait("the training run's MLflow run", mlflow_run_started)
         run = _wait("the training run", lambda: _run(home, "churn_training"))
         _wait(
             "its worker record",
@@ -110,5 +112,49 @@ def test_killed_workers_fail_their_runs_and_the_sensor_moves_on(
             "run monitoring to fail the killed training run",
             lambda: _status(home, run.run_id) == dg.DagsterRunStatus.FAILURE,
         )
+        uri = f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
+        client = MlflowClient(uri, uri)
+
+        def mlflow_runs() -> dict[str, str]:
+            found = client.search_runs(
+                [e.experiment_id for e in client.search_experiments()],
+                filter_string=f"tags.dagster_run_id = '{run.run_id}'",
+            )
+            return {r.info.run_id: r.info.status for r in found}
+
+        assert mlflow_runs(), "the killed run had started its MLflow run"
+        _wait(
+            "the failure sensor to end its MLflow run",
+            lambda: set(mlflow_runs().values()) == {"FAILED"},
+        )
+
+        # 2. a merge the landing sensor started, killed while it writes
+        big = write_customers(generate_customers(300_000, 11), tmp_path / "big.csv")
+        big.rename(incoming / "week1.csv")
+        merge = _wait(
+            "the merge run's worker",
+            lambda: (r := _run(home, "merge_extract")) is not None and WORKER_TAG in r.tags and r,
+        )
+        pid = int(merge.tags[WORKER_TAG].split("/")[-2])
+        os.kill(pid, signal.SIGKILL)
+        write_customers(generate_customers(50, 12), tmp_path / "small.csv").rename(
+            incoming / "week2.csv"
+        )
+        _wait(
+            "the killed merge to fail",
+            lambda: _status(home, merge.run_id) == dg.DagsterRunStatus.FAILURE,
+        )
+
+        def next_merged() -> bool:
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                runs = instance.get_runs(dg.RunsFilter(job_name="merge_extract"))
+            return any(
+                r.tags.get("churn/extract") == "week2.csv"
+                and r.status == dg.DagsterRunStatus.SUCCESS
+                for r in runs
+            )
+
+        _wait("the sensor to merge the next extract", next_merged)
+        assert not list(tmp_path.glob(".telco_churn.csv.*.tmp"))  # the killed merge's leftovers
     finally:
         stop(daemon)
