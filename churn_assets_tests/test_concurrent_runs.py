@@ -62,14 +62,13 @@ def test_two_cli_runs_at_once_each_gate_their_own_version(tmp_path: Path, sample
         for record in instance.get_run_records():
             run_id = record.dagster_run.run_id
             by_asset = {
-                e.asset_key.to_user_string(): e.asset_materialization.metadata
-                for e in (
-                    entry.dagster_event
-                    for entry in instance.all_logs(
-                        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-                    )
+                entry.asset_materialization.asset_key.to_user_string(): (
+                    entry.asset_materialization.metadata
                 )
-                if e is not None and e.asset_materialization is not None
+                for entry in instance.all_logs(
+                    run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+                )
+                if entry.asset_materialization is not None
             }
             trained = by_asset["churn_model"]["model_uri"].value
             assert by_asset["evaluation_report"]["model_uri"].value == trained

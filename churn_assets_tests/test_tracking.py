@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from churn_assets.ml import tracking
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.resources import churn_resources
 from churn_assets.sensors import failed_runs_mlflow_cleanup
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
 
@@ -83,13 +84,14 @@ def test_failure_sensor_ends_runs_a_dead_worker_left_running(
     unrelated = client.create_run(experiment_id, tags={"dagster_run_id": "another-run"})
 
     failure_event = failed.get_run_failure_event()
-    context = dg.build_run_status_sensor_context(
+    with dg.build_run_status_sensor_context(
         sensor_name=failed_runs_mlflow_cleanup.name,
         dagster_event=failure_event,
         dagster_instance=instance,
         dagster_run=failed.dagster_run,
-    ).for_run_failure()
-    failed_runs_mlflow_cleanup(context)
+        resources={"registry": churn_resources()["registry"]},
+    ) as context:
+        failed_runs_mlflow_cleanup(context.for_run_failure())
 
     assert client.get_run(orphan.info.run_id).info.status == "FAILED"
     assert client.get_run(unrelated.info.run_id).info.status == "RUNNING"
