@@ -78,7 +78,7 @@ lint: sync  ## ruff (lint and format) and mypy
 	$(RUN) mypy
 
 test: lint  ## lint, then the whole test suite
-	$(RUN) pytest
+	$(RUN) pytest -n 2 --dist loadfile  # two workers, one test file each at a time
 
 clean:  ## remove local state (MLflow store, Dagster home); keeps data/
 	rm -rf "$(STATE_DIR)"
