@@ -24,12 +24,17 @@ _PROC = Path("/proc")
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    """The start time (clock ticks since boot, field 22 of /proc/PID/stat) of a live process.
+
+    None for no process, and for a zombie: a killed worker whose parent has not reaped it
+    yet still has a /proc entry, but it will never run again.
+    """
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in {"Z", "X"} else fields[19]
 
 
 def _machine() -> str | None:
