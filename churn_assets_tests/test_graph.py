@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -256,6 +257,27 @@ def test_second_run_is_compared_with_the_champion_and_is_deterministic(
     assert _production(churn_env) == "2"
     assert second_tags[registry.PREVIOUS_TAG] == "1"
     assert "gate" not in failure_messages(second)
+
+
+def test_a_run_that_fails_before_its_gate_refuses_its_version(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    """Production's artifact is gone, so evaluation cannot score it: the run fails after its
+    churn_model registered version 2, which must not stay without a verdict."""
+    assert materialize_graph(churn_env, instance).success
+    source = churn_env.client.get_model_version(NAME, "1").source
+    artifacts = churn_env.client.get_logged_model(source.removeprefix("models:/")).artifact_location
+    shutil.rmtree(artifacts.removeprefix("file://"))
+    failed = materialize_graph(churn_env, instance)
+    assert not failed.success
+    assert failed.asset_materializations_for_node("churn_model")
+    tags = _tags(churn_env, "2")
+    assert tags[registry.GATE_TAG] == registry.GATE_REFUSED
+    assert (
+        f"Dagster run {failed.run_id} failed before the quality gate"
+        in (tags[registry.GATE_REASON_TAG])
+    )
+    assert _production(churn_env) == "1"
 
 
 def test_promotion_refused_when_production_moved_after_evaluation(
