@@ -119,6 +119,7 @@ churn_automation = dg.AutomationConditionSensorDefinition(
         "the model versions it registered that never got a gate verdict."
     ),
     default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=_INTERVAL_S,
     # Runs launched from the shell (`make run`, `dg launch`) carry no code location, so a
     # sensor watching only its own location would never see them fail.
     monitor_all_code_locations=True,

@@ -9,7 +9,6 @@ every other one is told why, on the local SQLite store (file lock) and on Postgr
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from churn_assets.ml import registry
 from churn_assets.ml.evaluation import EvaluationReport
 from churn_assets.ml.gate import GateThresholds, evaluate_gate
 from churn_assets.ml.locks import registry_lock
-from churn_assets_tests.processes import REPO, base_env, postgres_databases
+from churn_assets_tests.processes import REPO, base_env, postgres_databases, wait_until
 
 NAME = "churn-classifier"
 PROCESSES = 6
@@ -32,6 +31,7 @@ from churn_assets.ml.settings import ChurnSettings
 store = registry.open_registry(ChurnSettings())
 store.production()  # connected and warm before the start signal
 go = pathlib.Path(sys.argv[2])
+(go.parent / f"ready-{sys.argv[1]}").touch()
 while not go.exists():
     time.sleep(0.001)
 try:
@@ -79,7 +79,12 @@ def _race(uri: str, tmp_path: Path) -> None:
         )
         for version in candidates
     ]
-    time.sleep(8)  # every promoter imported MLflow and connected; none has started
+    # every promoter imported MLflow and connected before any of them starts
+    wait_until(
+        "every promoter to be ready",
+        lambda: all((tmp_path / f"ready-{v}").exists() for v in candidates),
+        timeout=300,
+    )
     go.touch()
     outcomes = []
     for process in promoters:
