@@ -107,6 +107,18 @@ def churn_env(
 
 
 @pytest.fixture
+def shell_env(tmp_path: Path) -> dict[str, str]:
+    """A user's shell for make and the CLIs: a state folder, data path and Dagster home."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+    env.update(
+        CHURN_STATE_DIR=str(tmp_path / "state"),
+        CHURN_DATA_PATH=str(tmp_path / "data" / "telco_churn.csv"),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+    )
+    return env
+
+
+@pytest.fixture
 def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     home = tmp_path / "dagster_home"
     home.mkdir()

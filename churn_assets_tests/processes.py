@@ -50,6 +50,17 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def run_command(
+    args: list[str], env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """A command run from the checkout as a user runs it; never raises on its exit code."""
+    done = subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    print(" ".join(args), "->", done.returncode)
+    return done
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -34,8 +34,6 @@ from churn_assets_tests.processes import (
     wait_until,
 )
 
-#: One `dagster dev` stack serves the whole module: keep its tests on one xdist worker.
-pytestmark = pytest.mark.xdist_group("dagster_dev_stack")
 NAME = "churn-classifier"
 #: A run takes about 20 s here (a fresh process importing Dagster, MLflow and LightGBM);
 #: a drop goes through a sensor tick, the merge run, an automation tick and the retrain run.

@@ -1,15 +1,12 @@
 """The commands the README documents, run as a user runs them: real processes, real stores."""
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets_tests.conftest import SETTINGS_ENV
-from churn_assets_tests.processes import uv_executable
+from churn_assets_tests.processes import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 600
@@ -21,25 +18,6 @@ STAGES = [
 ]
 
 
-@pytest.fixture
-def shell_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
-    env.update(
-        CHURN_STATE_DIR=str(tmp_path / "state"),
-        CHURN_DATA_PATH=str(tmp_path / "data" / "telco_churn.csv"),
-        DAGSTER_HOME=str(tmp_path / "dagster_home"),
-    )
-    return env
-
-
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        args, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )
-    print(" ".join(args), "->", done.returncode)
-    return done
-
-
 def _production(client: MlflowClient) -> str:
     return str(client.get_model_version_by_alias("churn-classifier", "production").version)
 
@@ -47,15 +25,15 @@ def _production(client: MlflowClient) -> str:
 def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -> None:
     # an explicit CHURN_DATA_PATH that does not exist (a typo) trains nothing
     data = Path(shell_env["CHURN_DATA_PATH"])
-    typo = _run(["make", "run"], shell_env)
+    typo = run_command(["make", "run"], shell_env)
     assert typo.returncode != 0
     assert f"CHURN_DATA_PATH is {data}, which does not exist" in typo.stderr
     assert not data.exists()
     assert not (Path(shell_env["CHURN_STATE_DIR"]) / "mlflow.db").exists()
 
-    generated = _run([".venv/bin/churn", "generate-data", "--out", str(data)], shell_env)
+    generated = run_command([".venv/bin/churn", "generate-data", "--out", str(data)], shell_env)
     assert generated.returncode == 0, generated.stderr
-    done = _run(["make", "run"], shell_env)
+    done = run_command(["make", "run"], shell_env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "churn-classifier@production = version 1" in done.stdout
     found = re.search(r"holdout_auc: ([0-9.]+)", done.stdout)
@@ -71,14 +49,14 @@ def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -
 
     # a user's data file is never overwritten
     before = data.read_bytes()
-    again = _run(["make", "data"], shell_env)
+    again = run_command(["make", "data"], shell_env)
     assert again.returncode == 0
     assert "using existing" in again.stdout
     assert data.read_bytes() == before
 
     # the documented stage-by-stage commands, each a separate Dagster run
     for selection in STAGES:
-        step = _run(["make", "materialize", f"SELECT={selection}"], shell_env)
+        step = run_command(["make", "materialize", f"SELECT={selection}"], shell_env)
         assert step.returncode == 0, f"{selection}: {step.stderr[-3000:]}"
     assert _production(client) == "2"
     tags = client.get_model_version("churn-classifier", "2").tags
@@ -86,17 +64,17 @@ def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -
     assert tags["compared_with_production"] == "1"
     assert {r.info.status for r in client.search_runs(["1"])} == {"FINISHED"}
 
-    rolled = _run(["make", "rollback"], shell_env)
+    rolled = run_command(["make", "rollback"], shell_env)
     assert rolled.returncode == 0, rolled.stderr
     assert "version 2 -> 1" in rolled.stdout
     assert _production(client) == "1"
 
-    refused = _run([".venv/bin/churn", "rollback"], shell_env)
+    refused = run_command([".venv/bin/churn", "rollback"], shell_env)
     assert refused.returncode == 1
     assert "records no previous 'production' version" in refused.stderr
     assert _production(client) == "1"
 
-    shown = _run([".venv/bin/churn", "production"], shell_env)
+    shown = run_command([".venv/bin/churn", "production"], shell_env)
     assert "churn-classifier@production = version 1" in shown.stdout
 
 
@@ -114,14 +92,3 @@ def test_demo_data_only_for_the_default_path(tmp_path: Path, shell_env: dict[str
     assert done.returncode == 0, done.stderr
     assert "SYNTHETIC demo customers" in done.stdout
     assert (tmp_path / "data" / "telco_churn.csv").is_file()
-
-
-def test_make_schedule_on_and_off_toggle_the_weekly_retrain(shell_env: dict[str, str]) -> None:
-    listing = [uv_executable(), "run", "--frozen", "dagster", "schedule", "list"]
-    listing += ["-m", "churn_assets.definitions"]
-    on = _run(["make", "schedule-on"], shell_env)
-    assert on.returncode == 0, on.stderr[-3000:]
-    assert "weekly_retrain [RUNNING]" in _run(listing, shell_env).stdout
-    off = _run(["make", "schedule-off"], shell_env)
-    assert off.returncode == 0, off.stderr[-3000:]
-    assert "weekly_retrain [STOPPED]" in _run(listing, shell_env).stdout
