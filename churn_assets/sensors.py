@@ -49,19 +49,29 @@ def incoming_extracts(
     """
     churn_settings = settings.get()
     cursor = landing.LandingCursor.from_json(context.cursor)
-    ready = landing.ready_extracts(
-        churn_settings.incoming_dir, cursor, churn_settings.incoming_settle_s
+    scan = landing.ready_extracts(
+        churn_settings.incoming_dir,
+        cursor,
+        churn_settings.incoming_settle_s,
+        limits=churn_settings.extract_limits,
     )
+    # Each refused file is reported once (again if it changes) and never stops the others.
+    refusals = [_refusal(refused) for refused in scan.newly_refused]
+    for refused in scan.newly_refused:
+        context.log.warning(f"{refused.reason}; it is skipped, the other extracts proceed")
+    ready = scan.ready
     if not ready:
         return dg.SensorResult(
             skip_reason=f"no new settled extract in {churn_settings.incoming_dir}",
             cursor=cursor.to_json(),
+            asset_events=refusals,
         )
     in_flight = _merge_in_flight(context.instance)
     if in_flight:
         return dg.SensorResult(
             skip_reason=f"{len(ready)} extract(s) wait for merge run {in_flight} to finish",
             cursor=cursor.to_json(),
+            asset_events=refusals,
         )
     extract = ready[0]
     cursor.mark_seen(extract.sha256)
@@ -86,6 +96,7 @@ def incoming_extracts(
             )
         ],
         asset_events=[
+            *refusals,
             dg.AssetMaterialization(
                 incoming_extract.key,
                 description=f"{extract.path.name} landed",
@@ -96,9 +107,22 @@ def incoming_extracts(
                     "modified_at": dg.MetadataValue.timestamp(extract.mtime_ns / 1e9),
                 },
                 tags={"dagster/data_version": extract.sha256},
-            )
+            ),
         ],
         cursor=cursor.to_json(),
+    )
+
+
+def _refusal(refused: landing.RefusedFile) -> dg.AssetObservation:
+    """A refused file on the incoming_extract asset's timeline, where its extracts show."""
+    return dg.AssetObservation(
+        incoming_extract.key,
+        description=refused.reason,
+        metadata={
+            "refused_file": refused.name,
+            "reason": refused.reason,
+            "size_bytes": refused.size,
+        },
     )
 
 

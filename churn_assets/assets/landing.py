@@ -38,12 +38,15 @@ def customer_snapshot(config: CustomerSnapshotConfig, settings: ChurnSettingsRes
     # The snapshot itself is the CSV file raw_customers reads; the value stored here is the
     # extract's cleaned rows, which the drift check compares with the production model's data.
     extract = Path(config.extract_path)
-    data_path = settings.get().data_path
+    churn_settings = settings.get()
+    data_path = churn_settings.data_path
     try:
-        report, cleaned = landing.merge_extract(data_path, extract, config.extract_sha256)
+        report, cleaned = landing.merge_extract(
+            data_path, extract, config.extract_sha256, churn_settings.extract_limits
+        )
     except CustomerDataError as error:
         raise dg.Failure(
-            description=f"{error}. The snapshot {data_path} was not changed.",
+            description=str(error),
             metadata={"extract": dg.MetadataValue.path(str(extract))},
             allow_retries=False,
         ) from error

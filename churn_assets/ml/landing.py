@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,10 +25,15 @@ import pandas as pd
 from churn_assets.ml import schema
 from churn_assets.ml.cleaning import CustomerDataError, clean_customers, read_customer_csv
 from churn_assets.ml.files import replacing
-from churn_assets.ml.tracking import file_sha256
+from churn_assets.ml.limits import ExtractLimits
+from churn_assets.ml.tracking import file_sha256, stream_sha256
 
 #: Hashes the cursor remembers; far more than a weekly drop needs, small enough for a cursor.
 _SEEN_LIMIT = 1000
+
+
+class RefusedExtractError(CustomerDataError):
+    """A file in the landing folder that is never read: a link, not a file, too large."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class LandingCursor:
 
     seen: list[str] = field(default_factory=list)
     hashes: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    #: Files refused, by name -> (size, mtime): reported once, again only if they change.
+    refused: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str | None) -> LandingCursor:
@@ -59,10 +68,13 @@ class LandingCursor:
         return cls(
             seen=list(data.get("seen", [])),
             hashes={name: (int(s), int(m), str(h)) for name, (s, m, h) in data["hashes"].items()},
+            refused={name: (int(s), int(m)) for name, (s, m) in data.get("refused", {}).items()},
         )
 
     def to_json(self) -> str:
-        return json.dumps({"seen": self.seen, "hashes": self.hashes}, sort_keys=True)
+        return json.dumps(
+            {"seen": self.seen, "hashes": self.hashes, "refused": self.refused}, sort_keys=True
+        )
 
     def mark_seen(self, sha256: str) -> None:
         if sha256 not in self.seen:
@@ -70,39 +82,123 @@ class LandingCursor:
 
 
 def is_candidate(path: Path) -> bool:
-    """A CSV file, not hidden and not a temporary name a copy in progress would use."""
-    return path.is_file() and path.suffix.lower() == ".csv" and not path.name.startswith((".", "~"))
+    """A CSV name, not hidden and not a temporary name a copy in progress would use.
+
+    Only the name is looked at: what the name points to is `inspect_landed`'s to judge.
+    """
+    return path.suffix.lower() == ".csv" and not path.name.startswith((".", "~"))
+
+
+@dataclass(frozen=True)
+class RefusedFile:
+    """A candidate file the sensor will not merge, and why (never its content)."""
+
+    name: str
+    reason: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class LandingScan:
+    """One look at the landing folder: what is ready to merge, and what was refused."""
+
+    ready: list[LandedFile] = field(default_factory=list)
+    #: Refused files not reported before (the cursor remembers the ones that were).
+    newly_refused: list[RefusedFile] = field(default_factory=list)
+
+
+def inspect_landed(path: Path, folder: Path, limits: ExtractLimits) -> os.stat_result:
+    """The file's own status, if it may be read at all; RefusedExtractError otherwise.
+
+    Links are refused rather than followed: a link can point anywhere the daemon can read
+    (a credentials file, another customer base), and whoever can write to the landing folder
+    must not be able to make the platform read it. The same goes for a name that resolves
+    outside the folder, for anything but a regular file (a FIFO would block a read forever)
+    and for a file over the size limit.
+    """
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        raise RefusedExtractError(
+            f"extract {path.name} is a symbolic link; links are never followed"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise RefusedExtractError(f"extract {path.name} is not a regular file")
+    if path.resolve().parent != folder.resolve():
+        raise RefusedExtractError(f"extract {path.name} resolves outside the landing folder")
+    if info.st_size > limits.max_file_bytes:
+        raise RefusedExtractError(
+            f"extract {path.name} is {info.st_size:,} bytes, over the limit of "
+            f"{limits.max_file_bytes:,} (CHURN_MAX_EXTRACT_MB)"
+        )
+    return info
+
+
+def _landed_sha256(path: Path) -> str:
+    """The content hash, read without following a link swapped in since the inspection."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise RefusedExtractError(f"extract {path.name} is not a regular file")
+        os.set_blocking(descriptor, True)
+        return stream_sha256(handle)
 
 
 def ready_extracts(
-    folder: Path, cursor: LandingCursor, settle_s: float, now: float | None = None
-) -> list[LandedFile]:
+    folder: Path,
+    cursor: LandingCursor,
+    settle_s: float,
+    now: float | None = None,
+    limits: ExtractLimits | None = None,
+) -> LandingScan:
     """Extracts not yet seen and unchanged for `settle_s` seconds, oldest first.
 
     A file still being copied keeps changing its modification time, so the settle time keeps
-    it out until the copy is over. The cursor's hash cache is refreshed for the files read.
+    it out until the copy is over. A file that cannot be used (see `inspect_landed`, or one
+    that cannot be read) is refused on its own: it never stops the files beside it. The
+    cursor's hash cache is refreshed for the files read.
     """
+    scan = LandingScan()
     if not folder.is_dir():
-        return []
+        return scan
+    limits = limits or ExtractLimits()
     now = time.time() if now is None else now
-    ready: list[LandedFile] = []
     present: dict[str, tuple[int, int, str]] = {}
+    refused: dict[str, tuple[int, int]] = {}
     for path in sorted(folder.iterdir()):
         if not is_candidate(path):
             continue
-        stat = path.stat()
-        if now - stat.st_mtime < settle_s:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue  # moved away since the listing: nothing to report
+        if now - info.st_mtime < settle_s:
             continue
-        cached = cursor.hashes.get(path.name)
-        if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
-            sha256 = cached[2]
-        else:
-            sha256 = file_sha256(path)
-        present[path.name] = (stat.st_size, stat.st_mtime_ns, sha256)
-        if sha256 not in cursor.seen and all(sha256 != f.sha256 for f in ready):
-            ready.append(LandedFile(path, stat.st_size, stat.st_mtime_ns, sha256))
+        try:
+            inspect_landed(path, folder, limits)
+            cached = cursor.hashes.get(path.name)
+            if cached and cached[:2] == (info.st_size, info.st_mtime_ns):
+                sha256 = cached[2]
+            else:
+                sha256 = _landed_sha256(path)
+        except (OSError, CustomerDataError) as error:
+            reason = (
+                str(error)
+                if isinstance(error, CustomerDataError)
+                else f"extract {path.name} cannot be read: {error.strerror or type(error).__name__}"
+            )
+            key = (info.st_size, info.st_mtime_ns)
+            refused[path.name] = key
+            if cursor.refused.get(path.name) != key:
+                scan.newly_refused.append(RefusedFile(path.name, reason, *key))
+            continue
+        present[path.name] = (info.st_size, info.st_mtime_ns, sha256)
+        if sha256 not in cursor.seen and all(sha256 != f.sha256 for f in scan.ready):
+            scan.ready.append(LandedFile(path, info.st_size, info.st_mtime_ns, sha256))
     cursor.hashes = present
-    return sorted(ready, key=lambda landed: (landed.mtime_ns, landed.path.name))
+    cursor.refused = refused
+    scan.ready.sort(key=lambda landed: (landed.mtime_ns, landed.path.name))
+    return scan
 
 
 @dataclass(frozen=True)
@@ -130,13 +226,25 @@ class Extract:
     sha256: str
 
 
-def read_extract(path: Path, expected_sha256: str | None = None) -> Extract:
+def read_extract(
+    path: Path, expected_sha256: str | None = None, limits: ExtractLimits | None = None
+) -> Extract:
     """The extract's rows as written, after checking they clean; errors name the file.
 
-    Raises CustomerDataError when the file changed since `expected_sha256` was taken or when
-    any row would not clean (the message names the column, the value and the line).
+    Raises CustomerDataError when the file may not be read (`inspect_landed`), changed since
+    `expected_sha256` was taken, or has a row that would not clean (the message names the
+    column, the value and the line).
     """
-    sha256 = file_sha256(path) if path.is_file() else ""
+    limits = limits or ExtractLimits()
+    try:
+        inspect_landed(path, path.parent, limits)
+        sha256 = _landed_sha256(path)
+    except FileNotFoundError:
+        sha256 = ""
+    except OSError as error:
+        raise CustomerDataError(
+            f"extract {path.name} cannot be read: {error.strerror or type(error).__name__}"
+        ) from None
     if expected_sha256 and sha256 != expected_sha256:
         raise CustomerDataError(
             f"extract {path.name}: its content changed since it was picked up "
@@ -144,7 +252,11 @@ def read_extract(path: Path, expected_sha256: str | None = None) -> Extract:
             "it will be picked up again once it stops changing"
         )
     try:
-        raw = read_customer_csv(path, sha256)
+        if not sha256:
+            raise CustomerDataError(f"extract {path} does not exist")
+        raw = read_customer_csv(
+            path, sha256, max_line_bytes=limits.max_line_bytes, follow_symlinks=False
+        )
         # An extract may be a handful of customers who all stayed; training data may not.
         cleaned, _ = clean_customers(raw, require_both_classes=False)
     except CustomerDataError as error:
@@ -165,15 +277,28 @@ def _locked(snapshot: Path) -> Iterator[None]:
 
 
 def merge_extract(
-    snapshot: Path, extract: Path, expected_sha256: str | None = None
+    snapshot: Path,
+    extract: Path,
+    expected_sha256: str | None = None,
+    limits: ExtractLimits | None = None,
 ) -> tuple[MergeReport, pd.DataFrame]:
     """Upsert the extract into the snapshot by customerID; the extract's rows win.
 
     A missing snapshot starts from the extract alone, so a new installation can be fed from
     the landing folder. Columns outside the export's schema are dropped from the snapshot.
-    Returns what changed and the extract's cleaned rows (what drift is measured on).
+    Returns what changed and the extract's cleaned rows (what drift is measured on). Any
+    CustomerDataError says that the snapshot was not changed, which is true of every one.
     """
-    validated = read_extract(extract, expected_sha256)
+    try:
+        return _merge(snapshot, extract, expected_sha256, limits)
+    except CustomerDataError as error:
+        raise CustomerDataError(f"{error}; the snapshot {snapshot} was not changed") from error
+
+
+def _merge(
+    snapshot: Path, extract: Path, expected_sha256: str | None, limits: ExtractLimits | None
+) -> tuple[MergeReport, pd.DataFrame]:
+    validated = read_extract(extract, expected_sha256, limits)
     raw = validated.raw
     extra = [str(c) for c in raw.columns if c not in schema.RAW_COLUMNS]
     incoming = raw[list(schema.RAW_COLUMNS)]
@@ -191,8 +316,7 @@ def merge_extract(
             missing = [c for c in schema.RAW_COLUMNS if c not in current.columns]
             if missing:
                 raise CustomerDataError(
-                    f"snapshot {snapshot} lacks column(s) {', '.join(map(repr, missing))}; "
-                    "it was not changed"
+                    f"snapshot {snapshot} lacks column(s) {', '.join(map(repr, missing))}"
                 )
             current = current[list(schema.RAW_COLUMNS)]
         else:

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from churn_assets.ml.calibration import CalibrationMode
+from churn_assets.ml.limits import DEFAULT_MAX_EXTRACT_BYTES, DEFAULT_MAX_LINE_BYTES, ExtractLimits
 from churn_assets.ml.reasons import MAX_REASONS
 
 SQLITE_FILE = "mlflow.db"
@@ -28,6 +29,10 @@ class ChurnSettings(BaseSettings):
     data_path: Path = Field(Path("data/telco_churn.csv"), alias="CHURN_DATA_PATH")
     incoming_dir: Path = Field(Path("data/incoming"), alias="CHURN_INCOMING_DIR")
     incoming_settle_s: float = Field(10.0, alias="CHURN_INCOMING_SETTLE_S", ge=0)
+    max_extract_mb: float = Field(
+        DEFAULT_MAX_EXTRACT_BYTES / 2**20, alias="CHURN_MAX_EXTRACT_MB", gt=0
+    )
+    max_line_bytes: int = Field(DEFAULT_MAX_LINE_BYTES, alias="CHURN_MAX_LINE_BYTES", ge=1024)
     sensor_interval_s: int = Field(30, alias="CHURN_SENSOR_INTERVAL_S", ge=1)
     scores_dir: Path | None = Field(None, alias="CHURN_SCORES_DIR")
     drift_psi_warn: float = Field(0.2, alias="CHURN_DRIFT_PSI_WARN", gt=0)
@@ -67,6 +72,10 @@ class ChurnSettings(BaseSettings):
         if self.mlflow_tracking_uri and self.mlflow_tracking_uri.startswith("http"):
             return self.mlflow_tracking_uri
         return LOCAL_UI_URL
+
+    @property
+    def extract_limits(self) -> ExtractLimits:
+        return ExtractLimits(int(self.max_extract_mb * 2**20), self.max_line_bytes)
 
     @property
     def local_state(self) -> Path:
