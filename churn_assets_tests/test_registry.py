@@ -1,16 +1,23 @@
 """Promotion and rollback rules against a real MLflow registry on SQLite."""
 
 import json
+import shutil
 from pathlib import Path
 
+import lightgbm as lgb
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.pipeline import Pipeline
 
-from churn_assets.ml import registry
+from churn_assets.ml import registry, schema
+from churn_assets.ml.cleaning import clean_customers
 from churn_assets.ml.evaluation import EvaluationReport
+from churn_assets.ml.features import build_preprocessor
 from churn_assets.ml.gate import GateThresholds, evaluate_gate
 from churn_assets.ml.locks import registry_lock
+from churn_assets.ml.synthetic import generate_customers
+from churn_assets.ml.tracking import SKOPS_TRUSTED_TYPES
 
 NAME = "churn-classifier"
 ALIAS = "production"
@@ -25,13 +32,29 @@ def open_store(uri: str) -> registry.ModelRegistry:
     )
 
 
+@pytest.fixture(scope="module")
+def model_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real pipeline saved as an MLflow model: what each test's versions point at,
+    so a rollback's load check loads a real model."""
+    customers, _ = clean_customers(generate_customers(300, 1))
+    features = customers[list(schema.FEATURE_COLUMNS)]
+    pipeline = Pipeline(
+        [("preprocess", build_preprocessor()), ("model", lgb.LGBMClassifier(n_estimators=5))]
+    )
+    pipeline.fit(features, customers[schema.TARGET_COLUMN])
+    path = tmp_path_factory.mktemp("model") / "pipeline"
+    mlflow.sklearn.save_model(pipeline, path, skops_trusted_types=SKOPS_TRUSTED_TYPES)
+    return path
+
+
 @pytest.fixture
-def client(tmp_path: Path) -> registry.ModelRegistry:
+def client(tmp_path: Path, model_source: Path) -> registry.ModelRegistry:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)  # what open_registry does: MLflow registers through these
     mlflow.set_registry_uri(uri)
     store = open_store(uri)
     store.client.create_registered_model(NAME)
+    shutil.copytree(model_source, tmp_path / "artifacts")  # where `_version` points versions
     return store
 
 
@@ -49,7 +72,6 @@ def report(version: str, auc: float, recent: dict[str, float] | None = None) -> 
 
 def _version(client: registry.ModelRegistry, gate: str | None = None, against: str = "none") -> str:
     source = Path(client.client.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
-    source.mkdir(exist_ok=True)
     version = str(client.client.create_model_version(NAME, source=source.as_uri()).version)
     if gate is not None:
         auc = 0.86 if gate == "passed" else 0.5
@@ -133,6 +155,23 @@ def test_rollback_to_named_version_requires_a_passed_gate(client: registry.Model
     with pytest.raises(registry.PromotionRefusedError, match="has no version 99"):
         client.rollback("99")
     assert _production(client) == v1
+
+
+def test_rollback_refuses_a_version_whose_model_cannot_be_loaded(
+    client: registry.ModelRegistry, tmp_path: Path
+) -> None:
+    v1 = _version(client, "passed")
+    client.promote(v1)
+    broken = tmp_path / "broken"  # its artifact is gone: deleted, or a bucket lost
+    broken.mkdir()
+    v2 = str(client.client.create_model_version(NAME, source=broken.as_uri()).version)
+    client.record_verdict(v2, evaluate_gate(report(v2, 0.86), THRESHOLDS), v1)
+    v3 = _version(client, "passed", against=v1)
+    client.promote(v3)
+    with pytest.raises(registry.PromotionRefusedError, match="version 2 cannot be loaded"):
+        client.rollback(v2)
+    assert _production(client) == v3
+    assert client.rollback(v1).version == v1
 
 
 def test_rollback_without_production_is_refused(client: registry.ModelRegistry) -> None:

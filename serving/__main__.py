@@ -1,13 +1,24 @@
 """`python -m serving`: one uvicorn worker serving `create_app()`."""
 
+import sys
+
 import uvicorn
 
+from churn_assets.ml.ports import port_in_use
 from serving.app import create_app
 from serving.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
+    # Before the model is loaded (up to a minute from a remote store), not after.
+    busy = port_in_use(settings.host, settings.port)
+    if busy:
+        print(
+            f"churn API: {busy}; choose another with CHURN_API_PORT (make serve PORT=8001)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

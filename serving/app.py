@@ -9,8 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import models_json_schema
 
+from serving.body_limit import BodySizeLimit
 from serving.errors import install_error_handlers
 from serving.metrics import ApiMetrics, MetricsMiddleware
 from serving.model import ModelWatcher
@@ -62,7 +64,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    app = FastAPI(
+    # /docs and /redoc with their scripts served by the API itself: FastAPI's default pages
+    # load them from a CDN, which a closed network (or a strict browser policy) never reaches.
+    app = FastAPIOffline(
         title="Churn API",
         version="1",
         description="Churn probabilities from the registry's production model, "
@@ -77,4 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # added last, so outermost: an oversized body is refused before anything else runs
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -19,10 +19,19 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
+#: Field errors listed in one response; a 10,000-row batch can have ten of thousands.
+_MAX_DETAILS = 20
+
+
 def _body(code: str, message: str, details: list[ErrorDetail] | None = None) -> dict[str, Any]:
     return ErrorResponse(
         error=ErrorBody(code=code, message=message, details=details or [])
     ).model_dump()
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The error body for one problem, for code that answers outside FastAPI's handlers."""
+    return _body(code, message, [ErrorDetail(field=field, problem=message)] if field else None)
 
 
 def _field(location: tuple[Any, ...]) -> str:
@@ -47,9 +56,12 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
             _body("malformed_json", f"request body is not valid JSON: {detail}"), status_code=400
         )
     details = [
-        ErrorDetail(field=_field(tuple(e.get("loc", ()))), problem=_problem(e)) for e in errors
+        ErrorDetail(field=_field(tuple(e.get("loc", ()))), problem=_problem(e))
+        for e in errors[:_MAX_DETAILS]
     ]
     summary = "; ".join(f"{d.field}: {d.problem}" for d in details[:5])
+    if len(errors) > len(details):
+        summary += f" (and {len(errors) - len(details)} more error(s) not listed)"
     return JSONResponse(_body("invalid_request", summary, details), status_code=422)
 
 
@@ -61,9 +73,12 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+        exc.status_code, "http_error"
+    )
+    field = "body" if exc.status_code == 413 else None
     return JSONResponse(
-        _body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        error_body(code, str(exc.detail), field), status_code=exc.status_code, headers=exc.headers
     )
 
 

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import decision, registry, schema, tracking
+from churn_assets.ml import decision, registry, tracking
 from churn_assets.ml.calibration import CalibratedChurnClassifier
 from churn_assets.ml.cleaning import billed_so_far
 from churn_assets.ml.reasons import Explainer
@@ -141,6 +140,15 @@ class RegistryState:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class LoadFailure:
+    """Production points at a version this process could not load: it serves the old one."""
+
+    version: str
+    error: str
+    at: datetime
+
+
 @dataclass
 class ModelWatcher:
     """Holds the current model and keeps it on the alias's version."""
@@ -148,6 +156,9 @@ class ModelWatcher:
     settings: Settings
     current: LoadedModel | None = None
     registry: RegistryState = field(default_factory=RegistryState)
+    #: Set while the alias's version failed to load (the API is degraded), cleared once the
+    #: alias points at a version that is loaded.
+    load_failure: LoadFailure | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh(self) -> None:
@@ -166,14 +177,21 @@ class ModelWatcher:
                 return
             self._checked(reachable=True, error=None)
             if self.current is not None and self.current.version == str(version.version):
+                self.load_failure = None
                 return
             try:
                 loaded = _load(client, name, alias, version, self.settings.threshold)
             except Exception as error:
-                log.exception("loading %s version %s failed", name, version.version)
-                self.registry.error = f"loading version {version.version} failed: {error}"
+                failed = str(version.version)
+                if self.load_failure is None or self.load_failure.version != failed:
+                    # once per version: the next checks retry quietly
+                    log.exception("loading %s version %s failed", name, failed)
+                reason = f"{type(error).__name__}: {str(error)[:500]}"
+                self.load_failure = LoadFailure(failed, reason, datetime.now(UTC))
+                self.registry.error = f"loading version {failed} failed: {reason}"
                 return
             previous = self.current
+            self.load_failure = None
             self.current = loaded  # the swap: one assignment, atomic for readers
             log.info(
                 "now serving %s version %s (was %s)",
@@ -200,14 +218,10 @@ def _threshold(tags: dict[str, str], configured: float | None) -> tuple[float, s
 def _load(
     client: MlflowClient, name: str, alias: str, version: Any, threshold: float | None
 ) -> LoadedModel:
-    uri = f"models:/{name}/{version.version}"
-    pipeline = mlflow.sklearn.load_model(uri)
+    pipeline = registry.load_pipeline(name, str(version.version))
     tags = version.tags or {}
     holdout = {k.removeprefix("holdout_"): float(tags[k]) for k in _HOLDOUT_TAGS if k in tags}
     chosen, source = _threshold(tags, threshold)
-    expected = {str(c) for c in pipeline.named_steps["preprocess"].feature_names_in_}
-    if unknown := expected - set(schema.FEATURE_COLUMNS):
-        raise ValueError(f"{uri} needs columns this API does not accept: {sorted(unknown)}")
     return LoadedModel(
         name=name,
         alias=alias,

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -47,8 +48,11 @@ async def require_api_key(
     settings = _settings(request)
     if settings.api_key is None:
         return
-    expected = settings.api_key.get_secret_value()
-    if x_api_key is None or not secrets.compare_digest(x_api_key, expected):
+    expected = settings.api_key.get_secret_value().encode()
+    # Compared as bytes: the header arrives as latin-1 text, and compare_digest refuses str
+    # with characters outside ASCII (a TypeError, a 500, for any client that sends one).
+    given = None if x_api_key is None else x_api_key.encode("latin-1", "replace")
+    if given is None or not secrets.compare_digest(given, expected):
         raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header", "X-API-Key")
 
 
@@ -82,6 +86,10 @@ ReasonCount = Annotated[
 ]
 
 
+#: Bodies up to this size are parsed on the event loop: a thread hop costs more than that.
+_PARSE_INLINE_BYTES = 64 * 1024
+
+
 def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[Any]]:
     """Validate the raw body with pydantic's JSON parser.
 
@@ -94,7 +102,11 @@ def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[Any]]:
     async def parse(request: Request) -> Any:
         raw = await request.body()
         try:
-            return model.model_validate_json(raw)
+            if len(raw) <= _PARSE_INLINE_BYTES:
+                return model.model_validate_json(raw)
+            # A large batch takes tens of milliseconds or more to parse: off the event loop,
+            # so /health and small requests are answered meanwhile.
+            return await run_in_threadpool(model.model_validate_json, raw)
         except ValidationError as error:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
@@ -133,6 +145,7 @@ async def predict(
     customer: CustomerBody, model: ServedModel, request: Request, reasons: ReasonCount = 0
 ) -> Response:
     if reasons:
+        _within_budget(_settings(request), 1, reasons)
         scores, why = model.scorer.score_with_reasons([customer], reasons)
         _metrics(request).rows_scored.inc()
         body = _prediction(customer.customerID, float(scores[0]), model.threshold, model.version)
@@ -164,6 +177,7 @@ def predict_batch(
         )
     threshold, version = model.threshold, model.version
     if reasons:
+        _within_budget(settings, len(customers), reasons)
         scores, why = model.scorer.score_with_reasons(customers, reasons)
         predictions = [
             {**_prediction(customer.customerID, p, threshold, version), "reasons": r}  # type: ignore[attr-defined]
@@ -176,6 +190,21 @@ def predict_batch(
         ]
     _metrics(request).rows_scored.inc(len(customers))
     return _json({"model_version": version, "threshold": threshold, "predictions": predictions})
+
+
+def _within_budget(settings: Settings, rows: int, reasons: int) -> None:
+    """Contributions cost a full tree walk per row and reason list; a budget keeps one request
+    from holding the CPU for seconds while every other caller waits."""
+    asked = rows * reasons
+    if asked > settings.max_contributions:
+        raise ApiError(
+            413,
+            "contributions_over_budget",
+            f"{rows} customers x {reasons} reasons = {asked:,} contributions, over the budget "
+            f"of {settings.max_contributions:,} per request (CHURN_MAX_CONTRIBUTIONS); ask "
+            "for fewer reasons or send smaller batches",
+            "reasons",
+        )
 
 
 def _prediction(
@@ -208,21 +237,31 @@ async def health() -> Health:
     summary="A model is loaded and being served",
 )
 async def ready(request: Request) -> JSONResponse:
+    """503 until a model is loaded, and while production points at a version that failed to
+    load (degraded: the previous version is still answering, but not the one promoted)."""
     watcher: ModelWatcher = request.app.state.watcher
-    model, registry = watcher.current, watcher.registry
-    if model is None:
+    model, registry, failure = watcher.current, watcher.registry, watcher.load_failure
+    serving = None if model is None else model.version
+    if failure is not None:
+        detail = (
+            f"degraded: production is version {failure.version}, which failed to load "
+            f"({failure.error}); serving version {serving or 'none'}"
+        )
+    elif model is None:
         detail = registry.error or "no model loaded yet"
     elif not registry.reachable:
         detail = f"serving version {model.version}; registry unreachable: {registry.error}"
     else:
         detail = f"serving version {model.version}"
     body = Readiness(
-        ready=model is not None,
-        model_version=None if model is None else model.version,
+        ready=model is not None and failure is None,
+        degraded=failure is not None,
+        model_version=serving,
+        production_version=failure.version if failure is not None else serving,
         registry_reachable=registry.reachable,
         detail=detail,
     )
-    return JSONResponse(body.model_dump(), status_code=200 if model is not None else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
 @router.get(
@@ -235,10 +274,15 @@ async def ready(request: Request) -> JSONResponse:
 async def model_info(request: Request) -> ModelInfo:
     watcher: ModelWatcher = request.app.state.watcher
     model, registry, settings = watcher.current, watcher.registry, watcher.settings
+    failure = watcher.load_failure
     return ModelInfo(
         name=settings.model_name,
         alias=settings.production_alias,
         version=None if model is None else model.version,
+        production_version=(
+            failure.version if failure is not None else (None if model is None else model.version)
+        ),
+        load_error=None if failure is None else failure.error,
         run_id=None if model is None else model.run_id,
         git_sha=None if model is None else model.git_sha,
         holdout_metrics={} if model is None else model.holdout_metrics,

@@ -1,10 +1,12 @@
 """Request and response bodies, generated from the feature schema so no level is written twice."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 
 from churn_assets.ml import schema
+from churn_assets.ml.cleaning import blank_as_none
+from churn_assets.ml.limits import MAX_ID_CHARS
 
 
 def _feature_field(column: str) -> tuple[Any, Any]:
@@ -12,19 +14,33 @@ def _feature_field(column: str) -> tuple[Any, Any]:
         levels = schema.CATEGORICAL_LEVELS[column]
         return Literal[levels], Field(..., description=f"One of {list(levels)}.")  # type: ignore[valid-type]
     low, high = schema.NUMERIC_RANGES[column]
+    # Strict: a boolean or a numeric string is a caller's bug, not a number to guess at.
     kind: Any = int if column in schema.INTEGER_FEATURES else float
     if column == "TotalCharges":
-        return kind | None, Field(
-            None, ge=low, le=high, description="Billed so far; null for a customer not billed yet."
+        number = {"type": "number", "minimum": low, "maximum": high}
+        return Annotated[
+            kind | None,
+            # the export writes " " for a customer not billed yet; cleaning reads it the same
+            BeforeValidator(blank_as_none),
+            WithJsonSchema(
+                {"anyOf": [number, {"type": "null"}, {"type": "string", "pattern": r"^\s*$"}]}
+            ),
+        ], Field(
+            None,
+            ge=low,
+            le=high,
+            strict=True,
+            description="Billed so far; null or blank (as the export writes it) for a customer "
+            "not billed yet, read as tenure x MonthlyCharges.",
         )
-    return kind, Field(..., ge=low, le=high)
+    return kind, Field(..., ge=low, le=high, strict=True)
 
 
 Customer = create_model(  # type: ignore[call-overload]
     "Customer",
     __config__=ConfigDict(extra="forbid"),
     __doc__="One customer in the raw export's schema (the Churn column is what we predict).",
-    customerID=(str | None, Field(None, max_length=128, description="Echoed back.")),
+    customerID=(str | None, Field(None, max_length=MAX_ID_CHARS, description="Echoed back.")),
     **{column: _feature_field(column) for column in schema.FEATURE_COLUMNS},
 )
 
@@ -64,8 +80,13 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    ready: bool
-    model_version: str | None
+    ready: bool = Field(description="A model is loaded and it is the production version.")
+    degraded: bool = Field(
+        description="Production points at a version that failed to load; the previous one "
+        "still answers (model_version)."
+    )
+    model_version: str | None = Field(description="The version answering predictions.")
+    production_version: str | None = Field(description="The version the alias points at.")
     registry_reachable: bool
     detail: str
 
@@ -82,7 +103,12 @@ class GateOverrideInfo(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     alias: str
-    version: str | None
+    version: str | None = Field(description="The version answering predictions.")
+    production_version: str | None = Field(
+        description="The version the alias points at; differs from `version` while it fails "
+        "to load."
+    )
+    load_error: str | None = Field(description="Why the production version could not be loaded.")
     run_id: str | None
     git_sha: str | None
     holdout_metrics: dict[str, float]

@@ -22,6 +22,18 @@ class Settings(ChurnSettings):
         ),
     )
     max_batch_size: int = Field(10_000, alias="CHURN_MAX_BATCH_SIZE", gt=0)
+    max_body_bytes: int = Field(
+        16 * 2**20,
+        alias="CHURN_MAX_BODY_BYTES",
+        ge=1024,
+        description="Request bodies over this are refused with 413 before they are read.",
+    )
+    max_contributions: int = Field(
+        20_000,
+        alias="CHURN_MAX_CONTRIBUTIONS",
+        ge=1,
+        description="Rows x reasons one request may ask for; more is refused with 413.",
+    )
     api_key: SecretStr | None = Field(
         None,
         alias="CHURN_API_KEY",

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import locks, tracking
+from churn_assets.ml import locks, schema, tracking
 from churn_assets.ml.locks import RegistryLock
 from churn_assets.ml.settings import ChurnSettings
 
@@ -275,6 +275,15 @@ class ModelRegistry:
             chosen_version, current_version = str(chosen.version), str(current.version)
             if chosen_version == current_version:
                 return AliasMove(self.name, self.alias, chosen_version, current_version, False)
+            # A rollback is what an operator reaches for when production is in trouble; moving
+            # the alias to a version the API cannot load would turn trouble into an outage.
+            try:
+                load_pipeline(self.name, chosen_version)
+            except Exception as error:
+                raise PromotionRefusedError(
+                    f"{self.name} version {chosen_version} cannot be loaded "
+                    f"({type(error).__name__}: {str(error)[:300]}); not rolling back to it"
+                ) from error
             self.tag(current_version, {ROLLED_BACK_TO_TAG: chosen_version})
             self.client.set_registered_model_alias(self.name, self.alias, chosen_version)
             self._verify_alias(chosen_version)
@@ -289,6 +298,23 @@ class ModelRegistry:
                 f"{version} under {self.lock.describe()}: something moves the alias without "
                 "that lock"
             )
+
+
+def load_pipeline(name: str, version: str) -> Any:
+    """A version's logged preprocessor+model pipeline, checked to be one this code scores.
+
+    What the API loads and what a rollback checks first, so a version that passes here is one
+    the API can serve. Uses MLflow's process-wide URIs (`tracking.client` sets them).
+    """
+    uri = f"models:/{name}/{version}"
+    pipeline = mlflow.sklearn.load_model(uri)
+    steps = getattr(pipeline, "named_steps", {})
+    if "preprocess" not in steps or "model" not in steps:
+        raise ValueError(f"{uri} is not a preprocess+model pipeline")
+    expected = {str(c) for c in steps["preprocess"].feature_names_in_}
+    if unknown := expected - set(schema.FEATURE_COLUMNS):
+        raise ValueError(f"{uri} needs columns this code does not know: {sorted(unknown)}")
+    return pipeline
 
 
 def open_registry(settings: ChurnSettings) -> ModelRegistry:

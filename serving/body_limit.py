@@ -1,0 +1,83 @@
+"""A ceiling on request bodies, enforced while they arrive rather than after.
+
+Starlette reads a body whole before anything can look at its size, so a 50 MB upload would be
+buffered and parsed before a route could refuse it. This ASGI middleware refuses a declared
+Content-Length over the limit before reading a byte, and counts the bytes of a chunked body as
+they arrive, stopping at the limit. Written by hand: neither uvicorn nor Starlette has a body
+limit, and a reverse proxy in front (which has one) is not always there.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.errors import error_body
+
+TOO_LARGE = "body_too_large"
+
+
+class BodyTooLargeError(HTTPException):
+    """Raised from `receive` mid-body; the app's HTTP error handler turns it into a 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _message(limit))
+
+
+def _message(limit: int) -> str:
+    return f"request body is over the limit of {limit:,} bytes (CHURN_MAX_BODY_BYTES)"
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await _refuse(send, self.max_bytes)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLargeError(self.max_bytes)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _refuse(send: Send, limit: int) -> None:
+    body = orjson.dumps(error_body(TOO_LARGE, _message(limit), "body"))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            # the client may still be sending: tell it the connection ends here
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
