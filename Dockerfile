@@ -1,7 +1,10 @@
 # The training stack: the Dagster code location, webserver and daemon, and the MLflow server.
 # Built from uv.lock with every group but dev. Build: docker build -t churn-platform .
-FROM python:3.11-slim AS build
-COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /usr/local/bin/uv
+# Base images pinned by digest (the tag says which release it is); uv from PyPI, hash-checked.
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS build
+COPY deploy/uv-bootstrap.txt /tmp/uv-bootstrap.txt
+RUN pip install --no-cache-dir --disable-pip-version-check --require-hashes --no-deps \
+    -r /tmp/uv-bootstrap.txt
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/venv
 WORKDIR /opt/churn
 COPY pyproject.toml uv.lock README.md ./
@@ -10,7 +13,7 @@ COPY churn_assets churn_assets
 COPY serving serving
 RUN uv sync --frozen --no-group dev --no-editable
 
-FROM python:3.11-slim
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 RUN useradd --create-home --uid 10001 churn \
     && mkdir -p /opt/dagster/dagster_home /data \
     && chown -R churn /opt/dagster /data

@@ -4,7 +4,6 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3.11
-UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 RUN := $(UV) run --frozen
 
@@ -12,15 +11,19 @@ STATE_DIR := $(or $(CHURN_STATE_DIR),.churn)
 INCOMING := $(or $(CHURN_INCOMING_DIR),data/incoming)
 export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 
-.PHONY: help sync data instance run materialize serve bench bench-serving dev schedule-on schedule-off mlflow-ui \
-	production rollback lint test clean
+.PHONY: help sync data instance run materialize merge serve bench bench-serving dev schedule-on schedule-off \
+	mlflow-ui production rollback lint test clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-$(UV):
+# uv's version and the SHA-256 of every wheel of it are in deploy/uv-bootstrap.txt: pip refuses
+# anything else, so a tampered download never runs.
+$(UV): deploy/uv-bootstrap.txt
 	$(PYTHON) -m venv .tools
-	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	.tools/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		-r deploy/uv-bootstrap.txt
+	@touch $(UV)
 
 sync: $(UV)  ## install the locked dependencies into .venv
 	$(UV) sync --frozen
@@ -38,13 +41,20 @@ run: data instance  ## run the whole asset graph and show the promoted model
 	$(RUN) dg launch -m churn_assets.definitions --job churn_training
 	$(RUN) churn production
 
-materialize: data instance  ## one stage: make materialize SELECT=churn_model (Dagster selection syntax)
-	@test -n "$(SELECT)" || { echo "usage: make materialize SELECT=<asset selection>"; exit 2; }
-	$(RUN) dg launch -m churn_assets.definitions --assets "$(SELECT)"
+materialize: data instance  ## one stage: make materialize SELECT=churn_model [CONFIG=run.yaml] (Dagster selection syntax)
+	@test -n "$(SELECT)" || { echo "usage: make materialize SELECT=<asset selection> [CONFIG=<run config yaml>]"; exit 2; }
+	$(RUN) dg launch -m churn_assets.definitions --assets "$(SELECT)" $(if $(CONFIG),--config "$(CONFIG)")
 
-dev: data instance  ## Dagster UI + daemon (http://127.0.0.1:3000): sensors retrain on files in data/incoming
+merge: data instance  ## merge one extract into the snapshot by hand: make merge FILE=path/to/extract.csv
+	@test -n "$(FILE)" || { echo "usage: make merge FILE=<extract.csv>"; exit 2; }
+	@test -f "$(FILE)" || { echo "make merge: $(FILE) is not a file"; exit 2; }
+	$(RUN) dg launch -m churn_assets.definitions --job merge_extract \
+		--config-json '{"ops": {"customer_snapshot": {"config": {"extract_path": "$(abspath $(FILE))"}}}}'
+
+dev: data instance  ## Dagster UI + daemon (http://127.0.0.1:3000, PORT=3001 for another): sensors retrain on files in data/incoming
 	@mkdir -p "$(INCOMING)"
-	$(RUN) dagster dev -w workspace.yaml
+	@$(RUN) churn check-port $(or $(PORT),3000) --hint "choose another: make dev PORT=3001"
+	$(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p $(or $(PORT),3000)
 
 schedule-on: sync instance  ## turn on the weekly retrain (Mondays 06:00 UTC; runs while the daemon runs)
 	$(RUN) dagster schedule start weekly_retrain -m churn_assets.definitions
@@ -52,13 +62,11 @@ schedule-on: sync instance  ## turn on the weekly retrain (Mondays 06:00 UTC; ru
 schedule-off: sync instance  ## turn the weekly retrain off again
 	$(RUN) dagster schedule stop weekly_retrain -m churn_assets.definitions
 
-mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000) on the local store
-	@mkdir -p "$(abspath $(STATE_DIR))"
-	$(RUN) mlflow ui --backend-store-uri "sqlite:///$(abspath $(STATE_DIR))/mlflow.db" \
-		--default-artifact-root "$(abspath $(STATE_DIR))/mlartifacts" --port 5000
+mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000, PORT=5001 for another) on the store MLFLOW_TRACKING_URI names
+	$(RUN) churn mlflow-ui --port $(or $(PORT),5000)
 
-serve: sync  ## the churn API on http://127.0.0.1:8000 (docs at /docs), following production
-	$(RUN) python -m serving
+serve: sync  ## the churn API on http://127.0.0.1:8000 (PORT=8001 for another; docs at /docs), following production
+	$(if $(PORT),CHURN_API_PORT=$(PORT)) $(RUN) python -m serving
 
 bench: sync  ## pipeline at 7k/100k/1M/10M customers vs a plain script; refreshes the README table
 	$(RUN) python benchmarks/pipeline.py --write-readme

@@ -6,19 +6,29 @@ Plain MLflow and pandas only: these commands work where Dagster is not installed
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
-from churn_assets.ml import registry, synthetic
+from mlflow.entities.model_registry import ModelVersion
+
+from churn_assets.ml import registry, remote_data, synthetic, tracking
+from churn_assets.ml.ports import port_in_use
 from churn_assets.ml.settings import ChurnSettings
 
 
 def _production(args: argparse.Namespace) -> int:
     settings = ChurnSettings()
-    version = registry.open_registry(settings).production()
+    opened = registry.open_registry(settings)
+    version = opened.production()
+    if args.markdown:
+        print(_markdown_summary(settings, opened, version))
+        return 0 if version is not None else 1
     if version is None:
         print(
             f"{settings.model_name} has no {settings.production_alias!r} version "
-            f"in {settings.tracking_uri}",
+            f"in {without_credentials(settings.tracking_uri)}",
             file=sys.stderr,
         )
         return 1
@@ -46,8 +56,53 @@ def _production(args: argparse.Namespace) -> int:
             f"{override.get('thresholds')}"
         )
     print(f"  model_uri: models:/{settings.model_name}@{settings.production_alias}")
-    print(f"  tracking_uri: {settings.tracking_uri}")
+    print(f"  tracking_uri: {without_credentials(settings.tracking_uri)}")
     return 0
+
+
+def without_credentials(uri: str) -> str:
+    """A URI fit for a log or a CI summary: user and password, if any, left out."""
+    parsed = urlsplit(uri)
+    if parsed.username is None and parsed.password is None:
+        return uri
+    host = parsed.hostname or ""
+    if parsed.port:
+        host += f":{parsed.port}"
+    return urlunsplit(parsed._replace(netloc=f"***@{host}"))
+
+
+def _fetch_data(args: argparse.Namespace) -> int:
+    settings = ChurnSettings()
+    try:
+        size = remote_data.fetch_s3(args.uri, settings.data_path, settings)
+    except Exception as error:
+        print(f"fetch-data: {args.uri}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"fetched {args.uri} to {settings.data_path} ({size:,} bytes)")
+    return 0
+
+
+def _markdown_summary(
+    settings: ChurnSettings, opened: registry.ModelRegistry, production: ModelVersion | None
+) -> str:
+    """The newest version's gate verdict and what production is: a CI job's summary."""
+    versions = opened.client.search_model_versions(
+        f"name = '{settings.model_name}'", order_by=["version_number DESC"], max_results=1
+    )
+    lines = [f"### {settings.model_name}", "", "| | version | quality gate | holdout AUC |"]
+    lines.append("|---|---|---|---|")
+    rows = [("newest", versions[0] if versions else None), ("production", production)]
+    for label, version in rows:
+        if version is None:
+            lines.append(f"| {label} | none | - | - |")
+            continue
+        tags = version.tags or {}
+        verdict = tags.get(registry.GATE_TAG, "-")
+        if reason := tags.get(registry.GATE_REASON_TAG):
+            verdict += f": {reason}"
+        auc = tags.get("holdout_auc", "-")
+        lines.append(f"| {label} | {version.version} | {verdict} | {auc} |")
+    return "\n".join(lines)
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -89,6 +144,41 @@ def _ensure_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port(args: argparse.Namespace) -> int:
+    busy = port_in_use(args.host, args.port)
+    if busy:
+        print(f"{busy}; {args.hint}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _mlflow_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI on the store these settings use, wherever MLFLOW_TRACKING_URI points."""
+    settings = ChurnSettings()
+    uri = settings.tracking_uri
+    if tracking.is_server(uri):
+        print(f"MLFLOW_TRACKING_URI is a server: its UI is {settings.ui_url}")
+        return 0
+    busy = port_in_use("127.0.0.1", args.port)
+    if busy:
+        print(f"{busy}; choose another: make mlflow-ui PORT=5001", file=sys.stderr)
+        return 2
+    tracking.configure_mlflow(settings)
+    command = [
+        shutil.which("mlflow") or "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        settings.artifact_location or settings.local_artifact_root.as_uri(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
+    return subprocess.call(command)
+
+
 def _generate(args: argparse.Namespace) -> int:
     synthetic.run(args)
     return 0
@@ -114,7 +204,32 @@ def build_parser() -> argparse.ArgumentParser:
     production = commands.add_parser(
         "production", help="show the production version and its holdout metrics"
     )
+    production.add_argument(
+        "--markdown",
+        action="store_true",
+        help="the newest version's gate verdict and production, as a Markdown table",
+    )
     production.set_defaults(handler=_production)
+
+    fetch = commands.add_parser(
+        "fetch-data",
+        help="download the training snapshot from s3://bucket/key to CHURN_DATA_PATH "
+        "(MLFLOW_S3_ENDPOINT_URL and the AWS_* credentials)",
+    )
+    fetch.add_argument("uri")
+    fetch.set_defaults(handler=_fetch_data)
+
+    check_port = commands.add_parser("check-port", help="exit 2 if a port cannot be listened on")
+    check_port.add_argument("port", type=int)
+    check_port.add_argument("--host", default="127.0.0.1")
+    check_port.add_argument("--hint", default="choose another port")
+    check_port.set_defaults(handler=_check_port)
+
+    mlflow_ui = commands.add_parser(
+        "mlflow-ui", help="the MLflow UI on the configured local store (SQLite)"
+    )
+    mlflow_ui.add_argument("--port", type=int, default=5000)
+    mlflow_ui.set_defaults(handler=_mlflow_ui)
 
     rollback = commands.add_parser(
         "rollback", help="move production back to the version it replaced"

@@ -35,8 +35,14 @@ def _env(service: str) -> dict[str, str]:
     return {k: str(v) for k, v in (SERVICES[service].get("environment") or {}).items()}
 
 
+def _published(mapping: str) -> str:
+    """A port mapping with `${VAR:-default}` resolved to its default, as an unset .env does."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", mapping)
+
+
 def test_every_service_of_the_stack_is_there() -> None:
     assert set(SERVICES) == {
+        "preflight",
         "postgres",
         "minio",
         "minio-buckets",
@@ -46,19 +52,75 @@ def test_every_service_of_the_stack_is_there() -> None:
         "dagster-daemon",
         "api",
     }
-    ports = {name: s.get("ports", []) for name, s in SERVICES.items()}
-    assert ports["mlflow"] == ["5000:5000"]
-    assert ports["dagster-webserver"] == ["3000:3000"]
-    assert ports["api"] == ["8000:8000"]
-    assert not ports["postgres"] and not ports["minio"]  # internal only
+    ports = {name: [_published(p) for p in s.get("ports", [])] for name, s in SERVICES.items()}
+    # no authentication of their own: loopback only unless the operator says otherwise
+    assert ports["mlflow"] == ["127.0.0.1:5000:5000"]
+    assert ports["dagster-webserver"] == ["127.0.0.1:3000:3000"]
+    assert ports["minio"] == ["127.0.0.1:9000:9000"]  # S3 API for runs outside the stack
+    assert ports["api"] == ["8000:8000"]  # behind CHURN_API_KEY
+    assert not ports["postgres"]
+    assert "--no-serve-artifacts" in SERVICES["mlflow"]["command"]  # so clients need MinIO
+
+
+def _dependencies(name: str) -> set[str]:
+    direct = set(SERVICES[name].get("depends_on") or {})
+    return direct.union(*(_dependencies(d) for d in direct)) if direct else set()
+
+
+def test_nothing_starts_before_the_preflight_check() -> None:
+    for name in set(SERVICES) - {"preflight"}:
+        assert "preflight" in _dependencies(name), name
+    checked = set(SERVICES["preflight"]["environment"])
+    assert {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "CHURN_API_KEY"} <= checked
+    assert SERVICES["api"]["environment"]["CHURN_API_KEY"].startswith("${CHURN_API_KEY:?")
+
+
+def _preflight(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "deploy/preflight.py")],
+        env={"PATH": "/usr/bin:/bin", **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_preflight_refuses_the_example_secrets_and_an_empty_api_key() -> None:
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    refused = _preflight(example)
+    assert refused.returncode == 1
+    for name in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY"):
+        assert f"{name} still holds an example value" in refused.stderr
+    assert "CHURN_API_KEY is empty" in refused.stderr
+    for value in {v for k, v in example.items() if "PASSWORD" in k or "SECRET" in k}:
+        assert value not in refused.stderr + refused.stdout  # names, never values
+
+    short = _preflight({**example, "POSTGRES_PASSWORD": "x7Kq9", "CHURN_API_KEY": ""})
+    assert "POSTGRES_PASSWORD is shorter than 16 characters" in short.stderr
+
+    strong = {
+        **example,
+        "POSTGRES_PASSWORD": "q3V9xT2mLp8Rz6Wd4Nb1",
+        "MINIO_ROOT_PASSWORD": "Hk7Ws2Qz9Lm4Xc8Vb3Nt",
+        "AWS_SECRET_ACCESS_KEY": "Hk7Ws2Qz9Lm4Xc8Vb3Nt",
+        "CHURN_API_KEY": "f0c1d2e3a4b5968778695a4b3c2d1e0f",
+    }
+    accepted = _preflight(strong)
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_healthchecks_dependencies_restarts_and_volumes() -> None:
-    long_running = set(SERVICES) - {"minio-buckets", "dagster-daemon"}
+    long_running = set(SERVICES) - {"minio-buckets", "dagster-daemon", "preflight"}
     for name in long_running:
         assert "healthcheck" in SERVICES[name], name
     for name, service in SERVICES.items():
-        assert service.get("restart") in {"unless-stopped", "on-failure"}, name
+        expected = {"no"} if name == "preflight" else {"unless-stopped", "on-failure"}
+        assert service.get("restart") in expected, name
         for dependency, condition in (service.get("depends_on") or {}).items():
             assert dependency in SERVICES, (name, dependency)
             assert condition["condition"] in {
@@ -124,11 +186,14 @@ def test_every_variable_compose_interpolates_is_in_env_example() -> None:
     assert not (REPO / ".env").exists() or ".env" in (REPO / ".gitignore").read_text()
 
 
+DIGEST = re.compile(r"^[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}$")
+
+
 def test_images_are_built_from_files_that_exist_and_the_lock() -> None:
     for name, service in SERVICES.items():
         build = service.get("build")
         if build is None:
-            assert ":" in service["image"] and not service["image"].endswith(":latest"), name
+            assert DIGEST.match(service["image"]), f"{name}: {service['image']} is not pinned"
             continue
         dockerfile = REPO / build["context"] / build["dockerfile"]
         text = dockerfile.read_text()
@@ -138,6 +203,28 @@ def test_images_are_built_from_files_that_exist_and_the_lock() -> None:
                 for source in line.split()[1:-1]:
                     assert (REPO / source).exists(), (dockerfile, source)
     assert "--group serving" in (REPO / "serving/Dockerfile").read_text()
+
+
+def test_base_images_and_actions_are_pinned_and_uv_is_hash_checked() -> None:
+    for dockerfile in (REPO / "Dockerfile", REPO / "serving/Dockerfile"):
+        text = dockerfile.read_text()
+        for line in text.splitlines():
+            if line.startswith("FROM "):
+                assert DIGEST.match(line.split()[1]), (dockerfile, line)
+            assert "COPY --from=" not in line or "COPY --from=build" in line, line
+        assert "--require-hashes" in text and "deploy/uv-bootstrap.txt" in text
+    makefile = (REPO / "Makefile").read_text()
+    assert "--require-hashes --no-deps \\\n\t\t-r deploy/uv-bootstrap.txt" in makefile
+    requirements = (REPO / "deploy/uv-bootstrap.txt").read_text()
+    assert re.search(r"^uv==\d+\.\d+\.\d+ \\$", requirements, re.M)
+    assert len(re.findall(r"--hash=sha256:[0-9a-f]{64}", requirements)) >= 10  # every wheel
+    for workflow in (REPO / ".github/workflows").glob("*.yml"):
+        uses = re.findall(r"uses: (\S+)", workflow.read_text())
+        assert uses, workflow
+        for action in uses:
+            assert re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", action), (workflow, action)
+        for image in re.findall(r"image: (\S+)", workflow.read_text()):
+            assert DIGEST.match(image), (workflow, image)
 
 
 @pytest.fixture
@@ -203,12 +290,15 @@ def test_github_workflow_runs_the_readme_test_command_with_postgres() -> None:
     [
         ("vendor.compose-spec", "docker-compose.yml"),
         ("vendor.github-workflows", ".github/workflows/ci.yml"),
+        ("vendor.github-workflows", ".github/workflows/retrain.yml"),
+        ("vendor.azure-pipelines", ".azure-pipelines/retrain.yml"),
     ],
 )
 def test_files_validate_against_their_published_schemas(schema: str, path: str) -> None:
     validator = Path(sys.executable).parent / "check-jsonschema"
+    # the Azure schema's patterns are Python regexes, not ECMAScript ones
     done = subprocess.run(
-        [str(validator), "--builtin-schema", schema, str(REPO / path)],
+        [str(validator), "--regex-variant", "python", "--builtin-schema", schema, str(REPO / path)],
         capture_output=True,
         text=True,
         timeout=120,

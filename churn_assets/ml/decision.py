@@ -74,6 +74,7 @@ class ValueCurve:
             "expected_value_per_1000_customers": self.best_value * per_thousand,
             "targeted_share": self.best_targeted / max(self.customers, 1),
             "expected_value_target_all": self.value_target_all,
+            "expected_value_target_all_per_1000_customers": self.value_target_all * per_thousand,
             "break_even_probability": self.economics.break_even,
         }
 

@@ -134,8 +134,9 @@ class EvaluationReport:
             f"probability {d['break_even_probability']:.2f}): offers to "
             f"{d['targeted_share']:.1%} of the holdout, expected value "
             f"{d['expected_value']:,.0f} ({d['expected_value_per_1000_customers']:,.0f} per "
-            f"1,000 customers), against {d['expected_value_target_all']:,.0f} for an offer to "
-            "everyone and 0 for none.",
+            f"1,000 customers), against {d['expected_value_target_all']:,.0f} "
+            f"({d.get('expected_value_target_all_per_1000_customers', 0):,.0f} per 1,000) for an "
+            "offer to everyone and 0 for none.",
         ]
 
 

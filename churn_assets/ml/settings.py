@@ -101,6 +101,23 @@ class ChurnSettings(BaseSettings):
     def local_artifact_root(self) -> Path:
         return self.local_state / ARTIFACTS_FOLDER
 
+    @property
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts; None lets an MLflow server decide.
+
+        Without it MLflow writes local artifacts to ./mlruns of whatever directory a process
+        runs in. The state-dir rule, for every tracking URI: unset, <state>/mlartifacts beside
+        <state>/mlflow.db; a SQLite file of your own, mlartifacts beside that file; another
+        database URI, <state>/mlartifacts; a server (http, https), the server's own root.
+        """
+        uri = self.tracking_uri
+        if uri.startswith(("http://", "https://", "databricks")):
+            return None
+        if uri.startswith("sqlite:///"):
+            database = Path(uri.removeprefix("sqlite:///")).expanduser()
+            return (database.resolve().parent / ARTIFACTS_FOLDER).as_uri()
+        return self.local_artifact_root.as_uri()
+
     def mlflow_environment(self) -> dict[str, str]:
         """Variables MLflow's S3 client reads from the process environment."""
         values = {

@@ -64,21 +64,22 @@ def configure_mlflow(settings: ChurnSettings) -> str:
     return settings.tracking_uri
 
 
+def is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def client(settings: ChurnSettings) -> MlflowClient:
     configure_mlflow(settings)
     return MlflowClient(settings.tracking_uri, settings.tracking_uri)
 
 
 def ensure_experiment(settings: ChurnSettings) -> str:
-    """Create the experiment with artifacts in the state folder (local) or the server's root.
-
-    MLflow would otherwise put local artifacts in ./mlruns of whatever directory it runs in.
-    """
+    """Create the experiment with its artifacts where `settings.artifact_location` says."""
     mlflow_client = client(settings)
     existing = mlflow_client.get_experiment_by_name(settings.experiment_name)
     if existing is not None:
         return existing.experiment_id
-    location = settings.local_artifact_root.as_uri() if settings.uses_local_store else None
+    location = settings.artifact_location
     try:
         return mlflow_client.create_experiment(settings.experiment_name, location)
     except MlflowException as error:  # another process created it first
