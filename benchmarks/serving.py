@@ -5,8 +5,10 @@ with one uvicorn worker each, drives them with the same asyncio load generator (
 keep-alive HTTP/1.1, so the client is not the bottleneck), and prints throughput and latency
 for single rows at 1 and 16 concurrent clients and for 1,000-row batches, the ratios between
 the two servers, the cost of asking this API for 3 reasons per customer (`?reasons=3`, exact
-LightGBM contributions) in each scenario, and the in-process scoring ceiling. Run:
-`make bench-serving`.
+LightGBM contributions) in each scenario, and the in-process scoring ceiling. Then, on this
+API alone: how long after the production alias moves the API answers from the new version
+(five swaps, in refresh intervals), and how fast `/health` answers while a 50 MB body is
+refused and while a 10,000-customer batch with reasons is handled. Run: `make bench-serving`.
 """
 
 import argparse
@@ -30,6 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL = "churn-classifier"
 BATCH_ROWS = 1000
 REASONS = 3
+#: The API's alias check in this benchmark: short, so five swaps take seconds, not minutes.
+REFRESH_S = 2.0
+SWAPS = 5
 
 
 @dataclass
@@ -183,6 +188,76 @@ def _ceiling(state_dir: Path, records: list[dict[str, Any]]) -> tuple[float, flo
     return rate(lambda: scorer.score(customers)), rate(lambda: pipeline.predict_proba(frame))
 
 
+def _ready_version(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as answer:
+            return json.loads(answer.read())["model_version"]
+    except OSError:
+        return None
+
+
+def measure_swaps(port: int, tracking_uri: str) -> list[float]:
+    """Seconds from each alias move until /ready reports the version it moved to.
+
+    A second version with the production version's artifact and tags is registered, and the
+    alias moves back and forth between the two, as promotions and rollbacks would.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)  # a `models:/m-...` source resolves through it
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri, tracking_uri)
+    first = client.get_model_version_by_alias(MODEL, "production")
+    second = client.create_model_version(
+        MODEL, source=first.source, run_id=first.run_id, tags=first.tags
+    )
+    seconds = []
+    for swap in range(SWAPS):
+        target = second if swap % 2 == 0 else first
+        client.set_registered_model_alias(MODEL, "production", target.version)
+        moved = time.perf_counter()
+        deadline = moved + 20 * REFRESH_S  # bounded; a miss is reported, not waited out
+        while _ready_version(port) != str(target.version) and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        seconds.append(time.perf_counter() - moved)
+    client.set_registered_model_alias(MODEL, "production", first.version)
+    return seconds
+
+
+def health_during(port: int, path: str, body: bytes | None, chunks: list[bytes] | None) -> dict:
+    """/health latencies (ms) while one large request is sent and handled."""
+    import http.client
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def send() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        started = time.perf_counter()
+        try:
+            if chunks is not None:
+                connection.request("POST", path, iter(chunks), encode_chunked=True)
+            else:
+                connection.request("POST", path, body, {"Content-Type": "application/json"})
+            outcome["status"] = connection.getresponse().status
+        except (ConnectionError, http.client.HTTPException) as error:
+            outcome["status"] = f"connection closed ({type(error).__name__})"
+        outcome["seconds"] = time.perf_counter() - started
+        connection.close()
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    latencies = []
+    while thread.is_alive():
+        sent = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=60):
+            latencies.append((time.perf_counter() - sent) * 1000)
+        time.sleep(0.005)
+    thread.join()
+    return {**outcome, "health_ms": latencies}
+
+
 def report(
     results: dict[tuple[str, str], Result], scenarios: list[str], fast: float, pipeline: float
 ) -> None:
@@ -244,6 +319,8 @@ def main() -> None:
         "MLFLOW_TRACKING_URI": tracking_uri,
         "CHURN_API_PORT": str(ours_port),
         "CHURN_STATE_DIR": str(state_dir),
+        "CHURN_REFRESH_INTERVAL_S": str(REFRESH_S),
+        "CHURN_MAX_BATCH_SIZE": "10000",
         # `mlflow models serve` starts `uvicorn` by name: find it beside this interpreter.
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
@@ -313,6 +390,21 @@ def main() -> None:
             results[(name, "reasons")] = drive(
                 ours_port, explained, body, rows, clients, args.seconds
             )
+        swaps = measure_swaps(ours_port, tracking_uri)
+        fifty_mb = b'{"customers": [' + b" " * (50 * 2**20) + b"]}"
+        big = json.dumps({"customers": (batch * 10)[:10_000]}).encode()
+        during = {
+            "a 50 MB body, declared": health_during(ours_port, "/predict/batch", fifty_mb, None),
+            "a 50 MB body, streamed": health_during(
+                ours_port,
+                "/predict/batch",
+                None,
+                [fifty_mb[i : i + 2**20] for i in range(0, len(fifty_mb), 2**20)],
+            ),
+            f"10,000 customers, {REASONS - 1} reasons ({len(big) / 2**20:.1f} MB)": health_during(
+                ours_port, f"/predict/batch?reasons={REASONS - 1}", big, None
+            ),
+        }
     finally:
         for process in servers.values():
             process.terminate()
@@ -320,6 +412,19 @@ def main() -> None:
 
     fast, pipeline = _ceiling(state_dir, batch)
     report(results, list(scenarios), fast, pipeline)
+    print()
+    print(
+        f"promotion to live answers ({SWAPS} alias moves, refresh every {REFRESH_S:g} s): "
+        + ", ".join(f"{s:.2f} s" for s in swaps)
+        + f"; at most {max(swaps) / REFRESH_S:.2f} refresh intervals"
+    )
+    for what, measured in during.items():
+        health = measured["health_ms"] or [float("nan")]
+        print(
+            f"/health during {what}: answered {measured['status']} in "
+            f"{measured['seconds']:.2f} s; {len(measured['health_ms'])} /health calls, "
+            f"p50 {np.percentile(health, 50):.1f} ms, max {max(health):.1f} ms"
+        )
     if args.state_dir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -23,9 +23,10 @@ def raw_customers(
     context: dg.AssetExecutionContext, config: RawCustomersConfig, settings: ChurnSettingsResource
 ) -> dg.Output:
     """The customer export exactly as read; its data version is the file's SHA-256."""
-    path = Path(config.path) if config.path else settings.get().data_path
+    churn_settings = settings.get()
+    path = Path(config.path) if config.path else churn_settings.data_path
     sha256 = tracking.file_sha256(path) if path.is_file() else ""
-    frame = cleaning.read_customer_csv(path, sha256)
+    frame = cleaning.read_customer_csv(path, sha256, max_line_bytes=churn_settings.max_line_bytes)
     context.log.info(f"read {len(frame)} rows from {path}")
     return dg.Output(
         frame,
