@@ -22,6 +22,18 @@ def _production(client: MlflowClient) -> str:
     return str(client.get_model_version_by_alias("churn-classifier", "production").version)
 
 
+def _readme_figures_are_this_runs(client: MlflowClient) -> None:
+    """The README's value figures come from `make run` on the demo data (same seed)."""
+    (run,) = client.search_runs(["1"])
+    readme = (REPO / "README.md").read_text()
+    for metric in (
+        "holdout_expected_value_per_1000_customers",
+        "holdout_expected_value_target_all_per_1000_customers",
+    ):
+        figure = f"{round(run.data.metrics[metric], -2):,.0f} per 1,000"
+        assert figure in readme, (metric, figure)
+
+
 def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -> None:
     # an explicit CHURN_DATA_PATH that does not exist (a typo) trains nothing
     data = Path(shell_env["CHURN_DATA_PATH"])
@@ -46,15 +58,7 @@ def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -
     uri = f"sqlite:///{shell_env['CHURN_STATE_DIR']}/mlflow.db"
     client = MlflowClient(uri, uri)
     assert {r.info.status for r in client.search_runs(["1"])} == {"FINISHED"}
-    # the README's value figures are this run's (same demo data, same seed)
-    (run,) = client.search_runs(["1"])
-    readme = (REPO / "README.md").read_text()
-    for metric in (
-        "holdout_expected_value_per_1000_customers",
-        "holdout_expected_value_target_all_per_1000_customers",
-    ):
-        figure = f"{round(run.data.metrics[metric], -2):,.0f} per 1,000"
-        assert figure in readme, (metric, figure)
+    _readme_figures_are_this_runs(client)
 
     # a user's data file is never overwritten
     before = data.read_bytes()
