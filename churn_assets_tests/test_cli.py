@@ -92,8 +92,8 @@ def test_make_run_then_stage_by_stage_then_rollback(shell_env: dict[str, str]) -
     # what a CI retrain writes to its job summary
     summary = run_command([".venv/bin/churn", "production", "--markdown"], shell_env)
     assert summary.returncode == 0
-    assert "| newest | 2 | passed |" in summary.stdout
-    assert "| production | 1 | passed |" in summary.stdout
+    assert "| newest | 2 | passed: auc >= min_auc" in summary.stdout
+    assert "| production | 1 | passed: auc >= min_auc" in summary.stdout
 
 
 def test_demo_data_only_for_the_default_path(tmp_path: Path, shell_env: dict[str, str]) -> None:
