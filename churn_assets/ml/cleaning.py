@@ -89,7 +89,7 @@ def read_customer_csv(
     CustomerDataError naming the file and line; `follow_symlinks=False` (landing extracts)
     refuses a symbolic link instead of reading its target.
     """
-    with _open_regular(path, follow_symlinks) as handle:
+    with open_regular(path, follow_symlinks) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
         _check_line_lengths(handle, path, max_line_bytes)
@@ -117,7 +117,7 @@ def read_customer_csv(
 
 
 @contextmanager
-def _open_regular(path: Path, follow_symlinks: bool) -> Iterator[BinaryIO]:
+def open_regular(path: Path, follow_symlinks: bool) -> Iterator[BinaryIO]:
     """The file opened for reading, refused unless it is a regular file.
 
     A FIFO or device named like an export would block or never end; with `follow_symlinks`
@@ -234,7 +234,7 @@ def file_line(frame: pd.DataFrame, position: int) -> int:
     source = frame.attrs.get(SOURCE_PATH)
     if source:
         try:
-            with _open_regular(Path(source), follow_symlinks=False) as handle:
+            with open_regular(Path(source), follow_symlinks=False) as handle:
                 for index, (line, _) in enumerate(_records(handle)):
                     if index == position + 1:  # record 0 is the header
                         return line

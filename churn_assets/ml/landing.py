@@ -23,7 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from churn_assets.ml import schema
-from churn_assets.ml.cleaning import CustomerDataError, clean_customers, read_customer_csv
+from churn_assets.ml.cleaning import (
+    CustomerDataError,
+    clean_customers,
+    open_regular,
+    read_customer_csv,
+)
 from churn_assets.ml.files import replacing
 from churn_assets.ml.limits import ExtractLimits
 from churn_assets.ml.tracking import file_sha256, stream_sha256
@@ -136,11 +141,7 @@ def inspect_landed(path: Path, folder: Path, limits: ExtractLimits) -> os.stat_r
 
 def _landed_sha256(path: Path) -> str:
     """The content hash, read without following a link swapped in since the inspection."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise RefusedExtractError(f"extract {path.name} is not a regular file")
-        os.set_blocking(descriptor, True)
+    with open_regular(path, follow_symlinks=False) as handle:
         return stream_sha256(handle)
 
 
