@@ -45,15 +45,17 @@ materialize: data instance  ## one stage: make materialize SELECT=churn_model [C
 	@test -n "$(SELECT)" || { echo "usage: make materialize SELECT=<asset selection> [CONFIG=<run config yaml>]"; exit 2; }
 	$(RUN) dg launch -m churn_assets.definitions --assets "$(SELECT)" $(if $(CONFIG),--config "$(CONFIG)")
 
-merge: data instance  ## merge one extract into the snapshot by hand: make merge FILE=path/to/extract.csv
+merge:  ## merge one extract into the snapshot by hand: make merge FILE=path/to/extract.csv
 	@test -n "$(FILE)" || { echo "usage: make merge FILE=<extract.csv>"; exit 2; }
 	@test -f "$(FILE)" || { echo "make merge: $(FILE) is not a file"; exit 2; }
+	@$(MAKE) --no-print-directory data instance
 	$(RUN) dg launch -m churn_assets.definitions --job merge_extract \
 		--config-json '{"ops": {"customer_snapshot": {"config": {"extract_path": "$(abspath $(FILE))"}}}}'
 
-dev: data instance  ## Dagster UI + daemon (http://127.0.0.1:3000, PORT=3001 for another): sensors retrain on files in data/incoming
-	@mkdir -p "$(INCOMING)"
+dev: sync  ## Dagster UI + daemon (http://127.0.0.1:3000, PORT=3001 for another): sensors retrain on files in data/incoming
 	@$(RUN) churn check-port $(or $(PORT),3000) --hint "choose another: make dev PORT=3001"
+	@$(MAKE) --no-print-directory data instance
+	@mkdir -p "$(INCOMING)"
 	$(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p $(or $(PORT),3000)
 
 schedule-on: sync instance  ## turn on the weekly retrain (Mondays 06:00 UTC; runs while the daemon runs)

@@ -1,15 +1,18 @@
 """Shared fixtures: a temporary MLflow store, Dagster instance and customer file per test."""
 
+import fcntl
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -185,9 +188,40 @@ class PromotedStore:
         return f"sqlite:///{self.state_dir / 'mlflow.db'}"
 
 
+@contextmanager
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, bool]]:
+    """A folder shared by every xdist worker of this test session, and whether to build it.
+
+    The first worker to get here builds it while holding a lock; the others wait and reuse it,
+    so session fixtures that only read what they build (a promoted store, a venv) cost once
+    per session instead of once per worker (pytest-xdist's documented recipe).
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / name
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = folder / ".built"
+        build = not done.exists()
+        if build:
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that died mid-build
+            folder.mkdir(parents=True)
+        yield folder, build
+        done.touch()
+
+
 @pytest.fixture(scope="session")
 def promoted_store(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> PromotedStore:
-    root = tmp_path_factory.mktemp("promoted")
+    """Read-only for the tests that use it; a test that writes copies `state_dir` first."""
+    with built_once(tmp_path_factory, "promoted") as (root, build):
+        holdout_file = root / "holdout.pkl"
+        if build:
+            _promote_once(root, sample_csv).to_pickle(holdout_file)
+    return PromotedStore(root / "state", pd.read_pickle(holdout_file))
+
+
+def _promote_once(root: Path, sample_csv: Path) -> Any:
+    """The whole graph on the sample, in `root`; returns the cleaned holdout customers."""
     with pytest.MonkeyPatch.context() as patch:
         isolate_environment(patch)
         patch.chdir(root)
@@ -200,21 +234,22 @@ def promoted_store(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -
         with dg.instance_for_test(temp_dir=str(root / "home")) as dagster_instance:
             result = materialize_graph(env, dagster_instance)
             assert result.success, failure_messages(result)
-            holdout = result.output_for_node("customer_splits").holdout
-    return PromotedStore(root / "state", holdout)
+            return result.output_for_node("customer_splits").holdout
 
 
 @pytest.fixture(scope="session")
 def slim_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Python of a venv holding only the project and its `serving` group, as the API image."""
-    venv = tmp_path_factory.mktemp("slim") / "venv"
-    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
-    subprocess.run(
-        [uv_executable(), "sync", "--frozen", "--no-default-groups", "--group", "serving"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    with built_once(tmp_path_factory, "slim") as (root, build):
+        venv = root / "venv"
+        if build:
+            env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+            subprocess.run(
+                [uv_executable(), "sync", "--frozen", "--no-default-groups", "--group", "serving"],
+                cwd=REPO,
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
     return venv / "bin" / "python"
