@@ -175,6 +175,9 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
         "127.0.0.1",
         "--port",
         str(args.port),
+        # one person's UI on a laptop: one worker, not MLflow's default four processes
+        "--workers",
+        "1",
     ]
     return subprocess.call(command)
 

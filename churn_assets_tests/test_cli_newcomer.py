@@ -1,6 +1,7 @@
 """A newcomer's path through the README: hand merges, busy ports, where MLflow keeps things."""
 
 import re
+import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,8 @@ from churn_assets.ml import tracking
 from churn_assets.ml.cleaning import read_customer_csv
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.synthetic import generate_customers, write_customers
-from churn_assets_tests.processes import REPO, free_port, run_command, running
+from churn_assets_tests.conftest import PromotedStore
+from churn_assets_tests.processes import REPO, call_json, free_port, run_command, running
 
 README = (REPO / "README.md").read_text()
 
@@ -58,15 +60,17 @@ def test_servers_check_their_port_first_and_name_the_way_out(
 
 
 def test_mlflow_ui_opens_the_store_mlflow_tracking_uri_names(
-    shell_env: dict[str, str], tmp_path: Path
+    shell_env: dict[str, str], tmp_path: Path, promoted_store: PromotedStore
 ) -> None:
     server = run_command(
         [".venv/bin/churn", "mlflow-ui"], {**shell_env, "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
     )
     assert server.returncode == 0 and "is a server: its UI is http://mlflow:5000" in server.stdout
 
+    # a store of one's own, elsewhere than the state folder: a copy of a promoted one
     own = tmp_path / "own" / "store.db"
     own.parent.mkdir()
+    shutil.copy(promoted_store.state_dir / "mlflow.db", own)
     port = free_port()
     env = {**shell_env, "MLFLOW_TRACKING_URI": f"sqlite:///{own}"}
     with running(
@@ -76,7 +80,10 @@ def test_mlflow_ui_opens_the_store_mlflow_tracking_uri_names(
         tmp_path / "ui.log",
         timeout=180,
     ):
-        assert own.is_file()  # the UI opened (and so created) the named store
+        status, found = call_json(
+            port, "GET", "/api/2.0/mlflow/registered-models/get?name=churn-classifier"
+        )
+        assert status == 200 and found["registered_model"]["name"] == "churn-classifier"
 
 
 @pytest.mark.parametrize(
