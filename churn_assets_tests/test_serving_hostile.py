@@ -279,7 +279,7 @@ def test_a_real_server_refuses_50_mb_and_stays_responsive_during_a_large_batch(
         assert streamed.get("status") == 413 or "error" in streamed, streamed
         _report("the 50 MB stream", latencies)
 
-        # a large valid batch (10,000 customers, ~7 MB) is parsed and scored off the event
+        # a large valid batch (10,000 customers, ~5 MB) is parsed and scored off the event
         # loop: /health answers while it is still being handled
         valid: dict[str, Any] = {}
         thread = _post_in_background(port, batch, "/predict/batch?reasons=2", valid)
