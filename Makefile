@@ -88,7 +88,7 @@ lint: sync  ## ruff (lint and format) and mypy
 	$(RUN) mypy
 
 test: lint  ## lint, then the whole test suite
-	$(RUN) pytest -n 2 --dist loadfile --no-loadscope-reorder  # two workers, a test file whole on one (module stacks), slowest files first (conftest)
+	$(RUN) pytest -n 2 --dist loadfile  # two workers; a test file runs whole on one (module stacks)
 
 clean:  ## remove local state (MLflow store, Dagster home); keeps data/
 	rm -rf "$(STATE_DIR)"

@@ -56,11 +56,9 @@ SAMPLE_SEED = 42
 SETTINGS_ENV = [field.alias or name.upper() for name, field in ChurnSettings.model_fields.items()]
 
 
-#: Test files by how long they take (the slowest first, from `--durations`). With
-#: `--no-loadscope-reorder` (Makefile) xdist hands whole files to its two workers in collection
-#: order, so starting with the longest keeps one worker from picking up a three-minute file
-#: while the other is already done (by default xdist puts files with the most tests first,
-#: which left the long single-test files for the end).
+#: Test files by how long they take (the slowest first, from `--durations`). xdist hands whole
+#: files to its two workers in collection order, so starting with the longest ones keeps one
+#: worker from picking up a three-minute file while the other is already done.
 SLOWEST_FILES = (
     "test_cli.py",
     "test_automation_e2e.py",
