@@ -56,30 +56,6 @@ SAMPLE_SEED = 42
 SETTINGS_ENV = [field.alias or name.upper() for name, field in ChurnSettings.model_fields.items()]
 
 
-#: Test files by how long they take (the slowest first, from `--durations`). xdist hands whole
-#: files to its two workers in collection order, so starting with the longest ones keeps one
-#: worker from picking up a three-minute file while the other is already done.
-SLOWEST_FILES = (
-    "test_cli.py",
-    "test_automation_e2e.py",
-    "test_concurrent_runs.py",
-    "test_run_monitoring_e2e.py",
-    "test_production_config.py",
-    "test_promotion_race.py",
-    "test_cli_schedule.py",
-    "test_graph.py",
-    "test_serving_e2e.py",
-    "test_cli_newcomer.py",
-    "test_retraining.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slowest files first; the rest keep their order (a stable sort)."""
-    rank = {name: position for position, name in enumerate(SLOWEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 @dataclass
 class ChurnEnv:
     root: Path
