@@ -155,8 +155,8 @@ def _check_port(args: argparse.Namespace) -> int:
 def _mlflow_ui(args: argparse.Namespace) -> int:
     """The MLflow UI on the store these settings use, wherever MLFLOW_TRACKING_URI points."""
     settings = ChurnSettings()
-    uri = settings.tracking_uri
-    if tracking.is_server(uri):
+    location = settings.artifact_location
+    if location is None:  # a server: it keeps its own artifacts and serves its own UI
         print(f"MLFLOW_TRACKING_URI is a server: its UI is {settings.ui_url}")
         return 0
     busy = port_in_use("127.0.0.1", args.port)
@@ -168,9 +168,9 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
         shutil.which("mlflow") or "mlflow",
         "ui",
         "--backend-store-uri",
-        uri,
+        settings.tracking_uri,
         "--default-artifact-root",
-        settings.artifact_location or settings.local_artifact_root.as_uri(),
+        location,
         "--host",
         "127.0.0.1",
         "--port",

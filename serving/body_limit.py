@@ -13,9 +13,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.errors import error_body
-
-TOO_LARGE = "body_too_large"
+from serving.errors import BODY_TOO_LARGE, error_body
 
 
 class BodyTooLargeError(HTTPException):
@@ -67,7 +65,7 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _refuse(send: Send, limit: int) -> None:
-    body = orjson.dumps(error_body(TOO_LARGE, _message(limit), "body"))
+    body = orjson.dumps(error_body(BODY_TOO_LARGE, _message(limit), "body"))
     await send(
         {
             "type": "http.response.start",

@@ -19,6 +19,8 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
+#: The error code of a request body over CHURN_MAX_BODY_BYTES, however it was refused.
+BODY_TOO_LARGE = "body_too_large"
 #: Field errors listed in one response; a 10,000-row batch can have ten of thousands.
 _MAX_DETAILS = 20
 
@@ -73,7 +75,7 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+    code = {404: "not_found", 405: "method_not_allowed", 413: BODY_TOO_LARGE}.get(
         exc.status_code, "http_error"
     )
     field = "body" if exc.status_code == 413 else None

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml import cleaning, schema, tracking
+from churn_assets.ml import cleaning, schema
 from churn_assets.resources import ChurnSettingsResource
 
 
@@ -25,8 +25,9 @@ def raw_customers(
     """The customer export exactly as read; its data version is the file's SHA-256."""
     churn_settings = settings.get()
     path = Path(config.path) if config.path else churn_settings.data_path
-    sha256 = tracking.file_sha256(path) if path.is_file() else ""
-    frame = cleaning.read_customer_csv(path, sha256, max_line_bytes=churn_settings.max_line_bytes)
+    # hashed in the pass that checks line lengths, not in one more read of the whole file
+    frame = cleaning.read_customer_csv(path, None, max_line_bytes=churn_settings.max_line_bytes)
+    sha256 = frame.attrs[cleaning.SOURCE_SHA256]
     context.log.info(f"read {len(frame)} rows from {path}")
     return dg.Output(
         frame,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import os
 import re
 import stat
@@ -77,7 +78,7 @@ _READ_DTYPES = {c: ("str" if c in _TEXT_COLUMNS else "category") for c in schema
 
 def read_customer_csv(
     path: Path,
-    sha256: str,
+    sha256: str | None,
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     follow_symlinks: bool = True,
@@ -87,12 +88,16 @@ def read_customer_csv(
     Low-cardinality columns come back as categoricals whose categories are that raw text.
     Lines longer than `max_line_bytes` are refused before pandas sees them. Every failure is a
     CustomerDataError naming the file and line; `follow_symlinks=False` (landing extracts)
-    refuses a symbolic link instead of reading its target.
+    refuses a symbolic link instead of reading its target. `sha256=None` hashes the file in
+    the same pass as the line check, instead of a caller reading it once more to hash it.
     """
     with open_regular(path, follow_symlinks) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
-        _check_line_lengths(handle, path, max_line_bytes)
+        digest = hashlib.sha256() if sha256 is None else None
+        _check_line_lengths(handle, path, max_line_bytes, digest)
+        if digest is not None:
+            sha256 = digest.hexdigest()
         try:
             handle.seek(0)
             header = pd.read_csv(handle, nrows=0, encoding="utf-8").columns
@@ -145,10 +150,15 @@ def open_regular(path: Path, follow_symlinks: bool) -> Iterator[BinaryIO]:
         yield handle
 
 
-def _check_line_lengths(handle: BinaryIO, path: Path, limit: int) -> None:
-    """Refuse the first line longer than `limit` bytes, without holding more than a chunk."""
+def _check_line_lengths(
+    handle: BinaryIO, path: Path, limit: int, digest: hashlib._Hash | None
+) -> None:
+    """Refuse the first line longer than `limit` bytes, without holding more than a chunk;
+    `digest`, when given, is fed every chunk read."""
     line, length = 1, 0
     while chunk := handle.read(_SCAN_CHUNK):
+        if digest is not None:
+            digest.update(chunk)
         breaks = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord("\n"))
         if len(breaks) == 0:
             length += len(chunk)

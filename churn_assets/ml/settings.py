@@ -94,6 +94,11 @@ class ChurnSettings(BaseSettings):
         return (self.scores_dir or self.state_dir / "scores").expanduser().resolve()
 
     @property
+    def uses_server(self) -> bool:
+        """MLFLOW_TRACKING_URI names a server, which keeps its own artifacts and has its UI."""
+        return self.tracking_uri.startswith(("http://", "https://", "databricks"))
+
+    @property
     def uses_local_store(self) -> bool:
         return self.mlflow_tracking_uri is None
 
@@ -111,7 +116,7 @@ class ChurnSettings(BaseSettings):
         database URI, <state>/mlartifacts; a server (http, https), the server's own root.
         """
         uri = self.tracking_uri
-        if uri.startswith(("http://", "https://", "databricks")):
+        if self.uses_server:
             return None
         if uri.startswith("sqlite:///"):
             database = Path(uri.removeprefix("sqlite:///")).expanduser()

@@ -64,10 +64,6 @@ def configure_mlflow(settings: ChurnSettings) -> str:
     return settings.tracking_uri
 
 
-def is_server(tracking_uri: str) -> bool:
-    return tracking_uri.startswith(("http://", "https://"))
-
-
 def client(settings: ChurnSettings) -> MlflowClient:
     configure_mlflow(settings)
     return MlflowClient(settings.tracking_uri, settings.tracking_uri)
