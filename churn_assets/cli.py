@@ -44,7 +44,7 @@ def _production(args: argparse.Namespace) -> int:
         registry.PREVIOUS_TAG,
         registry.PROMOTED_AT_TAG,
         "git_sha",
-        "data_sha256",
+        "snapshot_id",
         "dagster_run_id",
     ):
         print(f"  {key}: {tags.get(key, '-')}")

@@ -40,7 +40,12 @@ class ChurnSettingsResource(dg.ConfigurableResource):
     """
 
     data_path: str | None = Field(
-        default=None, description="CHURN_DATA_PATH: the training snapshot."
+        default=None,
+        description="CHURN_DATA_PATH: seed export, a new snapshot whenever its content changes.",
+    )
+    snapshot_keep: int | None = Field(
+        default=None,
+        description="CHURN_SNAPSHOT_KEEP: newest snapshots kept besides those models use.",
     )
     incoming_dir: str | None = Field(
         default=None, description="CHURN_INCOMING_DIR: landing folder."

@@ -20,6 +20,7 @@ from churn_assets.checks import customer_data_quality, extract_drift, quality_ga
 from churn_assets.definitions import churn_assets
 from churn_assets.jobs import churn_training
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.resources import RunScopedIOManager, churn_resources
 from churn_assets_tests.processes import REPO, uv_executable
@@ -71,6 +72,20 @@ class ChurnEnv:
     def client(self) -> MlflowClient:
         uri = self.settings.tracking_uri
         return MlflowClient(uri, uri)
+
+
+def local_store(folder: Path) -> SnapshotStore:
+    """A snapshot store in `folder`, as CHURN_STATE_DIR=folder would configure it."""
+    return SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=folder))
+
+
+def seeded_store(folder: Path, frame: pd.DataFrame) -> SnapshotStore:
+    """A local store whose current snapshot is `frame`, imported as CHURN_DATA_PATH would be."""
+    store = local_store(folder)
+    seed = write_customers(frame, folder / "seed.csv")
+    with store.locked():
+        store.sync_seed(seed, ChurnSettings().extract_limits)
+    return store
 
 
 def isolate_environment(patch: pytest.MonkeyPatch) -> None:

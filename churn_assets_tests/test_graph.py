@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import mlflow
@@ -15,6 +16,8 @@ from fastapi.testclient import TestClient
 
 from churn_assets import cli
 from churn_assets.ml import registry, schema
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
 from churn_assets.resources import INPUTS_FROM_RUN_TAG
 from churn_assets_tests.conftest import (
     TRAINING_ASSETS,
@@ -47,6 +50,20 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     return materialization.metadata
 
 
+def _assert_snapshot_recorded(env: ChurnEnv, tags: dict[str, str], run: Any) -> None:
+    """The version names the snapshot it learned from, and its run logs it as a dataset."""
+    store = SnapshotStore.from_settings(ChurnSettings())
+    current = store.current()
+    # the store's current snapshot, seeded from CHURN_DATA_PATH
+    assert current is not None and current.kind == "seed"
+    assert tags["snapshot_id"] == current.id
+    assert current.source_sha256 == hashlib.sha256(env.data_path.read_bytes()).hexdigest()
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == current.id[:SHORT_ID]
+    assert dataset_input.dataset.source == json.dumps({"uri": store.data_uri(current.id)})
+    assert [t.value for t in dataset_input.tags] == ["training"]
+
+
 def test_whole_graph_registers_evaluates_gates_and_promotes(
     churn_env: ChurnEnv, instance: dg.DagsterInstance
 ) -> None:
@@ -59,7 +76,6 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.strip()
     assert tags["git_sha"].removesuffix("-dirty") == (head or "unknown")
-    assert tags["data_sha256"] == hashlib.sha256(churn_env.data_path.read_bytes()).hexdigest()
     assert tags["dagster_run_id"] == result.run_id
     assert float(tags["holdout_auc"]) >= 0.82
     assert float(tags["holdout_accuracy"]) >= 0.78
@@ -73,6 +89,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     # one MLflow run for the Dagster run, finished, holding every artifact
     (run,) = mlflow_runs(churn_env)
     assert run.data.tags["dagster_run_id"] == result.run_id
+    _assert_snapshot_recorded(churn_env, tags, run)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["holdout_auc"] == pytest.approx(float(tags["holdout_auc"]))
     assert "best_iteration" in run.data.params

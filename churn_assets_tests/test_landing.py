@@ -11,7 +11,9 @@ from churn_assets.ml import schema
 from churn_assets.ml.cleaning import CustomerDataError, read_customer_csv
 from churn_assets.ml.files import replacing
 from churn_assets.ml.landing import LandingCursor, merge_extract, ready_extracts
+from churn_assets.ml.snapshots import SnapshotInfo, SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets_tests.conftest import local_store, seeded_store
 
 SETTLED = 60.0
 
@@ -74,17 +76,24 @@ def test_missing_landing_folder_is_nothing_to_do(tmp_path: Path) -> None:
     assert ready_extracts(tmp_path / "absent", LandingCursor(), SETTLED).ready == []
 
 
-def _snapshot(tmp_path: Path, rows: int = 200) -> tuple[Path, pd.DataFrame]:
+def _snapshot(tmp_path: Path, rows: int = 200) -> tuple[SnapshotStore, pd.DataFrame]:
     frame = generate_customers(rows, 42)
-    return write_customers(frame, tmp_path / "snapshot.csv"), frame
+    return seeded_store(tmp_path, frame), frame
 
 
 def _ids(path: Path) -> list[str]:
     return read_customer_csv(path, "")[schema.ID_COLUMN].tolist()
 
 
+def _current(store: SnapshotStore) -> pd.DataFrame:
+    current = store.current_id()
+    assert current is not None
+    return store.read(current)
+
+
 def test_extract_upserts_by_customer_id_and_newest_row_wins(tmp_path: Path) -> None:
-    snapshot, frame = _snapshot(tmp_path)
+    store, frame = _snapshot(tmp_path)
+    seed = store.current()
     updated = frame.head(3).copy()
     updated["MonthlyCharges"] = ["11.11", "22.22", "33.33"]
     newcomers = generate_customers(5, 7)
@@ -93,9 +102,9 @@ def test_extract_upserts_by_customer_id_and_newest_row_wins(tmp_path: Path) -> N
     extract["source_system"] = "billing"  # a column outside the schema
     path = write_customers(extract, tmp_path / "incoming.csv")
 
-    report, cleaned = merge_extract(snapshot, path)
+    report, cleaned = merge_extract(store, path)
 
-    merged = read_customer_csv(snapshot, "")
+    merged = _current(store)
     assert list(merged.columns) == list(schema.RAW_COLUMNS)
     assert len(merged) == 205 and merged[schema.ID_COLUMN].is_unique
     charges = pd.to_numeric(merged.set_index(schema.ID_COLUMN)["MonthlyCharges"])
@@ -110,22 +119,42 @@ def test_extract_upserts_by_customer_id_and_newest_row_wins(tmp_path: Path) -> N
     assert (report.snapshot_rows_before, report.snapshot_rows_after) == (200, 205)
     assert report.extra_columns == ["source_system"]
     assert len(cleaned) == 8 and cleaned["MonthlyCharges"].dtype == float
-    assert snapshot.read_bytes().count(b"\r\n") == 206  # still the export's CRLF format
+    # a new snapshot, named by its content; the one before it is still there, unchanged
+    assert seed is not None and report.snapshot.parent == seed.id
+    assert (report.snapshot.kind, report.snapshot.source) == ("merge", "incoming.csv")
+    assert store.current_id() == report.snapshot.id != seed.id
+    pd.testing.assert_frame_equal(store.read(seed.id), frame.astype(str), check_dtype=False)
+    assert [s.id for s in store.all()] == [seed.id, report.snapshot.id]
 
 
 def test_first_extract_starts_a_missing_snapshot(tmp_path: Path) -> None:
     path = _extract(tmp_path / "first.csv", 30, 3)
-    snapshot = tmp_path / "new" / "snapshot.csv"
-    report, _ = merge_extract(snapshot, path)
-    assert _ids(snapshot) == _ids(path)
+    store = local_store(tmp_path / "new")
+    report, _ = merge_extract(store, path)
+    assert _current(store)[schema.ID_COLUMN].tolist() == _ids(path)
     assert (report.snapshot_rows_before, report.new_customers) == (0, 30)
+    assert report.snapshot.parent is None
 
 
 def test_an_extract_of_customers_who_all_stayed_is_accepted(tmp_path: Path) -> None:
-    snapshot, _ = _snapshot(tmp_path)
+    store, _ = _snapshot(tmp_path)
     stayers = generate_customers(40, 5).assign(Churn="No")
-    report, _ = merge_extract(snapshot, write_customers(stayers, tmp_path / "stayers.csv"))
+    report, _ = merge_extract(store, write_customers(stayers, tmp_path / "stayers.csv"))
     assert report.snapshot_rows_after == 240
+
+
+def test_the_same_content_is_one_snapshot(tmp_path: Path) -> None:
+    store, frame = _snapshot(tmp_path)
+    seed = store.current_id()
+    # an extract that changes nothing: same rows, so the same content address
+    report, _ = merge_extract(store, write_customers(frame.head(10), tmp_path / "same.csv"))
+    assert report.snapshot.id == seed and len(store.all()) == 1
+
+
+def _unchanged(store: SnapshotStore, before: list[SnapshotInfo], current: str | None) -> None:
+    assert store.all() == before and store.current_id() == current
+    root = Path(store.uri.removeprefix("file://"))
+    assert [p.name for p in root.rglob("*.tmp")] == []
 
 
 @pytest.mark.parametrize(
@@ -144,27 +173,24 @@ def test_an_extract_of_customers_who_all_stayed_is_accepted(tmp_path: Path) -> N
 def test_malformed_extract_is_rejected_and_the_snapshot_stays(
     tmp_path: Path, damage, expected: str
 ) -> None:
-    snapshot, _ = _snapshot(tmp_path)
-    before = snapshot.read_bytes()
+    store, _ = _snapshot(tmp_path)
+    before, current = store.all(), store.current_id()
     bad = write_customers(damage(generate_customers(20, 8)), tmp_path / "bad.csv")
     with pytest.raises(CustomerDataError) as error:
-        merge_extract(snapshot, bad)
+        merge_extract(store, bad)
     assert "extract bad.csv rejected" in str(error.value)
     assert expected in str(error.value)
-    assert snapshot.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".snap")) in (
-        [],
-        [".snapshot.csv.lock"],
-    )
+    assert f"the current snapshot {before[0].short_id} was not changed" in str(error.value)
+    _unchanged(store, before, current)
 
 
 def test_unknown_level_error_names_the_line_column_and_value_only(tmp_path: Path) -> None:
-    snapshot, _ = _snapshot(tmp_path)
+    store, _ = _snapshot(tmp_path)
     frame = generate_customers(20, 8)
     frame.loc[6, "PaymentMethod"] = "Bitcoin"
     bad = write_customers(frame, tmp_path / "week7.csv")
     with pytest.raises(CustomerDataError, match=r"extract week7\.csv rejected") as error:
-        merge_extract(snapshot, bad)
+        merge_extract(store, bad)
     assert "'Bitcoin' at line 8" in str(error.value)
     # the row's other content (its customerID included) stays out of logs and run failures
     assert frame.loc[6, schema.ID_COLUMN] not in str(error.value)
@@ -172,12 +198,12 @@ def test_unknown_level_error_names_the_line_column_and_value_only(tmp_path: Path
 
 
 def test_file_changed_since_the_sensor_saw_it_is_refused(tmp_path: Path) -> None:
-    snapshot, _ = _snapshot(tmp_path)
-    before = snapshot.read_bytes()
+    store, _ = _snapshot(tmp_path)
+    before, current = store.all(), store.current_id()
     path = _extract(tmp_path / "moving.csv", 20, 1)
     with pytest.raises(CustomerDataError, match="changed since it was picked up"):
-        merge_extract(snapshot, path, expected_sha256="0" * 64)
-    assert snapshot.read_bytes() == before
+        merge_extract(store, path, expected_sha256="0" * 64)
+    _unchanged(store, before, current)
 
 
 def test_replacing_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
@@ -195,12 +221,11 @@ def test_replacing_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None
 
 
 def test_the_next_merge_removes_what_a_killed_merge_left(tmp_path: Path) -> None:
-    snapshot, _ = _snapshot(tmp_path)
-    # what `replacing` leaves when its process is killed mid-write: a hidden half file
-    leftover = snapshot.with_name(f".{snapshot.name}.4242.139.tmp")
-    leftover.write_text("customerID,gender\r\nhalf-writ")
-    merge_extract(snapshot, _extract(tmp_path / "week.csv", 10, 5))
+    store, _ = _snapshot(tmp_path)
+    # what a write leaves when its process is killed before the move: a temporary sibling
+    root = Path(store.uri.removeprefix("file://"))
+    leftover = root / "data" / f"{'0' * 64}.parquet.4242.tmp"
+    leftover.write_bytes(b"PAR1half-writ")
+    merge_extract(store, _extract(tmp_path / "week.csv", 10, 5))
     assert not leftover.exists()
-    assert sorted(p.name for p in snapshot.parent.glob(f".{snapshot.name}*")) == [
-        f".{snapshot.name}.lock"
-    ]
+    assert len(store.all()) == 2

@@ -19,9 +19,11 @@ from churn_assets.ml.cleaning import CustomerDataError, read_customer_csv
 from churn_assets.ml.landing import LandingCursor, merge_extract, ready_extracts
 from churn_assets.ml.limits import MAX_ID_CHARS, ExtractLimits
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.resources import ChurnSettingsResource
 from churn_assets.sensors import incoming_extracts
+from churn_assets_tests.conftest import seeded_store
 
 SECRET = "DB_PASSWORD=hunter2-do-not-print"
 OLD = 600.0
@@ -131,8 +133,8 @@ def test_the_sensor_reports_an_unreadable_file_and_launches_the_merge_beside_it(
     assert all("hunter2" not in str(e.description) for e in observed)
 
 
-def _snapshot(tmp_path: Path) -> Path:
-    return write_customers(generate_customers(100, 42), tmp_path / "snapshot.csv")
+def _snapshot(tmp_path: Path) -> SnapshotStore:
+    return seeded_store(tmp_path / "state", generate_customers(100, 42))
 
 
 @pytest.fixture
@@ -219,34 +221,35 @@ def test_a_bad_extract_names_file_and_line_and_leaves_the_snapshot_for_the_good_
     damage: Callable[[list[str]], tuple[list[str], str]],
     expected: str,
 ) -> None:
-    snapshot = _snapshot(tmp_path)
-    before = snapshot.read_bytes()
+    store = _snapshot(tmp_path)
+    before = store.current_id()
+    assert before is not None
     lines, encoding = damage(export_lines)
     bad = _write(tmp_path / "bad.csv", lines, encoding)
 
     with pytest.raises(CustomerDataError) as error:
-        merge_extract(snapshot, bad)
+        merge_extract(store, bad)
 
     message = str(error.value)
     assert "bad.csv" in message and expected in message, message
-    assert f"the snapshot {snapshot} was not changed" in message
+    assert f"the current snapshot {before[:SHORT_ID]} was not changed" in message
     assert "hunter2" not in message and "API_TOKEN" not in message
     assert len(message) < 1000
-    assert snapshot.read_bytes() == before
+    assert store.current_id() == before and len(store.all()) == 1
     good = write_customers(generate_customers(30, 5), tmp_path / "good.csv")
-    report, _ = merge_extract(snapshot, good)
-    assert report.snapshot_rows_after == len(read_customer_csv(snapshot, "")) > 100
+    report, _ = merge_extract(store, good)
+    assert report.snapshot_rows_after == len(store.read(report.snapshot.id)) > 100
 
 
 def test_a_hand_merge_of_a_link_is_refused_without_reading_it(tmp_path: Path) -> None:
-    snapshot = _snapshot(tmp_path)
-    before = snapshot.read_bytes()
+    store = _snapshot(tmp_path)
+    before = store.current_id()
     link = tmp_path / "handmade.csv"
     link.symlink_to(_secret_file(tmp_path))
     with pytest.raises(CustomerDataError, match="is a symbolic link") as error:
-        merge_extract(snapshot, link)
+        merge_extract(store, link)
     assert "hunter2" not in str(error.value)
-    assert snapshot.read_bytes() == before
+    assert store.current_id() == before and len(store.all()) == 1
 
 
 def test_the_line_limit_is_a_setting(tmp_path: Path, export_lines: list[str]) -> None:

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 
 from churn_assets.ml import registry
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.ml.tracking import file_sha256
 from churn_assets_tests.conftest import (
@@ -52,7 +54,8 @@ def test_extract_is_merged_measured_for_drift_and_retrained_on(
     (event,) = merged.asset_materializations_for_node("customer_snapshot")
     assert event.metadata["new_customers"].value == 1500
     assert event.metadata["snapshot_rows_after"].value == 7043 + 1500
-    assert event.metadata["snapshot_sha256"].value == file_sha256(churn_env.data_path)
+    store = SnapshotStore.from_settings(ChurnSettings())
+    assert event.metadata["snapshot_id"].value == store.current_id()
     drift = _drift(merged)
     assert drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
     assert drift.metadata["production_version"].value == "1"
@@ -113,7 +116,10 @@ def test_malformed_extract_fails_the_merge_and_changes_nothing(
     churn_env: ChurnEnv, instance: dg.DagsterInstance, damage, expected: str
 ) -> None:
     assert materialize_graph(churn_env, instance).success
-    snapshot_before = churn_env.data_path.read_bytes()
+    store = SnapshotStore.from_settings(ChurnSettings())
+    before = store.all()
+    current = store.current_id()
+    assert current is not None
     extract = write_customers(damage(generate_customers(200, 10)), churn_env.root / "bad.csv")
 
     merged = _merge(churn_env, instance, extract)
@@ -122,8 +128,8 @@ def test_malformed_extract_fails_the_merge_and_changes_nothing(
     message = failure_messages(merged)
     assert "extract bad.csv rejected" in message and expected in message
     assert "line 2" in message or "the header (line 1)" in message
-    assert f"the snapshot {churn_env.data_path} was not changed" in message
-    assert churn_env.data_path.read_bytes() == snapshot_before
+    assert f"the current snapshot {current[:SHORT_ID]} was not changed" in message
+    assert store.all() == before and store.current_id() == current
     assert merged.asset_materializations_for_node("customer_snapshot") == []
     assert _production(churn_env) == "1"
 

@@ -41,7 +41,7 @@ def customer_splits(config: SplitConfig, cleaned_customers: pd.DataFrame) -> dg.
             "holdout_rows": len(splits.holdout),
             "train_churn_rate": float(splits.train[target].mean()),
             "holdout_churn_rate": float(splits.holdout[target].mean()),
-            "data_sha256": splits.data_sha256,
+            "snapshot_id": splits.snapshot_id,
         },
     )
 

@@ -9,12 +9,19 @@ from pydantic import Field
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
 from churn_assets.ml import cleaning, schema
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SnapshotError, SnapshotInfo, SnapshotStore, read_export
 from churn_assets.resources import ChurnSettingsResource
 
 
 class RawCustomersConfig(dg.Config):
     path: str | None = Field(
-        None, description="CSV export to read; defaults to CHURN_DATA_PATH (data/telco_churn.csv)."
+        None,
+        description="A CSV export to train on instead of the current snapshot (it is kept as "
+        "a snapshot of its own, so the model can be reproduced; the pointer stays).",
+    )
+    snapshot: str | None = Field(
+        None, description="A snapshot ID (or 6+ characters of one) to train on instead."
     )
 
 
@@ -22,23 +29,54 @@ class RawCustomersConfig(dg.Config):
 def raw_customers(
     context: dg.AssetExecutionContext, config: RawCustomersConfig, settings: ChurnSettingsResource
 ) -> dg.Output:
-    """The customer export exactly as read; its data version is the file's SHA-256."""
+    """The training snapshot exactly as stored; its data version is the snapshot's SHA-256."""
     churn_settings = settings.get()
-    path = Path(config.path) if config.path else churn_settings.data_path
-    # hashed in the pass that checks line lengths, not in one more read of the whole file
-    frame = cleaning.read_customer_csv(path, None, max_line_bytes=churn_settings.max_line_bytes)
-    sha256 = frame.attrs[cleaning.SOURCE_SHA256]
-    context.log.info(f"read {len(frame)} rows from {path}")
+    store = SnapshotStore.from_settings(churn_settings)
+    try:
+        snapshot = _chosen_snapshot(config, churn_settings, store)
+    except SnapshotError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+    frame = store.read(snapshot.id)
+    context.log.info(f"read {len(frame)} rows of snapshot {snapshot.short_id} ({snapshot.kind})")
     return dg.Output(
         frame,
-        data_version=dg.DataVersion(sha256),
+        data_version=dg.DataVersion(snapshot.id),
         metadata={
             **frame_metadata(frame),
-            "path": dg.MetadataValue.path(str(path.resolve())),
-            "sha256": sha256,
-            "size_bytes": path.stat().st_size,
+            "snapshot_id": snapshot.id,
+            "snapshot": dg.MetadataValue.url(store.data_uri(snapshot.id)),
+            "snapshot_kind": snapshot.kind,
+            "snapshot_source": snapshot.source,
+            "snapshot_created_at": snapshot.created_at,
+            "churn_rate": snapshot.churn_rate,
         },
     )
+
+
+def _chosen_snapshot(
+    config: RawCustomersConfig, settings: ChurnSettings, store: SnapshotStore
+) -> SnapshotInfo:
+    """The run's config choice, else the current snapshot (after a new seed is imported)."""
+    limits = settings.extract_limits
+    if config.snapshot:
+        return store.resolve(config.snapshot)
+    with store.locked():
+        if config.path:
+            path = Path(config.path)
+            frame = read_export(path, limits)
+            return store.write(
+                frame,
+                kind="file",
+                source=str(path.resolve()),
+                source_sha256=str(frame.attrs[cleaning.SOURCE_SHA256]),
+                parent=store.current_id(),
+            )
+        current = store.sync_seed(settings.data_path, limits)
+    if current is None:
+        # the message read_customer_csv gives for a missing file, with what to do about it
+        cleaning.read_customer_csv(settings.data_path, "")
+        raise SnapshotError(f"no snapshot in {store.uri}")
+    return current
 
 
 @retrain_asset(kinds={"pandas"})

@@ -8,6 +8,7 @@ from pydantic import Field
 from churn_assets.assets.metadata import GROUP, OWNERS, churn_asset, frame_metadata
 from churn_assets.ml import landing
 from churn_assets.ml.cleaning import CustomerDataError
+from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.resources import ChurnSettingsResource
 
 incoming_extract = dg.AssetSpec(
@@ -34,15 +35,20 @@ class CustomerSnapshotConfig(dg.Config):
 
 @churn_asset(deps=[incoming_extract], kinds={"csv", "pandas"})
 def customer_snapshot(config: CustomerSnapshotConfig, settings: ChurnSettingsResource) -> dg.Output:
-    """Training snapshot (CHURN_DATA_PATH) with an extract upserted by customerID, newest wins."""
-    # The snapshot itself is the CSV file raw_customers reads; the value stored here is the
-    # extract's cleaned rows, which the drift check compares with the production model's data.
+    """A new training snapshot: the current one with an extract upserted by customerID."""
+    # The snapshot itself is kept in the snapshot store, which raw_customers reads; the value
+    # stored here is the extract's cleaned rows, which the drift check compares with the
+    # production model's data.
     extract = Path(config.extract_path)
     churn_settings = settings.get()
-    data_path = churn_settings.data_path
+    store = SnapshotStore.from_settings(churn_settings)
     try:
         report, cleaned = landing.merge_extract(
-            data_path, extract, config.extract_sha256, churn_settings.extract_limits
+            store,
+            extract,
+            config.extract_sha256,
+            churn_settings.extract_limits,
+            seed=churn_settings.data_path,
         )
     except CustomerDataError as error:
         raise dg.Failure(
@@ -52,7 +58,7 @@ def customer_snapshot(config: CustomerSnapshotConfig, settings: ChurnSettingsRes
         ) from error
     return dg.Output(
         cleaned,
-        data_version=dg.DataVersion(report.snapshot_sha256),
+        data_version=dg.DataVersion(report.snapshot.id),
         metadata={
             **frame_metadata(cleaned),
             "extract": dg.MetadataValue.path(report.extract),
@@ -62,9 +68,11 @@ def customer_snapshot(config: CustomerSnapshotConfig, settings: ChurnSettingsRes
             "updated_customers": report.updated_customers,
             "duplicate_ids_in_extract": report.duplicate_ids_in_extract,
             "extra_columns_dropped": ", ".join(report.extra_columns) or "none",
-            "snapshot": dg.MetadataValue.path(str(data_path.resolve())),
+            "snapshot_id": report.snapshot.id,
+            "snapshot": dg.MetadataValue.url(store.data_uri(report.snapshot.id)),
+            "snapshot_parent": report.snapshot.parent or "none",
             "snapshot_rows_before": report.snapshot_rows_before,
             "snapshot_rows_after": report.snapshot_rows_after,
-            "snapshot_sha256": report.snapshot_sha256,
+            "snapshot_churn_rate": report.snapshot.churn_rate,
         },
     )

@@ -12,6 +12,7 @@ from churn_assets.ml import drift, plots, tracking
 from churn_assets.ml.calibration import CalibrationMode
 from churn_assets.ml.hyperparameters import DEFAULTS, Hyperparameters
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.splitting import CustomerSplits, features_and_target
 from churn_assets.ml.tracking import ModelCandidate
 from churn_assets.ml.training import TrainingChoices, train_churn_model
@@ -101,8 +102,14 @@ def churn_model(
             "calibration_intercept": calibration.intercept,
             "calibration_p_value": calibration.p_value,
             "tuning_budget_s": choices.tuning_budget_s,
+            "holdout_fraction": customer_splits.holdout_fraction,
+            "split_seed": customer_splits.seed,
         }
     )
+    # The exact rows behind this version: `churn reproduce` retrains from this snapshot.
+    store = SnapshotStore.from_settings(churn_settings)
+    snapshot_id = customer_splits.snapshot_id
+    tracking.log_snapshot_input(customer_splits.train, snapshot_id, store.data_uri(snapshot_id))
     mlflow.log_metrics({f"validation_{k}": v for k, v in trained.validation_metrics.items()})
     mlflow.log_metrics(
         {
@@ -134,7 +141,7 @@ def churn_model(
         model_uri,
         tags={
             "git_sha": tracking.git_sha(churn_settings),
-            "data_sha256": customer_splits.data_sha256,
+            "snapshot_id": customer_splits.snapshot_id,
             "dagster_run_id": context.run_id,
         },
     )
@@ -151,7 +158,7 @@ def churn_model(
             "validation_calibration_error_after": calibration.validation_ece_after,
             **tuning_metadata,
             "git_sha": version.tags["git_sha"],
-            "data_sha256": customer_splits.data_sha256,
+            "snapshot_id": customer_splits.snapshot_id,
             "feature_importance": dg.MetadataValue.md(
                 plots.markdown_image(importance_png, "feature importance")
             ),

@@ -274,7 +274,8 @@ def _fail(raw: pd.DataFrame, column: str, mask: pd.Series, problem: str) -> None
     )
 
 
-def _check_columns(raw: pd.DataFrame) -> list[str]:
+def check_columns(raw: pd.DataFrame) -> list[str]:
+    """The export's columns the frame lacks (raised as an error) and its extra ones."""
     if raw.empty:
         raise CustomerDataError("customer data has no rows")
     missing = [c for c in schema.RAW_COLUMNS if c not in raw.columns]
@@ -353,7 +354,7 @@ def clean_customers(
     Duplicate customerIDs keep their last row: exports append, so the last row is newest.
     Training data must hold churners and stayers; a small incremental extract need not.
     """
-    extra = _check_columns(raw)
+    extra = check_columns(raw)
     text = {c: _stripped(raw[c]) for c in schema.RAW_COLUMNS}
     ids = text[schema.ID_COLUMN]
     _reject(raw, schema.ID_COLUMN, ids == "", "are blank")

@@ -4,19 +4,18 @@ The billing system drops customer extracts (CSV files in the export's format) in
 folder. An extract is an upsert keyed by customerID: a customer in the extract replaces the
 snapshot's row for that ID (the extract is newer, and within one extract the last row wins),
 a new ID is added, and customers the extract does not mention stay as they are. An extract is
-validated completely before the snapshot is touched, and the new snapshot replaces the old one
-in a single rename, so a bad or interrupted merge leaves the previous snapshot in place.
+validated completely before anything is written; the merged table becomes a new snapshot and
+only then the current one (see `churn_assets.ml.snapshots`), so a bad or interrupted merge
+leaves the current snapshot as it was, and a wrong one can be undone with `churn snapshots
+restore`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import stat
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +28,9 @@ from churn_assets.ml.cleaning import (
     open_regular,
     read_customer_csv,
 )
-from churn_assets.ml.files import replacing
 from churn_assets.ml.limits import ExtractLimits
-from churn_assets.ml.tracking import file_sha256, stream_sha256
+from churn_assets.ml.snapshots import SHORT_ID, SnapshotInfo, SnapshotStore
+from churn_assets.ml.tracking import stream_sha256
 
 #: Hashes the cursor remembers; far more than a weekly drop needs, small enough for a cursor.
 _SEEN_LIMIT = 1000
@@ -215,7 +214,7 @@ class MergeReport:
     extra_columns: list[str]
     snapshot_rows_before: int
     snapshot_rows_after: int
-    snapshot_sha256: str
+    snapshot: SnapshotInfo
 
 
 @dataclass(frozen=True)
@@ -265,39 +264,41 @@ def read_extract(
     return Extract(raw, cleaned, sha256)
 
 
-@contextmanager
-def _locked(snapshot: Path) -> Iterator[None]:
-    """One merge at a time per snapshot, whichever process runs it."""
-    lock_path = snapshot.with_name(f".{snapshot.name}.lock")
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def merge_extract(
-    snapshot: Path,
+    store: SnapshotStore,
     extract: Path,
     expected_sha256: str | None = None,
     limits: ExtractLimits | None = None,
+    seed: Path | None = None,
 ) -> tuple[MergeReport, pd.DataFrame]:
-    """Upsert the extract into the snapshot by customerID; the extract's rows win.
+    """Upsert the extract into the current snapshot by customerID; the extract's rows win.
 
-    A missing snapshot starts from the extract alone, so a new installation can be fed from
-    the landing folder. Columns outside the export's schema are dropped from the snapshot.
-    Returns what changed and the extract's cleaned rows (what drift is measured on). Any
-    CustomerDataError says that the snapshot was not changed, which is true of every one.
+    The result is a new snapshot and the pointer moves to it; the one before stays in the
+    store. A `seed` file (CHURN_DATA_PATH) whose content is new is imported first, and with
+    no snapshot at all the extract alone starts one, so a new installation can be fed from
+    the landing folder. Columns outside the export's schema are dropped. Returns what changed
+    and the extract's cleaned rows (what drift is measured on). Any CustomerDataError says
+    that the current snapshot was not changed, which is true of every one.
     """
+    limits = limits or ExtractLimits()
     try:
-        return _merge(snapshot, extract, expected_sha256, limits)
+        return _merge(store, extract, expected_sha256, limits, seed)
     except CustomerDataError as error:
-        raise CustomerDataError(f"{error}; the snapshot {snapshot} was not changed") from error
+        current = store.current_id()
+        unchanged = (
+            "no snapshot was written"
+            if current is None
+            else f"the current snapshot {current[:SHORT_ID]} was not changed"
+        )
+        raise CustomerDataError(f"{error}; {unchanged}") from error
 
 
 def _merge(
-    snapshot: Path, extract: Path, expected_sha256: str | None, limits: ExtractLimits | None
+    store: SnapshotStore,
+    extract: Path,
+    expected_sha256: str | None,
+    limits: ExtractLimits,
+    seed: Path | None,
 ) -> tuple[MergeReport, pd.DataFrame]:
     validated = read_extract(extract, expected_sha256, limits)
     raw = validated.raw
@@ -306,28 +307,26 @@ def _merge(
     ids = incoming[schema.ID_COLUMN].str.strip()
     latest = incoming.loc[~ids.duplicated(keep="last")]
     latest_ids = ids.loc[latest.index]
-    snapshot.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(snapshot):
-        # Every writer of the snapshot holds this lock, so a temporary file seen now was left
-        # by a merge that was killed mid-write.
-        for stale in snapshot.parent.glob(f".{snapshot.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        if snapshot.is_file():
-            current = read_customer_csv(snapshot, "")
-            missing = [c for c in schema.RAW_COLUMNS if c not in current.columns]
-            if missing:
-                raise CustomerDataError(
-                    f"snapshot {snapshot} lacks column(s) {', '.join(map(repr, missing))}"
-                )
-            current = current[list(schema.RAW_COLUMNS)]
-        else:
-            current = incoming.iloc[0:0]
+    with store.locked():
+        parent = store.sync_seed(seed, limits) if seed else store.current()
+        current = incoming.iloc[0:0] if parent is None else store.read(parent.id)
         current_ids = current[schema.ID_COLUMN].str.strip()
         replaced = current_ids.isin(latest_ids)
-        merged = pd.concat([current.loc[~replaced], latest], ignore_index=True)
         known = latest_ids.isin(current_ids)
-        with replacing(snapshot) as temporary:
-            merged.to_csv(temporary, index=False, lineterminator="\r\n")
+        # Updated in place, new customers appended: an extract that changes nothing gives
+        # the same table, so the same snapshot, and row order stays stable across merges.
+        updates = latest.set_index(latest_ids.to_numpy()).loc[current_ids[replaced].to_numpy()]
+        merged = current.reset_index(drop=True).copy()
+        merged.loc[replaced.to_numpy(), :] = updates.to_numpy()
+        merged = pd.concat([merged, latest.loc[~known.to_numpy()]], ignore_index=True)
+        snapshot = store.write(
+            merged,
+            kind="merge",
+            source=extract.name,
+            source_sha256=validated.sha256,
+            parent=None if parent is None else parent.id,
+        )
+        store.point_to(snapshot.id, f"merged {extract.name}")
     report = MergeReport(
         extract=str(extract),
         extract_sha256=validated.sha256,
@@ -338,6 +337,6 @@ def _merge(
         extra_columns=extra,
         snapshot_rows_before=len(current),
         snapshot_rows_after=len(merged),
-        snapshot_sha256=file_sha256(snapshot),
+        snapshot=snapshot,
     )
     return report, validated.cleaned

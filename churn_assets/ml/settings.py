@@ -38,6 +38,8 @@ class ChurnSettings(BaseSettings):
     drift_psi_warn: float = Field(0.2, alias="CHURN_DRIFT_PSI_WARN", gt=0)
     drift_unseen_warn: float = Field(0.01, alias="CHURN_DRIFT_UNSEEN_WARN", ge=0, le=1)
     state_dir: Path = Field(Path(".churn"), alias="CHURN_STATE_DIR")
+    snapshot_dir_uri: str | None = Field(None, alias="CHURN_SNAPSHOT_URI")
+    snapshot_keep: int = Field(52, alias="CHURN_SNAPSHOT_KEEP", ge=1)
     mlflow_tracking_uri: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
     mlflow_s3_endpoint_url: str | None = Field(None, alias="MLFLOW_S3_ENDPOINT_URL")
     aws_access_key_id: str | None = Field(None, alias="AWS_ACCESS_KEY_ID")
@@ -92,6 +94,13 @@ class ChurnSettings(BaseSettings):
     def scores_folder(self) -> Path:
         """Where `churn_scores` writes its ranked files: CHURN_SCORES_DIR or <state>/scores."""
         return (self.scores_dir or self.state_dir / "scores").expanduser().resolve()
+
+    @property
+    def snapshot_uri(self) -> str:
+        """Where training snapshots are kept: CHURN_SNAPSHOT_URI or <state>/snapshots."""
+        if self.snapshot_dir_uri:
+            return self.snapshot_dir_uri
+        return (self.local_state / "snapshots").as_uri()
 
     @property
     def uses_server(self) -> bool:

@@ -22,7 +22,10 @@ class CustomerSplits:
 
     train: pd.DataFrame
     holdout: pd.DataFrame
-    data_sha256: str
+    #: The training snapshot the rows come from (its SHA-256), and how they were split.
+    snapshot_id: str
+    holdout_fraction: float = HOLDOUT_FRACTION
+    seed: int = SPLIT_SEED
 
 
 def in_holdout(customer_ids: pd.Series, holdout_fraction: float, seed: int) -> np.ndarray:
@@ -50,7 +53,9 @@ def split_customers(frame: pd.DataFrame, holdout_fraction: float, seed: int) -> 
     splits = CustomerSplits(
         frame[~holdout].reset_index(drop=True),
         frame[holdout].reset_index(drop=True),
-        data_sha256=str(frame.attrs.get(SOURCE_SHA256, "unknown")),
+        snapshot_id=str(frame.attrs.get(SOURCE_SHA256, "unknown")),
+        holdout_fraction=holdout_fraction,
+        seed=seed,
     )
     for side, part in (("training", splits.train), ("holdout", splits.holdout)):
         classes = part[schema.TARGET_COLUMN].nunique()

@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 
 from churn_assets.ml import schema
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SHORT_ID
 from churn_assets.ml.tuning import Trial
 
 MODEL_ARTIFACT = "model"
@@ -161,6 +162,26 @@ def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
         return dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}"))
     except (MlflowException, OSError):
         return None
+
+
+def log_snapshot_input(train: pd.DataFrame, snapshot_id: str, snapshot_uri: str) -> None:
+    """Record the training rows as the run's MLflow dataset input, named by their snapshot.
+
+    The digest is the snapshot's ID (shortened to what MLflow's dataset table holds), so the
+    UI's dataset column tells which snapshot a run was trained on, and the source is where
+    that snapshot's Parquet file lives.
+    """
+    with warnings.catch_warnings():
+        # a file:// URI matches two of MLflow's local source types, which are the same class
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+            train,
+            source=snapshot_uri,
+            targets=schema.TARGET_COLUMN,
+            name=f"snapshot-{snapshot_id[:SHORT_ID]}",
+            digest=snapshot_id[:SHORT_ID],
+        )
+    mlflow.log_input(dataset, context="training")
 
 
 def log_png(png: bytes, artifact_file: str) -> None:

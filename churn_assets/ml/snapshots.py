@@ -1,0 +1,320 @@
+"""Training snapshots: every state of the customer table kept, the current one a pointer.
+
+A snapshot is the customer table (the export's columns, as the export wrote them) stored once
+as Parquet under the SHA-256 of those bytes and never written again; `CURRENT.json` names the
+one training reads. A merge writes a new snapshot and moves the pointer, `restore` moves it
+back, so a valid but wrong extract is undone by moving a pointer, and the exact bytes any model
+version was trained on stay readable for as long as a registered version names them (pruning
+never removes those).
+
+The store is a folder of the artifact store: <state>/snapshots by default, CHURN_SNAPSHOT_URI
+(e.g. s3://churn/snapshots on MinIO) in the deployed stack. pyarrow's filesystems give both
+one interface, and Parquet keeps a 100-million-row table a fraction of its CSV size.
+
+The file CHURN_DATA_PATH names seeds the store: whenever its content is not the content last
+imported (a new installation, `churn fetch-data`, a file replaced by hand), it becomes a new
+snapshot and the current one. Extracts then build on whatever is current.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from churn_assets.ml import schema
+from churn_assets.ml.cleaning import (
+    SOURCE_SHA256,
+    CustomerDataError,
+    check_columns,
+    read_customer_csv,
+)
+from churn_assets.ml.limits import ExtractLimits
+from churn_assets.ml.settings import ChurnSettings
+
+#: Characters of a snapshot's SHA-256 shown and accepted as its name (as git shortens commits).
+SHORT_ID = 12
+_CURRENT = "CURRENT.json"
+_SEED = "SEED.json"
+_ARROW_SCHEMA = pa.schema([(column, pa.string()) for column in schema.RAW_COLUMNS])
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot that is not in the store, or a name that matches more than one."""
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What `churn snapshots` lists: where a snapshot came from and what it holds."""
+
+    id: str
+    created_at: str
+    rows: int
+    churn_rate: float
+    kind: str  # seed (CHURN_DATA_PATH), merge (a landed extract) or file (a run's own file)
+    source: str
+    source_sha256: str
+    parent: str | None
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:SHORT_ID]
+
+
+def read_export(path: Path, limits: ExtractLimits) -> pd.DataFrame:
+    """A whole export (the seed, or a file a run trains on), hashed as it is read.
+
+    Only the columns are checked here; values are the data checks' to judge, downstream.
+    """
+    frame = read_customer_csv(path, None, max_line_bytes=limits.max_line_bytes)
+    try:
+        check_columns(frame)
+    except CustomerDataError as error:
+        raise CustomerDataError(f"customer file {path}: {error}") from None
+    return frame
+
+
+def churn_rate(frame: pd.DataFrame) -> float:
+    """Share of rows whose Churn reads Yes, as the export writes it."""
+    if frame.empty:
+        return 0.0
+    return float((frame[schema.TARGET_COLUMN].astype(str).str.strip() == "Yes").mean())
+
+
+class SnapshotStore:
+    """One owner for every write of snapshots and the pointer; readers only read."""
+
+    def __init__(self, root: str, filesystem: pafs.FileSystem, lock_path: Path, uri: str) -> None:
+        self._root = root.rstrip("/")
+        self._fs = filesystem
+        self._lock_path = lock_path
+        self.uri = uri.rstrip("/")
+
+    @classmethod
+    def from_settings(cls, settings: ChurnSettings) -> SnapshotStore:
+        uri = settings.snapshot_uri
+        lock = settings.local_state / "snapshots.lock"
+        parsed = urlparse(uri)
+        if parsed.scheme == "s3":
+            endpoint = urlparse(settings.mlflow_s3_endpoint_url or "")
+            secret = settings.aws_secret_access_key
+            filesystem = pafs.S3FileSystem(
+                access_key=settings.aws_access_key_id,
+                secret_key=secret.get_secret_value() if secret else None,
+                endpoint_override=endpoint.netloc or None,
+                scheme=endpoint.scheme or "https",
+                region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            )
+            return cls(f"{parsed.netloc}{parsed.path}", filesystem, lock, uri)
+        path = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
+        return cls(str(path), pafs.LocalFileSystem(), lock, path.as_uri())
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self._root, *parts])
+
+    def _exists(self, path: str) -> bool:
+        return bool(self._fs.get_file_info(path).type != pafs.FileType.NotFound)
+
+    def _read_json(self, path: str) -> dict[str, object] | None:
+        if not self._exists(path):
+            return None
+        with self._fs.open_input_stream(path) as stream:
+            return dict(json.loads(stream.read()))
+
+    def data_uri(self, snapshot_id: str) -> str:
+        """Where a snapshot's Parquet file lives, as MLflow records the dataset's source."""
+        return f"{self.uri}/data/{snapshot_id}.parquet"
+
+    def info(self, snapshot_id: str) -> SnapshotInfo:
+        data = self._read_json(self._path("meta", f"{snapshot_id}.json"))
+        if data is None:
+            raise SnapshotError(f"snapshot {snapshot_id[:SHORT_ID]} is not in {self.uri}")
+        return SnapshotInfo(**data)  # type: ignore[arg-type]
+
+    def current_id(self) -> str | None:
+        pointer = self._read_json(self._path(_CURRENT))
+        return None if pointer is None else str(pointer["id"])
+
+    def current(self) -> SnapshotInfo | None:
+        snapshot_id = self.current_id()
+        return None if snapshot_id is None else self.info(snapshot_id)
+
+    def all(self) -> list[SnapshotInfo]:
+        """Every snapshot, oldest first."""
+        selector = pafs.FileSelector(self._path("meta"), allow_not_found=True)
+        names = [
+            f.base_name.removesuffix(".json")
+            for f in self._fs.get_file_info(selector)
+            if f.is_file and f.base_name.endswith(".json")
+        ]
+        return sorted((self.info(name) for name in names), key=lambda s: (s.created_at, s.id))
+
+    def resolve(self, name: str) -> SnapshotInfo:
+        """The snapshot a full ID or a prefix of at least 6 characters names."""
+        name = name.strip().lower()
+        matches = [s for s in self.all() if len(name) >= 6 and s.id.startswith(name)]
+        if len(matches) != 1:
+            found = "no snapshot" if not matches else f"{len(matches)} snapshots"
+            raise SnapshotError(
+                f"{found} in {self.uri} match {name[:64]!r} (give 6 or more characters of an "
+                "ID that `churn snapshots` lists)"
+            )
+        return matches[0]
+
+    def read(self, snapshot_id: str) -> pd.DataFrame:
+        """The snapshot's rows, all columns strings as the export wrote them.
+
+        The bytes are checked against the name, so a file damaged in storage is an error,
+        never training data.
+        """
+        path = self._path("data", f"{snapshot_id}.parquet")
+        if not self._exists(path):
+            raise SnapshotError(f"snapshot {snapshot_id[:SHORT_ID]} has no data in {self.uri}")
+        with self._fs.open_input_stream(path) as stream:
+            data = stream.read()
+        if hashlib.sha256(data).hexdigest() != snapshot_id:
+            raise SnapshotError(
+                f"snapshot {snapshot_id[:SHORT_ID]} in {self.uri} does not match its SHA-256: "
+                "the stored file was changed or damaged"
+            )
+        frame = pq.read_table(pa.BufferReader(data)).to_pandas().astype(str)
+        frame.attrs[SOURCE_SHA256] = snapshot_id
+        return frame
+
+    # -- writing (under the lock) ----------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One writer at a time, whichever process: a merge reads the pointer, then moves it."""
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock_path.open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._remove_leftovers()
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _remove_leftovers(self) -> None:
+        """Every writer holds the lock, so a temporary file seen now was left by a kill."""
+        for folder in ("data", "meta", ""):
+            selector = pafs.FileSelector(
+                self._path(folder) if folder else self._root, allow_not_found=True
+            )
+            for found in self._fs.get_file_info(selector):
+                if found.is_file and found.base_name.endswith(".tmp"):
+                    self._fs.delete_file(found.path)
+
+    def _write(self, path: str, data: bytes) -> None:
+        """Written beside its name, then moved over it: readers never see half a file."""
+        self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with self._fs.open_output_stream(temporary) as stream:
+            stream.write(data)
+        self._fs.move(temporary, path)
+
+    def write(
+        self, frame: pd.DataFrame, *, kind: str, source: str, source_sha256: str, parent: str | None
+    ) -> SnapshotInfo:
+        """Store `frame` (the export's columns only) and return its entry; the pointer stays.
+
+        The same content gives the same ID, so writing it again changes nothing and keeps the
+        first entry's history.
+        """
+        table = frame[list(schema.RAW_COLUMNS)].astype(str).reset_index(drop=True)
+        # One string type and no pandas metadata: the bytes depend on the values alone,
+        # not on how the frame in memory happened to hold them.
+        arrow = pa.Table.from_pandas(table, schema=_ARROW_SCHEMA, preserve_index=False)
+        buffer = io.BytesIO()
+        pq.write_table(arrow.replace_schema_metadata(None), buffer, compression="zstd")
+        data = buffer.getvalue()
+        snapshot_id = hashlib.sha256(data).hexdigest()
+        meta = self._path("meta", f"{snapshot_id}.json")
+        if self._exists(meta):
+            return self.info(snapshot_id)
+        self._write(self._path("data", f"{snapshot_id}.parquet"), data)
+        info = SnapshotInfo(
+            id=snapshot_id,
+            created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            rows=len(table),
+            churn_rate=churn_rate(table),
+            kind=kind,
+            source=source,
+            source_sha256=source_sha256,
+            parent=parent,
+        )
+        # The entry goes last: a snapshot is listed only once its data is complete.
+        self._write(meta, json.dumps(asdict(info), indent=2).encode())
+        return info
+
+    def point_to(self, snapshot_id: str, reason: str) -> None:
+        """Make `snapshot_id` the one training reads."""
+        self.info(snapshot_id)  # refuses a name that is not in the store
+        pointer = {
+            "id": snapshot_id,
+            "moved_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "reason": reason,
+        }
+        self._write(self._path(_CURRENT), json.dumps(pointer, indent=2).encode())
+
+    def sync_seed(self, seed: Path, limits: ExtractLimits) -> SnapshotInfo | None:
+        """The current snapshot, after importing the seed file if its content is new.
+
+        The seed's size and modification time are remembered with its hash, so an unchanged
+        seed is not read again on every run. Call it holding the lock.
+        """
+        current = self.current()
+        if not seed.is_file():
+            return current
+        status = seed.stat()
+        last = self._read_json(self._path(_SEED)) or {}
+        if current is not None and (last.get("size"), last.get("mtime_ns")) == (
+            status.st_size,
+            status.st_mtime_ns,
+        ):
+            return current
+        frame = read_export(seed, limits)
+        seed_sha256 = str(frame.attrs[SOURCE_SHA256])
+        if current is None or seed_sha256 != last.get("sha256"):
+            current = self.write(
+                frame,
+                kind="seed",
+                source=str(seed),
+                source_sha256=seed_sha256,
+                parent=None if current is None else current.id,
+            )
+            self.point_to(current.id, f"seed {seed} changed")
+        record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": seed_sha256}
+        self._write(self._path(_SEED), json.dumps(record).encode())
+        return current
+
+    def prune(self, keep: int, in_use: Iterable[str]) -> list[SnapshotInfo]:
+        """Delete snapshots beyond the `keep` newest that nothing uses; returns what went.
+
+        The current snapshot and every snapshot a registered model version names stay, so
+        `churn reproduce` keeps working for every version in the registry.
+        """
+        protected = set(in_use) | {self.current_id() or ""}
+        snapshots = self.all()
+        newest = {s.id for s in snapshots[-keep:]} if keep > 0 else set()
+        removed = [s for s in snapshots if s.id not in protected and s.id not in newest]
+        for snapshot in removed:
+            # the entry first: a snapshot half-deleted is no longer listed
+            self._fs.delete_file(self._path("meta", f"{snapshot.id}.json"))
+            self._fs.delete_file(self._path("data", f"{snapshot.id}.parquet"))
+        return removed
