@@ -1,11 +1,13 @@
-"""`churn`: synthetic data, the production model's status, and rollback, from the shell.
+"""`churn`: synthetic data, production's status, rollback, snapshots and reproduction.
 
-Plain MLflow and pandas only: these commands work where Dagster is not installed.
+Plain MLflow and pandas only: these commands work where Dagster is not installed (a restore
+then says how to retrain instead of telling Dagster).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities.model_registry import ModelVersion
 
-from churn_assets.ml import registry, remote_data, synthetic, tracking
+from churn_assets.ml import registry, remote_data, reproduce, snapshots, synthetic, tracking
 from churn_assets.ml.ports import port_in_use
 from churn_assets.ml.settings import ChurnSettings
 
@@ -117,6 +119,126 @@ def _rollback(args: argparse.Namespace) -> int:
     else:
         print(f"{move.model_name}@{move.alias} already on version {move.version}")
     return 0
+
+
+def _snapshots(args: argparse.Namespace) -> int:
+    settings = ChurnSettings()
+    store = snapshots.SnapshotStore.from_settings(settings)
+    try:
+        if args.action == "restore":
+            return _restore(settings, store, args.snapshot)
+        if args.action == "prune":
+            keep = settings.snapshot_keep if args.keep is None else args.keep
+            in_use = registry.open_registry(settings).versions_by_snapshot()
+            with store.locked():
+                removed = store.prune(keep, in_use)
+            for gone in removed:
+                print(f"pruned {gone.short_id} ({gone.created_at}, {gone.rows:,} rows)")
+            print(f"{len(removed)} snapshot(s) pruned; {len(store.all())} kept")
+            return 0
+    except snapshots.SnapshotError as error:
+        print(f"churn snapshots: {error}", file=sys.stderr)
+        return 1
+    print(snapshots_table(store, registry.open_registry(settings).versions_by_snapshot()))
+    return 0
+
+
+def snapshots_table(store: snapshots.SnapshotStore, trained: dict[str, list[str]]) -> str:
+    """Every snapshot, oldest first, the current one marked with *."""
+    current = store.current_id()
+    lines = [
+        f"snapshots in {without_credentials(store.uri)}",
+        f"  {'id':<12}  {'created (UTC)':<19}  {'rows':>9}  {'churn':>6}  "
+        f"{'kind':<5}  {'from':<28}  versions",
+    ]
+    for snapshot in store.all():
+        mark = "*" if snapshot.id == current else " "
+        source = snapshot.source.rsplit("/", 1)[-1][:28]
+        versions = ", ".join(trained.get(snapshot.id, [])) or "-"
+        lines.append(
+            f"{mark} {snapshot.short_id}  {snapshot.created_at[:19].replace('T', ' ')}  "
+            f"{snapshot.rows:>9,}  {snapshot.churn_rate:>6.1%}  {snapshot.kind:<5}  "
+            f"{source:<28}  {versions}"
+        )
+    if current is None:
+        lines.append("  (none yet: `make run` or an extract in the landing folder makes one)")
+    return "\n".join(lines)
+
+
+def _restore(settings: ChurnSettings, store: snapshots.SnapshotStore, name: str) -> int:
+    previous, target = snapshots.restore(store, name)
+    if previous == target.id:
+        print(f"snapshot {target.short_id} is already the current one")
+        return 0
+    print(
+        f"current snapshot: {(previous or 'none')[: snapshots.SHORT_ID]} -> {target.short_id} "
+        f"({target.rows:,} rows, churn rate {target.churn_rate:.1%})"
+    )
+    print(report_restore(target, previous))
+    return 0
+
+
+def report_restore(target: snapshots.SnapshotInfo, previous: str | None) -> str:
+    """Tell Dagster the snapshot changed, so automation retrains behind the quality gate.
+
+    A runless materialization of customer_snapshot is what a merge would record; the
+    declarative automation downstream of it treats both alike. Without Dagster here (the
+    serving image) or a DAGSTER_HOME, the message says how to retrain by hand.
+    """
+    if not os.environ.get("DAGSTER_HOME"):
+        return "DAGSTER_HOME is not set: retrain with `make run` to train on it"
+    try:
+        import dagster as dg
+    except ImportError:
+        return "Dagster is not installed here: retrain with `make run` to train on it"
+    with dg.DagsterInstance.get() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "customer_snapshot",
+                description=f"restored snapshot {target.short_id} with `churn snapshots restore`",
+                metadata={
+                    "snapshot_id": target.id,
+                    "restored_from": previous or "none",
+                    "snapshot_rows_after": target.rows,
+                    "snapshot_churn_rate": target.churn_rate,
+                },
+                tags={"dagster/data_version": target.id},
+            )
+        )
+    return (
+        "recorded as a customer_snapshot materialization in Dagster: automation retrains "
+        "on it behind the quality gate (or run `make run`)"
+    )
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    settings = ChurnSettings()
+    try:
+        result = reproduce.reproduce(settings, args.version)
+    except (reproduce.ReproductionError, snapshots.SnapshotError) as error:
+        print(f"churn reproduce: {error}", file=sys.stderr)
+        return 1
+    except registry.WRITE_REFUSALS as error:
+        print(f"churn reproduce: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{settings.model_name} version {result.version}, snapshot "
+        f"{result.snapshot_id[: snapshots.SHORT_ID]}, trained by code {result.recorded_git_sha}, "
+        f"retrained by {result.current_git_sha}"
+    )
+    print(f"  {'holdout metric':<16} {'recorded':>12} {'reproduced':>12}")
+    for name, value in result.recorded.items():
+        print(f"  {name:<16} {value:>12.6f} {result.reproduced[name]:>12.6f}")
+    if result.matches:
+        print("reproduced: every holdout metric matches")
+        return 0
+    cause = (
+        "with the same code, so training is not deterministic: please report it"
+        if result.same_code
+        else "the code differs, which may explain it"
+    )
+    print(f"NOT reproduced: {', '.join(result.differences)} differ, {cause}")
+    return 1
 
 
 def _ensure_data(args: argparse.Namespace) -> int:
@@ -243,6 +365,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="roll back to this version instead (it must have passed the quality gate)",
     )
     rollback.set_defaults(handler=_rollback)
+
+    listing = commands.add_parser(
+        "snapshots",
+        help="list the training snapshots (the current one marked *), restore or prune them",
+    )
+    listing.set_defaults(handler=_snapshots, action="list")
+    actions = listing.add_subparsers(dest="action")
+    restore = actions.add_parser(
+        "restore", help="make an older snapshot the current one (Dagster then retrains on it)"
+    )
+    restore.add_argument("snapshot", help="its ID, or 6 or more of its first characters")
+    prune = actions.add_parser(
+        "prune",
+        help="delete snapshots beyond the newest CHURN_SNAPSHOT_KEEP that no model version uses",
+    )
+    prune.add_argument("--keep", type=int, help="newest snapshots to keep (>= 1)")
+
+    again = commands.add_parser(
+        "reproduce",
+        help="retrain a version from its snapshot and parameters; exit 1 if metrics differ",
+    )
+    again.add_argument("--version", required=True, help="the model version to retrain")
+    again.set_defaults(handler=_reproduce)
     return parser
 
 

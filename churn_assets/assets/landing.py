@@ -9,7 +9,7 @@ from churn_assets.assets.metadata import GROUP, OWNERS, churn_asset, frame_metad
 from churn_assets.ml import landing
 from churn_assets.ml.cleaning import CustomerDataError
 from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.resources import ChurnSettingsResource
+from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 incoming_extract = dg.AssetSpec(
     "incoming_extract",
@@ -34,7 +34,11 @@ class CustomerSnapshotConfig(dg.Config):
 
 
 @churn_asset(deps=[incoming_extract], kinds={"csv", "pandas"})
-def customer_snapshot(config: CustomerSnapshotConfig, settings: ChurnSettingsResource) -> dg.Output:
+def customer_snapshot(
+    config: CustomerSnapshotConfig,
+    settings: ChurnSettingsResource,
+    registry: ModelRegistryResource,
+) -> dg.Output:
     """A new training snapshot: the current one with an extract upserted by customerID."""
     # The snapshot itself is kept in the snapshot store, which raw_customers reads; the value
     # stored here is the extract's cleaned rows, which the drift check compares with the
@@ -56,6 +60,9 @@ def customer_snapshot(config: CustomerSnapshotConfig, settings: ChurnSettingsRes
             metadata={"extract": dg.MetadataValue.path(str(extract))},
             allow_retries=False,
         ) from error
+    # Retention: the newest CHURN_SNAPSHOT_KEEP stay, and every one a model version names.
+    with store.locked():
+        pruned = store.prune(churn_settings.snapshot_keep, registry.open().versions_by_snapshot())
     return dg.Output(
         cleaned,
         data_version=dg.DataVersion(report.snapshot.id),
@@ -74,5 +81,6 @@ def customer_snapshot(config: CustomerSnapshotConfig, settings: ChurnSettingsRes
             "snapshot_rows_before": report.snapshot_rows_before,
             "snapshot_rows_after": report.snapshot_rows_after,
             "snapshot_churn_rate": report.snapshot.churn_rate,
+            "snapshots_pruned": len(pruned),
         },
     )

@@ -9,6 +9,7 @@ from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
 from churn_assets.ml import drift, plots, tracking
+from churn_assets.ml import registry as registry_tags
 from churn_assets.ml.calibration import CalibrationMode
 from churn_assets.ml.hyperparameters import DEFAULTS, Hyperparameters
 from churn_assets.ml.settings import ChurnSettings
@@ -101,6 +102,7 @@ def churn_model(
             "calibration_slope": calibration.slope,
             "calibration_intercept": calibration.intercept,
             "calibration_p_value": calibration.p_value,
+            "calibration_significance": choices.calibration_significance,
             "tuning_budget_s": choices.tuning_budget_s,
             "holdout_fraction": customer_splits.holdout_fraction,
             "split_seed": customer_splits.seed,
@@ -141,8 +143,8 @@ def churn_model(
         model_uri,
         tags={
             "git_sha": tracking.git_sha(churn_settings),
-            "snapshot_id": customer_splits.snapshot_id,
-            "dagster_run_id": context.run_id,
+            registry_tags.SNAPSHOT_TAG: customer_splits.snapshot_id,
+            registry_tags.DAGSTER_RUN_TAG: context.run_id,
         },
     )
     candidate = ModelCandidate(churn_settings.model_name, str(version.version), run.info.run_id)

@@ -54,6 +54,8 @@ PROMOTED_BY_TAG = "promoted_by_run"
 PROMOTION_REFUSED_TAG = "promotion_refused"
 ROLLED_BACK_TO_TAG = "rolled_back_to"
 DAGSTER_RUN_TAG = "dagster_run_id"
+#: The training snapshot a version learned from (its SHA-256; see churn_assets.ml.snapshots).
+SNAPSHOT_TAG = "snapshot_id"
 NO_VERSION = "none"
 #: MLflow's limit on a model version tag's value.
 _TAG_LIMIT = 5000
@@ -139,6 +141,15 @@ class ModelRegistry:
             if _missing(error):
                 return []
             raise
+
+    def versions_by_snapshot(self) -> dict[str, list[str]]:
+        """Each snapshot a version was trained on, and those versions (oldest first)."""
+        found: dict[str, list[str]] = {}
+        for version in sorted(self.versions(), key=lambda v: int(v.version)):
+            snapshot = (version.tags or {}).get(SNAPSHOT_TAG)
+            if snapshot:
+                found.setdefault(snapshot, []).append(str(version.version))
+        return found
 
     def recent_production_versions(self, count: int) -> list[str]:
         """Production now, then the versions promoted before it, newest first, at most `count`."""

@@ -318,3 +318,13 @@ class SnapshotStore:
             self._fs.delete_file(self._path("meta", f"{snapshot.id}.json"))
             self._fs.delete_file(self._path("data", f"{snapshot.id}.parquet"))
         return removed
+
+
+def restore(store: SnapshotStore, name: str) -> tuple[str | None, SnapshotInfo]:
+    """Move the pointer to the snapshot `name` names; returns the one it left and the new."""
+    with store.locked():
+        target = store.resolve(name)
+        previous = store.current_id()
+        if previous != target.id:
+            store.point_to(target.id, f"restored from {(previous or 'none')[:SHORT_ID]}")
+    return previous, target

@@ -1,0 +1,129 @@
+"""Snapshots through the real graph and CLI: a wrong extract undone, a version reproduced."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from churn_assets import cli
+from churn_assets.definitions import defs
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SnapshotStore
+from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets.ml.tracking import file_sha256
+from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph, seeded_store
+
+
+def _churn(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The `churn` command's own code, in this process (a subprocess only adds imports)."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return int(exit_.value.code or 0), out, err
+
+
+def _parquet(store: SnapshotStore, snapshot_id: str) -> bytes:
+    return Path(store.data_uri(snapshot_id).removeprefix("file://")).read_bytes()
+
+
+def test_a_poisoned_extract_is_undone_by_restore_and_the_version_reproduces(
+    churn_env: ChurnEnv,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    trained = materialize_graph(churn_env, instance)
+    assert trained.success, failure_messages(trained)
+    store = SnapshotStore.from_settings(ChurnSettings())
+    good = store.current()
+    assert good is not None
+    good_bytes = _parquet(store, good.id)
+
+    # a valid but wrong extract: every customer of the base sent again as a stayer
+    poison = generate_customers(7043, 42).assign(Churn="No")
+    path = write_customers(poison, churn_env.root / "wrong.csv")
+    config = {"extract_path": str(path), "extract_sha256": file_sha256(path)}
+    merged = materialize_graph(
+        churn_env,
+        instance,
+        selection="customer_snapshot",
+        run_config={"ops": {"customer_snapshot": {"config": config}}},
+    )
+    assert merged.success, failure_messages(merged)
+    poisoned = store.current()
+    assert poisoned is not None and poisoned.parent == good.id and poisoned.churn_rate == 0.0
+
+    code, out, _ = _churn(capsys, "snapshots")
+    assert code == 0
+    lines = {line[2:14]: line for line in out.splitlines()[2:]}
+    assert lines[good.short_id].startswith(" ") and lines[good.short_id].endswith("  1")
+    assert lines[poisoned.short_id].startswith("*") and "wrong.csv" in lines[poisoned.short_id]
+
+    # the restore moves the pointer back and tells Dagster, whose automation retrains
+    monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    code, out, err = _churn(capsys, "snapshots", "restore", good.id[:8])
+    assert code == 0, err
+    assert f"{poisoned.short_id} -> {good.short_id}" in out
+    assert store.current_id() == good.id
+    assert _parquet(store, good.id) == good_bytes  # the exact bytes trained on before
+    event = instance.get_latest_materialization_event(dg.AssetKey("customer_snapshot"))
+    assert event is not None and event.asset_materialization is not None
+    assert event.asset_materialization.metadata["snapshot_id"].value == good.id
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert after.get_num_requested(dg.AssetKey("raw_customers")) == 1
+
+    # and the next training run reads the restored snapshot
+    reread = materialize_graph(churn_env, instance, selection="raw_customers")
+    (raw,) = reread.asset_materializations_for_node("raw_customers")
+    assert raw.metadata["snapshot_id"].value == good.id
+
+    code, out, err = _churn(capsys, "reproduce", "--version", "1")
+    assert code == 0, out + err
+    assert f"snapshot {good.short_id}" in out and "every holdout metric matches" in out
+
+
+def test_restore_names_an_unknown_snapshot_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHURN_STATE_DIR", str(tmp_path))
+    store = seeded_store(tmp_path, generate_customers(50, 1))
+    current = store.current_id()
+    code, _, err = _churn(capsys, "snapshots", "restore", "abcdef0123")
+    assert code == 1 and "no snapshot in" in err and "match 'abcdef0123'" in err
+    code, _, err = _churn(capsys, "snapshots", "restore", "abc")  # too short to be a name
+    assert code == 1 and store.current_id() == current
+
+
+def test_prune_keeps_the_newest_the_current_and_every_snapshot_a_version_uses(
+    tmp_path: Path,
+) -> None:
+    store = seeded_store(tmp_path, generate_customers(30, 1))
+    made = [store.current()]
+    for seed in range(2, 7):
+        frame = generate_customers(30, seed)
+        made.append(
+            store.write(frame, kind="file", source=f"{seed}.csv", source_sha256="", parent=None)
+        )
+    ids = [s.id for s in made if s is not None]
+    with store.locked():
+        removed = store.prune(keep=2, in_use={ids[2]: ["3"]})
+    # kept: the current (the seed, ids[0]), the one version 3 uses, the two newest
+    assert [s.id for s in removed] == [ids[1], ids[3]]
+    assert [s.id for s in store.all()] == [ids[0], ids[2], ids[4], ids[5]]
+    with pytest.raises(Exception, match="has no data"):
+        store.read(ids[1])
+    pd.testing.assert_frame_equal(
+        store.read(ids[5]), generate_customers(30, 6).astype(str), check_dtype=False
+    )
+
+
+def test_a_snapshot_damaged_in_storage_is_an_error_not_training_data(tmp_path: Path) -> None:
+    store = seeded_store(tmp_path, generate_customers(30, 1))
+    current = store.current_id()
+    assert current is not None
+    path = Path(store.data_uri(current).removeprefix("file://"))
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(Exception, match="does not match its SHA-256"):
+        store.read(current)
