@@ -11,6 +11,8 @@ import dagster as dg
 import psycopg2
 import pytest
 
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
 from churn_assets_tests.processes import (
     POSTGRES,
@@ -50,6 +52,8 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
     ):
         s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", **_keys())
         s3.create_bucket(Bucket="mlflow")
+        s3.create_bucket(Bucket="churn")
+        monkeypatch.setenv("CHURN_SNAPSHOT_URI", "s3://churn/snapshots")
         server = [
             *mlflow_server_command(
                 f"postgresql+psycopg2://postgres@127.0.0.1:5432/{mlflow_db}", mlflow_port
@@ -98,8 +102,15 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
             assert any(k.endswith("MLmodel") for k in keys)
             assert any(k.endswith("evaluation/report.json") for k in keys)
             assert not (churn_env.state_dir / "mlflow.db").exists()
+            # the snapshot the version learned from is in S3 too, and read back intact
+            store = SnapshotStore.from_settings(ChurnSettings())
+            (snapshot,) = store.all()
+            data = f"snapshots/data/{snapshot.id}.parquet"
+            assert data in [o["Key"] for o in s3.list_objects_v2(Bucket="churn")["Contents"]]
+            assert len(store.read(snapshot.id)) == 7043
             version = churn_env.client.get_model_version_by_alias("churn-classifier", "production")
             assert str(version.version) == "1"
+            assert version.tags["snapshot_id"] == store.current_id() == snapshot.id
 
             api_env = base_env(
                 MLFLOW_TRACKING_URI=tracking_uri,

@@ -13,7 +13,7 @@ from churn_assets.ml import registry as registry_tags
 from churn_assets.ml.calibration import CalibrationMode
 from churn_assets.ml.hyperparameters import DEFAULTS, Hyperparameters
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotStore
+from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
 from churn_assets.ml.splitting import CustomerSplits, features_and_target
 from churn_assets.ml.tracking import ModelCandidate
 from churn_assets.ml.training import TrainingChoices, train_churn_model
@@ -111,7 +111,9 @@ def churn_model(
     # The exact rows behind this version: `churn reproduce` retrains from this snapshot.
     store = SnapshotStore.from_settings(churn_settings)
     snapshot_id = customer_splits.snapshot_id
-    tracking.log_snapshot_input(customer_splits.train, snapshot_id, store.data_uri(snapshot_id))
+    tracking.log_snapshot_input(
+        customer_splits.train, snapshot_id[:SHORT_ID], store.data_uri(snapshot_id)
+    )
     mlflow.log_metrics({f"validation_{k}": v for k, v in trained.validation_metrics.items()})
     mlflow.log_metrics(
         {

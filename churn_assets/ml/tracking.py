@@ -22,7 +22,6 @@ from sklearn.pipeline import Pipeline
 
 from churn_assets.ml import schema
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SHORT_ID
 from churn_assets.ml.tuning import Trial
 
 MODEL_ARTIFACT = "model"
@@ -164,10 +163,10 @@ def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
         return None
 
 
-def log_snapshot_input(train: pd.DataFrame, snapshot_id: str, snapshot_uri: str) -> None:
+def log_snapshot_input(train: pd.DataFrame, short_id: str, snapshot_uri: str) -> None:
     """Record the training rows as the run's MLflow dataset input, named by their snapshot.
 
-    The digest is the snapshot's ID (shortened to what MLflow's dataset table holds), so the
+    The digest is the snapshot's short ID (MLflow's dataset table holds 36 characters), so the
     UI's dataset column tells which snapshot a run was trained on, and the source is where
     that snapshot's Parquet file lives.
     """
@@ -178,8 +177,8 @@ def log_snapshot_input(train: pd.DataFrame, snapshot_id: str, snapshot_uri: str)
             train,
             source=snapshot_uri,
             targets=schema.TARGET_COLUMN,
-            name=f"snapshot-{snapshot_id[:SHORT_ID]}",
-            digest=snapshot_id[:SHORT_ID],
+            name=f"snapshot-{short_id}",
+            digest=short_id,
         )
     mlflow.log_input(dataset, context="training")
 
