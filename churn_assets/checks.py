@@ -171,9 +171,11 @@ def quality_gate(
 @dg.asset_check(
     asset=customer_snapshot,
     description=(
-        "Drift of the merged extract from the production model's training data: PSI per "
-        "feature and the share of category levels training never saw. Warns (does not block) "
-        "at PSI >= CHURN_DRIFT_PSI_WARN (0.2) or unseen share >= CHURN_DRIFT_UNSEEN_WARN (1%)."
+        "Drift of the merged extract's active customers from the production model's active "
+        "training customers: PSI per feature and the share of category levels training never "
+        "saw. Warns (does not block) at PSI >= CHURN_DRIFT_PSI_WARN (0.2) or unseen share >= "
+        "CHURN_DRIFT_UNSEEN_WARN (1%); a feature with fewer than CHURN_DRIFT_MIN_ROWS_PER_BIN "
+        "(20) rows per bin is 'too few rows to judge'."
     ),
 )
 def extract_drift(
@@ -201,7 +203,11 @@ def extract_drift(
             metadata={"extract_rows": len(customer_snapshot)},
         )
     report = drift.compare(
-        profile, customer_snapshot, churn_settings.drift_psi_warn, churn_settings.drift_unseen_warn
+        profile,
+        customer_snapshot,
+        churn_settings.drift_psi_warn,
+        churn_settings.drift_unseen_warn,
+        churn_settings.drift_min_rows_per_bin,
     )
     table = pd.DataFrame(
         [{**asdict(f), "unseen_levels": ", ".join(f.unseen_levels)} for f in report.features]
@@ -212,11 +218,14 @@ def extract_drift(
         description=report.summary(),
         metadata={
             "features": table_metadata(table),
-            "max_psi": max(f.psi for f in report.features),
+            **({} if report.max_psi is None else {"max_psi": report.max_psi}),
             "drifted_features": ", ".join(f.feature for f in report.drifted) or "none",
+            "features_judged": len(report.judged),
             "production_version": str(production.version),
+            "population": drift.POPULATION,
             "training_rows": report.training_rows,
-            "extract_rows": report.rows,
+            "extract_rows": report.extract_rows,
+            "compared_rows": report.rows,
             "psi_warn": report.psi_warn,
             "unseen_warn": report.unseen_warn,
         },

@@ -24,7 +24,8 @@ def profile() -> dict:
 
 
 def test_profile_covers_every_feature_with_shares_summing_to_one(profile: dict) -> None:
-    assert profile["rows"] == 5000
+    assert profile["rows"] == int((_customers(5000, 1)["Churn"] == 0).sum())  # the active ones
+    assert profile["population"] == drift.POPULATION
     assert set(profile["features"]) == set(schema.FEATURE_COLUMNS)
     for name, feature in profile["features"].items():
         assert sum(feature["shares"].values()) == pytest.approx(1.0), name
@@ -38,6 +39,32 @@ def test_same_population_does_not_drift(profile: dict) -> None:
     assert report.drifted == []
     assert max(f.psi for f in report.features) < 0.05
     assert "no feature drifted" in report.summary()
+
+
+def test_an_active_extract_is_compared_with_active_training_customers() -> None:
+    """The issue's measurement: unshifted data read as PSI 0.06-0.08 against all rows."""
+    train, extract = _customers(7043, 42), _customers(1500, 7)
+    report = drift.compare(drift.profile_features(train), extract, psi_warn=0.2, unseen_warn=0.01)
+    assert report.max_psi is not None and report.max_psi < 0.02 and report.drifted == []
+    assert report.rows == int((extract["Churn"] == 0).sum()) and report.extract_rows == 1500
+    # the comparison it replaces: churners in the profile, an active extract
+    everyone = drift.profile_features(train.assign(Churn=0))
+    unlike = drift.compare(everyone, extract, psi_warn=0.2, unseen_warn=0.01)
+    assert unlike.max_psi is not None and unlike.max_psi > 0.05
+
+
+def test_a_handful_of_rows_is_too_few_to_judge(profile: dict) -> None:
+    few = _customers(200, 6)
+    three = few.loc[few["Churn"] == 0].head(3)
+    three.loc[:, "Contract"] = "Two year"  # as far from the profile as three rows can be
+    report = drift.compare(profile, three, psi_warn=0.2, unseen_warn=0.01)
+    assert report.drifted == [] and report.judged == [] and report.max_psi is None
+    assert report.summary().startswith("too few rows to judge: 3 active customers")
+    # 60 active rows judge the two- and three-level features, not the numeric ones
+    sixty = drift.compare(profile, few.loc[few["Churn"] == 0].head(60), 0.2, 0.01)
+    judged = {f.feature for f in sixty.judged}
+    assert "gender" in judged and "Contract" in judged and "tenure" not in judged
+    assert "had too few rows to judge" in sixty.summary()
 
 
 def test_shifted_features_warn_and_come_first(profile: dict) -> None:
@@ -56,7 +83,8 @@ def test_levels_training_never_saw_are_reported(profile: dict) -> None:
     frame = _customers(2000, 4)
     report = drift.compare(narrow, frame, psi_warn=100.0, unseen_warn=0.01)
     (payment,) = [f for f in report.features if f.feature == "PaymentMethod"]
-    expected = float((frame["PaymentMethod"] != "Electronic check").mean())
+    stayed = frame.loc[frame["Churn"] == 0]
+    expected = float((stayed["PaymentMethod"] != "Electronic check").mean())
     assert payment.unseen_share == pytest.approx(expected)
     assert payment.warn and len(payment.unseen_levels) == 3
     assert [f.feature for f in report.drifted] == ["PaymentMethod"]

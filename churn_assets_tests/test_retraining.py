@@ -61,7 +61,8 @@ def test_extract_is_merged_measured_for_drift_and_retrained_on(
     assert drift.metadata["production_version"].value == "1"
     rows = drift.metadata["features"].value.records
     assert len(rows) == 19 and {"feature", "psi", "unseen_share"} <= set(rows[0].data)
-    assert drift.metadata["max_psi"].value < 0.1
+    assert drift.metadata["max_psi"].value < 0.03  # active customers on both sides
+    assert drift.metadata["features_judged"].value == 19
 
     retrained = materialize_graph(churn_env, instance)
     assert retrained.success, failure_messages(retrained)
@@ -73,6 +74,12 @@ def test_extract_is_merged_measured_for_drift_and_retrained_on(
     assert set(generate_customers(1500, 7).query("Churn == 'No'")["customerID"]) <= set(
         scores["customerID"]
     )
+
+    # three customers say nothing about drift, however odd they look
+    few = generate_customers(3, 11).assign(Contract="Two year", Churn="No")
+    tiny = _drift(_merge(churn_env, instance, write_customers(few, churn_env.root / "few.csv")))
+    assert tiny.passed and (tiny.description or "").startswith("too few rows to judge: 3 ")
+    assert "max_psi" not in tiny.metadata
     assert_no_mlflow_run_left_running(churn_env)
 
 
