@@ -105,7 +105,7 @@ def test_extract_upserts_by_customer_id_and_newest_row_wins(tmp_path: Path) -> N
     report, cleaned = merge_extract(store, path)
 
     merged = _current(store)
-    assert list(merged.columns) == list(schema.RAW_COLUMNS)
+    assert list(merged.columns) == [*schema.RAW_COLUMNS, *schema.HISTORY_COLUMNS]
     assert len(merged) == 205 and merged[schema.ID_COLUMN].is_unique
     charges = pd.to_numeric(merged.set_index(schema.ID_COLUMN)["MonthlyCharges"])
     for customer, value in zip(updated[schema.ID_COLUMN], [11.11, 22.22, 33.33], strict=True):
@@ -123,7 +123,9 @@ def test_extract_upserts_by_customer_id_and_newest_row_wins(tmp_path: Path) -> N
     assert seed is not None and report.snapshot.parent == seed.id
     assert (report.snapshot.kind, report.snapshot.source) == ("merge", "incoming.csv")
     assert store.current_id() == report.snapshot.id != seed.id
-    pd.testing.assert_frame_equal(store.read(seed.id), frame.astype(str), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        store.read(seed.id)[list(schema.RAW_COLUMNS)], frame.astype(str), check_dtype=False
+    )
     assert [s.id for s in store.all()] == [seed.id, report.snapshot.id]
 
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml import cleaning, schema
+from churn_assets.ml import cleaning, history, schema
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotError, SnapshotInfo, SnapshotStore, read_export
 from churn_assets.resources import ChurnSettingsResource
@@ -70,6 +70,7 @@ def _chosen_snapshot(
                 source=str(path.resolve()),
                 source_sha256=str(frame.attrs[cleaning.SOURCE_SHA256]),
                 parent=store.current_id(),
+                as_of=history.terms_of(path, history.ExtractKind.full).as_of,
             )
         current = store.sync_seed(settings.data_path, limits)
     if current is None:

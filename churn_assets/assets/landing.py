@@ -1,13 +1,15 @@
 """Landing: extracts dropped by the billing system, and the training snapshot they update."""
 
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from churn_assets.assets.metadata import GROUP, OWNERS, churn_asset, frame_metadata
-from churn_assets.ml import landing
+from churn_assets.ml import history, landing
 from churn_assets.ml.cleaning import CustomerDataError
+from churn_assets.ml.history import ExtractKind
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
@@ -31,6 +33,16 @@ class CustomerSnapshotConfig(dg.Config):
     extract_sha256: str | None = Field(
         None, description="The content the sensor saw; a file changed since then is refused."
     )
+    extract_kind: ExtractKind | None = Field(
+        None,
+        description="full (the whole active base: missing customers have churned) or delta; "
+        "default: the word in the file's name, else CHURN_EXTRACT_KIND (delta).",
+    )
+    as_of: str | None = Field(
+        None,
+        description="The date (YYYY-MM-DD) the extract is true on; default: the ISO date in "
+        "its name, else today.",
+    )
 
 
 @churn_asset(deps=[incoming_extract], kinds={"csv", "pandas"})
@@ -46,6 +58,15 @@ def customer_snapshot(
     extract = Path(config.extract_path)
     churn_settings = settings.get()
     store = SnapshotStore.from_settings(churn_settings)
+    named = history.terms_of(extract, churn_settings.extract_kind)
+    try:
+        as_of = date.fromisoformat(config.as_of) if config.as_of else named.as_of
+    except ValueError as error:
+        raise dg.Failure(
+            description=f"as_of {(config.as_of or '')[:40]!r} is not a date (YYYY-MM-DD)",
+            allow_retries=False,
+        ) from error
+    terms = history.ExtractTerms(config.extract_kind or named.kind, as_of)
     try:
         report, cleaned = landing.merge_extract(
             store,
@@ -53,6 +74,7 @@ def customer_snapshot(
             config.extract_sha256,
             churn_settings.extract_limits,
             seed=churn_settings.data_path,
+            terms=terms,
         )
     except CustomerDataError as error:
         raise dg.Failure(
@@ -70,9 +92,13 @@ def customer_snapshot(
             **frame_metadata(cleaned),
             "extract": dg.MetadataValue.path(report.extract),
             "extract_sha256": report.extract_sha256,
+            "extract_kind": report.extract_kind,
+            "as_of": report.as_of,
             "extract_rows": report.extract_rows,
             "new_customers": report.new_customers,
             "updated_customers": report.updated_customers,
+            "churned_customers": report.churned_customers,
+            "returned_customers": report.returned_customers,
             "duplicate_ids_in_extract": report.duplicate_ids_in_extract,
             "extra_columns_dropped": ", ".join(report.extra_columns) or "none",
             "snapshot_id": report.snapshot.id,

@@ -275,7 +275,10 @@ def _fail(raw: pd.DataFrame, column: str, mask: pd.Series, problem: str) -> None
 
 
 def check_columns(raw: pd.DataFrame) -> list[str]:
-    """The export's columns the frame lacks (raised as an error) and its extra ones."""
+    """The export's columns the frame lacks (raised as an error) and its extra ones.
+
+    A snapshot's history columns are not extra: they are the snapshot's own.
+    """
     if raw.empty:
         raise CustomerDataError("customer data has no rows")
     missing = [c for c in schema.RAW_COLUMNS if c not in raw.columns]
@@ -286,7 +289,8 @@ def check_columns(raw: pd.DataFrame) -> list[str]:
             f"(line 1) has {len(raw.columns)} column(s), "
             f"{len(schema.RAW_COLUMNS) - len(missing)} of the {len(schema.RAW_COLUMNS)} required"
         )
-    return [c for c in raw.columns if c not in schema.RAW_COLUMNS]
+    known = (*schema.RAW_COLUMNS, *schema.HISTORY_COLUMNS)
+    return [c for c in raw.columns if c not in known]
 
 
 def _stripped(values: pd.Series) -> pd.Series:
@@ -381,6 +385,10 @@ def clean_customers(
     for column in schema.FEATURE_COLUMNS:
         cleaned[column] = categorical[column] if column in categorical else numeric[column]
     cleaned[schema.TARGET_COLUMN] = (target == "Yes").astype(np.int8).to_numpy()
+    # a snapshot's history (first seen, churn date) travels with its customers
+    for column in schema.HISTORY_COLUMNS:
+        if column in raw.columns:
+            cleaned[column] = _stripped(raw[column]).to_numpy()
 
     duplicated = cleaned.duplicated(schema.ID_COLUMN, keep="last")
     cleaned = cleaned.loc[~duplicated].reset_index(drop=True)

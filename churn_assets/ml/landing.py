@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from churn_assets.ml import schema
+from churn_assets.ml import history, schema
 from churn_assets.ml.cleaning import (
     CustomerDataError,
     clean_customers,
@@ -29,6 +29,7 @@ from churn_assets.ml.cleaning import (
     read_customer_csv,
 )
 from churn_assets.ml.limits import ExtractLimits
+from churn_assets.ml.snapshots import COLUMNS as SNAPSHOT_COLUMNS
 from churn_assets.ml.snapshots import SHORT_ID, SnapshotInfo, SnapshotStore
 from churn_assets.ml.tracking import stream_sha256
 
@@ -207,9 +208,14 @@ class MergeReport:
 
     extract: str
     extract_sha256: str
+    extract_kind: str
+    as_of: str
     extract_rows: int
     new_customers: int
     updated_customers: int
+    #: Churns this extract recorded: rows with Churn = Yes, and (full) customers missing.
+    churned_customers: int
+    returned_customers: int
     duplicate_ids_in_extract: int
     extra_columns: list[str]
     snapshot_rows_before: int
@@ -270,19 +276,23 @@ def merge_extract(
     expected_sha256: str | None = None,
     limits: ExtractLimits | None = None,
     seed: Path | None = None,
+    terms: history.ExtractTerms | None = None,
 ) -> tuple[MergeReport, pd.DataFrame]:
     """Upsert the extract into the current snapshot by customerID; the extract's rows win.
 
     The result is a new snapshot and the pointer moves to it; the one before stays in the
-    store. A `seed` file (CHURN_DATA_PATH) whose content is new is imported first, and with
-    no snapshot at all the extract alone starts one, so a new installation can be fed from
-    the landing folder. Columns outside the export's schema are dropped. Returns what changed
-    and the extract's cleaned rows (what drift is measured on). Any CustomerDataError says
-    that the current snapshot was not changed, which is true of every one.
+    store. `terms` say whether the extract is full or delta and its date (by default what its
+    name says; see churn_assets.ml.history), which decides the churns it records. A `seed`
+    file (CHURN_DATA_PATH) whose content is new is imported first, and with no snapshot at all
+    the extract alone starts one, so a new installation can be fed from the landing folder.
+    Columns outside the export's schema are dropped. Returns what changed and the extract's
+    cleaned rows (what drift is measured on). Any CustomerDataError says that the current
+    snapshot was not changed, which is true of every one.
     """
     limits = limits or ExtractLimits()
+    terms = terms or history.terms_of(extract, history.ExtractKind.delta)
     try:
-        return _merge(store, extract, expected_sha256, limits, seed)
+        return _merge(store, extract, expected_sha256, limits, seed, terms)
     except CustomerDataError as error:
         current = store.current_id()
         unchanged = (
@@ -299,6 +309,7 @@ def _merge(
     expected_sha256: str | None,
     limits: ExtractLimits,
     seed: Path | None,
+    terms: history.ExtractTerms,
 ) -> tuple[MergeReport, pd.DataFrame]:
     validated = read_extract(extract, expected_sha256, limits)
     raw = validated.raw
@@ -306,37 +317,43 @@ def _merge(
     incoming = raw[list(schema.RAW_COLUMNS)]
     ids = incoming[schema.ID_COLUMN].str.strip()
     latest = incoming.loc[~ids.duplicated(keep="last")]
-    latest_ids = ids.loc[latest.index]
     with store.locked():
         parent = store.sync_seed(seed, limits) if seed else store.current()
-        current = incoming.iloc[0:0] if parent is None else store.read(parent.id)
-        current_ids = current[schema.ID_COLUMN].str.strip()
-        replaced = current_ids.isin(latest_ids)
-        known = latest_ids.isin(current_ids)
-        # Updated in place, new customers appended: an extract that changes nothing gives
-        # the same table, so the same snapshot, and row order stays stable across merges.
-        updates = latest.set_index(latest_ids.to_numpy()).loc[current_ids[replaced].to_numpy()]
-        merged = current.reset_index(drop=True).copy()
-        merged.loc[replaced.to_numpy(), :] = updates.to_numpy()
-        merged = pd.concat([merged, latest.loc[~known.to_numpy()]], ignore_index=True)
+        if parent is not None and terms.as_of.isoformat() < parent.as_of:
+            raise CustomerDataError(
+                f"extract {extract.name} is dated {terms.as_of}, before the current snapshot's "
+                f"{parent.as_of}: history does not go backwards (restore an older snapshot "
+                "first to replay from there)"
+            )
+        current = (
+            pd.DataFrame(columns=list(SNAPSHOT_COLUMNS), dtype=str)
+            if parent is None
+            else store.read(parent.id)
+        )
+        upsert = history.upsert(current, latest, terms)
         snapshot = store.write(
-            merged,
+            upsert.table,
             kind="merge",
             source=extract.name,
             source_sha256=validated.sha256,
             parent=None if parent is None else parent.id,
+            as_of=terms.as_of,
         )
         store.point_to(snapshot.id, f"merged {extract.name}")
     report = MergeReport(
         extract=str(extract),
         extract_sha256=validated.sha256,
+        extract_kind=terms.kind.value,
+        as_of=terms.as_of.isoformat(),
         extract_rows=len(incoming),
-        new_customers=int((~known).sum()),
-        updated_customers=int(known.sum()),
+        new_customers=upsert.new_customers,
+        updated_customers=upsert.updated_customers,
+        churned_customers=upsert.churned,
+        returned_customers=upsert.returned,
         duplicate_ids_in_extract=len(incoming) - len(latest),
         extra_columns=extra,
         snapshot_rows_before=len(current),
-        snapshot_rows_after=len(merged),
+        snapshot_rows_after=len(upsert.table),
         snapshot=snapshot,
     )
     return report, validated.cleaned

@@ -85,3 +85,9 @@ CATEGORICAL_FEATURES: Final = tuple(c for c in FEATURE_COLUMNS if c in CATEGORIC
 NUMERIC_FEATURES: Final = tuple(c for c in FEATURE_COLUMNS if c in NUMERIC_RANGES)
 
 TARGET_LEVELS: Final = YES_NO
+
+#: What a snapshot keeps of each customer's history besides the export's columns (ISO dates;
+#: churn_date is empty while the customer is active). See churn_assets.ml.history.
+FIRST_SEEN: Final = "first_seen"
+CHURN_DATE: Final = "churn_date"
+HISTORY_COLUMNS: Final = (FIRST_SEEN, CHURN_DATE)

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from churn_assets.ml.calibration import CalibrationMode
 from churn_assets.ml.drift import MIN_ROWS_PER_BIN
+from churn_assets.ml.history import ExtractKind
 from churn_assets.ml.limits import DEFAULT_MAX_EXTRACT_BYTES, DEFAULT_MAX_LINE_BYTES, ExtractLimits
 from churn_assets.ml.reasons import MAX_REASONS
 
@@ -38,7 +39,10 @@ class ChurnSettings(BaseSettings):
     scores_dir: Path | None = Field(None, alias="CHURN_SCORES_DIR")
     drift_psi_warn: float = Field(0.2, alias="CHURN_DRIFT_PSI_WARN", gt=0)
     drift_unseen_warn: float = Field(0.01, alias="CHURN_DRIFT_UNSEEN_WARN", ge=0, le=1)
-    drift_min_rows_per_bin: int = Field(MIN_ROWS_PER_BIN, alias="CHURN_DRIFT_MIN_ROWS_PER_BIN", ge=1)
+    drift_min_rows_per_bin: int = Field(
+        MIN_ROWS_PER_BIN, alias="CHURN_DRIFT_MIN_ROWS_PER_BIN", ge=1
+    )
+    extract_kind: ExtractKind = Field(ExtractKind.delta, alias="CHURN_EXTRACT_KIND")
     state_dir: Path = Field(Path(".churn"), alias="CHURN_STATE_DIR")
     snapshot_dir_uri: str | None = Field(None, alias="CHURN_SNAPSHOT_URI")
     snapshot_keep: int = Field(52, alias="CHURN_SNAPSHOT_KEEP", ge=1)

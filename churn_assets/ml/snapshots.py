@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from churn_assets.ml import schema
+from churn_assets.ml import history, schema
 from churn_assets.ml.cleaning import (
     SOURCE_SHA256,
     CustomerDataError,
@@ -49,7 +49,9 @@ from churn_assets.ml.settings import ChurnSettings
 SHORT_ID = 12
 _CURRENT = "CURRENT.json"
 _SEED = "SEED.json"
-_ARROW_SCHEMA = pa.schema([(column, pa.string()) for column in schema.RAW_COLUMNS])
+#: A snapshot: the export's columns, then each customer's history (see churn_assets.ml.history).
+COLUMNS = (*schema.RAW_COLUMNS, *schema.HISTORY_COLUMNS)
+_ARROW_SCHEMA = pa.schema([(column, pa.string()) for column in COLUMNS])
 
 
 class SnapshotError(RuntimeError):
@@ -68,6 +70,8 @@ class SnapshotInfo:
     source: str
     source_sha256: str
     parent: str | None
+    #: The date the snapshot's rows are true on (ISO): its extract's date.
+    as_of: str
 
     @property
     def short_id(self) -> str:
@@ -177,7 +181,7 @@ class SnapshotStore:
         return matches[0]
 
     def read(self, snapshot_id: str) -> pd.DataFrame:
-        """The snapshot's rows, all columns strings as the export wrote them.
+        """The snapshot's rows and history, all columns strings as the export wrote them.
 
         The bytes are checked against the name, so a file damaged in storage is an error,
         never training data.
@@ -229,14 +233,24 @@ class SnapshotStore:
         self._fs.move(temporary, path)
 
     def write(
-        self, frame: pd.DataFrame, *, kind: str, source: str, source_sha256: str, parent: str | None
+        self,
+        frame: pd.DataFrame,
+        *,
+        kind: str,
+        source: str,
+        source_sha256: str,
+        parent: str | None,
+        as_of: date,
     ) -> SnapshotInfo:
-        """Store `frame` (the export's columns only) and return its entry; the pointer stays.
+        """Store `frame` and return its entry; the pointer stays where it is.
 
-        The same content gives the same ID, so writing it again changes nothing and keeps the
-        first entry's history.
+        A frame without history columns (an export read as it is) starts its history on
+        `as_of`. The same content gives the same ID, so writing it again changes nothing and
+        keeps the first entry.
         """
-        table = frame[list(schema.RAW_COLUMNS)].astype(str).reset_index(drop=True)
+        if not set(schema.HISTORY_COLUMNS) <= set(frame.columns):
+            frame = history.start_history(frame, as_of)
+        table = frame[list(COLUMNS)].astype(str).reset_index(drop=True)
         # One string type and no pandas metadata: the bytes depend on the values alone,
         # not on how the frame in memory happened to hold them.
         arrow = pa.Table.from_pandas(table, schema=_ARROW_SCHEMA, preserve_index=False)
@@ -257,6 +271,7 @@ class SnapshotStore:
             source=source,
             source_sha256=source_sha256,
             parent=parent,
+            as_of=as_of.isoformat(),
         )
         # The entry goes last: a snapshot is listed only once its data is complete.
         self._write(meta, json.dumps(asdict(info), indent=2).encode())
@@ -297,6 +312,7 @@ class SnapshotStore:
                 source=str(seed),
                 source_sha256=seed_sha256,
                 parent=None if current is None else current.id,
+                as_of=history.terms_of(seed, history.ExtractKind.full).as_of,
             )
             self.point_to(current.id, f"seed {seed} changed")
         record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": seed_sha256}

@@ -1,0 +1,128 @@
+"""Customer history: when each customer was first seen and when they churned.
+
+Extracts say what they are. A *delta* extract lists only changed customers: its rows update
+the snapshot, and a row with Churn = Yes records that customer's churn on the extract's date.
+A *full* extract lists the whole active base: besides its own rows, every customer who was
+active before and is missing from it has churned as of the extract's date (billing systems
+usually send the active base, and without this rule churners would stay "active" for ever).
+A customer an extract lists as active again after a churn has come back: the churn date is
+cleared, and the earlier churn stays readable in older snapshots.
+
+An extract's kind is the word `full` or `delta` in its name (week48.full.csv), else
+CHURN_EXTRACT_KIND (delta); its date is the first ISO date in its name (2026-11-20), else the
+day it is merged. History never goes backwards: an extract dated before the current snapshot
+is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from churn_assets.ml import schema
+
+_KIND = re.compile(r"(?:^|[._\-\s])(full|delta)(?:[._\-\s]|$)", re.IGNORECASE)
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+
+
+class ExtractKind(enum.StrEnum):
+    delta = "delta"
+    full = "full"
+
+
+@dataclass(frozen=True)
+class ExtractTerms:
+    """How an extract is read: its kind, and the date its rows are true on."""
+
+    kind: ExtractKind
+    as_of: date
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def terms_of(path: Path, default_kind: ExtractKind) -> ExtractTerms:
+    """The kind and date an extract's name gives, else the setting and today."""
+    kind = _KIND.search(path.stem)
+    found = _DATE.search(path.name)
+    as_of = today()
+    if found:
+        # not a calendar date (2026-13-45): the name's digits mean something else
+        with contextlib.suppress(ValueError):
+            as_of = date(*map(int, found.groups()))
+    return ExtractTerms(ExtractKind(kind.group(1).lower()) if kind else default_kind, as_of)
+
+
+def _churned(frame: pd.DataFrame) -> pd.Series:
+    return frame[schema.TARGET_COLUMN].astype(str).str.strip() == "Yes"
+
+
+def start_history(frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """A table with no history yet (a seed, a file of its own): everyone first seen `as_of`.
+
+    Its churners churned on or before that date, which is all the table can say.
+    """
+    started = frame.copy()
+    day = as_of.isoformat()
+    started[schema.FIRST_SEEN] = day
+    started[schema.CHURN_DATE] = np.where(_churned(started), day, "")
+    return started
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """The snapshot after an extract, and what changed in the customers' history."""
+
+    table: pd.DataFrame
+    new_customers: int
+    updated_customers: int
+    churned: int
+    returned: int
+
+
+def upsert(current: pd.DataFrame, latest: pd.DataFrame, terms: ExtractTerms) -> Upsert:
+    """Apply an extract (one row per ID, the export's columns) to the current snapshot.
+
+    Rows are updated in place and new customers appended, so an extract that changes nothing
+    gives the same table, and the same snapshot.
+    """
+    day = terms.as_of.isoformat()
+    current = current.reset_index(drop=True)
+    current_ids = current[schema.ID_COLUMN].str.strip()
+    latest_ids = latest[schema.ID_COLUMN].str.strip()
+    was_churned = current[schema.CHURN_DATE] != ""
+    replaced = current_ids.isin(latest_ids).to_numpy()
+    known = latest_ids.isin(current_ids).to_numpy()
+
+    merged = current.copy()
+    updates = latest.set_index(latest_ids.to_numpy()).loc[current_ids[replaced].to_numpy()]
+    columns = list(schema.RAW_COLUMNS)
+    merged.loc[replaced, columns] = updates[columns].to_numpy()
+    now_churned = _churned(merged)
+    # a churn keeps the date it was first recorded on; a customer listed active came back
+    recorded = now_churned & ~was_churned
+    returned = ~now_churned & was_churned & replaced
+    merged.loc[recorded, schema.CHURN_DATE] = day
+    merged.loc[returned, schema.CHURN_DATE] = ""
+    churned = int(recorded.sum())
+    if terms.kind is ExtractKind.full:
+        vanished = ~replaced & ~was_churned & ~now_churned
+        merged.loc[vanished, schema.TARGET_COLUMN] = "Yes"
+        merged.loc[vanished, schema.CHURN_DATE] = day
+        churned += int(vanished.sum())
+    newcomers = start_history(latest.loc[~known], terms.as_of)
+    return Upsert(
+        table=pd.concat([merged, newcomers], ignore_index=True),
+        new_customers=int((~known).sum()),
+        updated_customers=int(known.sum()),
+        churned=churned + int(_churned(newcomers).sum()),
+        returned=int(returned.sum()),
+    )
