@@ -15,7 +15,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities.model_registry import ModelVersion
 
-from churn_assets.ml import registry, remote_data, reproduce, snapshots, synthetic, tracking
+from churn_assets.ml import (
+    registry,
+    remote_data,
+    reproduce,
+    snapshots,
+    synthetic,
+    synthetic_history,
+    tracking,
+)
 from churn_assets.ml.ports import port_in_use
 from churn_assets.ml.settings import ChurnSettings
 
@@ -318,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synthetic.add_arguments(generate)
     generate.set_defaults(handler=_generate)
+
+    weekly = commands.add_parser(
+        "generate-history",
+        help="a synthetic customer base and weekly extracts in which customers churn over time",
+    )
+    synthetic_history.add_arguments(weekly)
+    weekly.set_defaults(handler=lambda args: 0 if synthetic_history.run(args) else 1)
 
     ensure = commands.add_parser(
         "ensure-data",

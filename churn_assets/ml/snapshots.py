@@ -251,11 +251,13 @@ class SnapshotStore:
         if not set(schema.HISTORY_COLUMNS) <= set(frame.columns):
             frame = history.start_history(frame, as_of)
         table = frame[list(COLUMNS)].astype(str).reset_index(drop=True)
-        # One string type and no pandas metadata: the bytes depend on the values alone,
-        # not on how the frame in memory happened to hold them.
+        # One string type and no pandas metadata: the bytes depend on the values and the date
+        # alone, not on how the frame in memory happened to hold them. The date is part of
+        # the content: the same customers a week later are a new point in their history.
         arrow = pa.Table.from_pandas(table, schema=_ARROW_SCHEMA, preserve_index=False)
+        dated = arrow.replace_schema_metadata({"churn.as_of": as_of.isoformat()})
         buffer = io.BytesIO()
-        pq.write_table(arrow.replace_schema_metadata(None), buffer, compression="zstd")
+        pq.write_table(dated, buffer, compression="zstd")
         data = buffer.getvalue()
         snapshot_id = hashlib.sha256(data).hexdigest()
         meta = self._path("meta", f"{snapshot_id}.json")

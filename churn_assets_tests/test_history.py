@@ -1,0 +1,124 @@
+"""Churn outcomes from full and delta extracts, checked against the weeks' own truth."""
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from churn_assets.ml import schema
+from churn_assets.ml.cleaning import CustomerDataError
+from churn_assets.ml.history import ExtractKind, terms_of
+from churn_assets.ml.landing import merge_extract
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SnapshotStore
+from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets.ml.synthetic_history import make_history, write_history
+from churn_assets.ml.tracking import file_sha256
+from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
+
+WEEKS = 6
+
+
+def _landed(tmp_path: Path, kind: ExtractKind) -> tuple[SnapshotStore, object]:
+    history = make_history(1500, WEEKS, kind, seed=3)
+    files = write_history(history, tmp_path / "demo", kind)
+    store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / "state"))
+    for extract in files[1:]:
+        merge_extract(store, extract, seed=files[0], terms=terms_of(extract, ExtractKind.delta))
+    return store, history
+
+
+@pytest.mark.parametrize("kind", [ExtractKind.full, ExtractKind.delta])
+def test_every_churn_is_recorded_on_the_week_it_happened(tmp_path: Path, kind: ExtractKind) -> None:
+    store, history = _landed(tmp_path, kind)
+    current = store.current()
+    assert current is not None and current.as_of == history.extracts[-1][0].isoformat()
+    snapshot = store.read(current.id).set_index(schema.ID_COLUMN)
+    expected = {
+        customer: history.churn_date(customer)
+        for customer in snapshot.index
+        if history.churn_week[customer] <= WEEKS
+    }
+    recorded = snapshot.loc[snapshot[schema.CHURN_DATE] != "", schema.CHURN_DATE]
+    assert {c: date.fromisoformat(d) for c, d in recorded.items()} == expected
+    assert (snapshot.loc[list(expected), schema.TARGET_COLUMN] == "Yes").all()
+    during = [c for c, w in history.churn_week.items() if 1 <= w <= WEEKS]
+    assert len(during) > 50  # weeks with churn in them, not a vacuous comparison
+    joined = history.join_week[history.join_week > 0]
+    first_seen = snapshot.loc[joined.index, schema.FIRST_SEEN].map(date.fromisoformat)
+    assert (first_seen == [history.start + timedelta(weeks=int(w)) for w in joined]).all()
+    # each week is a snapshot of its own, the seed's first
+    assert [s.kind for s in store.all()] == ["seed"] + ["merge"] * WEEKS
+
+
+def test_a_full_extract_of_stayers_records_the_missing_as_churned_a_delta_does_not(
+    tmp_path: Path,
+) -> None:
+    """The issue's case: an extract of the active base sent after a base with churn."""
+    base = generate_customers(400, 5)
+    seed = write_customers(base, tmp_path / "customers_2026-11-02.csv")
+    active = base.loc[base["Churn"] == "No"]
+    leaving = active.sample(25, random_state=1)[schema.ID_COLUMN]
+    stayers = active.loc[~active[schema.ID_COLUMN].isin(leaving)]
+    for kind, folder in ((ExtractKind.delta, "delta"), (ExtractKind.full, "full")):
+        store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / folder))
+        path = write_customers(stayers, tmp_path / f"base_2026-11-09.{kind.value}.csv")
+        report, _ = merge_extract(store, path, seed=seed)
+        snapshot = store.read(report.snapshot.id).set_index(schema.ID_COLUMN)
+        gone = snapshot.loc[leaving]
+        if kind is ExtractKind.delta:
+            assert report.churned_customers == 0 and (gone[schema.CHURN_DATE] == "").all()
+        else:
+            assert report.churned_customers == 25
+            assert (gone[schema.CHURN_DATE] == "2026-11-09").all()
+            assert (gone[schema.TARGET_COLUMN] == "Yes").all()
+        # the base's own churners churned on or before the base's date, and stay churned
+        before = base.loc[base["Churn"] == "Yes", schema.ID_COLUMN]
+        assert (snapshot.loc[before, schema.CHURN_DATE] == "2026-11-02").all()
+
+
+def test_history_does_not_go_backwards_and_a_returning_customer_is_active_again(
+    tmp_path: Path,
+) -> None:
+    base = generate_customers(100, 6).assign(Churn="No")
+    seed = write_customers(base, tmp_path / "customers_2026-11-02.csv")
+    store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / "state"))
+    left = base.head(1).assign(Churn="Yes")
+    merge_extract(store, write_customers(left, tmp_path / "w1_2026-11-09.csv"), seed=seed)
+    came_back = base.head(1)
+    report, _ = merge_extract(store, write_customers(came_back, tmp_path / "w2_2026-11-16.csv"))
+    assert report.returned_customers == 1
+    snapshot = store.read(report.snapshot.id)
+    assert snapshot.loc[0, schema.CHURN_DATE] == "" and snapshot.loc[0, "Churn"] == "No"
+    current = store.current_id()
+    late = write_customers(base.head(2), tmp_path / "w0_2026-11-05.csv")
+    with pytest.raises(CustomerDataError, match="dated 2026-11-05, before the current"):
+        merge_extract(store, late)
+    assert store.current_id() == current
+
+
+def test_the_merge_asset_takes_kind_and_date_from_its_config(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance
+) -> None:
+    base = pd.read_csv(churn_env.data_path, dtype=str, keep_default_na=False)
+    active = base.loc[base["Churn"] == "No"]
+    path = write_customers(active.iloc[10:], churn_env.root / "billing.csv")
+    config = {
+        "extract_path": str(path),
+        "extract_sha256": file_sha256(path),
+        "extract_kind": "full",
+        "as_of": (date.today() + timedelta(days=1)).isoformat(),
+    }
+    merged = materialize_graph(
+        churn_env,
+        instance,
+        selection="customer_snapshot",
+        run_config={"ops": {"customer_snapshot": {"config": config}}},
+    )
+    assert merged.success, failure_messages(merged)
+    (event,) = merged.asset_materializations_for_node("customer_snapshot")
+    assert event.metadata["extract_kind"].value == "full"
+    assert event.metadata["as_of"].value == config["as_of"]
+    assert event.metadata["churned_customers"].value == 10
