@@ -12,7 +12,8 @@ from churn_assets.assets.evaluation import evaluation_report
 from churn_assets.assets.ingest import cleaned_customers
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import table_metadata
-from churn_assets.ml import drift, quality, tracking
+from churn_assets.assets.monitoring import realized_performance
+from churn_assets.ml import drift, quality, realized, tracking
 from churn_assets.ml.evaluation import EvaluationReport
 from churn_assets.ml.gate import (
     GateConfigError,
@@ -228,5 +229,50 @@ def extract_drift(
             "compared_rows": report.rows,
             "psi_warn": report.psi_warn,
             "unseen_warn": report.unseen_warn,
+        },
+    )
+
+
+@dg.asset_check(
+    asset=realized_performance,
+    description=(
+        "Warns (does not block) when the newest complete outcome window's realized AUC falls "
+        "below the gate's floor (CHURN_MIN_AUC) or more than CHURN_REALIZED_AUC_DROP (0.1) below "
+        "the version's holdout AUC. With CHURN_REALIZED_RETRAIN=true the realized_retrain "
+        "sensor retrains when it warns."
+    ),
+)
+def realized_auc(
+    settings: ChurnSettingsResource,
+    registry: ModelRegistryResource,
+    realized_performance: pd.DataFrame,
+) -> dg.AssetCheckResult:
+    churn_settings = settings.get()
+    latest = realized.latest_complete(realized_performance)
+    if latest is None:
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="no complete outcome window yet: realized AUC not judged",
+        )
+    version = str(latest["model_version"])
+    tags = registry.open().version(version).tags or {}
+    holdout = float(tags["holdout_auc"]) if "holdout_auc" in tags else None
+    floor = deployment_floor().min_auc
+    warning = realized.alert(latest, floor, holdout, churn_settings.realized_auc_drop)
+    return dg.AssetCheckResult(
+        passed=warning is None,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=warning
+        or (
+            f"realized AUC {float(latest['realized_auc']):.3f} of v{version} (scored "
+            f"{latest['scoring_date']}) is within bounds"
+        ),
+        metadata={
+            "realized_auc": float(latest["realized_auc"]),
+            "model_version": version,
+            "scoring_date": str(latest["scoring_date"]),
+            "min_auc": floor,
+            **({} if holdout is None else {"holdout_auc": holdout}),
         },
     )

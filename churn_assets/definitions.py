@@ -7,26 +7,33 @@ from churn_assets.assets import (
     features,
     ingest,
     landing,
+    monitoring,
     promotion,
     scoring,
     training,
 )
-from churn_assets.checks import customer_data_quality, extract_drift, quality_gate
+from churn_assets.checks import customer_data_quality, extract_drift, quality_gate, realized_auc
 from churn_assets.jobs import churn_training, merge_extract
 from churn_assets.resources import churn_resources
 from churn_assets.schedules import weekly_retrain
-from churn_assets.sensors import churn_automation, failed_runs_mlflow_cleanup, incoming_extracts
+from churn_assets.sensors import (
+    churn_automation,
+    failed_runs_mlflow_cleanup,
+    incoming_extracts,
+    realized_retrain,
+)
 
 churn_assets = dg.load_assets_from_modules(
-    [landing, ingest, features, training, evaluation, promotion, scoring], include_specs=True
+    [landing, ingest, features, training, evaluation, promotion, scoring, monitoring],
+    include_specs=True,
 )
 
 defs = dg.Definitions(
     assets=churn_assets,
-    asset_checks=[customer_data_quality, quality_gate, extract_drift],
+    asset_checks=[customer_data_quality, quality_gate, extract_drift, realized_auc],
     jobs=[churn_training, merge_extract],
     schedules=[weekly_retrain],
-    sensors=[incoming_extracts, churn_automation, failed_runs_mlflow_cleanup],
+    sensors=[incoming_extracts, churn_automation, failed_runs_mlflow_cleanup, realized_retrain],
     resources=churn_resources(),
     # The graph is one chain on one machine: a process per step would re-import MLflow,
     # sklearn and LightGBM (~9 s each, measured) for steps that take well under a second.

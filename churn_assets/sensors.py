@@ -3,7 +3,8 @@
 import dagster as dg
 
 from churn_assets.assets.landing import customer_snapshot, incoming_extract
-from churn_assets.jobs import merge_extract
+from churn_assets.assets.monitoring import realized_performance
+from churn_assets.jobs import churn_training, merge_extract
 from churn_assets.ml import landing, tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
@@ -159,3 +160,43 @@ def failed_runs_mlflow_cleanup(
     refused = registry.open().refuse_unjudged(run_id)
     if refused:
         context.log.info(f"refused model versions {refused}: their run died before the gate")
+
+
+_REALIZED_CHECK = dg.AssetCheckKey(realized_performance.key, "realized_auc")
+
+
+@dg.sensor(
+    job=churn_training,
+    minimum_interval_seconds=_INTERVAL_S,
+    # On where CHURN_REALIZED_RETRAIN=true when the code location loads; else off until
+    # someone starts it in the UI.
+    default_status=(
+        dg.DefaultSensorStatus.RUNNING
+        if ChurnSettings().realized_retrain
+        else dg.DefaultSensorStatus.STOPPED
+    ),
+    description=(
+        "Retrains (behind the quality gate) once each time the realized_auc check warns that "
+        "sent scores predicted churn worse than the gate's floor or the version's holdout."
+    ),
+)
+def realized_retrain(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """One retrain per failed evaluation of the check, remembered by its record in the cursor."""
+    history = context.instance.event_log_storage.get_asset_check_execution_history(
+        _REALIZED_CHECK, limit=1
+    )
+    if not history:
+        return dg.SensorResult(skip_reason="realized_auc has not been evaluated yet")
+    record = history[0]
+    evaluation = record.evaluation
+    if evaluation is None or evaluation.passed or str(record.id) == context.cursor:
+        return dg.SensorResult(skip_reason="realized_auc has no new warning")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"realized-auc-{record.id}",
+                tags={"churn/trigger": "realized_auc", "churn/check_run": record.run_id},
+            )
+        ],
+        cursor=str(record.id),
+    )

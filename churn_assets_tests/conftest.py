@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.checks import customer_data_quality, extract_drift, quality_gate
+from churn_assets.checks import customer_data_quality, extract_drift, quality_gate, realized_auc
 from churn_assets.definitions import churn_assets
 from churn_assets.jobs import churn_training
 from churn_assets.ml.settings import ChurnSettings
@@ -35,6 +35,7 @@ TRAINING_ASSETS = (
     "evaluation_report",
     "production_promotion",
     "churn_scores",
+    "realized_performance",
 )
 #: The lineage users expect: each asset and its upstream assets (in-process and over GraphQL).
 EXPECTED_PARENTS: dict[str, set[str]] = {
@@ -48,6 +49,7 @@ EXPECTED_PARENTS: dict[str, set[str]] = {
     "evaluation_report": {"churn_model", "customer_splits"},
     "production_promotion": {"evaluation_report"},
     "churn_scores": {"production_promotion", "cleaned_customers"},
+    "realized_performance": {"churn_scores"},
 }
 
 SAMPLE_ROWS = 7043
@@ -153,7 +155,7 @@ def materialize_graph(
 ) -> dg.ExecuteInProcessResult:
     """Materialize the real assets and checks with the real resources; never raises."""
     return dg.materialize(
-        [*churn_assets, customer_data_quality, quality_gate, extract_drift],
+        [*churn_assets, customer_data_quality, quality_gate, extract_drift, realized_auc],
         instance=instance,
         selection=selection or churn_training.selection,
         run_config=run_config,

@@ -79,8 +79,16 @@ def test_quality_gate_and_data_checks_are_blocking() -> None:
         "no_null_features",
         "numeric_ranges",
     }
-    assert all(spec.blocking for (asset, _), spec in checks.items() if asset != "customer_snapshot")
-    assert not checks[("customer_snapshot", "extract_drift")].blocking  # drift warns, never stops
+    warnings = {("customer_snapshot", "extract_drift"), ("realized_performance", "realized_auc")}
+    assert all(spec.blocking for key, spec in checks.items() if key not in warnings)
+    # drift and realized performance warn, never stop
+    assert not any(checks[key].blocking for key in warnings)
+
+
+def test_the_realized_retrain_sensor_is_off_unless_set() -> None:
+    sensor = defs.resolve_sensor_def("realized_retrain")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert sensor.job_name == "churn_training"
 
 
 def test_weekly_retrain_is_defined_and_off_by_default() -> None:

@@ -145,6 +145,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
         "no_null_features": True,
         "numeric_ranges": True,
         "quality_gate": True,
+        "realized_auc": True,  # nothing to judge yet: no outcomes have arrived
     }
     assert_no_mlflow_run_left_running(churn_env)
 

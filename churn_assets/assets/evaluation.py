@@ -49,6 +49,22 @@ def evaluation_report(
     # The reference a boosted model has to beat, fitted on the same training rows.
     reference = baseline.fit_baseline(customer_splits.train, seed=0)
     baseline_probability = training.churn_probability(reference, holdout)
+    oot = None
+    if customer_splits.out_of_time is not None:
+        # The newest complete window, which training never saw: what the gate judges.
+        later = customer_splits.out_of_time
+        oot = evaluation.out_of_time(
+            customer_splits.out_of_time_day or "",
+            customer_splits.window_days or churn_settings.outcome_window_days,
+            later,
+            training.churn_probability(candidate_model, later),
+            training.churn_probability(reference, later),
+            {
+                version: evaluation.score_model_uri(f"models:/{churn_model.name}/{version}", later)
+                for version in recent
+            },
+            production_version,
+        )
     report = evaluation.build_report(
         churn_model.name,
         churn_model.version,
@@ -61,6 +77,7 @@ def evaluation_report(
         uncalibrated_probability,
         decision,
         recent_probability,
+        oot,
     )
     curves = {f"candidate v{churn_model.version}": candidate_probability}
     if uncalibrated_probability is not None:
@@ -80,6 +97,9 @@ def evaluation_report(
         {f"holdout_uncalibrated_{k}": v for k, v in (report.uncalibrated or {}).items()}
     )
     mlflow.log_metrics({f"holdout_{k}": v for k, v in decision.summary().items()})
+    if oot is not None:
+        mlflow.log_metrics({f"out_of_time_{k}": v for k, v in oot.candidate.items()})
+        mlflow.log_metrics({f"out_of_time_baseline_{k}": v for k, v in oot.baseline.items()})
     mlflow.log_text(report.to_json(), "evaluation/report.json")
     mlflow.log_text(report.to_markdown(), "evaluation/report.md")
     for name, png in images.items():
@@ -103,6 +123,8 @@ def evaluation_report(
             **model_links(churn_settings, churn_model.name, churn_model.version),
             **mlflow_links(churn_settings, run.info.experiment_id, run.info.run_id),
             **{f"holdout_{k}": v for k, v in report.candidate.items()},
+            **({} if oot is None else {f"out_of_time_{k}": v for k, v in oot.candidate.items()}),
+            "judged_on": report.judged_on,
             **report.confusion,
             "production_version": report.production_version or "none",
             "production_auc": (report.production or {}).get("auc", float("nan")),

@@ -11,14 +11,15 @@ from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml import features, schema
+from churn_assets.ml import features, point_in_time, schema
+from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.splitting import (
     HOLDOUT_FRACTION,
     SPLIT_SEED,
     CustomerSplits,
     features_and_target,
-    split_customers,
 )
+from churn_assets.resources import ChurnSettingsResource
 
 
 class SplitConfig(dg.Config):
@@ -29,18 +30,37 @@ class SplitConfig(dg.Config):
 
 
 @retrain_asset(kinds={"sklearn", "pandas"})
-def customer_splits(config: SplitConfig, cleaned_customers: pd.DataFrame) -> dg.Output:
-    """Train/holdout split by a seeded hash of customerID: a customer never changes side."""
-    splits = split_customers(cleaned_customers, config.holdout_fraction, config.seed)
+def customer_splits(
+    config: SplitConfig, settings: ChurnSettingsResource, cleaned_customers: pd.DataFrame
+) -> dg.Output:
+    """Training rows (point in time once history allows), holdout by customer, out of time."""
+    churn_settings = settings.get()
+    splits = point_in_time.training_splits(
+        SnapshotStore.from_settings(churn_settings),
+        cleaned_customers,
+        config.holdout_fraction,
+        config.seed,
+        churn_settings.outcome_window_days,
+    )
     target = schema.TARGET_COLUMN
+    out_of_time: dict[str, str | int | float] = {}
+    if splits.out_of_time is not None:
+        out_of_time = {
+            "out_of_time_day": splits.out_of_time_day or "",
+            "out_of_time_rows": len(splits.out_of_time),
+            "out_of_time_churn_rate": float(splits.out_of_time[target].mean()),
+            "training_days": ", ".join(splits.training_days),
+        }
     return dg.Output(
         splits,
         metadata={
             "dagster/row_count": len(splits.train) + len(splits.holdout),
+            "label": splits.basis,
             "train_rows": len(splits.train),
             "holdout_rows": len(splits.holdout),
             "train_churn_rate": float(splits.train[target].mean()),
             "holdout_churn_rate": float(splits.holdout[target].mean()),
+            **out_of_time,
             "snapshot_id": splits.snapshot_id,
         },
     )

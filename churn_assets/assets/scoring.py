@@ -1,11 +1,23 @@
 """Scoring: the active customer base ranked by the production model, for the retention team."""
 
+from datetime import date
+
 import dagster as dg
 import pandas as pd
 
 from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata
 from churn_assets.assets.promotion import production_promotion
-from churn_assets.ml import decision, evaluation, reasons, scoring, training
+from churn_assets.ml import (
+    cleaning,
+    decision,
+    evaluation,
+    history,
+    realized,
+    reasons,
+    scoring,
+    training,
+)
+from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 
@@ -17,8 +29,9 @@ def churn_scores(
 ) -> dg.MaterializeResult:
     """Active customers ranked by churn probability from the production model (Parquet + CSV)."""
     # Written to CHURN_SCORES_DIR (default .churn/scores) as churn_scores.parquet and .csv,
-    # each replaced in one rename. Customers who already churned are not scored. `offer` uses
-    # the version's decision threshold; CHURN_SCORES_REASONS=3 adds each customer's reasons.
+    # each replaced in one rename, and kept under history/ by scoring date and version.
+    # Customers who already churned are not scored. `offer` uses the version's decision
+    # threshold; CHURN_SCORES_REASONS=3 adds each customer's reasons.
     churn_settings = settings.get()
     production = registry.open().production()
     if production is None:
@@ -42,6 +55,14 @@ def churn_scores(
     )
     scores = scoring.rank_customers(active, probability, version, threshold, why)
     files = scoring.write_scores(scores, churn_settings.scores_folder)
+    # Kept for good, by the date the scored snapshot is true on: realized_performance judges
+    # these against the churns that arrive later.
+    snapshot_id = str(cleaned_customers.attrs.get(cleaning.SOURCE_SHA256, ""))
+    store = SnapshotStore.from_settings(churn_settings)
+    scored_on = (
+        date.fromisoformat(store.info(snapshot_id).as_of) if snapshot_id else history.today()
+    )
+    kept = realized.keep_scores(scores, churn_settings.scores_folder, scored_on, version)
     segments = scoring.top_segments(scores)
     return dg.MaterializeResult(
         metadata={
@@ -49,6 +70,8 @@ def churn_scores(
             "dagster/row_count": len(scores),
             "parquet": dg.MetadataValue.path(str(files.parquet)),
             "csv": dg.MetadataValue.path(str(files.csv)),
+            "scoring_date": scored_on.isoformat(),
+            "kept_as": dg.MetadataValue.path(str(kept)),
             "mean_churn_probability": float(scores["churn_probability"].mean()),
             "decision_threshold": threshold,
             "customers_to_offer": int(scores["offer"].sum()),

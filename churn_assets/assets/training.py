@@ -106,6 +106,8 @@ def churn_model(
             "tuning_budget_s": choices.tuning_budget_s,
             "holdout_fraction": customer_splits.holdout_fraction,
             "split_seed": customer_splits.seed,
+            "outcome_window_days": churn_settings.outcome_window_days,
+            "label": customer_splits.basis,
         }
     )
     # The exact rows behind this version: `churn reproduce` retrains from this snapshot.

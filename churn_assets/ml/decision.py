@@ -108,6 +108,13 @@ def threshold_from_tags(tags: dict[str, str]) -> float | None:
     return None if value is None else float(value)
 
 
+def version_economics(tags: dict[str, str], default: Economics) -> Economics:
+    """The costs a version's threshold was chosen with; the settings' for older versions."""
+    if OFFER_COST_TAG not in tags or SAVED_VALUE_TAG not in tags:
+        return default
+    return Economics(float(tags[OFFER_COST_TAG]), float(tags[SAVED_VALUE_TAG]))
+
+
 def version_threshold(tags: dict[str, str]) -> float:
     """The threshold to act on for a version: its own, else the plain 0.5."""
     tagged = threshold_from_tags(tags)

@@ -20,6 +20,43 @@ VERSION_TAG_METRICS = ("auc", "accuracy", "f1")
 
 
 @dataclass(frozen=True)
+class OutOfTime:
+    """Candidate, production and baseline on the out-of-time window."""
+
+    day: str
+    window_days: int
+    rows: int
+    churn_rate: float
+    candidate: dict[str, float]
+    baseline: dict[str, float]
+    production: dict[str, float] | None
+    recent_production_auc: dict[str, float]
+
+
+def out_of_time(
+    day: str,
+    window_days: int,
+    frame: pd.DataFrame,
+    candidate: np.ndarray,
+    baseline_probability: np.ndarray,
+    recent: dict[str, np.ndarray],
+    production_version: str | None,
+) -> OutOfTime:
+    y = frame["Churn"].to_numpy()
+    scored = {v: metrics.classification_metrics(y, p) for v, p in recent.items()}
+    return OutOfTime(
+        day=day,
+        window_days=window_days,
+        rows=len(frame),
+        churn_rate=float(y.mean()),
+        candidate=metrics.classification_metrics(y, candidate),
+        baseline=metrics.classification_metrics(y, baseline_probability),
+        production=scored.get(production_version or ""),
+        recent_production_auc={v: m["auc"] for v, m in scored.items()},
+    )
+
+
+@dataclass(frozen=True)
 class EvaluationReport:
     """Holdout metrics of a candidate version and, when one exists, of production."""
 
@@ -39,12 +76,39 @@ class EvaluationReport:
     #: Holdout AUC, on this same holdout, of each recently promoted version (production
     #: included), newest first: what the gate's no-slide rule compares with.
     recent_production_auc: dict[str, float] | None = None
+    #: The same comparison on the newest complete window training did not see (see
+    #: churn_assets.ml.point_in_time); None while history is too short for one.
+    out_of_time: OutOfTime | None = None
+
+    @property
+    def judged_on(self) -> str:
+        """What the gate judges: the out-of-time window when there is one, else the holdout."""
+        if self.out_of_time is None:
+            return f"holdout ({self.holdout_rows} customers)"
+        o = self.out_of_time
+        return (
+            f"out of time ({o.rows} customers active on {o.day}, churn within {o.window_days} days)"
+        )
+
+    def gated(self) -> tuple[dict[str, float], dict[str, float] | None, dict[str, float]]:
+        """Candidate metrics, baseline metrics and recent production AUCs the gate uses."""
+        if self.out_of_time is not None:
+            o = self.out_of_time
+            recent = dict(o.recent_production_auc)
+        else:
+            recent = dict(self.recent_production_auc or {})
+            o = None
+        if self.production_version is not None:
+            production = self.production if o is None else o.production
+            if production is not None:
+                recent.setdefault(self.production_version, production["auc"])
+        if o is None:
+            return self.candidate, self.baseline, recent
+        return o.candidate, o.baseline, recent
 
     def best_recent_production(self) -> tuple[str | None, float | None]:
         """The recent production version with the best AUC here (production if none other)."""
-        recent = dict(self.recent_production_auc or {})
-        if self.production_version is not None and self.production is not None:
-            recent.setdefault(self.production_version, self.production["auc"])
+        _, _, recent = self.gated()
         if not recent:
             return None, None
         version = max(recent, key=lambda v: (recent[v], int(v) if v.isdigit() else 0))
@@ -93,6 +157,7 @@ class EvaluationReport:
                 + ", ".join(f"v{v} AUC {auc:.4f}" for v, auc in self.recent_production_auc.items())
                 + ".",
             ]
+        lines += ["", *self._out_of_time_lines()]
         lines += [
             "",
             "Confusion matrix at threshold 0.5: "
@@ -103,6 +168,30 @@ class EvaluationReport:
             *self._decision_lines(),
         ]
         return "\n".join(lines) + "\n"
+
+    def _out_of_time_lines(self) -> list[str]:
+        if self.out_of_time is None:
+            return [
+                "Out of time: history is too short for a complete window training did not see; "
+                "the gate judges the holdout."
+            ]
+        o = self.out_of_time
+        columns = {f"candidate v{self.candidate_version}": o.candidate}
+        if o.production is not None:
+            columns[f"production v{self.production_version}"] = o.production
+        columns[f"baseline ({baseline.NAME})"] = o.baseline
+        return [
+            f"Out of time, what the gate judges: the {o.rows} customers active on {o.day}, "
+            f"who churned within {o.window_days} days after it (churn rate {o.churn_rate:.1%}); "
+            "training saw no label from that window.",
+            "",
+            "| metric | " + " | ".join(columns) + " |",
+            "|---|" + "---|" * len(columns),
+            *(
+                f"| {name} | " + " | ".join(f"{m[name]:.4f}" for m in columns.values()) + " |"
+                for name in ("auc", "precision", "recall", "brier")
+            ),
+        ]
 
     def _calibration_lines(self) -> list[str]:
         after = self.candidate
@@ -163,6 +252,7 @@ def build_report(
     uncalibrated_probability: np.ndarray | None = None,
     decision: ValueCurve | None = None,
     recent_production_probability: dict[str, np.ndarray] | None = None,
+    oot: OutOfTime | None = None,
 ) -> EvaluationReport:
     y = holdout["Churn"].to_numpy()
     return EvaluationReport(
@@ -205,4 +295,5 @@ def build_report(
                 for version, probability in recent_production_probability.items()
             }
         ),
+        out_of_time=oot,
     )

@@ -112,6 +112,8 @@ class GateResult:
     reference_version: str | None = None
     reference_auc: float | None = None
     override: GateOverride | None = None
+    #: What the figures are of: the out-of-time window when history allows, else the holdout.
+    judged_on: str = "holdout"
 
     @property
     def passed(self) -> bool:
@@ -119,6 +121,8 @@ class GateResult:
 
     def summary(self) -> str:
         text = "; ".join(c.describe() for c in self.criteria)
+        if self.judged_on.startswith("out of time"):
+            text = f"judged on {self.judged_on}: {text}"
         if self.override is not None:
             text += f" (gate override by {self.override.requested_by}: {self.override.reason})"
         return text
@@ -131,6 +135,7 @@ class GateResult:
                 "reference_version": self.reference_version,
                 "reference_auc": self.reference_auc,
                 "overridden": self.override is not None,
+                "judged_on": self.judged_on,
             },
             sort_keys=True,
         )
@@ -139,8 +144,9 @@ class GateResult:
 def evaluate_gate(
     report: EvaluationReport, thresholds: GateThresholds, override: GateOverride | None = None
 ) -> GateResult:
-    auc = report.candidate["auc"]
-    accuracy = report.candidate["accuracy"]
+    candidate, baseline, _ = report.gated()
+    auc = candidate["auc"]
+    accuracy = candidate["accuracy"]
     criteria = [
         GateCriterion("auc >= min_auc", auc, thresholds.min_auc, auc >= thresholds.min_auc),
         GateCriterion(
@@ -161,7 +167,9 @@ def evaluate_gate(
                 auc >= floor,
             )
         )
-    if thresholds.beat_baseline and report.baseline is not None:
-        reference = report.baseline["auc"]
+    if thresholds.beat_baseline and baseline is not None:
+        reference = baseline["auc"]
         criteria.append(GateCriterion("auc > baseline auc", auc, reference, auc > reference))
-    return GateResult(criteria, thresholds, reference_version, reference_auc, override)
+    return GateResult(
+        criteria, thresholds, reference_version, reference_auc, override, report.judged_on
+    )

@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # headless: no display on servers or in CI
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
@@ -101,4 +102,28 @@ def value_curve_plot(curve: ValueCurve) -> bytes:
         title="Value of retention offers (holdout)",
     )
     axis.legend(loc="upper right")
+    return _png(figure)
+
+
+def realized_plot(table: pd.DataFrame) -> bytes:
+    """Realized AUC per scoring date, one line per model version; hollow while still open."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for version, scored in table.groupby("model_version", sort=False):
+        rows = scored.dropna(subset=["realized_auc"])
+        if rows.empty:
+            continue
+        days = pd.to_datetime(rows["scoring_date"])
+        (line,) = axis.plot(days, rows["realized_auc"], label=f"v{version}")
+        complete = rows["window_complete"].to_numpy(dtype=bool)
+        axis.scatter(days[complete], rows["realized_auc"][complete], color=line.get_color())
+        axis.scatter(
+            days[~complete],
+            rows["realized_auc"][~complete],
+            facecolors="none",
+            edgecolors=line.get_color(),
+        )
+    axis.set(xlabel="scoring date", ylabel="realized AUC", title="Realized AUC of sent scores")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(loc="lower left")
+    figure.autofmt_xdate()
     return _png(figure)

@@ -13,12 +13,20 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from churn_assets.ml import cleaning, features, metrics, registry, tracking, training
+from churn_assets.ml import (
+    cleaning,
+    features,
+    metrics,
+    point_in_time,
+    registry,
+    tracking,
+    training,
+)
 from churn_assets.ml.calibration import CalibrationMode
 from churn_assets.ml.hyperparameters import DEFAULTS, Hyperparameters
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.splitting import features_and_target, split_customers
+from churn_assets.ml.splitting import features_and_target
 
 #: Holdout metrics compared; what the evaluation logs as holdout_<name>.
 COMPARED = ("auc", "accuracy", "f1", "precision", "recall", "brier", "log_loss")
@@ -82,7 +90,13 @@ def reproduce(settings: ChurnSettings, version: str) -> Reproduction:
     params = run.data.params
     store = SnapshotStore.from_settings(settings)
     cleaned, _ = cleaning.clean_customers(store.read(snapshot_id))
-    splits = split_customers(cleaned, float(params["holdout_fraction"]), int(params["split_seed"]))
+    splits = point_in_time.training_splits(
+        store,
+        cleaned,
+        float(params["holdout_fraction"]),
+        int(params["split_seed"]),
+        int(params.get("outcome_window_days", settings.outcome_window_days)),
+    )
     train_features, _ = features_and_target(splits.train)
     choices = training.TrainingChoices(
         calibration=CalibrationMode(params["calibration_mode"]),

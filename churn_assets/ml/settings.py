@@ -43,6 +43,9 @@ class ChurnSettings(BaseSettings):
         MIN_ROWS_PER_BIN, alias="CHURN_DRIFT_MIN_ROWS_PER_BIN", ge=1
     )
     extract_kind: ExtractKind = Field(ExtractKind.delta, alias="CHURN_EXTRACT_KIND")
+    outcome_window_days: int = Field(90, alias="CHURN_OUTCOME_WINDOW_DAYS", ge=1)
+    realized_auc_drop: float = Field(0.1, alias="CHURN_REALIZED_AUC_DROP", ge=0, le=1)
+    realized_retrain: bool = Field(False, alias="CHURN_REALIZED_RETRAIN")
     state_dir: Path = Field(Path(".churn"), alias="CHURN_STATE_DIR")
     snapshot_dir_uri: str | None = Field(None, alias="CHURN_SNAPSHOT_URI")
     snapshot_keep: int = Field(52, alias="CHURN_SNAPSHOT_KEEP", ge=1)

@@ -26,6 +26,19 @@ class CustomerSplits:
     snapshot_id: str
     holdout_fraction: float = HOLDOUT_FRACTION
     seed: int = SPLIT_SEED
+    #: Point-in-time training only (see churn_assets.ml.point_in_time): the newest complete
+    #: window's customers, which training never saw, and the days the rows were observed on.
+    out_of_time: pd.DataFrame | None = None
+    out_of_time_day: str | None = None
+    training_days: tuple[str, ...] = ()
+    window_days: int | None = None
+
+    @property
+    def basis(self) -> str:
+        """What the label means: left within the window after a day, or the export's status."""
+        if self.window_days is None:
+            return "status: Churn as the newest snapshot says"
+        return f"point in time: left within {self.window_days} days of the day observed"
 
 
 def in_holdout(customer_ids: pd.Series, holdout_fraction: float, seed: int) -> np.ndarray:

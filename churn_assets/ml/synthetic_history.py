@@ -55,8 +55,8 @@ def make_history(
     kind: ExtractKind,
     seed: int = 42,
     start: date = date(2026, 1, 5),
-    horizon_weeks: int = 26,
-    churned_before: int = 26,
+    horizon_weeks: int = 12,
+    churned_before: int = 12,
     joiners_per_week: int | None = None,
 ) -> SyntheticHistory:
     joiners = customers // 100 if joiners_per_week is None else joiners_per_week

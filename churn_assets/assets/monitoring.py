@@ -1,0 +1,84 @@
+"""Monitoring: the scores sent out, judged against the churn outcomes that arrived since."""
+
+from datetime import date
+
+import dagster as dg
+import pandas as pd
+from dagster_mlflow.resources import MlFlow
+
+from churn_assets.assets.metadata import retrain_asset, table_metadata
+from churn_assets.assets.scoring import churn_scores
+from churn_assets.ml import decision, plots, realized, schema, tracking
+from churn_assets.ml.snapshots import SnapshotStore
+from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
+
+
+@retrain_asset(deps=[churn_scores], kinds={"parquet", "mlflow"})
+def realized_performance(
+    mlflow: dg.ResourceParam[MlFlow],
+    settings: ChurnSettingsResource,
+    registry: ModelRegistryResource,
+) -> dg.Output:
+    """Each kept scoring (date, version) against who actually left within the window after it."""
+    churn_settings = settings.get()
+    store = SnapshotStore.from_settings(churn_settings)
+    current = store.current()
+    if current is None:
+        raise dg.Failure(description="no snapshot yet: nothing was scored", allow_retries=False)
+    outcomes = store.read(current.id)
+    churn_dates = pd.Series(
+        outcomes[schema.CHURN_DATE].to_numpy(),
+        index=outcomes[schema.ID_COLUMN].str.strip().to_numpy(),
+    )
+    churn_dates = churn_dates[~churn_dates.index.duplicated(keep="last")]
+    versions = {str(v.version): v.tags or {} for v in registry.open().versions()}
+    default = decision.Economics(churn_settings.offer_cost, churn_settings.saved_customer_value)
+    table = realized.realized_table(
+        churn_settings.scores_folder,
+        churn_dates,
+        date.fromisoformat(current.as_of),
+        churn_settings.outcome_window_days,
+        {v: decision.version_economics(tags, default) for v, tags in versions.items()},
+        default,
+    )
+    latest = realized.latest_complete(table)
+    png = plots.realized_plot(table)
+    if not table.empty:
+        first = date.fromisoformat(str(table["scoring_date"].iloc[0])).toordinal()
+        for row in table.itertuples():
+            step = date.fromisoformat(str(row.scoring_date)).toordinal() - first
+            if row.realized_auc is not None and not pd.isna(row.realized_auc):
+                mlflow.log_metric(f"realized_auc_v{row.model_version}", row.realized_auc, step)
+            mlflow.log_metric(f"realized_value_v{row.model_version}", row.realized_value, step)
+        mlflow.log_text(table.to_csv(index=False), "monitoring/realized_performance.csv")
+        tracking.log_png(png, "monitoring/realized_performance.png")
+    figures: dict[str, str | float] = {}
+    if latest is not None:
+        figures = {
+            "latest_complete_scoring_date": str(latest["scoring_date"]),
+            "latest_complete_model_version": str(latest["model_version"]),
+            **{
+                name: float(latest[name])
+                for name in (
+                    "realized_auc",
+                    "precision_at_offer",
+                    "recall_at_offer",
+                    "churn_rate_offered",
+                    "churn_rate_not_offered",
+                    "realized_value_per_1000",
+                )
+                if latest[name] is not None and not pd.isna(latest[name])
+            },
+        }
+    return dg.Output(
+        table,
+        metadata={
+            "dagster/row_count": len(table),
+            "outcomes_as_of": current.as_of,
+            "outcome_window_days": churn_settings.outcome_window_days,
+            "complete_windows": int(table["window_complete"].sum()) if not table.empty else 0,
+            **figures,
+            "realized": table_metadata(table) if not table.empty else "no outcomes yet",
+            "plot": dg.MetadataValue.md(plots.markdown_image(png, "realized AUC")),
+        },
+    )

@@ -1,0 +1,136 @@
+"""Point-in-time training tables: features as of a date, the label from what happened after.
+
+Once history is long enough, the question a churn model answers is "of the customers active on
+day T, who leaves within the next W days?" (W: CHURN_OUTCOME_WINDOW_DAYS, 90). Each snapshot
+of the current one's lineage is a day T on which features were true; the labels come from the
+churn dates the newest snapshot records. Features are never taken from after T, and a row is
+labelled only when its whole window has passed.
+
+The newest complete window is kept out of training: its rows (customers active on T_oot, the
+latest T with T + W on or before the newest snapshot's date) are the out-of-time evaluation,
+and training uses only days T with T + W <= T_oot, so no label it learns from falls in the
+window it is judged on. With history too short for both, there is no out-of-time table and
+training falls back to the newest snapshot's status (Churn as the export says it) with the
+seeded customer holdout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from churn_assets.ml import cleaning, schema
+from churn_assets.ml.snapshots import SnapshotInfo, SnapshotStore
+from churn_assets.ml.splitting import CustomerSplits, split_customers
+
+#: The column saying which day a training row was observed on.
+OBSERVED = "observed_on"
+
+
+@dataclass(frozen=True)
+class PointInTime:
+    """Training rows over the days before the out-of-time window, and that window's rows."""
+
+    train: pd.DataFrame
+    out_of_time: pd.DataFrame
+    training_days: list[str]
+    out_of_time_day: str
+    window_days: int
+
+
+def lineage(store: SnapshotStore, newest: str) -> list[SnapshotInfo]:
+    """The snapshot and those it was built on, oldest first (a restore cuts the later ones)."""
+    chain = []
+    current: str | None = newest
+    while current is not None:
+        info = store.info(current)
+        chain.append(info)
+        current = info.parent
+    return chain[::-1]
+
+
+def _days(chain: list[SnapshotInfo]) -> dict[date, SnapshotInfo]:
+    """One snapshot per day, the newest of the day."""
+    return {date.fromisoformat(s.as_of): s for s in chain}
+
+
+def observe(
+    features: pd.DataFrame, churn_dates: pd.Series, day: date, window_days: int
+) -> pd.DataFrame:
+    """Customers active on `day` with their features then; Churn = left within the window.
+
+    `features` are the cleaned customers of the snapshot dated `day`; `churn_dates` maps each
+    customer to the churn date the newest snapshot records ("" for none).
+    """
+    churned_then = features[schema.CHURN_DATE].to_numpy() != ""
+    rows = features.loc[~churned_then].copy()
+    later = churn_dates.reindex(rows[schema.ID_COLUMN]).fillna("").to_numpy()
+    end = (day + timedelta(days=window_days)).isoformat()
+    within = (later > day.isoformat()) & (later <= end) & (later != "")
+    rows[schema.TARGET_COLUMN] = within.astype(np.int8)
+    rows[OBSERVED] = day.isoformat()
+    return rows.drop(columns=list(schema.HISTORY_COLUMNS))
+
+
+def build(store: SnapshotStore, newest: str, window_days: int) -> PointInTime | None:
+    """The point-in-time tables of the lineage ending at `newest`, or None if it is too short."""
+    days = _days(lineage(store, newest))
+    if not days:
+        return None
+    last = max(days)
+    complete = [d for d in days if d + timedelta(days=window_days) <= last]
+    if not complete:
+        return None
+    oot_day = max(complete)
+    training_days = [d for d in complete if d + timedelta(days=window_days) <= oot_day]
+    if not training_days:
+        return None
+    newest_rows = store.read(days[last].id)
+    churn_dates = pd.Series(
+        newest_rows[schema.CHURN_DATE].to_numpy(),
+        index=newest_rows[schema.ID_COLUMN].str.strip().to_numpy(),
+    )
+    churn_dates = churn_dates[~churn_dates.index.duplicated(keep="last")]
+
+    def table(day: date) -> pd.DataFrame:
+        cleaned, _ = cleaning.clean_customers(store.read(days[day].id), require_both_classes=False)
+        return observe(cleaned, churn_dates, day, window_days)
+
+    train = pd.concat([table(d) for d in sorted(training_days)], ignore_index=True)
+    train.attrs[cleaning.SOURCE_SHA256] = newest
+    return PointInTime(
+        train=train,
+        out_of_time=table(oot_day),
+        training_days=[d.isoformat() for d in sorted(training_days)],
+        out_of_time_day=oot_day.isoformat(),
+        window_days=window_days,
+    )
+
+
+def training_splits(
+    store: SnapshotStore,
+    cleaned: pd.DataFrame,
+    holdout_fraction: float,
+    seed: int,
+    window_days: int,
+) -> CustomerSplits:
+    """The graph's and `churn reproduce`'s one way from a snapshot to training rows.
+
+    Point in time when the snapshot's history allows it, else its status; either way the
+    customer-keyed holdout (a customer observed on several days stays on one side).
+    """
+    snapshot_id = str(cleaned.attrs.get(cleaning.SOURCE_SHA256, ""))
+    tables = build(store, snapshot_id, window_days) if snapshot_id else None
+    if tables is None:
+        return split_customers(cleaned, holdout_fraction, seed)
+    splits = split_customers(tables.train, holdout_fraction, seed)
+    return replace(
+        splits,
+        out_of_time=tables.out_of_time,
+        out_of_time_day=tables.out_of_time_day,
+        training_days=tuple(tables.training_days),
+        window_days=window_days,
+    )

@@ -1,0 +1,176 @@
+"""Realized performance: how well the scores sent to the retention team predicted who left.
+
+Every scoring is kept (scores/history/scoring_date=D/model_version=V/churn_scores.parquet,
+Hive-style partitions any Parquet reader understands; D is the scored snapshot's date, so a
+re-run on the same data replaces nothing but identical scores). Once outcomes arrive (the
+churn dates later snapshots record), each (D, V) is judged on the customers it scored: a
+customer counts as a churner when they left within the outcome window after D
+(CHURN_OUTCOME_WINDOW_DAYS). Figures of a window still open are reported as they stand, with
+the days observed so far; only complete windows are compared with the gate's floor.
+
+The realized campaign value uses the version's own costs: saved_value for each churner it
+offered to, minus offer_cost for each offer. (Offers that worked keep churners from leaving,
+so where the retention team acts on the scores, realized figures understate the model.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from churn_assets.ml import schema
+from churn_assets.ml.decision import Economics
+from churn_assets.ml.files import replacing
+
+HISTORY_FOLDER = "history"
+_FILE = "churn_scores.parquet"
+
+
+def history_file(folder: Path, scoring_date: date, version: str) -> Path:
+    return (
+        folder
+        / HISTORY_FOLDER
+        / f"scoring_date={scoring_date.isoformat()}"
+        / f"model_version={version}"
+        / _FILE
+    )
+
+
+def keep_scores(scores: pd.DataFrame, folder: Path, scoring_date: date, version: str) -> Path:
+    """Add one scoring to the history (the same date and version replace identical scores)."""
+    path = history_file(folder, scoring_date, version)
+    kept = scores[[schema.ID_COLUMN, "churn_probability", "offer"]]
+    with replacing(path) as temporary:
+        kept.to_parquet(temporary, index=False)
+    return path
+
+
+def scorings(folder: Path) -> list[tuple[date, str, Path]]:
+    """Every kept scoring, oldest date first."""
+    found = []
+    for path in sorted((folder / HISTORY_FOLDER).glob(f"scoring_date=*/model_version=*/{_FILE}")):
+        day = path.parent.parent.name.removeprefix("scoring_date=")
+        version = path.parent.name.removeprefix("model_version=")
+        try:
+            found.append((date.fromisoformat(day), version, path))
+        except ValueError:
+            continue  # not a folder this module wrote
+    return sorted(found, key=lambda f: (f[0], int(f[1]) if f[1].isdigit() else 0))
+
+
+@dataclass(frozen=True)
+class Realized:
+    """One scoring judged against what happened after it."""
+
+    scoring_date: str
+    model_version: str
+    customers: int
+    days_observed: int
+    window_complete: bool
+    churners: int
+    realized_auc: float | None
+    offered: int
+    precision_at_offer: float | None
+    recall_at_offer: float | None
+    churn_rate_offered: float | None
+    churn_rate_not_offered: float | None
+    realized_value: float
+    realized_value_per_1000: float
+
+
+def judge(
+    scores: pd.DataFrame,
+    scoring_date: date,
+    version: str,
+    churn_dates: pd.Series,
+    outcomes_as_of: date,
+    window_days: int,
+    economics: Economics,
+) -> Realized | None:
+    """The scoring's figures with the outcomes known on `outcomes_as_of`; None before any."""
+    observed = min((outcomes_as_of - scoring_date).days, window_days)
+    if observed <= 0:
+        return None
+    end = min(scoring_date + timedelta(days=window_days), outcomes_as_of).isoformat()
+    later = churn_dates.reindex(scores[schema.ID_COLUMN]).fillna("").to_numpy()
+    left = (later != "") & (later > scoring_date.isoformat()) & (later <= end)
+    offer = scores["offer"].to_numpy().astype(bool)
+    probability = scores["churn_probability"].to_numpy()
+    churners = int(left.sum())
+    both = 0 < churners < len(left)
+
+    def share(part: np.ndarray, of: np.ndarray) -> float | None:
+        return float(part.sum() / of.sum()) if of.sum() else None
+
+    value = economics.saved_value * int((left & offer).sum()) - economics.offer_cost * int(
+        offer.sum()
+    )
+    return Realized(
+        scoring_date=scoring_date.isoformat(),
+        model_version=version,
+        customers=len(scores),
+        days_observed=observed,
+        window_complete=observed >= window_days,
+        churners=churners,
+        realized_auc=float(roc_auc_score(left, probability)) if both else None,
+        offered=int(offer.sum()),
+        precision_at_offer=share(left & offer, offer),
+        recall_at_offer=share(left & offer, left),
+        churn_rate_offered=share(left & offer, offer),
+        churn_rate_not_offered=share(left & ~offer, ~offer),
+        realized_value=float(value),
+        realized_value_per_1000=float(value * 1000 / max(len(scores), 1)),
+    )
+
+
+def realized_table(
+    folder: Path,
+    churn_dates: pd.Series,
+    outcomes_as_of: date,
+    window_days: int,
+    economics: dict[str, Economics],
+    default: Economics,
+) -> pd.DataFrame:
+    """Every kept scoring with outcomes so far, oldest first (empty before any arrived)."""
+    rows = []
+    for day, version, path in scorings(folder):
+        judged = judge(
+            pd.read_parquet(path),
+            day,
+            version,
+            churn_dates,
+            outcomes_as_of,
+            window_days,
+            economics.get(version, default),
+        )
+        if judged is not None:
+            rows.append(asdict(judged))
+    return pd.DataFrame(rows, columns=[f for f in Realized.__dataclass_fields__])
+
+
+def latest_complete(table: pd.DataFrame) -> pd.Series | None:
+    """The newest scoring whose whole window has passed and could be judged, if any."""
+    complete = table.loc[table["window_complete"].astype(bool) & table["realized_auc"].notna()]
+    return None if complete.empty else complete.iloc[-1]
+
+
+def alert(row: pd.Series, floor: float, holdout_auc: float | None, max_drop: float) -> str | None:
+    """Why a complete window's realized AUC is worrying, or None when it is not."""
+    auc = float(row["realized_auc"])
+    version = row["model_version"]
+    if auc < floor:
+        return (
+            f"realized AUC {auc:.3f} of v{version} (scored {row['scoring_date']}) is below "
+            f"the gate's floor {floor:.3f}"
+        )
+    if holdout_auc is not None and auc < holdout_auc - max_drop:
+        return (
+            f"realized AUC {auc:.3f} of v{version} (scored {row['scoring_date']}) is more than "
+            f"{max_drop:.2f} below its holdout AUC {holdout_auc:.3f}"
+        )
+    return None
