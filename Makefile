@@ -12,7 +12,7 @@ INCOMING := $(or $(CHURN_INCOMING_DIR),data/incoming)
 export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 
 .PHONY: help sync data instance run materialize merge serve bench bench-serving dev schedule-on schedule-off \
-	mlflow-ui production rollback lint test clean
+	mlflow-ui production rollback snapshots demo-history lint test clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -82,6 +82,31 @@ production: sync  ## show the production version and its holdout metrics
 rollback: sync  ## move production back to the version it replaced (TO=N for another)
 	$(RUN) churn rollback $(if $(TO),--to $(TO))
 
+snapshots: sync  ## list the training snapshots (churn snapshots restore ID to go back to one)
+	$(RUN) churn snapshots
+
+# The demo lives in its own state folder, away from yours. The question "who leaves in the next
+# three weeks?" on synthetic weeks is harder than the export's status, hence its own floor.
+DEMO_DIR := $(abspath .churn-demo)
+DEMO_LAUNCH := $(RUN) dg launch -m churn_assets.definitions
+demo-history: sync  ## 8 synthetic weeks in .churn-demo: snapshots, out-of-time gate, realized performance
+	rm -rf "$(DEMO_DIR)" && mkdir -p "$(DEMO_DIR)/dagster_home"
+	cp deploy/dagster/local.yaml "$(DEMO_DIR)/dagster_home/dagster.yaml"
+	$(RUN) churn generate-history --weeks 8 --customers 5000 --kind full --out "$(DEMO_DIR)/data"
+	set -e; export CHURN_STATE_DIR="$(DEMO_DIR)" DAGSTER_HOME="$(DEMO_DIR)/dagster_home" \
+		CHURN_DATA_PATH="$$(ls "$(DEMO_DIR)"/data/customers_*.csv)" CHURN_OUTCOME_WINDOW_DAYS=21 \
+		CHURN_MIN_AUC=0.6 CHURN_MAX_AUC_DROP=0.05; \
+	for week in 0 1 2 3 4 5 6 7 8; do \
+		if [ $$week -gt 0 ]; then \
+			file=$$(ls "$(DEMO_DIR)"/data/weeks/week0$${week}_*.csv); \
+			$(DEMO_LAUNCH) --job merge_extract --config-json \
+				"{\"ops\": {\"customer_snapshot\": {\"config\": {\"extract_path\": \"$$file\"}}}}"; \
+		fi; \
+		case $$week in 0|4|8) $(DEMO_LAUNCH) --job churn_training || echo "week $$week: not promoted";; esac; \
+	done; \
+	$(DEMO_LAUNCH) --assets realized_performance; \
+	$(RUN) churn snapshots; $(RUN) churn production; $(RUN) churn realized
+
 lint: sync  ## ruff (lint and format) and mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
@@ -90,5 +115,5 @@ lint: sync  ## ruff (lint and format) and mypy
 test: lint  ## lint, then the whole test suite
 	$(RUN) pytest -n 2 --dist loadfile  # two workers; a test file runs whole on one (module stacks)
 
-clean:  ## remove local state (MLflow store, Dagster home); keeps data/
-	rm -rf "$(STATE_DIR)"
+clean:  ## remove local state (MLflow store, Dagster home, snapshots, demo); keeps data/
+	rm -rf "$(STATE_DIR)" "$(DEMO_DIR)"

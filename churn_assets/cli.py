@@ -13,9 +13,11 @@ import subprocess
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from churn_assets.ml import (
+    realized,
     registry,
     remote_data,
     reproduce,
@@ -249,6 +251,41 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 1
 
 
+def _realized(args: argparse.Namespace) -> int:
+    """The realized_performance table from the shell, for those without the Dagster UI."""
+    settings = ChurnSettings()
+    try:
+        as_of, table = realized.realized_now(settings)
+    except snapshots.SnapshotError as error:
+        print(f"churn realized: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"scorings in {settings.scores_folder / realized.HISTORY_FOLDER}, outcomes as of "
+        f"{as_of}, window {settings.outcome_window_days} days"
+    )
+    if table.empty:
+        print("  no scoring has outcomes yet")
+        return 0
+    print(
+        f"  {'scored on':<10}  {'version':>7}  {'customers':>9}  {'days':>4}  {'churned':>7}  "
+        f"{'AUC':>5}  {'offered':>7}  {'precision':>9}  {'recall':>6}  {'value/1000':>10}"
+    )
+    for row in table.itertuples():
+
+        def shown(value: object, spec: str) -> str:
+            return "-" if value is None or pd.isna(value) else format(value, spec)
+
+        days = f"{row.days_observed}" + ("" if row.window_complete else "*")
+        print(
+            f"  {row.scoring_date:<10}  {row.model_version:>7}  {row.customers:>9,}  "
+            f"{days:>4}  {row.churners:>7,}  {shown(row.realized_auc, '.3f'):>5}  "
+            f"{row.offered:>7,}  {shown(row.precision_at_offer, '.1%'):>9}  "
+            f"{shown(row.recall_at_offer, '.1%'):>6}  {row.realized_value_per_1000:>10,.0f}"
+        )
+    print("  (* window still open: figures so far)")
+    return 0
+
+
 def _ensure_data(args: argparse.Namespace) -> int:
     """Demo data only where nobody asked for a file of their own."""
     settings = ChurnSettings()
@@ -396,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete snapshots beyond the newest CHURN_SNAPSHOT_KEEP that no model version uses",
     )
     prune.add_argument("--keep", type=int, help="newest snapshots to keep (>= 1)")
+
+    outcomes = commands.add_parser(
+        "realized",
+        help="how well each kept scoring predicted who left since (as realized_performance)",
+    )
+    outcomes.set_defaults(handler=_realized)
 
     again = commands.add_parser(
         "reproduce",

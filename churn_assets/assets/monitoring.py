@@ -8,39 +8,22 @@ from dagster_mlflow.resources import MlFlow
 
 from churn_assets.assets.metadata import retrain_asset, table_metadata
 from churn_assets.assets.scoring import churn_scores
-from churn_assets.ml import decision, plots, realized, schema, tracking
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
+from churn_assets.ml import plots, realized, tracking
+from churn_assets.ml.snapshots import SnapshotError
+from churn_assets.resources import ChurnSettingsResource
 
 
 @retrain_asset(deps=[churn_scores], kinds={"parquet", "mlflow"})
 def realized_performance(
     mlflow: dg.ResourceParam[MlFlow],
     settings: ChurnSettingsResource,
-    registry: ModelRegistryResource,
 ) -> dg.Output:
     """Each kept scoring (date, version) against who actually left within the window after it."""
     churn_settings = settings.get()
-    store = SnapshotStore.from_settings(churn_settings)
-    current = store.current()
-    if current is None:
-        raise dg.Failure(description="no snapshot yet: nothing was scored", allow_retries=False)
-    outcomes = store.read(current.id)
-    churn_dates = pd.Series(
-        outcomes[schema.CHURN_DATE].to_numpy(),
-        index=outcomes[schema.ID_COLUMN].str.strip().to_numpy(),
-    )
-    churn_dates = churn_dates[~churn_dates.index.duplicated(keep="last")]
-    versions = {str(v.version): v.tags or {} for v in registry.open().versions()}
-    default = decision.Economics(churn_settings.offer_cost, churn_settings.saved_customer_value)
-    table = realized.realized_table(
-        churn_settings.scores_folder,
-        churn_dates,
-        date.fromisoformat(current.as_of),
-        churn_settings.outcome_window_days,
-        {v: decision.version_economics(tags, default) for v, tags in versions.items()},
-        default,
-    )
+    try:
+        as_of, table = realized.realized_now(churn_settings)
+    except SnapshotError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
     latest = realized.latest_complete(table)
     png = plots.realized_plot(table)
     if not table.empty:
@@ -74,7 +57,7 @@ def realized_performance(
         table,
         metadata={
             "dagster/row_count": len(table),
-            "outcomes_as_of": current.as_of,
+            "outcomes_as_of": as_of,
             "outcome_window_days": churn_settings.outcome_window_days,
             "complete_windows": int(table["window_complete"].sum()) if not table.empty else 0,
             **figures,

@@ -126,3 +126,12 @@ def upsert(current: pd.DataFrame, latest: pd.DataFrame, terms: ExtractTerms) -> 
         churned=churned + int(_churned(newcomers).sum()),
         returned=int(returned.sum()),
     )
+
+
+def churn_dates(snapshot: pd.DataFrame) -> pd.Series:
+    """Each customer's churn date in a snapshot ("" while active), by customerID."""
+    dates = pd.Series(
+        snapshot[schema.CHURN_DATE].to_numpy(),
+        index=snapshot[schema.ID_COLUMN].str.strip().to_numpy(),
+    )
+    return dates[~dates.index.duplicated(keep="last")]

@@ -22,7 +22,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import cleaning, schema
+from churn_assets.ml import cleaning, history, schema
 from churn_assets.ml.snapshots import SnapshotInfo, SnapshotStore
 from churn_assets.ml.splitting import CustomerSplits, split_customers
 
@@ -88,12 +88,7 @@ def build(store: SnapshotStore, newest: str, window_days: int) -> PointInTime | 
     training_days = [d for d in complete if d + timedelta(days=window_days) <= oot_day]
     if not training_days:
         return None
-    newest_rows = store.read(days[last].id)
-    churn_dates = pd.Series(
-        newest_rows[schema.CHURN_DATE].to_numpy(),
-        index=newest_rows[schema.ID_COLUMN].str.strip().to_numpy(),
-    )
-    churn_dates = churn_dates[~churn_dates.index.duplicated(keep="last")]
+    churn_dates = history.churn_dates(store.read(days[last].id))
 
     def table(day: date) -> pd.DataFrame:
         cleaned, _ = cleaning.clean_customers(store.read(days[day].id), require_both_classes=False)

@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from churn_assets.ml import schema
-from churn_assets.ml.decision import Economics
+from churn_assets.ml import history, registry, schema
+from churn_assets.ml.decision import Economics, version_economics
 from churn_assets.ml.files import replacing
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SnapshotError, SnapshotStore
 
 HISTORY_FOLDER = "history"
 _FILE = "churn_scores.parquet"
@@ -174,3 +176,25 @@ def alert(row: pd.Series, floor: float, holdout_auc: float | None, max_drop: flo
             f"{max_drop:.2f} below its holdout AUC {holdout_auc:.3f}"
         )
     return None
+
+
+def realized_now(settings: ChurnSettings) -> tuple[str, pd.DataFrame]:
+    """Every kept scoring judged with the outcomes the current snapshot records, and its date.
+
+    Each version is valued with its own costs (the settings' for versions without them).
+    """
+    store = SnapshotStore.from_settings(settings)
+    current = store.current()
+    if current is None:
+        raise SnapshotError(f"no snapshot in {store.uri} yet, so nothing was scored")
+    default = Economics(settings.offer_cost, settings.saved_customer_value)
+    versions = registry.open_registry(settings).versions()
+    table = realized_table(
+        settings.scores_folder,
+        history.churn_dates(store.read(current.id)),
+        date.fromisoformat(current.as_of),
+        settings.outcome_window_days,
+        {str(v.version): version_economics(v.tags or {}, default) for v in versions},
+        default,
+    )
+    return current.as_of, table
