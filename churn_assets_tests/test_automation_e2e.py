@@ -20,8 +20,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import registry
+from churn_assets.ml import registry, schema
 from churn_assets.ml.cleaning import read_customer_csv
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import EXPECTED_PARENTS
 from churn_assets_tests.processes import (
@@ -54,8 +56,15 @@ class DevStack:
         return Path(self.env["CHURN_INCOMING_DIR"])
 
     @property
-    def snapshot(self) -> Path:
-        return Path(self.env["CHURN_DATA_PATH"])
+    def snapshots(self) -> SnapshotStore:
+        state = Path(self.env["CHURN_STATE_DIR"])
+        return SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=state))
+
+    def snapshot(self) -> pd.DataFrame:
+        """The current training snapshot, the export's columns."""
+        current = self.snapshots.current_id()
+        assert current is not None
+        return self.snapshots.read(current)[list(schema.RAW_COLUMNS)]
 
     @property
     def client(self) -> MlflowClient:
@@ -197,8 +206,14 @@ def test_the_ui_shows_the_lineage_checks_sensors_and_jobs(stack: DevStack) -> No
 
     (repository,) = data["repositoriesOrError"]["nodes"]
     sensors = {sensor["name"]: sensor for sensor in repository["sensors"]}
-    assert set(sensors) == {"incoming_extracts", "churn_automation", "failed_runs_mlflow_cleanup"}
-    assert all(s["sensorState"]["status"] == "RUNNING" for s in sensors.values())
+    assert set(sensors) == {
+        "incoming_extracts",
+        "churn_automation",
+        "failed_runs_mlflow_cleanup",
+        "realized_retrain",
+    }
+    on = {name for name, s in sensors.items() if s["sensorState"]["status"] == "RUNNING"}
+    assert on == set(sensors) - {"realized_retrain"}  # opt-in: CHURN_REALIZED_RETRAIN
     assert all(s["description"] for s in sensors.values())
     assert sensors["incoming_extracts"]["targets"] == [{"pipelineName": "merge_extract"}]
     (schedule,) = repository["schedules"]
@@ -242,7 +257,7 @@ def test_a_new_extract_retrains_promotes_and_is_served(stack: DevStack) -> None:
     assert (merge["jobName"], merge["status"]) == ("merge_extract", "SUCCESS")
     assert automation and all(r["status"] == "SUCCESS" for r in automation)
     assert all(r["tags"].get("churn/trigger") == "automation" for r in automation)
-    assert len(read_customer_csv(stack.snapshot, "")) == INITIAL_ROWS + 6000
+    assert len(stack.snapshot()) == INITIAL_ROWS + 6000
     tags = stack.client.get_model_version(NAME, "2").tags
     assert tags[registry.GATE_TAG] == registry.GATE_PASSED
     assert tags[registry.COMPARED_WITH_TAG] == "1"
@@ -252,7 +267,7 @@ def test_a_new_extract_retrains_promotes_and_is_served(stack: DevStack) -> None:
 
 
 def test_a_malformed_extract_is_rejected_and_changes_nothing(stack: DevStack) -> None:
-    before = stack.snapshot.read_bytes()
+    before = stack.snapshots.current_id()
     broken = generate_customers(100, 99)
     broken.loc[41, "Contract"] = "Bi-annual"
 
@@ -269,12 +284,12 @@ def test_a_malformed_extract_is_rejected_and_changes_nothing(stack: DevStack) ->
     )
     assert "extract broken.csv rejected: column 'Contract'" in messages
     assert "'Bi-annual' at line 43" in messages
-    assert stack.snapshot.read_bytes() == before
+    assert stack.snapshots.current_id() == before
     assert stack.production() == "2"
 
 
 def test_an_extract_that_fails_the_gate_leaves_production_alone(stack: DevStack) -> None:
-    current = read_customer_csv(stack.snapshot, "")
+    current = stack.snapshot()
     scrambled = current.assign(Churn=current["Churn"].sample(frac=1, random_state=3).to_numpy())
 
     stack.drop(scrambled, "relabelled.csv")

@@ -15,6 +15,7 @@ from churn_assets.definitions import defs
 from churn_assets.ml import tracking
 from churn_assets.ml.cleaning import read_customer_csv
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import PromotedStore
 from churn_assets_tests.processes import REPO, call_json, free_port, run_command, running
@@ -43,7 +44,11 @@ def test_make_merge_merges_a_file_by_hand(shell_env: dict[str, str], tmp_path: P
 
     done = run_command(["make", "merge", f"FILE={extract}"], shell_env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert len(read_customer_csv(snapshot, "")) == 540
+    store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=shell_env["CHURN_STATE_DIR"]))
+    seed, merged = store.all()  # the file at CHURN_DATA_PATH seeded the store, then the merge
+    assert (seed.kind, seed.rows, merged.kind, merged.rows) == ("seed", 500, "merge", 540)
+    assert store.current_id() == merged.id and merged.source == "by_hand.csv"
+    assert len(read_customer_csv(snapshot, "")) == 500  # the seed file itself is never written
 
 
 @pytest.mark.parametrize("target", ["serve", "dev", "mlflow-ui"])

@@ -115,7 +115,18 @@ def test_history_gates_out_of_time_and_realized_performance_matches_a_hand_compu
     gate = next(e for e in second.get_asset_check_evaluations() if e.check_name == "quality_gate")
     assert (gate.description or "").startswith("judged on out of time")
 
-    # realized: version 1's scores of the base, against who left in the 21 days after
+    _assert_realized_matches_the_truth(churn_env, history, second)
+
+    # the point-in-time version reproduces from its snapshot's lineage too
+    again = reproduce.reproduce(ChurnSettings(), "2")
+    assert again.matches, again.differences
+
+
+def _assert_realized_matches_the_truth(
+    env: ChurnEnv, history: SyntheticHistory, second: dg.ExecuteInProcessResult
+) -> None:
+    """Version 1's scores of the base, against who left in the 21 days after, by hand."""
+    churn_env = env
     (performance,) = second.asset_materializations_for_node("realized_performance")
     rows = performance.metadata["realized"].value.records
     assert [(r.data["scoring_date"], r.data["model_version"]) for r in rows] == [
@@ -139,7 +150,3 @@ def test_history_gates_out_of_time_and_realized_performance_matches_a_hand_compu
     holdout = float(churn_env.client.get_model_version("churn-classifier", "1").tags["holdout_auc"])
     assert check.passed == (hand_auc >= 0.6 and hand_auc >= holdout - 0.1)
     assert np.isfinite(check.metadata["realized_auc"].value)
-
-    # the point-in-time version reproduces from its snapshot's lineage too
-    again = reproduce.reproduce(ChurnSettings(), "2")
-    assert again.matches, again.differences
