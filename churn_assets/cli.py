@@ -221,15 +221,20 @@ def report_restore(target: snapshots.SnapshotInfo, previous: str | None) -> str:
     )
 
 
+#: Why a version cannot be retrained: no snapshot recorded or kept, no such version.
+REPRODUCE_REFUSALS: tuple[type[Exception], ...] = (
+    reproduce.ReproductionError,
+    snapshots.SnapshotError,
+    *registry.WRITE_REFUSALS,
+)
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     settings = ChurnSettings()
     try:
         result = reproduce.reproduce(settings, args.version)
-    except (reproduce.ReproductionError, snapshots.SnapshotError) as error:
-        print(f"churn reproduce: {error}", file=sys.stderr)
-        return 1
-    except registry.WRITE_REFUSALS as error:
-        print(f"churn reproduce: {error}", file=sys.stderr)
+    except REPRODUCE_REFUSALS as err:
+        print(f"churn reproduce: {err}", file=sys.stderr)
         return 1
     print(
         f"{settings.model_name} version {result.version}, snapshot "

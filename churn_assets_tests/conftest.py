@@ -22,6 +22,7 @@ from churn_assets.jobs import churn_training
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets.ml.tracking import file_sha256
 from churn_assets.resources import RunScopedIOManager, churn_resources
 from churn_assets_tests.processes import REPO, uv_executable
 
@@ -165,6 +166,19 @@ def materialize_graph(
             "io_manager": RunScopedIOManager(base_dir=str(env.storage_dir)),
         },
         raise_on_error=False,
+    )
+
+
+def merge_through_graph(
+    env: ChurnEnv, instance: dg.DagsterInstance, extract: Path, **config: str
+) -> dg.ExecuteInProcessResult:
+    """The merge_extract job's asset on one file, as the landing sensor configures it."""
+    settings = {"extract_path": str(extract), "extract_sha256": file_sha256(extract), **config}
+    return materialize_graph(
+        env,
+        instance,
+        selection="customer_snapshot",
+        run_config={"ops": {"customer_snapshot": {"config": settings}}},
     )
 
 

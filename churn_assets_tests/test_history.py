@@ -15,8 +15,7 @@ from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.ml.synthetic_history import make_history, write_history
-from churn_assets.ml.tracking import file_sha256
-from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
+from churn_assets_tests.conftest import ChurnEnv, failure_messages, merge_through_graph
 
 WEEKS = 6
 
@@ -105,20 +104,10 @@ def test_the_merge_asset_takes_kind_and_date_from_its_config(
     base = pd.read_csv(churn_env.data_path, dtype=str, keep_default_na=False)
     active = base.loc[base["Churn"] == "No"]
     path = write_customers(active.iloc[10:], churn_env.root / "billing.csv")
-    config = {
-        "extract_path": str(path),
-        "extract_sha256": file_sha256(path),
-        "extract_kind": "full",
-        "as_of": (date.today() + timedelta(days=1)).isoformat(),
-    }
-    merged = materialize_graph(
-        churn_env,
-        instance,
-        selection="customer_snapshot",
-        run_config={"ops": {"customer_snapshot": {"config": config}}},
-    )
+    as_of = (date.today() + timedelta(days=1)).isoformat()
+    merged = merge_through_graph(churn_env, instance, path, extract_kind="full", as_of=as_of)
     assert merged.success, failure_messages(merged)
     (event,) = merged.asset_materializations_for_node("customer_snapshot")
     assert event.metadata["extract_kind"].value == "full"
-    assert event.metadata["as_of"].value == config["as_of"]
+    assert event.metadata["as_of"].value == as_of
     assert event.metadata["churned_customers"].value == 10

@@ -17,8 +17,12 @@ from churn_assets.ml.landing import merge_extract
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic_history import SyntheticHistory, make_history, write_history
-from churn_assets.ml.tracking import file_sha256
-from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
+from churn_assets_tests.conftest import (
+    ChurnEnv,
+    failure_messages,
+    materialize_graph,
+    merge_through_graph,
+)
 
 WEEKS = 8
 
@@ -90,14 +94,7 @@ def test_history_gates_out_of_time_and_realized_performance_matches_a_hand_compu
     assert splits.metadata["label"].value.startswith("status")
     store = SnapshotStore.from_settings(ChurnSettings())
     _land(store, files, range(1, WEEKS))
-    last = files[WEEKS]
-    config = {"extract_path": str(last), "extract_sha256": file_sha256(last)}
-    merged = materialize_graph(
-        churn_env,
-        instance,
-        selection="customer_snapshot",
-        run_config={"ops": {"customer_snapshot": {"config": config}}},
-    )
+    merged = merge_through_graph(churn_env, instance, files[WEEKS])
     assert merged.success, failure_messages(merged)
     (event,) = merged.asset_materializations_for_node("customer_snapshot")
     assert event.metadata["extract_kind"].value == "full"  # from the file's name

@@ -1,6 +1,5 @@
 """New extracts through the real graph: merge, drift, retrain, scores; bad files change nothing."""
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -12,23 +11,13 @@ from churn_assets.ml import registry
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
-from churn_assets.ml.tracking import file_sha256
 from churn_assets_tests.conftest import (
     ChurnEnv,
     assert_no_mlflow_run_left_running,
     failure_messages,
     materialize_graph,
+    merge_through_graph,
 )
-
-
-def _merge(env: ChurnEnv, instance: dg.DagsterInstance, extract: Path) -> dg.ExecuteInProcessResult:
-    config = {"extract_path": str(extract), "extract_sha256": file_sha256(extract)}
-    return materialize_graph(
-        env,
-        instance,
-        selection="customer_snapshot",
-        run_config={"ops": {"customer_snapshot": {"config": config}}},
-    )
 
 
 def _drift(result: dg.ExecuteInProcessResult) -> Any:
@@ -48,7 +37,7 @@ def test_extract_is_merged_measured_for_drift_and_retrained_on(
     assert materialize_graph(churn_env, instance).success
     extract = write_customers(generate_customers(1500, 7), churn_env.root / "week48.csv")
 
-    merged = _merge(churn_env, instance, extract)
+    merged = merge_through_graph(churn_env, instance, extract)
 
     assert merged.success, failure_messages(merged)
     (event,) = merged.asset_materializations_for_node("customer_snapshot")
@@ -77,7 +66,8 @@ def test_extract_is_merged_measured_for_drift_and_retrained_on(
 
     # three customers say nothing about drift, however odd they look
     few = generate_customers(3, 11).assign(Contract="Two year", Churn="No")
-    tiny = _drift(_merge(churn_env, instance, write_customers(few, churn_env.root / "few.csv")))
+    few_csv = write_customers(few, churn_env.root / "few.csv")
+    tiny = _drift(merge_through_graph(churn_env, instance, few_csv))
     assert tiny.passed and (tiny.description or "").startswith("too few rows to judge: 3 ")
     assert "max_psi" not in tiny.metadata
     assert_no_mlflow_run_left_running(churn_env)
@@ -92,7 +82,7 @@ def test_drifted_extract_warns_without_blocking_the_merge(
     shifted["tenure"] = np.minimum(shifted["tenure"] + 36, 72)
     extract = write_customers(shifted, churn_env.root / "shifted.csv")
 
-    merged = _merge(churn_env, instance, extract)
+    merged = merge_through_graph(churn_env, instance, extract)
 
     assert merged.success
     drift = _drift(merged)
@@ -105,7 +95,7 @@ def test_drift_is_not_measured_before_any_model_is_in_production(
     churn_env: ChurnEnv, instance: dg.DagsterInstance
 ) -> None:
     extract = write_customers(generate_customers(300, 9), churn_env.root / "first.csv")
-    merged = _merge(churn_env, instance, extract)
+    merged = merge_through_graph(churn_env, instance, extract)
     assert merged.success
     drift = _drift(merged)
     assert drift.passed and "no production model yet" in (drift.description or "")
@@ -129,7 +119,7 @@ def test_malformed_extract_fails_the_merge_and_changes_nothing(
     assert current is not None
     extract = write_customers(damage(generate_customers(200, 10)), churn_env.root / "bad.csv")
 
-    merged = _merge(churn_env, instance, extract)
+    merged = merge_through_graph(churn_env, instance, extract)
 
     assert not merged.success
     message = failure_messages(merged)

@@ -13,8 +13,13 @@ from churn_assets.ml import schema
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
-from churn_assets.ml.tracking import file_sha256
-from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph, seeded_store
+from churn_assets_tests.conftest import (
+    ChurnEnv,
+    failure_messages,
+    materialize_graph,
+    merge_through_graph,
+    seeded_store,
+)
 
 DAY = date(2026, 11, 20)
 
@@ -47,13 +52,7 @@ def test_a_poisoned_extract_is_undone_by_restore_and_the_version_reproduces(
     # a valid but wrong extract: every customer of the base sent again as a stayer
     poison = generate_customers(7043, 42).assign(Churn="No")
     path = write_customers(poison, churn_env.root / "wrong.csv")
-    config = {"extract_path": str(path), "extract_sha256": file_sha256(path)}
-    merged = materialize_graph(
-        churn_env,
-        instance,
-        selection="customer_snapshot",
-        run_config={"ops": {"customer_snapshot": {"config": config}}},
-    )
+    merged = merge_through_graph(churn_env, instance, path)
     assert merged.success, failure_messages(merged)
     poisoned = store.current()
     assert poisoned is not None and poisoned.parent == good.id and poisoned.churn_rate == 0.0
