@@ -50,6 +50,8 @@ def _production(args: argparse.Namespace) -> int:
         "holdout_auc",
         "holdout_accuracy",
         "holdout_f1",
+        "out_of_time_auc",
+        "out_of_time_day",
         registry.GATE_TAG,
         registry.GATE_THRESHOLDS_TAG,
         registry.COMPARED_WITH_TAG,
@@ -287,7 +289,8 @@ def _realized(args: argparse.Namespace) -> int:
             f"{row.offered:>7,}  {shown(row.precision_at_offer, '.1%'):>9}  "
             f"{shown(row.recall_at_offer, '.1%'):>6}  {row.realized_value_per_1000:>10,.0f}"
         )
-    print("  (* window still open: figures so far)")
+    if not table["window_complete"].all():
+        print("  (* window still open: figures so far)")
     return 0
 
 

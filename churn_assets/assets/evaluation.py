@@ -114,6 +114,11 @@ def evaluation_report(
                 for name in evaluation.VERSION_TAG_METRICS
             },
             **decision.version_tags(),
+            **(
+                {}
+                if oot is None
+                else {"out_of_time_auc": f"{oot.candidate['auc']:.6f}", "out_of_time_day": oot.day}
+            ),
         },
     )
     run = mlflow.active_run()
