@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from churn_assets import cli
 from churn_assets.ml import schema
 from churn_assets.ml.cleaning import CustomerDataError
 from churn_assets.ml.history import ExtractKind, terms_of
@@ -15,6 +16,7 @@ from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.ml.synthetic_history import make_history, write_history
+from churn_assets.sensors import realized_retrain
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, merge_through_graph
 
 WEEKS = 6
@@ -111,3 +113,44 @@ def test_the_merge_asset_takes_kind_and_date_from_its_config(
     assert event.metadata["extract_kind"].value == "full"
     assert event.metadata["as_of"].value == as_of
     assert event.metadata["churned_customers"].value == 10
+
+
+def test_realized_retrain_starts_one_retrain_per_warning(instance: dg.DagsterInstance) -> None:
+    def evaluate(cursor: str | None) -> dg.SensorResult:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor)
+        result = realized_retrain(context)
+        assert isinstance(result, dg.SensorResult)
+        return result
+
+    assert evaluate(None).skip_reason is not None  # never evaluated
+    key = dg.AssetKey("realized_performance")
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(asset_key=key, check_name="realized_auc", passed=True)
+    )
+    assert evaluate(None).skip_reason is not None  # within bounds
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(asset_key=key, check_name="realized_auc", passed=False)
+    )
+    warned = evaluate(None)
+    (request,) = warned.run_requests or []
+    assert request.tags["churn/trigger"] == "realized_auc"
+    assert evaluate(warned.cursor).skip_reason is not None  # the same warning: once
+
+
+def test_generate_history_writes_a_dated_base_and_named_weeks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(
+            [
+                *("generate-history", "--weeks", "2", "--customers", "300", "--kind", "delta"),
+                *("--start", "2026-10-05", "--out", str(tmp_path)),
+            ]
+        )
+    assert done.value.code == 0
+    assert sorted(p.name for p in tmp_path.rglob("*.csv")) == [
+        "customers_2026-10-05.csv",
+        "week01_2026-10-12.delta.csv",
+        "week02_2026-10-19.delta.csv",
+    ]
+    assert "2 delta extracts" in capsys.readouterr().out
