@@ -25,8 +25,10 @@ def realized_performance(
     except SnapshotError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
     latest = realized.latest_complete(table)
-    png = plots.realized_plot(table)
+    plot: dict[str, dg.MetadataValue] = {}
     if not table.empty:
+        png = plots.realized_plot(table)
+        plot = {"plot": dg.MetadataValue.md(plots.markdown_image(png, "realized AUC"))}
         first = date.fromisoformat(str(table["scoring_date"].iloc[0])).toordinal()
         for row in table.itertuples():
             step = date.fromisoformat(str(row.scoring_date)).toordinal() - first
@@ -62,6 +64,6 @@ def realized_performance(
             "complete_windows": int(table["window_complete"].sum()) if not table.empty else 0,
             **figures,
             "realized": table_metadata(table) if not table.empty else "no outcomes yet",
-            "plot": dg.MetadataValue.md(plots.markdown_image(png, "realized AUC")),
+            **plot,
         },
     )
