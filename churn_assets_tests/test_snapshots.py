@@ -1,6 +1,6 @@
 """Snapshots through the real graph and CLI: a wrong extract undone, a version reproduced."""
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -134,3 +134,30 @@ def test_a_snapshot_damaged_in_storage_is_an_error_not_training_data(tmp_path: P
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(Exception, match="does not match its SHA-256"):
         store.read(current)
+
+
+def test_prune_keeps_what_a_version_was_built_on_and_history_starts_after_a_pruned_one(
+    tmp_path: Path,
+) -> None:
+    store = seeded_store(tmp_path, generate_customers(30, 1))
+    chain = [store.current_id()]
+    for week in (1, 2, 3):
+        frame = generate_customers(30 + week, 1)
+        made = store.write(
+            frame,
+            kind="merge",
+            source=f"w{week}.csv",
+            source_sha256="",
+            parent=chain[-1],
+            as_of=DAY + timedelta(weeks=week),
+        )
+        store.point_to(made.id, "test")
+        chain.append(made.id)
+    # a version trained on week 2 needs weeks 0-2; week 3 is current
+    with store.locked():
+        assert store.prune(keep=1, in_use={chain[2]: ["5"]}) == []
+    with store.locked():
+        removed = store.prune(keep=1, in_use={})
+    assert [s.id for s in removed] == chain[:3]
+    # the current snapshot's history now starts with it; nothing fails on the missing parent
+    assert [s.id for s in store.lineage(chain[3])] == [chain[3]]

@@ -41,17 +41,6 @@ class PointInTime:
     window_days: int
 
 
-def lineage(store: SnapshotStore, newest: str) -> list[SnapshotInfo]:
-    """The snapshot and those it was built on, oldest first (a restore cuts the later ones)."""
-    chain = []
-    current: str | None = newest
-    while current is not None:
-        info = store.info(current)
-        chain.append(info)
-        current = info.parent
-    return chain[::-1]
-
-
 def _days(chain: list[SnapshotInfo]) -> dict[date, SnapshotInfo]:
     """One snapshot per day, the newest of the day."""
     return {date.fromisoformat(s.as_of): s for s in chain}
@@ -77,7 +66,7 @@ def observe(
 
 def build(store: SnapshotStore, newest: str, window_days: int) -> PointInTime | None:
     """The point-in-time tables of the lineage ending at `newest`, or None if it is too short."""
-    days = _days(lineage(store, newest))
+    days = _days(store.lineage(newest))
     if not days:
         return None
     last = max(days)

@@ -321,13 +321,29 @@ class SnapshotStore:
         self._write(self._path(_SEED), json.dumps(record).encode())
         return current
 
-    def prune(self, keep: int, in_use: Iterable[str]) -> list[SnapshotInfo]:
-        """Delete snapshots beyond the `keep` newest that nothing uses; returns what went.
+    def lineage(self, snapshot_id: str) -> list[SnapshotInfo]:
+        """The snapshot and those it was built on, oldest first, back to the first one kept."""
+        chain = []
+        current: str | None = snapshot_id
+        while current is not None:
+            try:
+                info = self.info(current)
+            except SnapshotError:
+                break  # pruned: history starts after it
+            chain.append(info)
+            current = info.parent
+        return chain[::-1]
 
-        The current snapshot and every snapshot a registered model version names stay, so
-        `churn reproduce` keeps working for every version in the registry.
+    def prune(self, keep: int, in_use: Iterable[str]) -> list[SnapshotInfo]:
+        """Delete snapshots beyond the `keep` newest that nothing needs; returns what went.
+
+        Needed: the current snapshot, and every snapshot a registered model version names
+        together with the ones it was built on (a point-in-time version was trained on its
+        whole lineage), so `churn reproduce` keeps working for every version in the registry.
         """
-        protected = set(in_use) | {self.current_id() or ""}
+        protected = {self.current_id() or ""}
+        for snapshot_id in in_use:
+            protected |= {s.id for s in self.lineage(snapshot_id)}
         snapshots = self.all()
         newest = {s.id for s in snapshots[-keep:]} if keep > 0 else set()
         removed = [s for s in snapshots if s.id not in protected and s.id not in newest]
