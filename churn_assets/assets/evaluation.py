@@ -41,9 +41,14 @@ def evaluation_report(
     production = model_registry.production()
     production_version = None if production is None else str(production.version)
     recent = model_registry.recent_production_versions_from(production, churn_settings.gate_history)
-    recent_probability = {
-        version: evaluation.score_model_uri(f"models:/{churn_model.name}/{version}", holdout)
+    # Loaded once each: scored on the holdout here and on the out-of-time rows below.
+    recent_models = {
+        version: evaluation.load_model(f"models:/{churn_model.name}/{version}")
         for version in recent
+    }
+    recent_probability = {
+        version: training.churn_probability(model, holdout)
+        for version, model in recent_models.items()
     }
     production_probability = recent_probability.get(production_version or "")
     # The reference a boosted model has to beat, fitted on the same training rows.
@@ -60,8 +65,8 @@ def evaluation_report(
             training.churn_probability(candidate_model, later),
             training.churn_probability(reference, later),
             {
-                version: evaluation.score_model_uri(f"models:/{churn_model.name}/{version}", later)
-                for version in recent
+                version: training.churn_probability(model, later)
+                for version, model in recent_models.items()
             },
             production_version,
         )

@@ -12,8 +12,6 @@ import pandas as pd
 
 from churn_assets.ml import baseline, metrics
 from churn_assets.ml.decision import ValueCurve
-from churn_assets.ml.splitting import features_and_target
-from churn_assets.ml.training import churn_probability
 
 #: Metrics written on the model version as `holdout_<name>` tags.
 VERSION_TAG_METRICS = ("auc", "accuracy", "f1")
@@ -232,12 +230,6 @@ class EvaluationReport:
 def load_model(model_uri: str) -> Any:
     """A registered model's pipeline, loaded back from the registry as consumers load it."""
     return mlflow.sklearn.load_model(model_uri)
-
-
-def score_model_uri(model_uri: str, holdout: pd.DataFrame) -> np.ndarray:
-    """Churn probabilities of a registered model, loaded back from the registry."""
-    features, _ = features_and_target(holdout)
-    return np.asarray(churn_probability(load_model(model_uri), features))
 
 
 def build_report(
