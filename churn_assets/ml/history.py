@@ -61,7 +61,8 @@ def terms_of(path: Path, default_kind: ExtractKind) -> ExtractTerms:
     return ExtractTerms(ExtractKind(kind.group(1).lower()) if kind else default_kind, as_of)
 
 
-def _churned(frame: pd.DataFrame) -> pd.Series:
+def churned(frame: pd.DataFrame) -> pd.Series:
+    """Whether each row's Churn reads Yes, as the export writes it."""
     return frame[schema.TARGET_COLUMN].astype(str).str.strip() == "Yes"
 
 
@@ -73,7 +74,7 @@ def start_history(frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
     started = frame.copy()
     day = as_of.isoformat()
     started[schema.FIRST_SEEN] = day
-    started[schema.CHURN_DATE] = np.where(_churned(started), day, "")
+    started[schema.CHURN_DATE] = np.where(churned(started), day, "")
     return started
 
 
@@ -106,24 +107,24 @@ def upsert(current: pd.DataFrame, latest: pd.DataFrame, terms: ExtractTerms) -> 
     updates = latest.set_index(latest_ids.to_numpy()).loc[current_ids[replaced].to_numpy()]
     columns = list(schema.RAW_COLUMNS)
     merged.loc[replaced, columns] = updates[columns].to_numpy()
-    now_churned = _churned(merged)
+    now_churned = churned(merged)
     # a churn keeps the date it was first recorded on; a customer listed active came back
     recorded = now_churned & ~was_churned
     returned = ~now_churned & was_churned & replaced
     merged.loc[recorded, schema.CHURN_DATE] = day
     merged.loc[returned, schema.CHURN_DATE] = ""
-    churned = int(recorded.sum())
+    churns = int(recorded.sum())
     if terms.kind is ExtractKind.full:
         vanished = ~replaced & ~was_churned & ~now_churned
         merged.loc[vanished, schema.TARGET_COLUMN] = "Yes"
         merged.loc[vanished, schema.CHURN_DATE] = day
-        churned += int(vanished.sum())
+        churns += int(vanished.sum())
     newcomers = start_history(latest.loc[~known], terms.as_of)
     return Upsert(
         table=pd.concat([merged, newcomers], ignore_index=True),
         new_customers=int((~known).sum()),
         updated_customers=int(known.sum()),
-        churned=churned + int(_churned(newcomers).sum()),
+        churned=churns + int(churned(newcomers).sum()),
         returned=int(returned.sum()),
     )
 

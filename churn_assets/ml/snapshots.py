@@ -93,9 +93,7 @@ def read_export(path: Path, limits: ExtractLimits) -> pd.DataFrame:
 
 def churn_rate(frame: pd.DataFrame) -> float:
     """Share of rows whose Churn reads Yes, as the export writes it."""
-    if frame.empty:
-        return 0.0
-    return float((frame[schema.TARGET_COLUMN].astype(str).str.strip() == "Yes").mean())
+    return float(history.churned(frame).mean()) if len(frame) else 0.0
 
 
 class SnapshotStore:
