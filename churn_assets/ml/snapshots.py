@@ -23,7 +23,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
@@ -319,17 +319,25 @@ class SnapshotStore:
         self._write(self._path(_SEED), json.dumps(record).encode())
         return current
 
-    def lineage(self, snapshot_id: str) -> list[SnapshotInfo]:
-        """The snapshot and those it was built on, oldest first, back to the first one kept."""
+    def _kept(self, snapshot_id: str) -> SnapshotInfo | None:
+        try:
+            return self.info(snapshot_id)
+        except SnapshotError:
+            return None
+
+    def lineage(
+        self, snapshot_id: str, known: Mapping[str, SnapshotInfo] | None = None
+    ) -> list[SnapshotInfo]:
+        """The snapshot and those it was built on, oldest first, back to the first one kept.
+
+        `known` (every entry, as `all` read them) saves reading each entry again.
+        """
+        find = self._kept if known is None else known.get
         chain = []
-        current: str | None = snapshot_id
-        while current is not None:
-            try:
-                info = self.info(current)
-            except SnapshotError:
-                break  # pruned: history starts after it
+        info = find(snapshot_id)
+        while info is not None:
             chain.append(info)
-            current = info.parent
+            info = None if info.parent is None else find(info.parent)  # None: pruned
         return chain[::-1]
 
     def prune(self, keep: int, in_use: Iterable[str]) -> list[SnapshotInfo]:
@@ -339,10 +347,11 @@ class SnapshotStore:
         together with the ones it was built on (a point-in-time version was trained on its
         whole lineage), so `churn reproduce` keeps working for every version in the registry.
         """
+        snapshots = self.all()
+        known = {s.id: s for s in snapshots}
         protected = {self.current_id() or ""}
         for snapshot_id in in_use:
-            protected |= {s.id for s in self.lineage(snapshot_id)}
-        snapshots = self.all()
+            protected |= {s.id for s in self.lineage(snapshot_id, known)}
         newest = {s.id for s in snapshots[-keep:]} if keep > 0 else set()
         removed = [s for s in snapshots if s.id not in protected and s.id not in newest]
         for snapshot in removed:
