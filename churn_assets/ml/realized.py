@@ -109,9 +109,11 @@ def judge(
     def share(part: np.ndarray, of: np.ndarray) -> float | None:
         return float(part.sum() / of.sum()) if of.sum() else None
 
-    value = economics.saved_value * int((left & offer).sum()) - economics.offer_cost * int(
-        offer.sum()
-    )
+    hits = left & offer  # offered and left: the offers that could have saved someone
+    offered = int(offer.sum())
+    # the churn rate among those offered is the offer's precision: one figure, two names
+    precision = share(hits, offer)
+    value = economics.saved_value * int(hits.sum()) - economics.offer_cost * offered
     return Realized(
         scoring_date=scoring_date.isoformat(),
         model_version=version,
@@ -120,10 +122,10 @@ def judge(
         window_complete=observed >= window_days,
         churners=churners,
         realized_auc=float(roc_auc_score(left, probability)) if both else None,
-        offered=int(offer.sum()),
-        precision_at_offer=share(left & offer, offer),
-        recall_at_offer=share(left & offer, left),
-        churn_rate_offered=share(left & offer, offer),
+        offered=offered,
+        precision_at_offer=precision,
+        recall_at_offer=share(hits, left),
+        churn_rate_offered=precision,
         churn_rate_not_offered=share(left & ~offer, ~offer),
         realized_value=float(value),
         realized_value_per_1000=float(value * 1000 / max(len(scores), 1)),
