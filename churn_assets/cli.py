@@ -142,8 +142,7 @@ def _snapshots(args: argparse.Namespace) -> int:
         if args.action == "prune":
             keep = settings.snapshot_keep if args.keep is None else args.keep
             in_use = registry.open_registry(settings).versions_by_snapshot()
-            with store.locked():
-                removed = store.prune(keep, in_use)
+            removed = store.prune(keep, in_use)
             for gone in removed:
                 print(f"pruned {gone.short_id} ({gone.created_at}, {gone.rows:,} rows)")
             print(f"{len(removed)} snapshot(s) pruned; {len(store.all())} kept")

@@ -112,8 +112,7 @@ def test_prune_keeps_the_newest_the_current_and_every_snapshot_a_version_uses(
             )
         )
     ids = [s.id for s in made if s is not None]
-    with store.locked():
-        removed = store.prune(keep=2, in_use={ids[2]: ["3"]})
+    removed = store.prune(keep=2, in_use={ids[2]: ["3"]})
     # kept: the current (the seed, ids[0]), the one version 3 uses, the two newest
     assert [s.id for s in removed] == [ids[1], ids[3]]
     assert [s.id for s in store.all()] == [ids[0], ids[2], ids[4], ids[5]]
@@ -154,10 +153,8 @@ def test_prune_keeps_what_a_version_was_built_on_and_history_starts_after_a_prun
         store.point_to(made.id, "test")
         chain.append(made.id)
     # a version trained on week 2 needs weeks 0-2; week 3 is current
-    with store.locked():
-        assert store.prune(keep=1, in_use={chain[2]: ["5"]}) == []
-    with store.locked():
-        removed = store.prune(keep=1, in_use={})
+    assert store.prune(keep=1, in_use={chain[2]: ["5"]}) == []
+    removed = store.prune(keep=1, in_use={})
     assert [s.id for s in removed] == chain[:3]
     # the current snapshot's history now starts with it; nothing fails on the missing parent
     assert [s.id for s in store.lineage(chain[3])] == [chain[3]]

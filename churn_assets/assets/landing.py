@@ -82,9 +82,8 @@ def customer_snapshot(
             metadata={"extract": dg.MetadataValue.path(str(extract))},
             allow_retries=False,
         ) from error
-    # Retention: the newest CHURN_SNAPSHOT_KEEP stay, and every one a model version names.
-    with store.locked():
-        pruned = store.prune(churn_settings.snapshot_keep, registry.open().versions_by_snapshot())
+    # Retention: the newest CHURN_SNAPSHOT_KEEP stay, and every one a model version needs.
+    pruned = store.prune(churn_settings.snapshot_keep, registry.open().versions_by_snapshot())
     return dg.Output(
         cleaned,
         data_version=dg.DataVersion(report.snapshot.id),

@@ -346,18 +346,20 @@ class SnapshotStore:
         Needed: the current snapshot, and every snapshot a registered model version names
         together with the ones it was built on (a point-in-time version was trained on its
         whole lineage), so `churn reproduce` keeps working for every version in the registry.
+        Takes the writers' lock itself, as a restore does.
         """
-        snapshots = self.all()
-        known = {s.id: s for s in snapshots}
-        protected = {self.current_id() or ""}
-        for snapshot_id in in_use:
-            protected |= {s.id for s in self.lineage(snapshot_id, known)}
-        newest = {s.id for s in snapshots[-keep:]} if keep > 0 else set()
-        removed = [s for s in snapshots if s.id not in protected and s.id not in newest]
-        for snapshot in removed:
-            # the entry first: a snapshot half-deleted is no longer listed
-            self._fs.delete_file(self._path("meta", f"{snapshot.id}.json"))
-            self._fs.delete_file(self._path("data", f"{snapshot.id}.parquet"))
+        with self.locked():
+            snapshots = self.all()
+            known = {s.id: s for s in snapshots}
+            protected = {self.current_id() or ""}
+            for snapshot_id in in_use:
+                protected |= {s.id for s in self.lineage(snapshot_id, known)}
+            newest = {s.id for s in snapshots[-keep:]} if keep > 0 else set()
+            removed = [s for s in snapshots if s.id not in protected and s.id not in newest]
+            for snapshot in removed:
+                # the entry first: a snapshot half-deleted is no longer listed
+                self._fs.delete_file(self._path("meta", f"{snapshot.id}.json"))
+                self._fs.delete_file(self._path("data", f"{snapshot.id}.parquet"))
         return removed
 
 
