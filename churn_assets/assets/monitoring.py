@@ -32,7 +32,7 @@ def realized_performance(
         first = date.fromisoformat(str(table["scoring_date"].iloc[0])).toordinal()
         for row in table.itertuples():
             step = date.fromisoformat(str(row.scoring_date)).toordinal() - first
-            if row.realized_auc is not None and not pd.isna(row.realized_auc):
+            if pd.notna(row.realized_auc):
                 mlflow.log_metric(f"realized_auc_v{row.model_version}", row.realized_auc, step)
             mlflow.log_metric(f"realized_value_v{row.model_version}", row.realized_value, step)
         mlflow.log_text(table.to_csv(index=False), "monitoring/realized_performance.csv")
@@ -52,7 +52,7 @@ def realized_performance(
                     "churn_rate_not_offered",
                     "realized_value_per_1000",
                 )
-                if latest[name] is not None and not pd.isna(latest[name])
+                if pd.notna(latest[name])
             },
         }
     return dg.Output(
