@@ -191,11 +191,13 @@ def common_holdout_auc(model: Any) -> float:
     from sklearn.metrics import roc_auc_score
 
     from churn_assets.ml import cleaning, splitting, synthetic, training
+    from churn_assets.ml.contract import default_contract
 
+    contract = default_contract()
     if not _COMMON:
         raw = synthetic.generate_customers(COMMON_ROWS, COMMON_SEED).astype(str)
-        _COMMON.append(cleaning.clean_customers(raw)[0])
-    features, target = splitting.features_and_target(_COMMON[0])
+        _COMMON.append(cleaning.clean_customers(raw, contract)[0])
+    features, target = splitting.features_and_target(_COMMON[0], contract)
     return float(roc_auc_score(target, training.churn_probability(model, features)))
 
 
@@ -223,6 +225,7 @@ def baseline_child(csv: Path) -> None:
     )
     from churn_assets.ml.settings import ChurnSettings
 
+    contract = ChurnSettings().contract()
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -231,24 +234,27 @@ def baseline_child(csv: Path) -> None:
 
     with csv.open("rb") as data:
         sha256 = hashlib.file_digest(data, "sha256").hexdigest()
-    raw = cleaning.read_customer_csv(csv, sha256)
+    raw = cleaning.read_customer_csv(csv, sha256, contract)
     lap("read")
-    customers, _ = cleaning.clean_customers(raw)
+    customers, _ = cleaning.clean_customers(raw, contract)
     del raw
     lap("clean")
-    splits = splitting.split_customers(customers, splitting.HOLDOUT_FRACTION, splitting.SPLIT_SEED)
+    splits = splitting.split_customers(
+        customers, contract, splitting.HOLDOUT_FRACTION, splitting.SPLIT_SEED
+    )
     lap("split")
-    train_x, _ = splitting.features_and_target(splits.train)
-    preprocessor = features.fit_preprocessor(train_x)
+    train_x, _ = splitting.features_and_target(splits.train, contract)
+    preprocessor = features.fit_preprocessor(train_x, contract)
     settings = ChurnSettings()
     trained = training.train_churn_model(
         preprocessor,
         splits.train,
+        contract,
         hyperparameters.DEFAULTS,
         training.TrainingChoices.from_settings(settings),
     )
     lap("fit")
-    holdout_x, holdout_y = splitting.features_and_target(splits.holdout)
+    holdout_x, holdout_y = splitting.features_and_target(splits.holdout, contract)
     probability = training.churn_probability(trained.pipeline, holdout_x)
     auc = float(roc_auc_score(holdout_y, probability))
     decision.value_curve(
@@ -257,10 +263,12 @@ def baseline_child(csv: Path) -> None:
         decision.Economics(settings.offer_cost, settings.saved_customer_value),
     )
     lap("score holdout")
-    active = scoring.active_customers(customers)
-    active_x, _ = splitting.features_and_target(active)
+    active = scoring.active_customers(customers, contract)
+    active_x, _ = splitting.features_and_target(active, contract)
     active_probability = training.churn_probability(trained.pipeline, active_x)
-    ranked = scoring.rank_customers(active, active_probability, "1", metrics.DECISION_THRESHOLD)
+    ranked = scoring.rank_customers(
+        active, contract, active_probability, "1", metrics.DECISION_THRESHOLD
+    )
     with tempfile.TemporaryDirectory(prefix="bench_scores_") as folder:
         scoring.write_scores(ranked, Path(folder))
     lap("score base")

@@ -147,15 +147,17 @@ def _train(state_dir: Path) -> None:
 def _payloads(state_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     sys.path.insert(0, str(REPO))
 
-    from churn_assets.ml import schema
     from churn_assets.ml.cleaning import clean_customers, read_customer_csv
+    from churn_assets.ml.contract import default_contract
 
-    cleaned, _ = clean_customers(read_customer_csv(state_dir / "customers.csv", ""))
-    frame = cleaned[[schema.ID_COLUMN, *schema.FEATURE_COLUMNS]].head(BATCH_ROWS)
+    contract = default_contract()
+    raw = read_customer_csv(state_dir / "customers.csv", "", contract)
+    cleaned, _ = clean_customers(raw, contract)
+    frame = cleaned[[contract.id_column, *contract.feature_columns]].head(BATCH_ROWS)
     records = []
     for row in frame.astype(object).to_dict(orient="records"):
         records.append(
-            {k: (str(v) if k in schema.CATEGORICAL_LEVELS else v) for k, v in row.items()}
+            {k: (str(v) if k in contract.categorical_features else v) for k, v in row.items()}
         )
     return records[0], records
 
@@ -165,7 +167,7 @@ def _ceiling(state_dir: Path, records: list[dict[str, Any]]) -> tuple[float, flo
     import mlflow
     import pandas as pd
 
-    from churn_assets.ml import schema
+    from churn_assets.ml.contract import default_contract
     from serving.model import FastScorer
     from serving.schemas import Customer
 
@@ -173,9 +175,10 @@ def _ceiling(state_dir: Path, records: list[dict[str, Any]]) -> tuple[float, flo
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     pipeline = mlflow.sklearn.load_model(f"models:/{MODEL}@production")
-    scorer = FastScorer(pipeline)
+    contract = default_contract()
+    scorer = FastScorer(pipeline, contract)
     customers = [Customer(**r) for r in records]
-    frame = pd.DataFrame(records)[list(schema.FEATURE_COLUMNS)]
+    frame = pd.DataFrame(records)[list(contract.feature_columns)]
 
     def rate(fn: Any) -> float:
         fn()

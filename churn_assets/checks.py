@@ -41,8 +41,10 @@ CLEANED_CUSTOMERS = cleaned_customers.key
     ],
     description="Data-quality rules on cleaned customers; a failure stops training.",
 )
-def customer_data_quality(cleaned_customers: pd.DataFrame) -> Iterator[dg.AssetCheckResult]:
-    for result in quality.evaluate_rules(cleaned_customers):
+def customer_data_quality(
+    settings: ChurnSettingsResource, cleaned_customers: pd.DataFrame
+) -> Iterator[dg.AssetCheckResult]:
+    for result in quality.evaluate_rules(cleaned_customers, settings.get().contract()):
         yield dg.AssetCheckResult(
             asset_key=CLEANED_CUSTOMERS,
             check_name=result.name,
@@ -206,6 +208,7 @@ def extract_drift(
     report = drift.compare(
         profile,
         customer_snapshot,
+        churn_settings.contract(),
         churn_settings.drift_psi_warn,
         churn_settings.drift_unseen_warn,
         churn_settings.drift_min_rows_per_bin,

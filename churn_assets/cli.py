@@ -11,12 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from churn_assets.ml import (
+    contract_inference,
     realized,
     registry,
     remote_data,
@@ -26,6 +28,8 @@ from churn_assets.ml import (
     synthetic_history,
     tracking,
 )
+from churn_assets.ml.cleaning import CustomerDataError
+from churn_assets.ml.contract import ContractError, load_contract
 from churn_assets.ml.ports import port_in_use
 from churn_assets.ml.settings import ChurnSettings
 
@@ -308,7 +312,13 @@ def _ensure_data(args: argparse.Namespace) -> int:
         )
         return 2
     rows = synthetic.DEFAULT_ROWS
-    synthetic.write_customers(synthetic.generate_customers(rows), path)
+    own = settings.contract_path is not None  # CHURN_CONTRACT_PATH: demo data in its shape
+    synthetic.write_customers(
+        synthetic.generate_for_contract(settings.contract(), rows)
+        if own
+        else synthetic.generate_customers(rows),
+        path,
+    )
     banner = "#" * 78
     print(
         f"{banner}\n# {path} did not exist: wrote {rows:,} SYNTHETIC demo customers there.\n"
@@ -356,6 +366,40 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
+def _contract(args: argparse.Namespace) -> int:
+    """Draft a contract from an export, or check one and say what it declares."""
+    try:
+        if args.action == "infer":
+            draft = contract_inference.infer_contract(args.file)
+            if args.out is None:
+                print(draft, end="")
+                return 0
+            if args.out.exists() and not args.force:
+                print(f"{args.out} exists; not overwriting it (pass --force)", file=sys.stderr)
+                return 2
+            args.out.write_text(draft, encoding="utf-8")
+            print(f"wrote a draft contract to {args.out}: edit it, then set CHURN_CONTRACT_PATH")
+            return 0
+        settings = ChurnSettings()
+        path = args.file or settings.contract_path
+        loaded = load_contract(path)
+    except (ContractError, CustomerDataError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(
+        f"contract {path or 'telco.yaml (shipped default)'}: version {loaded.version}, "
+        f"digest {loaded.digest[:12]}"
+    )
+    print(f"  id: {loaded.id or f'none ({loaded.id_column}: a hash of each row)'}")
+    print(f"  target: {loaded.target_column} (churned: {', '.join(loaded.target.positive)})")
+    print(
+        f"  features: {len(loaded.categorical_features)} categorical, "
+        f"{len(loaded.numeric_features)} numeric"
+    )
+    print(f"  segments: {', '.join(loaded.segments) or 'none'}")
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     synthetic.run(args)
     return 0
@@ -370,6 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synthetic.add_arguments(generate)
     generate.set_defaults(handler=_generate)
+
+    contract = commands.add_parser(
+        "contract", help="check the data contract (CHURN_CONTRACT_PATH), or draft one from a CSV"
+    )
+    contract.set_defaults(handler=_contract)
+    contract_actions = contract.add_subparsers(dest="action", required=True)
+    check = contract_actions.add_parser("check", help="validate a contract and summarise it")
+    check.add_argument("file", nargs="?", type=Path, help="default: CHURN_CONTRACT_PATH")
+    infer = contract_actions.add_parser(
+        "infer", help="draft a contract from an export (types, levels, ranges, ID, target)"
+    )
+    infer.add_argument("file", type=Path, help="the export (CSV)")
+    infer.add_argument("--out", type=Path, help="write the draft here instead of printing it")
+    infer.add_argument("--force", action="store_true", help="overwrite --out")
 
     weekly = commands.add_parser(
         "generate-history",

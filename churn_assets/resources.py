@@ -43,6 +43,11 @@ class ChurnSettingsResource(dg.ConfigurableResource):
         default=None,
         description="CHURN_DATA_PATH: seed export, a new snapshot whenever its content changes.",
     )
+    contract_path: str | None = Field(
+        default=None,
+        description="CHURN_CONTRACT_PATH: the export's data contract (YAML); unset: the shipped "
+        "telco contract.",
+    )
     snapshot_keep: int | None = Field(
         default=None,
         description="CHURN_SNAPSHOT_KEEP: newest snapshots kept besides those models use.",

@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import registry, schema
+from churn_assets.ml import registry
 from churn_assets.ml.cleaning import read_customer_csv
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
@@ -35,6 +36,8 @@ from churn_assets_tests.processes import (
     running,
     wait_until,
 )
+
+TELCO = default_contract()
 
 NAME = "churn-classifier"
 #: A run takes about 20 s here (a fresh process importing Dagster, MLflow and LightGBM);
@@ -64,7 +67,7 @@ class DevStack:
         """The current training snapshot, the export's columns."""
         current = self.snapshots.current_id()
         assert current is not None
-        return self.snapshots.read(current)[list(schema.RAW_COLUMNS)]
+        return self.snapshots.read(current)[list(TELCO.columns)]
 
     @property
     def client(self) -> MlflowClient:
@@ -128,7 +131,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> Iterato
         CHURN_INCOMING_SETTLE_S="1",
         CHURN_REFRESH_INTERVAL_S="0.5",
     )
-    initial = read_customer_csv(sample_csv, "").head(INITIAL_ROWS)
+    initial = read_customer_csv(sample_csv, "", TELCO).head(INITIAL_ROWS)
     write_customers(initial, root / "data" / "telco_churn.csv")
     module = ["-m", "churn_assets.definitions"]
     first = subprocess.run(

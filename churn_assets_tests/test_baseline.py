@@ -6,6 +6,7 @@ from sklearn.metrics import roc_auc_score
 
 from churn_assets.ml import baseline
 from churn_assets.ml.cleaning import clean_customers
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.evaluation import EvaluationReport
 from churn_assets.ml.gate import GateThresholds, evaluate_gate
 from churn_assets.ml.splitting import features_and_target, split_customers
@@ -13,24 +14,26 @@ from churn_assets.ml.synthetic import generate_customers
 from churn_assets.ml.training import churn_probability
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
 
+TELCO = default_contract()
+
 
 def _splits(rows: int):
-    customers, _ = clean_customers(generate_customers(rows, 5).astype(str))
-    return split_customers(customers, 0.2, 42)
+    customers, _ = clean_customers(generate_customers(rows, 5).astype(str), TELCO)
+    return split_customers(customers, TELCO, 0.2, 42)
 
 
 def test_baseline_is_a_strong_reference_on_the_holdout() -> None:
     splits = _splits(6000)
-    model = baseline.fit_baseline(splits.train, seed=0)
-    features, target = features_and_target(splits.holdout)
+    model = baseline.fit_baseline(splits, seed=0)
+    features, target = features_and_target(splits.holdout, TELCO)
     assert roc_auc_score(target, churn_probability(model, features)) > 0.8
 
 
 def test_baseline_fits_on_a_bounded_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(baseline, "MAX_ROWS", 500)
     splits = _splits(3000)
-    model = baseline.fit_baseline(splits.train, seed=0)
-    scaler = model.named_steps["encode"].named_transformers_["numeric"]
+    model = baseline.fit_baseline(splits, seed=0)
+    scaler = model.named_steps["encode"].named_transformers_["numeric"][-1]
     assert scaler.n_samples_seen_ == 500
 
 

@@ -14,11 +14,14 @@ import pytest
 from churn_assets.definitions import defs
 from churn_assets.ml import tracking
 from churn_assets.ml.cleaning import read_customer_csv
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import PromotedStore
 from churn_assets_tests.processes import REPO, call_json, free_port, run_command, running
+
+TELCO = default_contract()
 
 README = (REPO / "README.md").read_text()
 
@@ -48,7 +51,9 @@ def test_make_merge_merges_a_file_by_hand(shell_env: dict[str, str], tmp_path: P
     seed, merged = store.all()  # the file at CHURN_DATA_PATH seeded the store, then the merge
     assert (seed.kind, seed.rows, merged.kind, merged.rows) == ("seed", 500, "merge", 540)
     assert store.current_id() == merged.id and merged.source == "by_hand.csv"
-    assert len(read_customer_csv(snapshot, "")) == 500  # the seed file itself is never written
+    assert (
+        len(read_customer_csv(snapshot, "", TELCO)) == 500
+    )  # the seed file itself is never written
 
 
 @pytest.mark.parametrize("target", ["serve", "dev", "mlflow-ui"])

@@ -21,23 +21,28 @@ from churn_assets.ml.calibration import (
     uncalibrated_probability,
 )
 from churn_assets.ml.cleaning import clean_customers
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.hyperparameters import DEFAULTS
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import CustomerSplits, features_and_target, split_customers
 from churn_assets.ml.synthetic import generate_customers
 from churn_assets.ml.training import TrainingChoices, churn_probability, train_churn_model
 
+TELCO = default_contract()
+
 
 @pytest.fixture(scope="module")
 def splits() -> CustomerSplits:
-    customers, _ = clean_customers(generate_customers(6000, 21).astype(str))
-    return split_customers(customers, 0.25, 42)
+    customers, _ = clean_customers(generate_customers(6000, 21).astype(str), TELCO)
+    return split_customers(customers, TELCO, 0.25, 42)
 
 
 @pytest.fixture(scope="module")
 def trained(splits: CustomerSplits):
-    train_x, _ = features_and_target(splits.train)
-    return train_churn_model(features.fit_preprocessor(train_x), splits.train, DEFAULTS, _choices())
+    train_x, _ = features_and_target(splits.train, TELCO)
+    return train_churn_model(
+        features.fit_preprocessor(train_x, TELCO), splits.train, TELCO, DEFAULTS, _choices()
+    )
 
 
 def _choices() -> TrainingChoices:
@@ -58,7 +63,7 @@ def test_honest_probabilities_are_left_alone(trained, splits: CustomerSplits) ->
     assert trained.calibration.p_value >= 0.01
     model = trained.pipeline.named_steps["model"]
     assert isinstance(model, CalibratedChurnClassifier) and not model.calibrated
-    holdout_x, _ = features_and_target(splits.holdout)
+    holdout_x, _ = features_and_target(splits.holdout, TELCO)
     np.testing.assert_allclose(
         churn_probability(trained.pipeline, holdout_x),
         uncalibrated_probability(trained.pipeline, splits.holdout),
@@ -69,16 +74,16 @@ def test_honest_probabilities_are_left_alone(trained, splits: CustomerSplits) ->
 
 def _overconfident(splits: CustomerSplits):
     """A model trained with class weights, as teams do for imbalance: churn overstated."""
-    train_x, _ = features_and_target(splits.train)
-    preprocessor = features.fit_preprocessor(train_x)
+    train_x, _ = features_and_target(splits.train, TELCO)
+    preprocessor = features.fit_preprocessor(train_x, TELCO)
     model = lgb.LGBMClassifier(
         n_estimators=150, learning_rate=0.05, num_leaves=7, scale_pos_weight=4.0, verbose=-1
     )
     fit_rows = splits.train.sample(frac=0.8, random_state=0)
     validation = splits.train.drop(fit_rows.index)
-    fit_x, fit_y = features_and_target(fit_rows)
+    fit_x, fit_y = features_and_target(fit_rows, TELCO)
     model.fit(preprocessor.transform(fit_x), fit_y)
-    validation_x, validation_y = features_and_target(validation)
+    validation_x, validation_y = features_and_target(validation, TELCO)
     return preprocessor, model, preprocessor.transform(validation_x), validation_y.to_numpy()
 
 
@@ -90,7 +95,7 @@ def test_off_probabilities_are_calibrated_on_training_rows_and_the_holdout_impro
     wrapped, fit = calibrate(model, raw, validation_y, CalibrationMode.auto, 0.01)
     assert fit.applied and fit.p_value < 1e-6
     assert fit.validation_ece_after < fit.validation_ece_before / 3
-    holdout_x, holdout_y = features_and_target(splits.holdout)
+    holdout_x, holdout_y = features_and_target(splits.holdout, TELCO)
     matrix = preprocessor.transform(holdout_x)
     before = model.predict_proba(matrix)[:, 1]
     after = wrapped.predict_proba(matrix)[:, 1]
@@ -141,7 +146,7 @@ def test_value_curve_counts_offers_and_saved_churners() -> None:
 
 
 def test_cheaper_offers_lower_the_threshold(trained, splits: CustomerSplits) -> None:
-    holdout_x, holdout_y = features_and_target(splits.holdout)
+    holdout_x, holdout_y = features_and_target(splits.holdout, TELCO)
     p = churn_probability(trained.pipeline, holdout_x)
     thresholds = [
         decision.value_curve(holdout_y, p, decision.Economics(cost, 500)).threshold
@@ -182,11 +187,12 @@ def test_search_tries_the_defaults_first_and_stops_within_budget() -> None:
 
 
 def test_tuned_training_keeps_the_best_validation_trial(splits: CustomerSplits) -> None:
-    train_x, _ = features_and_target(splits.train)
+    train_x, _ = features_and_target(splits.train, TELCO)
     fast = replace(DEFAULTS, n_estimators=200)
     result = train_churn_model(
-        features.fit_preprocessor(train_x),
+        features.fit_preprocessor(train_x, TELCO),
         splits.train,
+        TELCO,
         fast,
         # the trial count ends the search, never the clock: a loaded machine took 22 s a trial
         replace(_choices(), tuning_budget_s=3600, tuning_max_trials=3),
@@ -245,11 +251,11 @@ def test_reasons_explain_the_scores_ranking(trained, splits: CustomerSplits) -> 
 
 def test_a_map_that_would_reverse_the_ranking_is_never_applied(splits: CustomerSplits) -> None:
     """A model that ranks backwards is the gate's to refuse, not calibration's to hide."""
-    train_x, train_y = features_and_target(splits.train)
-    preprocessor = features.fit_preprocessor(train_x)
+    train_x, train_y = features_and_target(splits.train, TELCO)
+    preprocessor = features.fit_preprocessor(train_x, TELCO)
     backwards = lgb.LGBMClassifier(n_estimators=50, num_leaves=7, verbose=-1)
     backwards.fit(preprocessor.transform(train_x), 1 - train_y)
-    holdout_x, holdout_y = features_and_target(splits.holdout)
+    holdout_x, holdout_y = features_and_target(splits.holdout, TELCO)
     matrix = preprocessor.transform(holdout_x)
     raw = _raw(backwards, matrix)
     model, fit = calibrate(backwards, raw, holdout_y.to_numpy(), CalibrationMode.always, 0.01)

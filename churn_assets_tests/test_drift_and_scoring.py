@@ -7,26 +7,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ml import drift, schema, scoring
+from churn_assets.ml import drift, scoring
 from churn_assets.ml.cleaning import clean_customers
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.synthetic import generate_customers
+
+TELCO = default_contract()
 
 
 def _customers(rows: int, seed: int) -> pd.DataFrame:
-    cleaned, _ = clean_customers(generate_customers(rows, seed).astype(str))
+    cleaned, _ = clean_customers(generate_customers(rows, seed).astype(str), TELCO)
     return cleaned
 
 
 @pytest.fixture(scope="module")
 def profile() -> dict:
-    stored = drift.profile_features(_customers(5000, 1))
+    stored = drift.profile_features(_customers(5000, 1), TELCO)
     return json.loads(json.dumps(stored))  # as it comes back from the MLflow artifact
 
 
 def test_profile_covers_every_feature_with_shares_summing_to_one(profile: dict) -> None:
     assert profile["rows"] == int((_customers(5000, 1)["Churn"] == 0).sum())  # the active ones
     assert profile["population"] == drift.POPULATION
-    assert set(profile["features"]) == set(schema.FEATURE_COLUMNS)
+    assert set(profile["features"]) == set(TELCO.feature_columns)
     for name, feature in profile["features"].items():
         assert sum(feature["shares"].values()) == pytest.approx(1.0), name
     assert profile["features"]["tenure"]["kind"] == "numeric"
@@ -35,7 +38,7 @@ def test_profile_covers_every_feature_with_shares_summing_to_one(profile: dict) 
 
 
 def test_same_population_does_not_drift(profile: dict) -> None:
-    report = drift.compare(profile, _customers(3000, 2), psi_warn=0.2, unseen_warn=0.01)
+    report = drift.compare(profile, _customers(3000, 2), TELCO, psi_warn=0.2, unseen_warn=0.01)
     assert report.drifted == []
     assert max(f.psi for f in report.features) < 0.05
     assert "no feature drifted" in report.summary()
@@ -44,12 +47,14 @@ def test_same_population_does_not_drift(profile: dict) -> None:
 def test_an_active_extract_is_compared_with_active_training_customers() -> None:
     """The issue's measurement: unshifted data read as PSI 0.06-0.08 against all rows."""
     train, extract = _customers(7043, 42), _customers(1500, 7)
-    report = drift.compare(drift.profile_features(train), extract, psi_warn=0.2, unseen_warn=0.01)
+    report = drift.compare(
+        drift.profile_features(train, TELCO), extract, TELCO, psi_warn=0.2, unseen_warn=0.01
+    )
     assert report.max_psi is not None and report.max_psi < 0.02 and report.drifted == []
     assert report.rows == int((extract["Churn"] == 0).sum()) and report.extract_rows == 1500
     # the comparison it replaces: churners in the profile, an active extract
-    everyone = drift.profile_features(train.assign(Churn=0))
-    unlike = drift.compare(everyone, extract, psi_warn=0.2, unseen_warn=0.01)
+    everyone = drift.profile_features(train.assign(Churn=0), TELCO)
+    unlike = drift.compare(everyone, extract, TELCO, psi_warn=0.2, unseen_warn=0.01)
     assert unlike.max_psi is not None and unlike.max_psi > 0.05
 
 
@@ -57,11 +62,11 @@ def test_a_handful_of_rows_is_too_few_to_judge(profile: dict) -> None:
     few = _customers(200, 6)
     three = few.loc[few["Churn"] == 0].head(3)
     three.loc[:, "Contract"] = "Two year"  # as far from the profile as three rows can be
-    report = drift.compare(profile, three, psi_warn=0.2, unseen_warn=0.01)
+    report = drift.compare(profile, three, TELCO, psi_warn=0.2, unseen_warn=0.01)
     assert report.drifted == [] and report.judged == [] and report.max_psi is None
     assert report.summary().startswith("too few rows to judge: 3 active customers")
     # 60 active rows judge the two- and three-level features, not the numeric ones
-    sixty = drift.compare(profile, few.loc[few["Churn"] == 0].head(60), 0.2, 0.01)
+    sixty = drift.compare(profile, few.loc[few["Churn"] == 0].head(60), TELCO, 0.2, 0.01)
     judged = {f.feature for f in sixty.judged}
     assert "gender" in judged and "Contract" in judged and "tenure" not in judged
     assert "had too few rows to judge" in sixty.summary()
@@ -71,7 +76,7 @@ def test_shifted_features_warn_and_come_first(profile: dict) -> None:
     shifted = _customers(3000, 3)
     shifted["tenure"] = np.minimum(shifted["tenure"] + 36, 120)
     shifted.loc[:, "Contract"] = "Month-to-month"
-    report = drift.compare(profile, shifted, psi_warn=0.2, unseen_warn=0.01)
+    report = drift.compare(profile, shifted, TELCO, psi_warn=0.2, unseen_warn=0.01)
     assert [f.feature for f in report.drifted] == ["tenure", "Contract"]  # worst first
     assert all(f.psi < 0.05 for f in report.features if f.feature not in ("tenure", "Contract"))
     assert "tenure (PSI" in report.summary()
@@ -81,7 +86,7 @@ def test_levels_training_never_saw_are_reported(profile: dict) -> None:
     narrow = json.loads(json.dumps(profile))
     narrow["features"]["PaymentMethod"]["shares"] = {"Electronic check": 1.0}
     frame = _customers(2000, 4)
-    report = drift.compare(narrow, frame, psi_warn=100.0, unseen_warn=0.01)
+    report = drift.compare(narrow, frame, TELCO, psi_warn=100.0, unseen_warn=0.01)
     (payment,) = [f for f in report.features if f.feature == "PaymentMethod"]
     stayed = frame.loc[frame["Churn"] == 0]
     expected = float((stayed["PaymentMethod"] != "Electronic check").mean())
@@ -92,27 +97,27 @@ def test_levels_training_never_saw_are_reported(profile: dict) -> None:
 
 def test_scores_rank_active_customers_only_most_at_risk_first() -> None:
     customers = _customers(1000, 5)
-    active = scoring.active_customers(customers)
-    assert (active[schema.TARGET_COLUMN] == 0).all() and 0 < len(active) < len(customers)
+    active = scoring.active_customers(customers, TELCO)
+    assert (active[TELCO.target_column] == 0).all() and 0 < len(active) < len(customers)
     probability = np.random.default_rng(0).random(len(active))
-    scores = scoring.rank_customers(active, probability, "7", 0.5)
+    scores = scoring.rank_customers(active, TELCO, probability, "7", 0.5)
     assert scores["rank"].tolist() == list(range(1, len(active) + 1))
     assert scores["churn_probability"].is_monotonic_decreasing
     assert scores["churn_probability"].iloc[0] == probability.max()
-    assert set(scores[schema.ID_COLUMN]) == set(active[schema.ID_COLUMN])
-    assert set(scores["tenure_band"].astype(str)) <= set(scoring.TENURE_BANDS)
+    assert set(scores[TELCO.id_column]) == set(active[TELCO.id_column])
+    assert set(scores["tenure_band"].astype(str)) <= set(TELCO.band_labels("tenure"))
     assert (scores["model_version"] == "7").all()
     zero = scores.loc[scores["tenure"] == 0, "tenure_band"].astype(str)
     assert (zero == "0-12 months").all()
 
 
 def test_top_segments_skip_tiny_groups_and_rank_by_mean_risk() -> None:
-    active = scoring.active_customers(_customers(4000, 6))
+    active = scoring.active_customers(_customers(4000, 6), TELCO)
     probability = np.where(active["Contract"] == "Month-to-month", 0.6, 0.1)
-    scores = scoring.rank_customers(active, probability, "1", 0.5)
-    segments = scoring.top_segments(scores, limit=5)
+    scores = scoring.rank_customers(active, TELCO, probability, "1", 0.5)
+    segments = scoring.top_segments(scores, TELCO, limit=5)
     assert list(segments.columns) == [
-        *scoring.SEGMENT_COLUMNS,
+        *scoring.segment_columns(TELCO),
         "customers",
         "mean_probability",
         "expected_churners",
@@ -125,12 +130,12 @@ def test_top_segments_skip_tiny_groups_and_rank_by_mean_risk() -> None:
 
 
 def test_scores_files_are_written_as_parquet_and_csv(tmp_path: Path) -> None:
-    active = scoring.active_customers(_customers(500, 7))
-    scores = scoring.rank_customers(active, np.linspace(0.9, 0.1, len(active)), "3", 0.5)
+    active = scoring.active_customers(_customers(500, 7), TELCO)
+    scores = scoring.rank_customers(active, TELCO, np.linspace(0.9, 0.1, len(active)), "3", 0.5)
     files = scoring.write_scores(scores, tmp_path / "scores")
     from_parquet = pd.read_parquet(files.parquet)
     from_csv = pd.read_csv(files.csv)
-    assert from_parquet[schema.ID_COLUMN].tolist() == scores[schema.ID_COLUMN].tolist()
+    assert from_parquet[TELCO.id_column].tolist() == scores[TELCO.id_column].tolist()
     assert from_csv["rank"].tolist() == scores["rank"].tolist()
     assert from_csv["churn_probability"].iloc[0] == pytest.approx(0.9)
     assert sorted(p.name for p in files.csv.parent.iterdir()) == [

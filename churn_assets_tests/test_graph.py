@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churn_assets import cli
-from churn_assets.ml import registry, schema
+from churn_assets.ml import registry
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
 from churn_assets.resources import INPUTS_FROM_RUN_TAG
@@ -30,6 +31,8 @@ from churn_assets_tests.conftest import (
 )
 from serving.app import create_app
 from serving.settings import Settings
+
+TELCO = default_contract()
 
 NAME = "churn-classifier"
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +121,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@production")
     sample = pd.read_csv(churn_env.data_path).head(20)
     sample["TotalCharges"] = pd.to_numeric(sample["TotalCharges"], errors="coerce").fillna(0)
-    probabilities = np.asarray(model.predict(sample[list(schema.FEATURE_COLUMNS)]))
+    probabilities = np.asarray(model.predict(sample[list(TELCO.feature_columns)]))
     assert probabilities.shape == (20, 2)
     assert np.allclose(probabilities.sum(axis=1), 1)
 

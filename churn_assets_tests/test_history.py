@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from churn_assets import cli
-from churn_assets.ml import schema
 from churn_assets.ml.cleaning import CustomerDataError
+from churn_assets.ml.contract import CHURN_DATE, FIRST_SEEN, default_contract
 from churn_assets.ml.history import ExtractKind, terms_of
 from churn_assets.ml.landing import merge_extract
 from churn_assets.ml.settings import ChurnSettings
@@ -18,6 +18,8 @@ from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.ml.synthetic_history import make_history, write_history
 from churn_assets.sensors import realized_retrain
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, merge_through_graph
+
+TELCO = default_contract()
 
 WEEKS = 6
 
@@ -36,19 +38,19 @@ def test_every_churn_is_recorded_on_the_week_it_happened(tmp_path: Path, kind: E
     store, history = _landed(tmp_path, kind)
     current = store.current()
     assert current is not None and current.as_of == history.extracts[-1][0].isoformat()
-    snapshot = store.read(current.id).set_index(schema.ID_COLUMN)
+    snapshot = store.read(current.id).set_index(TELCO.id_column)
     expected = {
         customer: history.churn_date(customer)
         for customer in snapshot.index
         if history.churn_week[customer] <= WEEKS
     }
-    recorded = snapshot.loc[snapshot[schema.CHURN_DATE] != "", schema.CHURN_DATE]
+    recorded = snapshot.loc[snapshot[CHURN_DATE] != "", CHURN_DATE]
     assert {c: date.fromisoformat(d) for c, d in recorded.items()} == expected
-    assert (snapshot.loc[list(expected), schema.TARGET_COLUMN] == "Yes").all()
+    assert (snapshot.loc[list(expected), TELCO.target_column] == "Yes").all()
     during = [c for c, w in history.churn_week.items() if 1 <= w <= WEEKS]
     assert len(during) > 50  # weeks with churn in them, not a vacuous comparison
     joined = history.join_week[history.join_week > 0]
-    first_seen = snapshot.loc[joined.index, schema.FIRST_SEEN].map(date.fromisoformat)
+    first_seen = snapshot.loc[joined.index, FIRST_SEEN].map(date.fromisoformat)
     assert (first_seen == [history.start + timedelta(weeks=int(w)) for w in joined]).all()
     # each week is a snapshot of its own, the seed's first
     assert [s.kind for s in store.all()] == ["seed"] + ["merge"] * WEEKS
@@ -61,23 +63,23 @@ def test_a_full_extract_of_stayers_records_the_missing_as_churned_a_delta_does_n
     base = generate_customers(400, 5)
     seed = write_customers(base, tmp_path / "customers_2026-11-02.csv")
     active = base.loc[base["Churn"] == "No"]
-    leaving = active.sample(25, random_state=1)[schema.ID_COLUMN]
-    stayers = active.loc[~active[schema.ID_COLUMN].isin(leaving)]
+    leaving = active.sample(25, random_state=1)[TELCO.id_column]
+    stayers = active.loc[~active[TELCO.id_column].isin(leaving)]
     for kind, folder in ((ExtractKind.delta, "delta"), (ExtractKind.full, "full")):
         store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / folder))
         path = write_customers(stayers, tmp_path / f"base_2026-11-09.{kind.value}.csv")
         report, _ = merge_extract(store, path, seed=seed)
-        snapshot = store.read(report.snapshot.id).set_index(schema.ID_COLUMN)
+        snapshot = store.read(report.snapshot.id).set_index(TELCO.id_column)
         gone = snapshot.loc[leaving]
         if kind is ExtractKind.delta:
-            assert report.churned_customers == 0 and (gone[schema.CHURN_DATE] == "").all()
+            assert report.churned_customers == 0 and (gone[CHURN_DATE] == "").all()
         else:
             assert report.churned_customers == 25
-            assert (gone[schema.CHURN_DATE] == "2026-11-09").all()
-            assert (gone[schema.TARGET_COLUMN] == "Yes").all()
+            assert (gone[CHURN_DATE] == "2026-11-09").all()
+            assert (gone[TELCO.target_column] == "Yes").all()
         # the base's own churners churned on or before the base's date, and stay churned
-        before = base.loc[base["Churn"] == "Yes", schema.ID_COLUMN]
-        assert (snapshot.loc[before, schema.CHURN_DATE] == "2026-11-02").all()
+        before = base.loc[base["Churn"] == "Yes", TELCO.id_column]
+        assert (snapshot.loc[before, CHURN_DATE] == "2026-11-02").all()
 
 
 def test_history_does_not_go_backwards_and_a_returning_customer_is_active_again(
@@ -92,7 +94,7 @@ def test_history_does_not_go_backwards_and_a_returning_customer_is_active_again(
     report, _ = merge_extract(store, write_customers(came_back, tmp_path / "w2_2026-11-16.csv"))
     assert report.returned_customers == 1
     snapshot = store.read(report.snapshot.id)
-    assert snapshot.loc[0, schema.CHURN_DATE] == "" and snapshot.loc[0, "Churn"] == "No"
+    assert snapshot.loc[0, CHURN_DATE] == "" and snapshot.loc[0, "Churn"] == "No"
     current = store.current_id()
     late = write_customers(base.head(2), tmp_path / "w0_2026-11-05.csv")
     with pytest.raises(CustomerDataError, match="dated 2026-11-05, before the current"):

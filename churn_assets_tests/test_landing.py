@@ -7,13 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from churn_assets.ml import schema
 from churn_assets.ml.cleaning import CustomerDataError, read_customer_csv
+from churn_assets.ml.contract import HISTORY_COLUMNS, default_contract
 from churn_assets.ml.files import replacing
 from churn_assets.ml.landing import LandingCursor, merge_extract, ready_extracts
 from churn_assets.ml.snapshots import SnapshotInfo, SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import local_store, seeded_store
+
+TELCO = default_contract()
 
 SETTLED = 60.0
 
@@ -82,7 +84,7 @@ def _snapshot(tmp_path: Path, rows: int = 200) -> tuple[SnapshotStore, pd.DataFr
 
 
 def _ids(path: Path) -> list[str]:
-    return read_customer_csv(path, "")[schema.ID_COLUMN].tolist()
+    return read_customer_csv(path, "", TELCO)[TELCO.id_column].tolist()
 
 
 def _current(store: SnapshotStore) -> pd.DataFrame:
@@ -105,14 +107,14 @@ def test_extract_upserts_by_customer_id_and_newest_row_wins(tmp_path: Path) -> N
     report, cleaned = merge_extract(store, path)
 
     merged = _current(store)
-    assert list(merged.columns) == [*schema.RAW_COLUMNS, *schema.HISTORY_COLUMNS]
-    assert len(merged) == 205 and merged[schema.ID_COLUMN].is_unique
-    charges = pd.to_numeric(merged.set_index(schema.ID_COLUMN)["MonthlyCharges"])
-    for customer, value in zip(updated[schema.ID_COLUMN], [11.11, 22.22, 33.33], strict=True):
+    assert list(merged.columns) == [*TELCO.columns, *HISTORY_COLUMNS]
+    assert len(merged) == 205 and merged[TELCO.id_column].is_unique
+    charges = pd.to_numeric(merged.set_index(TELCO.id_column)["MonthlyCharges"])
+    for customer, value in zip(updated[TELCO.id_column], [11.11, 22.22, 33.33], strict=True):
         assert charges[customer] == value
-    first_id = newcomers[schema.ID_COLUMN].iloc[0]
+    first_id = newcomers[TELCO.id_column].iloc[0]
     assert charges[first_id] == newcomers["MonthlyCharges"].iloc[0]  # the later row won
-    untouched = frame.iloc[3:].set_index(schema.ID_COLUMN)["MonthlyCharges"]
+    untouched = frame.iloc[3:].set_index(TELCO.id_column)["MonthlyCharges"]
     assert (charges[untouched.index] == untouched).all()
     assert (report.new_customers, report.updated_customers) == (5, 3)
     assert (report.extract_rows, report.duplicate_ids_in_extract) == (9, 1)
@@ -124,7 +126,7 @@ def test_extract_upserts_by_customer_id_and_newest_row_wins(tmp_path: Path) -> N
     assert (report.snapshot.kind, report.snapshot.source) == ("merge", "incoming.csv")
     assert store.current_id() == report.snapshot.id != seed.id
     pd.testing.assert_frame_equal(
-        store.read(seed.id)[list(schema.RAW_COLUMNS)], frame.astype(str), check_dtype=False
+        store.read(seed.id)[list(TELCO.columns)], frame.astype(str), check_dtype=False
     )
     assert [s.id for s in store.all()] == [seed.id, report.snapshot.id]
 
@@ -133,7 +135,7 @@ def test_first_extract_starts_a_missing_snapshot(tmp_path: Path) -> None:
     path = _extract(tmp_path / "first.csv", 30, 3)
     store = local_store(tmp_path / "new")
     report, _ = merge_extract(store, path)
-    assert _current(store)[schema.ID_COLUMN].tolist() == _ids(path)
+    assert _current(store)[TELCO.id_column].tolist() == _ids(path)
     assert (report.snapshot_rows_before, report.new_customers) == (0, 30)
     assert report.snapshot.parent is None
 
@@ -195,7 +197,7 @@ def test_unknown_level_error_names_the_line_column_and_value_only(tmp_path: Path
         merge_extract(store, bad)
     assert "'Bitcoin' at line 8" in str(error.value)
     # the row's other content (its customerID included) stays out of logs and run failures
-    assert frame.loc[6, schema.ID_COLUMN] not in str(error.value)
+    assert frame.loc[6, TELCO.id_column] not in str(error.value)
     assert "was not changed" in str(error.value)
 
 

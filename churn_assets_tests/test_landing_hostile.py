@@ -14,8 +14,8 @@ import dagster as dg
 import pytest
 
 from churn_assets.definitions import defs
-from churn_assets.ml import schema
 from churn_assets.ml.cleaning import CustomerDataError, read_customer_csv
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.landing import LandingCursor, merge_extract, ready_extracts
 from churn_assets.ml.limits import MAX_ID_CHARS, ExtractLimits
 from churn_assets.ml.settings import ChurnSettings
@@ -24,6 +24,8 @@ from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.resources import ChurnSettingsResource
 from churn_assets.sensors import incoming_extracts
 from churn_assets_tests.conftest import seeded_store
+
+TELCO = default_contract()
 
 SECRET = "DB_PASSWORD=hunter2-do-not-print"
 OLD = 600.0
@@ -166,22 +168,22 @@ def _ragged(lines: list[str]) -> tuple[list[str], str]:
 
 def _quoted_newline_then_bad_level(lines: list[str]) -> tuple[list[str], str]:
     # a quoted newline in row 0 makes row 3 start one line further down the file
-    quoted = _with_field(lines, 0, schema.ID_COLUMN, "7590-\nVHVEG")
+    quoted = _with_field(lines, 0, TELCO.id_column, "7590-\nVHVEG")
     return _with_field(quoted, 3, "Contract", "Bi-annual"), "utf-8"
 
 
 def _quoted_newline_then_ragged(lines: list[str]) -> tuple[list[str], str]:
     # row 4 is the sixth list item but starts on line 7: row 1 spans two lines
-    quoted = _with_field(lines, 1, schema.ID_COLUMN, "0001-\nABCDE")
+    quoted = _with_field(lines, 1, TELCO.id_column, "0001-\nABCDE")
     return [*quoted[:5], quoted[5] + ",x", *quoted[6:]], "utf-8"
 
 
 def _long_id(lines: list[str]) -> tuple[list[str], str]:
-    return _with_field(lines, 2, schema.ID_COLUMN, "X" * (MAX_ID_CHARS + 1)), "utf-8"
+    return _with_field(lines, 2, TELCO.id_column, "X" * (MAX_ID_CHARS + 1)), "utf-8"
 
 
 def _huge_field(lines: list[str]) -> tuple[list[str], str]:
-    return _with_field(lines, 2, schema.ID_COLUMN, "Y" * 200_000), "utf-8"
+    return _with_field(lines, 2, TELCO.id_column, "Y" * 200_000), "utf-8"
 
 
 def _credentials(_: list[str]) -> tuple[list[str], str]:
@@ -255,6 +257,6 @@ def test_a_hand_merge_of_a_link_is_refused_without_reading_it(tmp_path: Path) ->
 def test_the_line_limit_is_a_setting(tmp_path: Path, export_lines: list[str]) -> None:
     path = _write(tmp_path / "wide.csv", _with_field(export_lines, 0, "TotalCharges", "1" * 3000))
     with pytest.raises(CustomerDataError, match="line 2 is longer than the limit of 2048"):
-        read_customer_csv(path, "", max_line_bytes=2048)
+        read_customer_csv(path, "", TELCO, max_line_bytes=2048)
     limits = ChurnSettings(CHURN_MAX_LINE_BYTES=4096, CHURN_MAX_EXTRACT_MB=1).extract_limits
     assert limits == ExtractLimits(max_file_bytes=2**20, max_line_bytes=4096)

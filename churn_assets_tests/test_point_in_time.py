@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from churn_assets.ml import point_in_time, realized, reproduce, schema
+from churn_assets.ml import point_in_time, realized, reproduce
 from churn_assets.ml.cleaning import clean_customers
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.history import ExtractKind, terms_of
 from churn_assets.ml.landing import merge_extract
 from churn_assets.ml.settings import ChurnSettings
@@ -23,6 +24,8 @@ from churn_assets_tests.conftest import (
     materialize_graph,
     merge_through_graph,
 )
+
+TELCO = default_contract()
 
 WEEKS = 8
 
@@ -57,20 +60,20 @@ def test_training_rows_hold_the_features_of_their_day_and_the_window_after_it(
             tables.train.loc[tables.train[point_in_time.OBSERVED] == day]
             if day != tables.out_of_time_day
             else tables.out_of_time
-        ).set_index(schema.ID_COLUMN)
-        then, _ = clean_customers(store.read(days[date.fromisoformat(day)]))
-        then = then.set_index(schema.ID_COLUMN).loc[rows.index]
+        ).set_index(TELCO.id_column)
+        then, _ = clean_customers(store.read(days[date.fromisoformat(day)]), TELCO)
+        then = then.set_index(TELCO.id_column).loc[rows.index]
         # features as they were on the day (tenure grows on week 4: a later snapshot differs)
-        for column in schema.FEATURE_COLUMNS:
+        for column in TELCO.feature_columns:
             assert (rows[column].astype(str) == then[column].astype(str)).all(), (day, column)
         week = _week(history, day)
         truth = history.churn_week[rows.index]
         expected = ((truth > week) & (truth <= week + 2)).astype(int)
-        assert (rows[schema.TARGET_COLUMN].astype(int) == expected).all(), day
+        assert (rows[TELCO.target_column].astype(int) == expected).all(), day
         assert (truth > week).all()  # only customers still active on the day
     grown = tables.train.loc[tables.train[point_in_time.OBSERVED] == tables.training_days[-1]]
     first = tables.train.loc[tables.train[point_in_time.OBSERVED] == tables.training_days[0]]
-    both = grown.merge(first, on=schema.ID_COLUMN, suffixes=("_w4", "_w0"))
+    both = grown.merge(first, on=TELCO.id_column, suffixes=("_w4", "_w0"))
     # tenure grew for all but those at the cap of 72 months: the check above can fail
     assert (both["tenure_w4"] > both["tenure_w0"]).mean() > 0.8
 
@@ -132,7 +135,7 @@ def _assert_realized_matches_the_truth(
     kept = pd.read_parquet(
         realized.history_file(churn_env.state_dir / "scores", history.start, "1")
     )
-    truth = history.churn_week[kept[schema.ID_COLUMN]].to_numpy()
+    truth = history.churn_week[kept[TELCO.id_column]].to_numpy()
     left = (truth >= 1) & (truth <= 3)
     assert left.sum() > 30
     hand_auc = roc_auc_score(left, kept["churn_probability"])

@@ -10,14 +10,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
-from churn_assets.ml import registry, schema
+from churn_assets.ml import registry
 from churn_assets.ml.cleaning import clean_customers
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.evaluation import EvaluationReport
-from churn_assets.ml.features import build_preprocessor
+from churn_assets.ml.features import fit_preprocessor
 from churn_assets.ml.gate import GateThresholds, evaluate_gate
 from churn_assets.ml.locks import registry_lock
 from churn_assets.ml.synthetic import generate_customers
 from churn_assets.ml.tracking import SKOPS_TRUSTED_TYPES
+
+TELCO = default_contract()
 
 NAME = "churn-classifier"
 ALIAS = "production"
@@ -36,12 +39,15 @@ def open_store(uri: str) -> registry.ModelRegistry:
 def model_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real pipeline saved as an MLflow model: what each test's versions point at,
     so a rollback's load check loads a real model."""
-    customers, _ = clean_customers(generate_customers(300, 1))
-    features = customers[list(schema.FEATURE_COLUMNS)]
+    customers, _ = clean_customers(generate_customers(300, 1), TELCO)
+    features = customers[list(TELCO.feature_columns)]
     pipeline = Pipeline(
-        [("preprocess", build_preprocessor()), ("model", lgb.LGBMClassifier(n_estimators=5))]
+        [
+            ("preprocess", fit_preprocessor(features, TELCO)),
+            ("model", lgb.LGBMClassifier(n_estimators=5)),
+        ]
     )
-    pipeline.fit(features, customers[schema.TARGET_COLUMN])
+    pipeline.fit(features, customers[TELCO.target_column])
     path = tmp_path_factory.mktemp("model") / "pipeline"
     mlflow.sklearn.save_model(pipeline, path, skops_trusted_types=SKOPS_TRUSTED_TYPES)
     return path

@@ -19,9 +19,12 @@ import dagster as dg
 from mlflow.tracking import MlflowClient
 
 from churn_assets.ml.cleaning import read_customer_csv
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.run_workers import WORKER_TAG
 from churn_assets_tests.processes import REPO, base_env, stop, wait_until
+
+TELCO = default_contract()
 
 T = TypeVar("T")
 TIMEOUT_S = 300
@@ -61,7 +64,7 @@ def test_killed_workers_fail_their_runs_and_the_sensor_moves_on(
         .replace("poll_interval_seconds: 10", "poll_interval_seconds: 2")
     )
     snapshot = tmp_path / "telco_churn.csv"
-    write_customers(read_customer_csv(sample_csv, "").head(3000), snapshot)
+    write_customers(read_customer_csv(sample_csv, "", TELCO).head(3000), snapshot)
     env = base_env(
         DAGSTER_HOME=str(home),
         CHURN_STATE_DIR=str(tmp_path / "state"),

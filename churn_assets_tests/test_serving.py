@@ -10,20 +10,23 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_assets.ml import reasons, schema
+from churn_assets.ml import reasons
+from churn_assets.ml.contract import default_contract
 from churn_assets_tests.conftest import PromotedStore
 from serving.app import create_app
 from serving.model import FastScorer
 from serving.schemas import Customer
 from serving.settings import Settings
 
+TELCO = default_contract()
+
 
 def customer_payloads(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Request bodies for cleaned customers, in the export's JSON types."""
-    rows = frame[[schema.ID_COLUMN, *schema.FEATURE_COLUMNS]].astype(object)
+    rows = frame[[TELCO.id_column, *TELCO.feature_columns]].astype(object)
     payloads = rows.to_dict(orient="records")
     for payload in payloads:
-        for column in schema.CATEGORICAL_FEATURES:
+        for column in TELCO.categorical_features:
             payload[column] = str(payload[column])
     return payloads
 
@@ -48,9 +51,9 @@ def test_fast_path_equals_logged_pipeline_on_whole_holdout(promoted_store: Promo
     mlflow.set_registry_uri(promoted_store.tracking_uri)
     pipeline = mlflow.sklearn.load_model("models:/churn-classifier@production")
     holdout = promoted_store.holdout
-    expected = pipeline.predict_proba(holdout[list(schema.FEATURE_COLUMNS)])[:, 1]
+    expected = pipeline.predict_proba(holdout[list(TELCO.feature_columns)])[:, 1]
     customers = [Customer(**p) for p in customer_payloads(holdout)]
-    fast = FastScorer(pipeline).score(customers)
+    fast = FastScorer(pipeline, TELCO).score(customers)
     assert len(fast) == len(holdout) > 1000
     np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-9)
 
@@ -190,7 +193,7 @@ def test_openapi_documents_every_route_with_a_response_model(client: TestClient)
         for operation in operations.values():
             assert "200" in operation["responses"], path
     customer = spec["components"]["schemas"]["Customer"]
-    assert customer["properties"]["Contract"]["enum"] == list(schema.CATEGORICAL_LEVELS["Contract"])
+    assert customer["properties"]["Contract"]["enum"] == list(TELCO.listed_levels["Contract"])
 
 
 def test_reasons_on_request_equal_the_pipelines_exact_contributions(

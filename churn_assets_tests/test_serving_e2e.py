@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from churn_assets.ml.cleaning import clean_customers, read_customer_csv
+from churn_assets.ml.contract import default_contract
 from churn_assets_tests.conftest import ChurnEnv, PromotedStore, materialize_graph
 from churn_assets_tests.processes import (
     api_command,
@@ -29,6 +30,8 @@ from churn_assets_tests.processes import (
 from churn_assets_tests.test_serving import customer_payloads
 from serving.app import create_app
 from serving.settings import Settings
+
+TELCO = default_contract()
 
 REFRESH_S = 1.0
 
@@ -131,7 +134,7 @@ def test_starts_without_production_and_serves_once_promoted(
 
 def churn_env_holdout(env: ChurnEnv) -> pd.DataFrame:
     """A few cleaned customers of the test's data file, to build request bodies from."""
-    cleaned, _ = clean_customers(read_customer_csv(env.data_path, ""))
+    cleaned, _ = clean_customers(read_customer_csv(env.data_path, "", TELCO), TELCO)
     return cleaned.head(5)
 
 

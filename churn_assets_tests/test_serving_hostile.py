@@ -15,13 +15,15 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import schema
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.limits import MAX_ID_CHARS
 from churn_assets_tests.conftest import PromotedStore
 from churn_assets_tests.processes import api_command, base_env, call_json, free_port, running
 from churn_assets_tests.test_serving import customer_payloads
 from serving.app import create_app
 from serving.settings import Settings
+
+TELCO = default_contract()
 
 NAME = "churn-classifier"
 
@@ -95,7 +97,7 @@ def test_a_customer_id_over_the_shared_limit_is_refused(
         assert client.post("/predict", json=fits).status_code == 200
         over = dict(payloads[0], customerID="X" * (MAX_ID_CHARS + 1))
         assert _error(client.post("/predict", json=over), 422)["details"][0]["field"] == (
-            schema.ID_COLUMN
+            TELCO.id_column
         )
 
 

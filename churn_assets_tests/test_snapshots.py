@@ -9,7 +9,7 @@ import pytest
 
 from churn_assets import cli
 from churn_assets.definitions import defs
-from churn_assets.ml import schema
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers
@@ -20,6 +20,8 @@ from churn_assets_tests.conftest import (
     merge_through_graph,
     seeded_store,
 )
+
+TELCO = default_contract()
 
 DAY = date(2026, 11, 20)
 
@@ -119,7 +121,7 @@ def test_prune_keeps_the_newest_the_current_and_every_snapshot_a_version_uses(
     with pytest.raises(Exception, match="has no data"):
         store.read(ids[1])
     pd.testing.assert_frame_equal(
-        store.read(ids[5])[list(schema.RAW_COLUMNS)],
+        store.read(ids[5])[list(TELCO.columns)],
         generate_customers(30, 6).astype(str),
         check_dtype=False,
     )

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from churn_assets.ml import decision, registry, tracking
 from churn_assets.ml.calibration import CalibratedChurnClassifier
-from churn_assets.ml.cleaning import billed_so_far
+from churn_assets.ml.contract import MISSING, Contract, default_contract
 from churn_assets.ml.reasons import Explainer
 from serving.settings import Settings
 
@@ -37,7 +37,7 @@ class FastScorer:
     pipeline's; a test holds them to 1e-9 on the whole holdout.
     """
 
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: Any, contract: Contract) -> None:
         preprocess = pipeline.named_steps["preprocess"]
         model = pipeline.named_steps["model"]
         transformers = {
@@ -54,9 +54,14 @@ class FastScorer:
             raise ValueError(f"unexpected preprocessor output {order}")
         self._row = operator.attrgetter(*order)  # one C call per customer
         self._codes = [codes.get(column) for column in order]
-        self._total = order.index("TotalCharges")
-        self._tenure = order.index("tenure")
-        self._monthly = order.index("MonthlyCharges")
+        self._order = order
+        self._contract = contract
+        # numbers a blank stands for (the contract's `blank` rules), by matrix position
+        self._filled = [
+            (order.index(column), column)
+            for column, spec in contract.features.items()
+            if spec.blank not in (None, MISSING) and column in order
+        ]
         self._booster = model.booster_
         # Versions logged before calibration existed are a bare LGBMClassifier.
         self._calibrate = (
@@ -76,13 +81,13 @@ class FastScorer:
             matrix[:, position] = (
                 [codes[v] for v in values]
                 if codes is not None
-                else np.array(values, dtype=np.float64)  # None (blank TotalCharges) -> NaN
+                else np.array(values, dtype=np.float64)  # None (a blank number) -> NaN
             )
-        blank = np.isnan(matrix[:, self._total])  # TotalCharges null: not billed yet
-        if blank.any():
-            matrix[blank, self._total] = billed_so_far(
-                matrix[blank, self._tenure], matrix[blank, self._monthly]
-            )
+        for position, column in self._filled:
+            blank = np.isnan(matrix[:, position])
+            if blank.any():
+                rows = {name: matrix[blank, j] for j, name in enumerate(self._order)}
+                matrix[blank, position] = self._contract.blank_fill(column, rows)
         return matrix, columns
 
     def score(self, customers: Sequence[Any]) -> np.ndarray:
@@ -92,7 +97,7 @@ class FastScorer:
         self, customers: Sequence[Any], count: int
     ) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
         """Probabilities and each customer's `count` top reasons, levels as sent, numbers as
-        the model saw them (a blank TotalCharges shows the billed-so-far value it stood for)."""
+        the model saw them (a blank number shows the value its `blank` rule stood for)."""
         matrix, columns = self._matrix_and_columns(customers)
         values = [
             raw if categorical else matrix[:, j]
@@ -218,8 +223,16 @@ def _threshold(tags: dict[str, str], configured: float | None) -> tuple[float, s
 def _load(
     client: MlflowClient, name: str, alias: str, version: Any, threshold: float | None
 ) -> LoadedModel:
-    pipeline = registry.load_pipeline(name, str(version.version))
     tags = version.tags or {}
+    contract = default_contract()
+    trained_under = tags.get(registry.CONTRACT_TAG)
+    if trained_under is not None and trained_under != contract.digest:
+        # its callers would send fields this API's request model does not have
+        raise ValueError(
+            f"version {version.version} was trained under data contract {trained_under[:12]}, "
+            f"not the shipped contract {contract.digest[:12]} this API serves"
+        )
+    pipeline = registry.load_pipeline(name, str(version.version))
     holdout = {k.removeprefix("holdout_"): float(tags[k]) for k in _HOLDOUT_TAGS if k in tags}
     chosen, source = _threshold(tags, threshold)
     return LoadedModel(
@@ -234,5 +247,5 @@ def _load(
         threshold=chosen,
         threshold_source=source,
         loaded_at=datetime.now(UTC),
-        scorer=FastScorer(pipeline),
+        scorer=FastScorer(pipeline, contract),
     )

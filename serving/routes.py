@@ -17,6 +17,7 @@ from serving.errors import ApiError
 from serving.metrics import ApiMetrics
 from serving.model import LoadedModel, ModelWatcher
 from serving.schemas import (
+    ID_FIELD,
     BatchPrediction,
     BatchRequest,
     Customer,
@@ -148,11 +149,15 @@ async def predict(
         _within_budget(_settings(request), 1, reasons)
         scores, why = model.scorer.score_with_reasons([customer], reasons)
         _metrics(request).rows_scored.inc()
-        body = _prediction(customer.customerID, float(scores[0]), model.threshold, model.version)
+        body = _prediction(
+            getattr(customer, ID_FIELD, None), float(scores[0]), model.threshold, model.version
+        )
         return _json({**body, "reasons": why[0]})
     probability = float(model.scorer.score([customer])[0])
     _metrics(request).rows_scored.inc()
-    return _json(_prediction(customer.customerID, probability, model.threshold, model.version))
+    return _json(
+        _prediction(getattr(customer, ID_FIELD, None), probability, model.threshold, model.version)
+    )
 
 
 @router.post(
@@ -180,12 +185,12 @@ def predict_batch(
         _within_budget(settings, len(customers), reasons)
         scores, why = model.scorer.score_with_reasons(customers, reasons)
         predictions = [
-            {**_prediction(customer.customerID, p, threshold, version), "reasons": r}  # type: ignore[attr-defined]
+            {**_prediction(getattr(customer, ID_FIELD, None), p, threshold, version), "reasons": r}  # type: ignore[attr-defined]
             for customer, p, r in zip(customers, scores.tolist(), why, strict=True)
         ]
     else:
         predictions = [
-            _prediction(customer.customerID, p, threshold, version)  # type: ignore[attr-defined]
+            _prediction(getattr(customer, ID_FIELD, None), p, threshold, version)  # type: ignore[attr-defined]
             for customer, p in zip(customers, model.scorer.score(customers).tolist(), strict=True)
         ]
     _metrics(request).rows_scored.inc(len(customers))

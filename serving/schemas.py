@@ -1,48 +1,69 @@
-"""Request and response bodies, generated from the feature schema so no level is written twice."""
+"""Request and response bodies, generated from the data contract so no level is written twice."""
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 
-from churn_assets.ml import schema
 from churn_assets.ml.cleaning import blank_as_none
+from churn_assets.ml.contract import MISSING, Contract, default_contract
 from churn_assets.ml.limits import MAX_ID_CHARS
 
 
-def _feature_field(column: str) -> tuple[Any, Any]:
-    if column in schema.CATEGORICAL_LEVELS:
-        levels = schema.CATEGORICAL_LEVELS[column]
+def _feature_field(contract: Contract, column: str) -> tuple[Any, Any]:
+    spec = contract.features[column]
+    if not spec.numeric:
+        if spec.levels is None:  # learned in training: the model reads an unknown one as NaN
+            return str, Field(..., min_length=1, max_length=200)
+        levels = spec.levels
         return Literal[levels], Field(..., description=f"One of {list(levels)}.")  # type: ignore[valid-type]
-    low, high = schema.NUMERIC_RANGES[column]
+    low, high = contract.numeric_range(column)
+    ge = low if math.isfinite(low) else None
+    le = high if math.isfinite(high) else None
     # Strict: a boolean or a numeric string is a caller's bug, not a number to guess at.
-    kind: Any = int if column in schema.INTEGER_FEATURES else float
-    if column == "TotalCharges":
-        number = {"type": "number", "minimum": low, "maximum": high}
-        return Annotated[
-            kind | None,
-            # the export writes " " for a customer not billed yet; cleaning reads it the same
-            BeforeValidator(blank_as_none),
-            WithJsonSchema(
-                {"anyOf": [number, {"type": "null"}, {"type": "string", "pattern": r"^\s*$"}]}
-            ),
-        ], Field(
-            None,
-            ge=low,
-            le=high,
-            strict=True,
-            description="Billed so far; null or blank (as the export writes it) for a customer "
-            "not billed yet, read as tenure x MonthlyCharges.",
+    kind: Any = int if spec.type == "integer" else float
+    if spec.blank is None:
+        return kind, Field(..., strict=True, ge=ge, le=le)
+    number: dict[str, Any] = {"type": "number"}
+    number.update({k: v for k, v in (("minimum", ge), ("maximum", le)) if v is not None})
+    meaning = "kept missing" if spec.blank == MISSING else f"read as {spec.blank}"
+    return Annotated[
+        kind | None,
+        # the export writes " " for a blank; cleaning reads it the same
+        BeforeValidator(blank_as_none),
+        WithJsonSchema(
+            {"anyOf": [number, {"type": "null"}, {"type": "string", "pattern": r"^\s*$"}]}
+        ),
+    ], Field(
+        None,
+        strict=True,
+        description=f"Null or blank (as the export writes it) is {meaning}.",
+        ge=ge,
+        le=le,
+    )
+
+
+def customer_model(contract: Contract) -> type[BaseModel]:
+    """One customer as the contract's features; the ID, when the contract has one, is echoed."""
+    identity: dict[str, Any] = {}
+    if contract.id is not None:
+        identity[contract.id] = (
+            str | None,
+            Field(None, max_length=MAX_ID_CHARS, description="Echoed back."),
         )
-    return kind, Field(..., ge=low, le=high, strict=True)
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "Customer",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"One customer as the data contract describes the export (the "
+        f"{contract.target_column} column is what we predict).",
+        **identity,
+        **{column: _feature_field(contract, column) for column in contract.feature_columns},
+    )
 
 
-Customer = create_model(  # type: ignore[call-overload]
-    "Customer",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="One customer in the raw export's schema (the Churn column is what we predict).",
-    customerID=(str | None, Field(None, max_length=MAX_ID_CHARS, description="Echoed back.")),
-    **{column: _feature_field(column) for column in schema.FEATURE_COLUMNS},
-)
+Customer = customer_model(default_contract())
+#: The request's field echoed back as the prediction's customerID.
+ID_FIELD = default_contract().id_column
 
 
 class BatchRequest(BaseModel):

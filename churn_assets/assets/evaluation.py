@@ -52,7 +52,7 @@ def evaluation_report(
     }
     production_probability = recent_probability.get(production_version or "")
     # The reference a boosted model has to beat, fitted on the same training rows.
-    reference = baseline.fit_baseline(customer_splits.train, seed=0)
+    reference = baseline.fit_baseline(customer_splits, seed=0)
     baseline_probability = training.churn_probability(reference, holdout)
     oot = None
     if customer_splits.out_of_time is not None:

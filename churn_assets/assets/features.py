@@ -11,7 +11,7 @@ from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml import features, point_in_time, schema
+from churn_assets.ml import features, point_in_time
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.splitting import (
     HOLDOUT_FRACTION,
@@ -42,7 +42,7 @@ def customer_splits(
         config.seed,
         churn_settings.outcome_window_days,
     )
-    target = schema.TARGET_COLUMN
+    target = splits.contract.target_column
     out_of_time: dict[str, str | int | float] = {}
     if splits.out_of_time is not None:
         out_of_time = {
@@ -69,8 +69,9 @@ def customer_splits(
 @retrain_asset(kinds={"sklearn", "mlflow"})
 def preprocessor(mlflow: dg.ResourceParam[MlFlow], customer_splits: CustomerSplits) -> dg.Output:
     """Column transform fitted on training rows only; logged to MLflow and part of the model."""
-    train_features, _ = features_and_target(customer_splits.train)
-    fitted: ColumnTransformer = features.fit_preprocessor(train_features)
+    contract = customer_splits.contract
+    train_features, _ = features_and_target(customer_splits.train, contract)
+    fitted: ColumnTransformer = features.fit_preprocessor(train_features, contract)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "preprocessor.skops"
         skops.io.dump(fitted, path)
@@ -81,8 +82,9 @@ def preprocessor(mlflow: dg.ResourceParam[MlFlow], customer_splits: CustomerSpli
         metadata={
             **frame_metadata(train_features),
             "output_features": ", ".join(output),
-            "categorical_features": len(schema.CATEGORICAL_FEATURES),
-            "numeric_features": len(schema.NUMERIC_FEATURES),
+            "categorical_features": len(contract.categorical_features),
+            "numeric_features": len(contract.numeric_features),
+            "contract_digest": contract.digest[:12],
             "mlflow_artifact": "preprocessor/preprocessor.skops",
             "mlflow_run_id": mlflow.active_run().info.run_id,
         },

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml import cleaning, history, schema
+from churn_assets.ml import cleaning, history
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotError, SnapshotInfo, SnapshotStore, read_export
 from churn_assets.resources import ChurnSettingsResource
@@ -63,7 +63,7 @@ def _chosen_snapshot(
     with store.locked():
         if config.path:
             path = Path(config.path)
-            frame = read_export(path, limits)
+            frame = read_export(path, limits, store.contract)
             return store.write(
                 frame,
                 kind="file",
@@ -75,23 +75,25 @@ def _chosen_snapshot(
         current = store.sync_seed(settings.data_path, limits)
     if current is None:
         # the message read_customer_csv gives for a missing file, with what to do about it
-        cleaning.read_customer_csv(settings.data_path, "")
+        cleaning.read_customer_csv(settings.data_path, "", store.contract)
         raise SnapshotError(f"no snapshot in {store.uri}")
     return current
 
 
 @retrain_asset(kinds={"pandas"})
-def cleaned_customers(raw_customers: pd.DataFrame) -> dg.Output:
-    """Typed customers: levels validated, blanks filled, one row per customerID, Churn as 0/1."""
-    cleaned, report = cleaning.clean_customers(raw_customers)
-    churn_rate = float(cleaned[schema.TARGET_COLUMN].mean())
+def cleaned_customers(settings: ChurnSettingsResource, raw_customers: pd.DataFrame) -> dg.Output:
+    """Typed customers by the data contract: blanks filled, one row per ID, the target as 0/1."""
+    contract = settings.get().contract()
+    cleaned, report = cleaning.clean_customers(raw_customers, contract)
+    churn_rate = float(cleaned[contract.target_column].mean())
     return dg.Output(
         cleaned,
         metadata={
             **frame_metadata(cleaned),
             "rows_in": report.rows_in,
             "duplicate_ids_dropped": report.duplicate_ids_dropped,
-            "total_charges_filled": report.total_charges_filled,
+            **{f"blanks_filled_{c}": n for c, n in report.blanks_filled.items() if n},
+            "contract_digest": contract.digest[:12],
             "extra_columns_ignored": ", ".join(report.extra_columns) or "none",
             "churn_rate": churn_rate,
             "preview": dg.MetadataValue.md(cleaned.head(5).to_markdown(index=False)),

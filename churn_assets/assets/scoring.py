@@ -41,9 +41,10 @@ def churn_scores(
             "promote a model first (make run)",
             allow_retries=False,
         )
-    active = scoring.active_customers(cleaned_customers)
+    contract = churn_settings.contract()
+    active = scoring.active_customers(cleaned_customers, contract)
     if active.empty:
-        raise dg.Failure(description="no active customers to score: every Churn is 'Yes'")
+        raise dg.Failure(description="no active customers to score: every customer has churned")
     version = str(production.version)
     pipeline = evaluation.load_model(f"models:/{churn_settings.model_name}/{version}")
     probability = training.churn_probability(pipeline, active)
@@ -53,7 +54,7 @@ def churn_scores(
         if churn_settings.scores_reasons
         else None
     )
-    scores = scoring.rank_customers(active, probability, version, threshold, why)
+    scores = scoring.rank_customers(active, contract, probability, version, threshold, why)
     files = scoring.write_scores(scores, churn_settings.scores_folder)
     # Kept for good, by the date the scored snapshot is true on: realized_performance judges
     # these against the churns that arrive later.
@@ -62,8 +63,8 @@ def churn_scores(
     scored_on = (
         date.fromisoformat(store.info(snapshot_id).as_of) if snapshot_id else history.today()
     )
-    kept = realized.keep_scores(scores, churn_settings.scores_folder, scored_on, version)
-    segments = scoring.top_segments(scores)
+    kept = realized.keep_scores(scores, churn_settings.scores_folder, scored_on, version, contract)
+    segments = scoring.top_segments(scores, contract)
     return dg.MaterializeResult(
         metadata={
             **model_links(churn_settings, churn_settings.model_name, version),

@@ -79,9 +79,11 @@ def churn_model(
     """LightGBM churn classifier, early-stopped on a training fold and registered in MLflow."""
     churn_settings = settings.get()
     choices = config.choices(churn_settings)
+    contract = customer_splits.contract
     trained = train_churn_model(
         preprocessor,
         customer_splits.train,
+        contract,
         config.hyperparameters(),
         choices,
         on_trial=tracking.log_tuning_trial,
@@ -114,7 +116,10 @@ def churn_model(
     store = SnapshotStore.from_settings(churn_settings)
     snapshot_id = customer_splits.snapshot_id
     tracking.log_snapshot_input(
-        customer_splits.train, snapshot_id[:SHORT_ID], store.data_uri(snapshot_id)
+        customer_splits.train,
+        contract.target_column,
+        snapshot_id[:SHORT_ID],
+        store.data_uri(snapshot_id),
     )
     mlflow.log_metrics({f"validation_{k}": v for k, v in trained.validation_metrics.items()})
     mlflow.log_metrics(
@@ -138,16 +143,22 @@ def churn_model(
     run = mlflow.active_run()
     mlflow.log_dict(trained.feature_importance, "training/feature_importance.json")
     # What drift checks on later extracts compare with, kept with the model's run.
-    mlflow.log_dict(drift.profile_features(customer_splits.train), drift.PROFILE_ARTIFACT)
+    mlflow.log_dict(drift.profile_features(customer_splits.train, contract), drift.PROFILE_ARTIFACT)
+    # The contract the version reads its inputs by, kept with it (see registry.CONTRACT_TAG).
+    mlflow.log_text(contract.to_yaml(), tracking.CONTRACT_ARTIFACT)
     tracking.log_png(importance_png, "training/feature_importance.png")
-    train_features, _ = features_and_target(customer_splits.train)
-    model_uri = tracking.log_model(trained.pipeline, tracking.input_example(train_features))
+    train_features, _ = features_and_target(customer_splits.train, contract)
+    model_uri = tracking.log_model(
+        trained.pipeline, tracking.input_example(train_features, contract)
+    )
     # The version this run evaluates, gates and promotes: carried to them as this output.
     version = registry.open().register(
         model_uri,
         tags={
             "git_sha": tracking.git_sha(churn_settings),
             registry_tags.SNAPSHOT_TAG: customer_splits.snapshot_id,
+            registry_tags.CONTRACT_TAG: contract.digest,
+            registry_tags.CONTRACT_VERSION_TAG: str(contract.version),
             registry_tags.DAGSTER_RUN_TAG: context.run_id,
         },
     )
@@ -165,6 +176,8 @@ def churn_model(
             **tuning_metadata,
             "git_sha": version.tags["git_sha"],
             "snapshot_id": customer_splits.snapshot_id,
+            "contract_digest": contract.digest[:12],
+            "contract_version": contract.version,
             "feature_importance": dg.MetadataValue.md(
                 plots.markdown_image(importance_png, "feature importance")
             ),

@@ -1,1 +1,1 @@
-"""Plain ML code with no Dagster imports: schema, cleaning, training, evaluation, registry."""
+"""Plain ML code with no Dagster imports: the data contract, cleaning, training, registry."""

@@ -9,32 +9,41 @@ for a model with a few dozen coefficients and keeps the cost flat at millions of
 
 from __future__ import annotations
 
-import pandas as pd
 from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from churn_assets.ml import schema
-from churn_assets.ml.splitting import features_and_target
+from churn_assets.ml.features import levels_of
+from churn_assets.ml.splitting import CustomerSplits, features_and_target
 
 MAX_ROWS = 200_000
 NAME = "logistic regression"
 
 
-def fit_baseline(train: pd.DataFrame, seed: int) -> Pipeline:
-    """Fit on training rows only (a seeded sample when there are more than MAX_ROWS)."""
+def fit_baseline(splits: CustomerSplits, seed: int) -> Pipeline:
+    """Fit on training rows only (a seeded sample when there are more than MAX_ROWS).
+
+    Blank numbers the contract keeps as missing are imputed with the training median: a
+    linear model has no way of its own to read them.
+    """
+    train, contract = splits.train, splits.contract
     rows = train if len(train) <= MAX_ROWS else train.sample(n=MAX_ROWS, random_state=seed)
-    features, target = features_and_target(rows)
-    levels = [list(schema.CATEGORICAL_LEVELS[c]) for c in schema.CATEGORICAL_FEATURES]
+    features, target = features_and_target(rows, contract)
+    levels = [levels_of(contract, c, features) for c in contract.categorical_features]
     encode = ColumnTransformer(
         [
             (
                 "categorical",
                 OneHotEncoder(categories=levels, handle_unknown="ignore"),
-                list(schema.CATEGORICAL_FEATURES),
+                list(contract.categorical_features),
             ),
-            ("numeric", StandardScaler(), list(schema.NUMERIC_FEATURES)),
+            (
+                "numeric",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                list(contract.numeric_features),
+            ),
         ]
     )
     model = Pipeline([("encode", encode), ("model", LogisticRegression(max_iter=1000))])

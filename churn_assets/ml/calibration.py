@@ -25,7 +25,7 @@ from scipy.stats import chi2
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from churn_assets.ml import schema
+from churn_assets.ml.features import model_inputs
 from churn_assets.ml.metrics import calibration_error
 
 
@@ -150,7 +150,7 @@ def calibrate(
 
 def uncalibrated_probability(pipeline: Any, features: pd.DataFrame) -> np.ndarray:
     """LightGBM's own probability from a logged pipeline (equal to the output when uncalibrated)."""
-    features = features[list(schema.FEATURE_COLUMNS)]
+    features = features[model_inputs(pipeline)]
     model = pipeline.named_steps["model"]
     if not isinstance(model, CalibratedChurnClassifier):  # versions logged before calibration
         return np.asarray(pipeline.predict_proba(features)[:, 1])

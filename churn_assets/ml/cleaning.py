@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import os
 import re
@@ -23,7 +24,7 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import schema
+from churn_assets.ml.contract import HISTORY_COLUMNS, ROW_ID, Contract
 from churn_assets.ml.limits import DEFAULT_MAX_LINE_BYTES, MAX_ID_CHARS
 
 #: File line of data row 0: line 1 is the header.
@@ -35,6 +36,8 @@ SOURCE_SHA256 = "source_sha256"
 SOURCE_PATH = "source_path"
 #: How much of an offending value a message shows.
 _SHOWN_CHARS = 40
+#: `DataFrame.attrs` key of the export's columns the contract does not declare (not read).
+EXTRA_COLUMNS = "extra_columns"
 _SCAN_CHUNK = 1 << 22
 
 
@@ -52,39 +55,52 @@ class CleaningReport:
     rows_in: int
     rows_out: int
     duplicate_ids_dropped: int
-    total_charges_filled: int
+    #: Blank numbers filled by their contract `blank` rule (or kept missing), per feature.
+    blanks_filled: dict[str, int] = field(default_factory=dict)
     extra_columns: list[str] = field(default_factory=list)
 
 
-def billed_so_far(tenure: T, monthly_charges: T) -> T:
-    """What a blank TotalCharges stands for: the export leaves it blank for customers not
-    billed yet (tenure 0), for whom tenure x monthly charge is 0. Serving applies the same rule.
-    """
-    return tenure * monthly_charges
-
-
 def blank_as_none(value: object) -> object:
-    """The API's reading of a blank TotalCharges: text of only spaces is "not billed yet",
-    as cleaning reads the export's blank cell (stripped, then empty)."""
+    """The API's reading of a blank number: text of only spaces is blank, as cleaning reads
+    the export's blank cell (stripped, then empty)."""
     return None if isinstance(value, str) and not value.strip() else value
 
 
-#: Columns read as categories of their raw text: a handful of distinct values each, so a
-#: million rows cost a byte each instead of a Python string each (about 60 bytes), and cleaning
-#: checks and converts each distinct value once. The ID and TotalCharges are nearly unique.
-_TEXT_COLUMNS = (schema.ID_COLUMN, "TotalCharges")
-_READ_DTYPES = {c: ("str" if c in _TEXT_COLUMNS else "category") for c in schema.RAW_COLUMNS}
+def _read_dtype(contract: Contract, column: str) -> str:
+    """Text for the ID and for numbers with decimals (nearly unique), categories otherwise.
+
+    A category holds a handful of distinct values, so a million rows cost a byte each instead
+    of a Python string each (about 60 bytes), and cleaning checks each distinct value once.
+    """
+    spec = contract.features.get(column)
+    if column == contract.id_column or (spec is not None and spec.type == "number"):
+        return "str"
+    return "category"
+
+
+def row_ids(frame: pd.DataFrame, contract: Contract) -> pd.Series:
+    """Stable IDs for an export without one: a hash of the row's features and target, plus
+    how many identical rows came before it, so equal rows stay distinct customers."""
+    values = frame[[*contract.feature_columns, contract.target_column]].astype(str)
+    hashed = pd.util.hash_pandas_object(values, index=False).to_numpy()
+    repeat = pd.Series(hashed).groupby(hashed).cumcount().to_numpy()
+    return pd.Series(
+        [f"{h:016x}-{n}" for h, n in zip(hashed, repeat, strict=True)], index=frame.index
+    )
 
 
 def read_customer_csv(
     path: Path,
     sha256: str | None,
+    contract: Contract,
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     follow_symlinks: bool = True,
 ) -> pd.DataFrame:
     """Read the export as text exactly as written, so cleaning sees every quirk.
 
+    Only the contract's columns are read, under the contract's names (`rename`); the rest,
+    `drop` included, never reach memory and are listed in `attrs["extra_columns"]`.
     Low-cardinality columns come back as categoricals whose categories are that raw text.
     Lines longer than `max_line_bytes` are refused before pandas sees them. Every failure is a
     CustomerDataError naming the file and line; `follow_symlinks=False` (landing extracts)
@@ -96,15 +112,31 @@ def read_customer_csv(
             raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
         digest = hashlib.sha256() if sha256 is None else None
         _check_line_lengths(handle, path, max_line_bytes, digest)
+        # only the contract's columns are parsed, and pandas does not count the fields of a
+        # row whose extra or missing ones it would not read: they are counted here
+        _check_field_counts(handle, path)
         if digest is not None:
             sha256 = digest.hexdigest()
         try:
             handle.seek(0)
-            header = pd.read_csv(handle, nrows=0, encoding="utf-8").columns
-            dtypes = {c: _READ_DTYPES.get(c, "str") for c in header}
+            header = [str(c) for c in pd.read_csv(handle, nrows=0, encoding="utf-8").columns]
+            try:
+                _require_columns(contract, set(header), renamed=False)
+            except CustomerDataError as error:
+                raise CustomerDataError(f"customer file {path}: {error}") from None
+            wanted = {
+                name: contract.rename.get(name, name)
+                for name in header
+                if contract.rename.get(name, name) in contract.columns
+            }
             handle.seek(0)
             frame = pd.read_csv(
-                handle, dtype=dtypes, keep_default_na=False, na_filter=False, encoding="utf-8"
+                handle,
+                usecols=list(wanted),
+                dtype={name: _read_dtype(contract, column) for name, column in wanted.items()},
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8",
             )
         except UnicodeDecodeError:
             raise CustomerDataError(
@@ -116,6 +148,12 @@ def read_customer_csv(
             ) from None
     if frame.empty:
         raise CustomerDataError(f"customer file {path} has a header but no customer rows")
+    frame = frame.rename(columns=wanted)
+    if contract.id is None and set(contract.columns[1:]) <= set(frame.columns):
+        frame.insert(0, ROW_ID, row_ids(frame, contract))
+    frame.attrs[EXTRA_COLUMNS] = [
+        name for name in header if name not in wanted and name not in contract.drop
+    ]
     frame.attrs[SOURCE_SHA256] = sha256
     frame.attrs[SOURCE_PATH] = str(path)
     return frame
@@ -182,6 +220,77 @@ def _check_line_lengths(
             f"customer file {path}: line {line} is longer than the limit of {limit} bytes "
             "(CHURN_MAX_LINE_BYTES); an export's row is a few hundred"
         )
+
+
+class _FieldCounter:
+    """Counts each CSV record's fields chunk by chunk, vectorised over the chunk's bytes.
+
+    A comma or line break counts only outside quotes (an even number of quote characters
+    before it), so quoted commas and newlines are text, as CSV has them; a blank line is no
+    record, as pandas skips it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.parity = 0  # quote characters so far, mod 2
+        self.commas = 0  # of the record being read, before this chunk
+        self.length = 0  # its bytes there, line breaks and carriage returns aside
+        self.line = 1  # the file line it starts on
+        self.lines = 0  # line breaks before this chunk
+        self.expected: int | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        quotes = data == ord('"')
+        inside = ((np.cumsum(quotes) + self.parity) % 2).astype(bool)
+        newlines = data == ord("\n")
+        commas = np.cumsum((data == ord(",")) & ~inside)
+        content = np.cumsum(~newlines & (data != ord("\r")))
+        breaks = np.cumsum(newlines)
+        ends = np.flatnonzero(newlines & ~inside)
+        if len(ends):
+            fields = np.diff(commas[ends], prepend=0) + 1
+            lengths = np.diff(content[ends], prepend=0)
+            fields[0] += self.commas
+            lengths[0] += self.length
+            starts = np.concatenate(([self.line], self.lines + breaks[ends[:-1]] + 1))
+            self._judge(fields, lengths, starts)
+            last = int(ends[-1])
+            self.commas = int(commas[-1] - commas[last])
+            self.length = int(content[-1] - content[last])
+            self.line = self.lines + int(breaks[last]) + 1
+        else:
+            self.commas += int(commas[-1])
+            self.length += int(content[-1])
+        self.parity = (self.parity + int(quotes.sum())) % 2
+        self.lines += int(breaks[-1])
+
+    def finish(self) -> None:
+        """The last record, when no line break follows it."""
+        self._judge(np.array([self.commas + 1]), np.array([self.length]), np.array([self.line]))
+
+    def _judge(self, fields: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> None:
+        present = np.flatnonzero(lengths > 0)
+        if not len(present):
+            return
+        if self.expected is None:
+            self.expected = int(fields[present[0]])
+        wrong = present[fields[present] != self.expected]
+        if len(wrong):
+            first = int(wrong[0])
+            raise CustomerDataError(
+                f"customer file {self.path} is not valid CSV: line {int(starts[first])} has "
+                f"{int(fields[first])} field(s) where the header (line 1) has {self.expected}"
+            )
+
+
+def _check_field_counts(handle: BinaryIO, path: Path) -> None:
+    """Refuse the first record whose field count differs from the header's."""
+    handle.seek(0)
+    counter = _FieldCounter(path)
+    while chunk := handle.read(_SCAN_CHUNK):
+        counter.feed(chunk)
+    counter.finish()
 
 
 def _bad_encoding(handle: BinaryIO) -> str:
@@ -274,23 +383,36 @@ def _fail(raw: pd.DataFrame, column: str, mask: pd.Series, problem: str) -> None
     )
 
 
-def check_columns(raw: pd.DataFrame) -> list[str]:
-    """The export's columns the frame lacks (raised as an error) and its extra ones.
+def _require_columns(contract: Contract, present: set[str], *, renamed: bool) -> None:
+    """Raise naming each required column as the export names it: the header a person fixes.
 
-    A snapshot's history columns are not extra: they are the snapshot's own.
+    The header's other names are not echoed: they may be anything but an export's.
+    """
+    required = contract.export_names
+    missing = [
+        export
+        for column, export in required.items()
+        if (column if renamed else export) not in present
+    ]
+    if missing:
+        raise CustomerDataError(
+            f"missing required column(s) {', '.join(map(repr, missing))}; the export has "
+            f"{len(required) - len(missing)} of the {len(required)} the contract requires; if "
+            "your export names them differently, map its names in the contract's `rename` "
+            "(CHURN_CONTRACT_PATH), or draft a contract with `churn contract infer FILE`"
+        )
+
+
+def check_columns(raw: pd.DataFrame, contract: Contract) -> list[str]:
+    """The contract's columns the frame lacks (raised as an error) and the export's extra ones.
+
+    A missing column is named as the export names it: that is the header a person fixes.
     """
     if raw.empty:
         raise CustomerDataError("customer data has no rows")
-    missing = [c for c in schema.RAW_COLUMNS if c not in raw.columns]
-    if missing:
-        # The header's other names are not echoed: they may be anything but an export's.
-        raise CustomerDataError(
-            f"missing required column(s) {', '.join(map(repr, missing))}; the header "
-            f"(line 1) has {len(raw.columns)} column(s), "
-            f"{len(schema.RAW_COLUMNS) - len(missing)} of the {len(schema.RAW_COLUMNS)} required"
-        )
-    known = (*schema.RAW_COLUMNS, *schema.HISTORY_COLUMNS)
-    return [c for c in raw.columns if c not in known]
+    _require_columns(contract, set(raw.columns), renamed=True)
+    known = (*contract.columns, *HISTORY_COLUMNS)
+    return list(raw.attrs.get(EXTRA_COLUMNS, [])) + [c for c in raw.columns if c not in known]
 
 
 def _stripped(values: pd.Series) -> pd.Series:
@@ -324,87 +446,119 @@ def _reject(raw: pd.DataFrame, column: str, mask: pd.Series, problem: str) -> No
         _fail(raw, column, mask, problem)
 
 
-def _clean_numeric(raw: pd.DataFrame, text: dict[str, pd.Series]) -> tuple[pd.DataFrame, int]:
-    tenure = _parse_number(raw, text["tenure"], "tenure")
-    monthly = _parse_number(raw, text["MonthlyCharges"], "MonthlyCharges")
-    total = _parse_number(raw, text["TotalCharges"], "TotalCharges")
-    for column, values in (("tenure", tenure), ("MonthlyCharges", monthly)):
-        _reject(raw, column, values.isna(), "are blank")
-    _reject(raw, "tenure", tenure != tenure.round(), "are not whole months")
-    senior = text["SeniorCitizen"]
-    _reject(raw, "SeniorCitizen", ~senior.isin(["0", "1"]), "are not 0 or 1")
-    blank_total = total.isna()
-    total = total.where(~blank_total, billed_so_far(tenure, monthly))
-    numeric = pd.DataFrame(
-        {
-            "SeniorCitizen": (senior == "1").to_numpy(dtype=np.int64),
-            "tenure": tenure.astype(np.int64),
-            "MonthlyCharges": monthly.astype(np.float64),
-            "TotalCharges": total.astype(np.float64),
-        }
-    )
-    for column, (low, high) in schema.NUMERIC_RANGES.items():
-        values = numeric[column]
-        _reject(raw, column, values < low, f"are below the minimum {low}")
-        _reject(raw, column, values > high, f"are above the plausible maximum {high}")
-    return numeric, int(blank_total.sum())
+def _clean_numbers(
+    raw: pd.DataFrame, text: dict[str, pd.Series], contract: Contract
+) -> tuple[dict[str, pd.Series], dict[str, int]]:
+    """Each numeric feature parsed, blanks read by its `blank` rule, ranges checked."""
+    numbers: dict[str, pd.Series] = {}
+    blanks: dict[str, pd.Series] = {}
+    for column in contract.numeric_features:
+        spec = contract.features[column]
+        values = _parse_number(raw, text[column], column)
+        blanks[column] = values.isna()
+        if spec.blank is None:
+            _reject(raw, column, blanks[column], "are blank")
+        if spec.type == "integer":
+            _reject(raw, column, values != values.round(), "are not whole numbers")
+        numbers[column] = values
+    # a rule reads only features that are never blank, so every value it needs is there
+    filled = {}
+    for column in contract.numeric_features:
+        blank = blanks[column]
+        filled[column] = int(blank.sum())
+        if filled[column]:
+            numbers[column] = numbers[column].where(~blank, contract.blank_fill(column, numbers))
+        values = numbers[column]
+        low, high = contract.numeric_range(column)
+        _reject(raw, column, values < low, f"are below the minimum {low:g}")
+        _reject(raw, column, values > high, f"are above the plausible maximum {high:g}")
+        integer = contract.features[column].type == "integer" and not bool(values.isna().any())
+        numbers[column] = values.astype(np.int64 if integer else np.float64)
+    return numbers, filled
+
+
+def _mapped(mapping: dict[str, str], code: str) -> str:
+    return mapping.get(code, code)
+
+
+def _clean_categories(
+    raw: pd.DataFrame, text: dict[str, pd.Series], contract: Contract
+) -> dict[str, pd.Categorical]:
+    """Each category mapped (`map`), refused when blank, checked against listed levels."""
+    categories = {}
+    for column in contract.categorical_features:
+        spec = contract.features[column]
+        values = text[column]
+        if spec.map:
+            # on a categorical, map() runs once per distinct code
+            values = values.map(functools.partial(_mapped, spec.map))
+        _reject(raw, column, values == "", "are blank")
+        levels = spec.levels
+        if levels is not None:
+            unknown = ~values.isin(levels)
+            if bool(unknown.any()):
+                _fail(raw, column, unknown, f"have a level outside {list(levels)}")
+        else:
+            levels = tuple(sorted(str(v) for v in pd.unique(values.astype(str))))
+        categories[column] = pd.Categorical(values.astype(str), categories=levels)
+    return categories
 
 
 def clean_customers(
-    raw: pd.DataFrame, *, require_both_classes: bool = True
+    raw: pd.DataFrame, contract: Contract, *, require_both_classes: bool = True
 ) -> tuple[pd.DataFrame, CleaningReport]:
-    """Typed, validated customers: categorical levels checked, target 0/1, one row per ID.
+    """Typed, validated customers: levels checked, target 0/1, one row per ID.
 
-    Duplicate customerIDs keep their last row: exports append, so the last row is newest.
+    Duplicate IDs keep their last row: exports append, so the last row is newest.
     Training data must hold churners and stayers; a small incremental extract need not.
     """
-    extra = check_columns(raw)
-    text = {c: _stripped(raw[c]) for c in schema.RAW_COLUMNS}
-    ids = text[schema.ID_COLUMN]
-    _reject(raw, schema.ID_COLUMN, ids == "", "are blank")
+    extra = check_columns(raw, contract)
+    text = {c: _stripped(raw[c]) for c in contract.columns}
+    ids = text[contract.id_column]
+    _reject(raw, contract.id_column, ids == "", "are blank")
     _reject(
         raw,
-        schema.ID_COLUMN,
+        contract.id_column,
         ids.str.len() > MAX_ID_CHARS,
         f"are longer than {MAX_ID_CHARS} characters",
     )
+    categorical = _clean_categories(raw, text, contract)
+    target = text[contract.target_column]
+    allowed = contract.target.allowed()
+    if allowed is not None:
+        _reject(
+            raw,
+            contract.target_column,
+            ~target.isin(allowed),
+            f"are not one of {list(allowed)}",
+        )
+    _reject(raw, contract.target_column, target == "", "are blank")
+    numbers, filled = _clean_numbers(raw, text, contract)
 
-    categorical = {}
-    for column, levels in schema.CATEGORICAL_LEVELS.items():
-        values = text[column]
-        unknown = ~values.isin(levels)
-        if bool(unknown.any()):
-            _fail(raw, column, unknown, f"have a level outside {list(levels)}")
-        categorical[column] = pd.Categorical(values, categories=levels)
-
-    target = text[schema.TARGET_COLUMN]
-    _reject(raw, schema.TARGET_COLUMN, ~target.isin(schema.TARGET_LEVELS), "are not 'Yes' or 'No'")
-    numeric, filled = _clean_numeric(raw, text)
-
-    cleaned = pd.DataFrame({schema.ID_COLUMN: ids.to_numpy()}, index=raw.index)
-    for column in schema.FEATURE_COLUMNS:
-        cleaned[column] = categorical[column] if column in categorical else numeric[column]
-    cleaned[schema.TARGET_COLUMN] = (target == "Yes").astype(np.int8).to_numpy()
+    cleaned = pd.DataFrame({contract.id_column: ids.to_numpy()}, index=raw.index)
+    for column in contract.feature_columns:
+        cleaned[column] = categorical[column] if column in categorical else numbers[column]
+    cleaned[contract.target_column] = target.isin(contract.target.positive).astype(np.int8)
     # a snapshot's history (first seen, churn date) travels with its customers
-    for column in schema.HISTORY_COLUMNS:
+    for column in HISTORY_COLUMNS:
         if column in raw.columns:
             cleaned[column] = _stripped(raw[column]).to_numpy()
 
-    duplicated = cleaned.duplicated(schema.ID_COLUMN, keep="last")
+    duplicated = cleaned.duplicated(contract.id_column, keep="last")
     cleaned = cleaned.loc[~duplicated].reset_index(drop=True)
     cleaned.attrs = dict(raw.attrs)
-    classes = set(cleaned[schema.TARGET_COLUMN].unique().tolist())
+    classes = set(cleaned[contract.target_column].unique().tolist())
     if require_both_classes and classes != {0, 1}:
-        only = "Yes" if classes == {1} else "No"
         raise CustomerDataError(
-            f"column {schema.TARGET_COLUMN!r} has a single class: every row is {only!r}, "
+            f"column {contract.target_column!r} has a single class: every row is "
+            f"{str(target.iloc[0])!r}, "
             f"e.g. {_example(raw, np.ones(len(raw), dtype=bool))}; a churn model needs both"
         )
     report = CleaningReport(
         rows_in=len(raw),
         rows_out=len(cleaned),
         duplicate_ids_dropped=int(duplicated.sum()),
-        total_charges_filled=filled,
+        blanks_filled=filled,
         extra_columns=extra,
     )
     return cleaned, report

@@ -28,22 +28,24 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import schema
+from churn_assets.ml.contract import Contract
 
 #: Shares are floored here so an empty bin does not make the logarithm infinite.
 _SHARE_FLOOR = 1e-4
 _DECILES = np.linspace(0.1, 0.9, 9)
+#: The bin of numbers the contract keeps missing (`blank: missing`).
+MISSING_BIN = "missing"
 
 PROFILE_ARTIFACT = "training/profile.json"
 #: Rows per bin, on average, below which a feature's PSI is not judged.
 MIN_ROWS_PER_BIN = 20
 #: What both sides are cut down to before they are compared.
-POPULATION = "active customers (Churn = No)"
+POPULATION = "active customers (not churned)"
 
 
-def active(frame: pd.DataFrame) -> pd.DataFrame:
+def active(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     """The customers still with us: drift compares these on both sides."""
-    return frame.loc[frame[schema.TARGET_COLUMN] == 0]
+    return frame.loc[frame[contract.target_column] == 0]
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,13 @@ def _bins(values: np.ndarray, edges: list[float]) -> np.ndarray:
 
 
 def _numeric_shares(values: np.ndarray, edges: list[float]) -> dict[str, float]:
-    counts = np.bincount(_bins(values, edges), minlength=len(edges) + 1)
-    return {str(i): float(c) / max(len(values), 1) for i, c in enumerate(counts)}
+    """Shares of each bin; numbers the contract keeps missing are a bin of their own."""
+    missing = np.isnan(values)
+    counts = np.bincount(_bins(values[~missing], edges), minlength=len(edges) + 1)
+    shares = {str(i): float(c) / max(len(values), 1) for i, c in enumerate(counts)}
+    if missing.any():
+        shares[MISSING_BIN] = float(missing.sum()) / len(values)
+    return shares
 
 
 def _level_shares(values: pd.Series) -> dict[str, float]:
@@ -70,16 +77,18 @@ def _level_shares(values: pd.Series) -> dict[str, float]:
     return {str(level): float(share) for level, share in shares.items()}
 
 
-def profile_features(training: pd.DataFrame) -> dict[str, Any]:
+def profile_features(training: pd.DataFrame, contract: Contract) -> dict[str, Any]:
     """The profile of the training rows' active customers, JSON-ready (logged with the model)."""
-    frame = active(training)
+    frame = active(training, contract)
     features: dict[str, dict[str, Any]] = {}
-    for column in schema.FEATURE_COLUMNS:
-        if column in schema.CATEGORICAL_LEVELS:
+    for column in contract.feature_columns:
+        if not contract.features[column].numeric:
             profile = FeatureProfile("categorical", _level_shares(frame[column]), [])
         else:
             values = frame[column].to_numpy(dtype=np.float64)
-            edges = sorted({float(e) for e in np.quantile(values, _DECILES)})
+            present = values[~np.isnan(values)]
+            quantiles = np.quantile(present, _DECILES) if len(present) else []
+            edges = sorted({float(e) for e in quantiles})
             profile = FeatureProfile("numeric", _numeric_shares(values, edges), edges)
         features[column] = asdict(profile)
     return {"rows": len(frame), "population": POPULATION, "features": features}
@@ -153,17 +162,21 @@ class DriftReport:
 def compare(
     profile: dict[str, Any],
     extract: pd.DataFrame,
+    contract: Contract,
     psi_warn: float,
     unseen_warn: float,
     min_rows_per_bin: int = MIN_ROWS_PER_BIN,
 ) -> DriftReport:
     """Each feature of the extract's active customers against the profile, most drifted first.
 
-    A profile from before profiles were of active customers only is compared as it is.
+    A profile from before profiles were of active customers only is compared as it is; a
+    feature the extract's contract no longer has is not compared.
     """
-    frame = active(extract)
+    frame = active(extract, contract)
     results = []
     for column, stored in profile["features"].items():
+        if column not in frame.columns:
+            continue
         expected = FeatureProfile(**stored)
         if expected.kind == "categorical":
             actual = _level_shares(frame[column])

@@ -1,39 +1,47 @@
-"""The preprocessor that turns export columns into the model's numeric matrix.
+"""The preprocessor that turns the contract's features into the model's numeric matrix.
 
-Categorical levels are numbered in the order `schema.CATEGORICAL_LEVELS` lists them, so
-anything that knows the schema (the API's fast path) can build the same matrix without
-running sklearn; numeric columns pass through unchanged.
+Categorical levels are numbered in the order the contract lists them (levels it leaves out are
+learned from the training rows, sorted), so anything holding the fitted encoder (the API's fast
+path) can build the same matrix without running sklearn; numeric columns pass through.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import OrdinalEncoder
 
-from churn_assets.ml import schema
+from churn_assets.ml.contract import Contract
 
 
-def build_preprocessor() -> ColumnTransformer:
+def levels_of(contract: Contract, column: str, train_features: pd.DataFrame) -> list[str]:
+    """A category's levels: as the contract lists them, else those training saw, sorted."""
+    listed = contract.listed_levels.get(column)
+    if listed is not None:
+        return list(listed)
+    return sorted({str(v) for v in train_features[column].dropna().unique()})
+
+
+def fit_preprocessor(train_features: pd.DataFrame, contract: Contract) -> ColumnTransformer:
+    """Fit on training rows only, so nothing about the holdout leaks into the transform."""
+    categorical = list(contract.categorical_features)
     encoder = OrdinalEncoder(
-        categories=[list(schema.CATEGORICAL_LEVELS[c]) for c in schema.CATEGORICAL_FEATURES],
+        categories=[levels_of(contract, c, train_features) for c in categorical],
         handle_unknown="use_encoded_value",
         unknown_value=np.nan,
         dtype=np.float64,
     )
-    return ColumnTransformer(
+    preprocessor = ColumnTransformer(
         [
-            ("categorical", encoder, list(schema.CATEGORICAL_FEATURES)),
-            ("numeric", "passthrough", list(schema.NUMERIC_FEATURES)),
+            ("categorical", encoder, categorical),
+            ("numeric", "passthrough", list(contract.numeric_features)),
         ],
         verbose_feature_names_out=False,
     )
-
-
-def fit_preprocessor(train_features: pd.DataFrame) -> ColumnTransformer:
-    """Fit on training rows only, so nothing about the holdout leaks into the transform."""
-    return build_preprocessor().fit(train_features)
+    return preprocessor.fit(train_features[list(contract.feature_columns)])
 
 
 def output_features(preprocessor: ColumnTransformer) -> list[str]:
@@ -42,4 +50,10 @@ def output_features(preprocessor: ColumnTransformer) -> list[str]:
 
 def categorical_positions(preprocessor: ColumnTransformer) -> list[int]:
     names = output_features(preprocessor)
-    return [names.index(c) for c in schema.CATEGORICAL_FEATURES]
+    categorical = dict((name, columns) for name, _, columns in preprocessor.transformers_)
+    return [names.index(c) for c in categorical.get("categorical", [])]
+
+
+def model_inputs(pipeline: Any) -> list[str]:
+    """The columns a fitted pipeline reads, in the order it was fitted on."""
+    return [str(c) for c in pipeline.feature_names_in_]

@@ -1,7 +1,8 @@
 """Customer history: when each customer was first seen and when they churned.
 
 Extracts say what they are. A *delta* extract lists only changed customers: its rows update
-the snapshot, and a row with Churn = Yes records that customer's churn on the extract's date.
+the snapshot, and a row whose target is a churned code (Churn = Yes) records that customer's
+churn on the extract's date.
 A *full* extract lists the whole active base: besides its own rows, every customer who was
 active before and is missing from it has churned as of the extract's date (billing systems
 usually send the active base, and without this rule churners would stay "active" for ever).
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import schema
+from churn_assets.ml.contract import CHURN_DATE, FIRST_SEEN, Contract
 
 _KIND = re.compile(r"(?:^|[._\-\s])(full|delta)(?:[._\-\s]|$)", re.IGNORECASE)
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
@@ -61,20 +62,20 @@ def terms_of(path: Path, default_kind: ExtractKind) -> ExtractTerms:
     return ExtractTerms(ExtractKind(kind.group(1).lower()) if kind else default_kind, as_of)
 
 
-def churned(frame: pd.DataFrame) -> pd.Series:
-    """Whether each row's Churn reads Yes, as the export writes it."""
-    return frame[schema.TARGET_COLUMN].astype(str).str.strip() == "Yes"
+def churned(frame: pd.DataFrame, contract: Contract) -> pd.Series:
+    """Whether each row's target reads as churned (a positive code), as the export writes it."""
+    return frame[contract.target_column].astype(str).str.strip().isin(contract.target.positive)
 
 
-def start_history(frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
+def start_history(frame: pd.DataFrame, as_of: date, contract: Contract) -> pd.DataFrame:
     """A table with no history yet (a seed, a file of its own): everyone first seen `as_of`.
 
     Its churners churned on or before that date, which is all the table can say.
     """
     started = frame.copy()
     day = as_of.isoformat()
-    started[schema.FIRST_SEEN] = day
-    started[schema.CHURN_DATE] = np.where(churned(started), day, "")
+    started[FIRST_SEEN] = day
+    started[CHURN_DATE] = np.where(churned(started, contract), day, "")
     return started
 
 
@@ -89,7 +90,9 @@ class Upsert:
     returned: int
 
 
-def upsert(current: pd.DataFrame, latest: pd.DataFrame, terms: ExtractTerms) -> Upsert:
+def upsert(
+    current: pd.DataFrame, latest: pd.DataFrame, terms: ExtractTerms, contract: Contract
+) -> Upsert:
     """Apply an extract (one row per ID, the export's columns) to the current snapshot.
 
     Rows are updated in place and new customers appended, so an extract that changes nothing
@@ -97,42 +100,42 @@ def upsert(current: pd.DataFrame, latest: pd.DataFrame, terms: ExtractTerms) -> 
     """
     day = terms.as_of.isoformat()
     current = current.reset_index(drop=True)
-    current_ids = current[schema.ID_COLUMN].str.strip()
-    latest_ids = latest[schema.ID_COLUMN].str.strip()
-    was_churned = current[schema.CHURN_DATE] != ""
+    current_ids = current[contract.id_column].str.strip()
+    latest_ids = latest[contract.id_column].str.strip()
+    was_churned = current[CHURN_DATE] != ""
     replaced = current_ids.isin(latest_ids).to_numpy()
     known = latest_ids.isin(current_ids).to_numpy()
 
     merged = current.copy()
     updates = latest.set_index(latest_ids.to_numpy()).loc[current_ids[replaced].to_numpy()]
-    columns = list(schema.RAW_COLUMNS)
+    columns = list(contract.columns)
     merged.loc[replaced, columns] = updates[columns].to_numpy()
-    now_churned = churned(merged)
+    now_churned = churned(merged, contract)
     # a churn keeps the date it was first recorded on; a customer listed active came back
     recorded = now_churned & ~was_churned
     returned = ~now_churned & was_churned & replaced
-    merged.loc[recorded, schema.CHURN_DATE] = day
-    merged.loc[returned, schema.CHURN_DATE] = ""
+    merged.loc[recorded, CHURN_DATE] = day
+    merged.loc[returned, CHURN_DATE] = ""
     churns = int(recorded.sum())
     if terms.kind is ExtractKind.full:
         vanished = ~replaced & ~was_churned & ~now_churned
-        merged.loc[vanished, schema.TARGET_COLUMN] = "Yes"
-        merged.loc[vanished, schema.CHURN_DATE] = day
+        merged.loc[vanished, contract.target_column] = contract.target.positive[0]
+        merged.loc[vanished, CHURN_DATE] = day
         churns += int(vanished.sum())
-    newcomers = start_history(latest.loc[~known], terms.as_of)
+    newcomers = start_history(latest.loc[~known], terms.as_of, contract)
     return Upsert(
         table=pd.concat([merged, newcomers], ignore_index=True),
         new_customers=int((~known).sum()),
         updated_customers=int(known.sum()),
-        churned=churns + int(churned(newcomers).sum()),
+        churned=churns + int(churned(newcomers, contract).sum()),
         returned=int(returned.sum()),
     )
 
 
-def churn_dates(snapshot: pd.DataFrame) -> pd.Series:
-    """Each customer's churn date in a snapshot ("" while active), by customerID."""
+def churn_dates(snapshot: pd.DataFrame, contract: Contract) -> pd.Series:
+    """Each customer's churn date in a snapshot ("" while active), by customer ID."""
     dates = pd.Series(
-        snapshot[schema.CHURN_DATE].to_numpy(),
-        index=snapshot[schema.ID_COLUMN].str.strip().to_numpy(),
+        snapshot[CHURN_DATE].to_numpy(),
+        index=snapshot[contract.id_column].str.strip().to_numpy(),
     )
     return dates[~dates.index.duplicated(keep="last")]

@@ -21,16 +21,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from churn_assets.ml import history, schema
+from churn_assets.ml import history
 from churn_assets.ml.cleaning import (
+    EXTRA_COLUMNS,
     CustomerDataError,
     clean_customers,
     open_regular,
     read_customer_csv,
 )
+from churn_assets.ml.contract import Contract
 from churn_assets.ml.limits import ExtractLimits
-from churn_assets.ml.snapshots import COLUMNS as SNAPSHOT_COLUMNS
 from churn_assets.ml.snapshots import SHORT_ID, SnapshotInfo, SnapshotStore
+from churn_assets.ml.snapshots import columns as snapshot_columns
 from churn_assets.ml.tracking import stream_sha256
 
 #: Hashes the cursor remembers; far more than a weekly drop needs, small enough for a cursor.
@@ -233,7 +235,10 @@ class Extract:
 
 
 def read_extract(
-    path: Path, expected_sha256: str | None = None, limits: ExtractLimits | None = None
+    path: Path,
+    contract: Contract,
+    expected_sha256: str | None = None,
+    limits: ExtractLimits | None = None,
 ) -> Extract:
     """The extract's rows as written, after checking they clean; errors name the file.
 
@@ -261,10 +266,10 @@ def read_extract(
         if not sha256:
             raise CustomerDataError(f"extract {path} does not exist")
         raw = read_customer_csv(
-            path, sha256, max_line_bytes=limits.max_line_bytes, follow_symlinks=False
+            path, sha256, contract, max_line_bytes=limits.max_line_bytes, follow_symlinks=False
         )
         # An extract may be a handful of customers who all stayed; training data may not.
-        cleaned, _ = clean_customers(raw, require_both_classes=False)
+        cleaned, _ = clean_customers(raw, contract, require_both_classes=False)
     except CustomerDataError as error:
         raise CustomerDataError(f"extract {path.name} rejected: {error}") from error
     return Extract(raw, cleaned, sha256)
@@ -278,14 +283,14 @@ def merge_extract(
     seed: Path | None = None,
     terms: history.ExtractTerms | None = None,
 ) -> tuple[MergeReport, pd.DataFrame]:
-    """Upsert the extract into the current snapshot by customerID; the extract's rows win.
+    """Upsert the extract into the current snapshot by customer ID; the extract's rows win.
 
     The result is a new snapshot and the pointer moves to it; the one before stays in the
     store. `terms` say whether the extract is full or delta and its date (by default what its
     name says; see churn_assets.ml.history), which decides the churns it records. A `seed`
     file (CHURN_DATA_PATH) whose content is new is imported first, and with no snapshot at all
     the extract alone starts one, so a new installation can be fed from the landing folder.
-    Columns outside the export's schema are dropped. Returns what changed and the extract's
+    Columns the contract does not declare are not read. Returns what changed and the extract's
     cleaned rows (what drift is measured on). Any CustomerDataError says that the current
     snapshot was not changed, which is true of every one.
     """
@@ -311,11 +316,12 @@ def _merge(
     seed: Path | None,
     terms: history.ExtractTerms,
 ) -> tuple[MergeReport, pd.DataFrame]:
-    validated = read_extract(extract, expected_sha256, limits)
+    contract = store.contract
+    validated = read_extract(extract, contract, expected_sha256, limits)
     raw = validated.raw
-    extra = [str(c) for c in raw.columns if c not in schema.RAW_COLUMNS]
-    incoming = raw[list(schema.RAW_COLUMNS)]
-    ids = incoming[schema.ID_COLUMN].str.strip()
+    extra = list(raw.attrs.get(EXTRA_COLUMNS, []))
+    incoming = raw[list(contract.columns)]
+    ids = incoming[contract.id_column].str.strip()
     latest = incoming.loc[~ids.duplicated(keep="last")]
     with store.locked():
         parent = store.sync_seed(seed, limits) if seed else store.current()
@@ -326,11 +332,11 @@ def _merge(
                 "first to replay from there)"
             )
         current = (
-            pd.DataFrame(columns=list(SNAPSHOT_COLUMNS), dtype=str)
+            pd.DataFrame(columns=list(snapshot_columns(contract)), dtype=str)
             if parent is None
             else store.read(parent.id)
         )
-        upsert = history.upsert(current, latest, terms)
+        upsert = history.upsert(current, latest, terms, contract)
         snapshot = store.write(
             upsert.table,
             kind="merge",

@@ -22,7 +22,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import cleaning, history, schema
+from churn_assets.ml import cleaning, history
+from churn_assets.ml.contract import CHURN_DATE, HISTORY_COLUMNS, Contract
 from churn_assets.ml.snapshots import SnapshotInfo, SnapshotStore
 from churn_assets.ml.splitting import CustomerSplits, split_customers
 
@@ -47,21 +48,25 @@ def _days(chain: list[SnapshotInfo]) -> dict[date, SnapshotInfo]:
 
 
 def observe(
-    features: pd.DataFrame, churn_dates: pd.Series, day: date, window_days: int
+    features: pd.DataFrame,
+    churn_dates: pd.Series,
+    day: date,
+    window_days: int,
+    contract: Contract,
 ) -> pd.DataFrame:
     """Customers active on `day` with their features then; Churn = left within the window.
 
     `features` are the cleaned customers of the snapshot dated `day`; `churn_dates` maps each
     customer to the churn date the newest snapshot records ("" for none).
     """
-    churned_then = features[schema.CHURN_DATE].to_numpy() != ""
+    churned_then = features[CHURN_DATE].to_numpy() != ""
     rows = features.loc[~churned_then].copy()
-    later = churn_dates.reindex(rows[schema.ID_COLUMN]).fillna("").to_numpy()
+    later = churn_dates.reindex(rows[contract.id_column]).fillna("").to_numpy()
     end = (day + timedelta(days=window_days)).isoformat()
     within = (later > day.isoformat()) & (later <= end) & (later != "")
-    rows[schema.TARGET_COLUMN] = within.astype(np.int8)
+    rows[contract.target_column] = within.astype(np.int8)
     rows[OBSERVED] = day.isoformat()
-    return rows.drop(columns=list(schema.HISTORY_COLUMNS))
+    return rows.drop(columns=list(HISTORY_COLUMNS))
 
 
 def build(store: SnapshotStore, newest: str, window_days: int) -> PointInTime | None:
@@ -77,11 +82,13 @@ def build(store: SnapshotStore, newest: str, window_days: int) -> PointInTime | 
     training_days = [d for d in complete if d + timedelta(days=window_days) <= oot_day]
     if not training_days:
         return None
-    churn_dates = history.churn_dates(store.read(days[last].id))
+    contract = store.contract
+    churn_dates = history.churn_dates(store.read(days[last].id), contract)
 
     def table(day: date) -> pd.DataFrame:
-        cleaned, _ = cleaning.clean_customers(store.read(days[day].id), require_both_classes=False)
-        return observe(cleaned, churn_dates, day, window_days)
+        snapshot = store.read(days[day].id)
+        cleaned, _ = cleaning.clean_customers(snapshot, contract, require_both_classes=False)
+        return observe(cleaned, churn_dates, day, window_days, contract)
 
     train = pd.concat([table(d) for d in sorted(training_days)], ignore_index=True)
     train.attrs[cleaning.SOURCE_SHA256] = newest
@@ -109,8 +116,8 @@ def training_splits(
     snapshot_id = str(cleaned.attrs.get(cleaning.SOURCE_SHA256, ""))
     tables = build(store, snapshot_id, window_days) if snapshot_id else None
     if tables is None:
-        return split_customers(cleaned, holdout_fraction, seed)
-    splits = split_customers(tables.train, holdout_fraction, seed)
+        return split_customers(cleaned, store.contract, holdout_fraction, seed)
+    splits = split_customers(tables.train, store.contract, holdout_fraction, seed)
     return replace(
         splits,
         out_of_time=tables.out_of_time,

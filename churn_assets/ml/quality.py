@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from churn_assets.ml import schema
+from churn_assets.ml.contract import MISSING, Contract
 
 #: Churn rates outside this band point at a broken extract (wrong file, filtered rows),
 #: not at a change in customers: the public data sits at 26.5%.
@@ -24,9 +24,9 @@ class QualityResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def required_columns(frame: pd.DataFrame) -> QualityResult:
+def required_columns(frame: pd.DataFrame, contract: Contract) -> QualityResult:
     """Blocks training when a feature column, the ID or the target is missing."""
-    expected = [schema.ID_COLUMN, *schema.FEATURE_COLUMNS, schema.TARGET_COLUMN]
+    expected = list(contract.columns)
     missing = [c for c in expected if c not in frame.columns]
     return QualityResult(
         "required_columns",
@@ -36,9 +36,9 @@ def required_columns(frame: pd.DataFrame) -> QualityResult:
     )
 
 
-def binary_target(frame: pd.DataFrame) -> QualityResult:
+def binary_target(frame: pd.DataFrame, contract: Contract) -> QualityResult:
     """Blocks training unless the target holds both classes, 0 and 1, and nothing else."""
-    values = sorted(frame[schema.TARGET_COLUMN].unique().tolist())
+    values = sorted(frame[contract.target_column].unique().tolist())
     return QualityResult(
         "binary_target",
         values == [0, 1],
@@ -47,9 +47,9 @@ def binary_target(frame: pd.DataFrame) -> QualityResult:
     )
 
 
-def churn_rate_plausible(frame: pd.DataFrame) -> QualityResult:
+def churn_rate_plausible(frame: pd.DataFrame, contract: Contract) -> QualityResult:
     """Blocks training when the churn rate is implausible, a sign of a broken export."""
-    rate = float(frame[schema.TARGET_COLUMN].mean())
+    rate = float(frame[contract.target_column].mean())
     low, high = PLAUSIBLE_CHURN_RATE
     return QualityResult(
         "churn_rate_plausible",
@@ -59,9 +59,11 @@ def churn_rate_plausible(frame: pd.DataFrame) -> QualityResult:
     )
 
 
-def no_null_features(frame: pd.DataFrame) -> QualityResult:
+def no_null_features(frame: pd.DataFrame, contract: Contract) -> QualityResult:
     """Blocks training when a feature still has missing values after cleaning."""
-    nulls = frame[list(schema.FEATURE_COLUMNS)].isna().sum()
+    # numbers the contract keeps missing (`blank: missing`) may be; nothing else may
+    kept = [c for c, s in contract.features.items() if s.blank != MISSING]
+    nulls = frame[kept].isna().sum()
     offending = {c: int(n) for c, n in nulls.items() if n}
     return QualityResult(
         "no_null_features",
@@ -71,11 +73,12 @@ def no_null_features(frame: pd.DataFrame) -> QualityResult:
     )
 
 
-def numeric_ranges(frame: pd.DataFrame) -> QualityResult:
+def numeric_ranges(frame: pd.DataFrame, contract: Contract) -> QualityResult:
     """Blocks training when a numeric feature leaves its plausible range."""
     out_of_range: dict[str, int] = {}
     observed: dict[str, str] = {}
-    for column, (low, high) in schema.NUMERIC_RANGES.items():
+    for column in contract.numeric_features:
+        low, high = contract.numeric_range(column)
         values = frame[column]
         out_of_range[column] = int(((values < low) | (values > high)).sum())
         observed[column] = f"{values.min()} .. {values.max()} (allowed {low} .. {high})"
@@ -90,5 +93,5 @@ def numeric_ranges(frame: pd.DataFrame) -> QualityResult:
 RULES = (required_columns, binary_target, churn_rate_plausible, no_null_features, numeric_ranges)
 
 
-def evaluate_rules(frame: pd.DataFrame) -> list[QualityResult]:
-    return [rule(frame) for rule in RULES]
+def evaluate_rules(frame: pd.DataFrame, contract: Contract) -> list[QualityResult]:
+    return [rule(frame, contract) for rule in RULES]

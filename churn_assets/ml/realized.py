@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from churn_assets.ml import history, registry, schema
+from churn_assets.ml import history, registry
+from churn_assets.ml.contract import Contract
 from churn_assets.ml.decision import Economics, version_economics
 from churn_assets.ml.files import replacing
 from churn_assets.ml.settings import ChurnSettings
@@ -31,6 +32,8 @@ from churn_assets.ml.snapshots import SnapshotError, SnapshotStore
 
 HISTORY_FOLDER = "history"
 _FILE = "churn_scores.parquet"
+#: What a kept scoring holds besides the customer's ID (named as the contract named it).
+_SCORED = ("churn_probability", "offer")
 
 
 def history_file(folder: Path, scoring_date: date, version: str) -> Path:
@@ -43,10 +46,12 @@ def history_file(folder: Path, scoring_date: date, version: str) -> Path:
     )
 
 
-def keep_scores(scores: pd.DataFrame, folder: Path, scoring_date: date, version: str) -> Path:
+def keep_scores(
+    scores: pd.DataFrame, folder: Path, scoring_date: date, version: str, contract: Contract
+) -> Path:
     """Add one scoring to the history (the same date and version replace identical scores)."""
     path = history_file(folder, scoring_date, version)
-    kept = scores[[schema.ID_COLUMN, "churn_probability", "offer"]]
+    kept = scores[[contract.id_column, *_SCORED]]
     with replacing(path) as temporary:
         kept.to_parquet(temporary, index=False)
     return path
@@ -99,7 +104,9 @@ def judge(
     if observed <= 0:
         return None
     end = min(scoring_date + timedelta(days=window_days), outcomes_as_of).isoformat()
-    later = churn_dates.reindex(scores[schema.ID_COLUMN]).fillna("").to_numpy()
+    # a scoring kept under an earlier contract names its ID column as that contract did
+    id_column = next(c for c in scores.columns if c not in _SCORED)
+    later = churn_dates.reindex(scores[id_column]).fillna("").to_numpy()
     left = (later != "") & (later > scoring_date.isoformat()) & (later <= end)
     offer = scores["offer"].to_numpy().astype(bool)
     probability = scores["churn_probability"].to_numpy()
@@ -193,7 +200,7 @@ def realized_now(settings: ChurnSettings) -> tuple[str, pd.DataFrame]:
     versions = registry.open_registry(settings).versions()
     table = realized_table(
         settings.scores_folder,
-        history.churn_dates(store.read(current.id)),
+        history.churn_dates(store.read(current.id), store.contract),
         date.fromisoformat(current.as_of),
         settings.outcome_window_days,
         {str(v.version): version_economics(v.tags or {}, default) for v in versions},

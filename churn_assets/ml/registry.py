@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import locks, schema, tracking
+from churn_assets.ml import locks, tracking
 from churn_assets.ml.locks import RegistryLock
 from churn_assets.ml.settings import ChurnSettings
 
@@ -56,6 +56,10 @@ ROLLED_BACK_TO_TAG = "rolled_back_to"
 DAGSTER_RUN_TAG = "dagster_run_id"
 #: The training snapshot a version learned from (its SHA-256; see churn_assets.ml.snapshots).
 SNAPSHOT_TAG = "snapshot_id"
+#: The digest and version of the data contract a version reads its inputs by (the contract
+#: itself is its run's tracking.CONTRACT_ARTIFACT).
+CONTRACT_TAG = "contract_digest"
+CONTRACT_VERSION_TAG = "contract_version"
 NO_VERSION = "none"
 #: MLflow's limit on a model version tag's value.
 _TAG_LIMIT = 5000
@@ -322,9 +326,6 @@ def load_pipeline(name: str, version: str) -> Any:
     steps = getattr(pipeline, "named_steps", {})
     if "preprocess" not in steps or "model" not in steps:
         raise ValueError(f"{uri} is not a preprocess+model pipeline")
-    expected = {str(c) for c in steps["preprocess"].feature_names_in_}
-    if unknown := expected - set(schema.FEATURE_COLUMNS):
-        raise ValueError(f"{uri} needs columns this code does not know: {sorted(unknown)}")
     return pipeline
 
 

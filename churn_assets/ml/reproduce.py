@@ -89,7 +89,10 @@ def reproduce(settings: ChurnSettings, version: str) -> Reproduction:
     run = tracking.client(settings).get_run(str(model_version.run_id))
     params = run.data.params
     store = SnapshotStore.from_settings(settings)
-    cleaned, _ = cleaning.clean_customers(store.read(snapshot_id))
+    # the contract the version was trained under, whatever CHURN_CONTRACT_PATH says today
+    store.contract = tracking.load_run_contract(run.info.run_id) or store.contract
+    contract = store.contract
+    cleaned, _ = cleaning.clean_customers(store.read(snapshot_id), contract)
     splits = point_in_time.training_splits(
         store,
         cleaned,
@@ -97,7 +100,7 @@ def reproduce(settings: ChurnSettings, version: str) -> Reproduction:
         int(params["split_seed"]),
         int(params.get("outcome_window_days", settings.outcome_window_days)),
     )
-    train_features, _ = features_and_target(splits.train)
+    train_features, _ = features_and_target(splits.train, contract)
     choices = training.TrainingChoices(
         calibration=CalibrationMode(params["calibration_mode"]),
         calibration_significance=float(params["calibration_significance"]),
@@ -106,13 +109,16 @@ def reproduce(settings: ChurnSettings, version: str) -> Reproduction:
         tuning_max_trials=1,
     )
     trained = training.train_churn_model(
-        features.fit_preprocessor(train_features),
+        features.fit_preprocessor(train_features, contract),
         splits.train,
+        contract,
         _hyperparameters(params),
         choices,
     )
     probability = training.churn_probability(trained.pipeline, splits.holdout)
-    found = metrics.classification_metrics(splits.holdout["Churn"].to_numpy(), probability)
+    found = metrics.classification_metrics(
+        splits.holdout[contract.target_column].to_numpy(), probability
+    )
     recorded = {
         name: float(run.data.metrics[f"holdout_{name}"])
         for name in COMPARED

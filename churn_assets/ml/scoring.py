@@ -1,8 +1,9 @@
 """Batch scoring: every active customer ranked by churn probability for the retention team.
 
-Customers whose Churn is already "Yes" have left, so only the active base is scored. The file
-is ranked, most at risk first, and carries the columns a campaign is planned with: contract,
-tenure band and payment method, which are also the dimensions of the risk segments.
+Customers the export already marks as churned have left, so only the active base is scored.
+The file is ranked, most at risk first, and carries the columns a campaign is planned with:
+the contract's `segments` (a number as its band, e.g. tenure_band), which are also the
+dimensions of the risk segments, and its `carry` columns.
 """
 
 from __future__ import annotations
@@ -16,29 +17,38 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv
 
-from churn_assets.ml import schema
+from churn_assets.ml.contract import Contract
 from churn_assets.ml.files import replacing
 
 SCORES_FILE = "churn_scores"
-TENURE_BANDS = ("0-12 months", "13-24 months", "25-48 months", "49-72 months", "73+ months")
-_TENURE_EDGES = (-1, 12, 24, 48, 72, np.inf)
-SEGMENT_COLUMNS = ("Contract", "tenure_band", "PaymentMethod")
 #: Segments smaller than this share of the base are left out of the top list: a segment of
 #: three customers with one high score is noise, not a campaign.
 _MIN_SEGMENT_SHARE = 0.005
 _MIN_SEGMENT_CUSTOMERS = 20
 
 
-def tenure_band(tenure: pd.Series) -> pd.Series:
-    return pd.cut(tenure, bins=list(_TENURE_EDGES), labels=list(TENURE_BANDS))
+def band_column(column: str) -> str:
+    return f"{column}_band"
 
 
-def active_customers(customers: pd.DataFrame) -> pd.DataFrame:
-    return customers.loc[customers[schema.TARGET_COLUMN] == 0]
+def segment_columns(contract: Contract) -> list[str]:
+    """The scores' segment columns: a category as it is, a number as its band."""
+    return [band_column(c) if contract.features[c].numeric else c for c in contract.segments]
+
+
+def band(values: pd.Series, contract: Contract, column: str) -> pd.Series:
+    """Each value's band: edges from the contract, labels such as "13-24 months"."""
+    edges = [-np.inf, *(contract.features[column].bands or ()), np.inf]
+    return pd.cut(values, bins=edges, labels=contract.band_labels(column))
+
+
+def active_customers(customers: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    return customers.loc[customers[contract.target_column] == 0]
 
 
 def rank_customers(
     active: pd.DataFrame,
+    contract: Contract,
     probability: np.ndarray,
     model_version: str,
     threshold: float,
@@ -50,18 +60,19 @@ def rank_customers(
     retention offer pays for; `reason_1`... hold each customer's top reasons when asked for.
     """
     p = np.asarray(probability, dtype=np.float64)
-    scores = pd.DataFrame(
-        {
-            schema.ID_COLUMN: active[schema.ID_COLUMN].to_numpy(),
-            "churn_probability": p,
-            "offer": p >= threshold,
-            "Contract": active["Contract"].to_numpy(),
-            "tenure_band": tenure_band(active["tenure"]).to_numpy(),
-            "PaymentMethod": active["PaymentMethod"].to_numpy(),
-            "tenure": active["tenure"].to_numpy(),
-            "MonthlyCharges": active["MonthlyCharges"].to_numpy(),
-        }
-    )
+    columns: dict[str, Any] = {
+        contract.id_column: active[contract.id_column].to_numpy(),
+        "churn_probability": p,
+        "offer": p >= threshold,
+    }
+    for column in contract.segments:
+        if contract.features[column].numeric:
+            columns[band_column(column)] = band(active[column], contract, column).to_numpy()
+        else:
+            columns[column] = active[column].to_numpy()
+    for column in contract.carry:
+        columns[column] = active[column].to_numpy()
+    scores = pd.DataFrame(columns)
     if reasons:
         for i in range(len(reasons[0])):
             scores[f"reason_{i + 1}"] = [customer[i]["text"] for customer in reasons]
@@ -74,13 +85,18 @@ def rank_customers(
     return scores
 
 
-def top_segments(scores: pd.DataFrame, limit: int = 10) -> pd.DataFrame:
-    """Contract x tenure band x payment method segments with the highest mean probability.
+def top_segments(scores: pd.DataFrame, contract: Contract, limit: int = 10) -> pd.DataFrame:
+    """The contract's segments (e.g. Contract x tenure band x payment method) with the highest
+    mean probability; without segments, the whole base as one.
 
     `expected_churners` (the sum of probabilities) says how many customers a campaign on the
     segment could keep, which is what sizes it.
     """
-    grouped = scores.groupby(list(SEGMENT_COLUMNS), observed=True)["churn_probability"]
+    by = segment_columns(contract)
+    if not by:
+        by = ["segment"]
+        scores = scores.assign(segment="all customers")
+    grouped = scores.groupby(by, observed=True)["churn_probability"]
     segments = grouped.agg(
         customers="size", mean_probability="mean", expected_churners="sum"
     ).reset_index()

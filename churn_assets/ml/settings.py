@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from churn_assets.ml.calibration import CalibrationMode
+from churn_assets.ml.contract import Contract, load_contract
 from churn_assets.ml.drift import MIN_ROWS_PER_BIN
 from churn_assets.ml.history import ExtractKind
 from churn_assets.ml.limits import DEFAULT_MAX_EXTRACT_BYTES, DEFAULT_MAX_LINE_BYTES, ExtractLimits
@@ -29,6 +30,7 @@ class ChurnSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     data_path: Path = Field(Path("data/telco_churn.csv"), alias="CHURN_DATA_PATH")
+    contract_path: Path | None = Field(None, alias="CHURN_CONTRACT_PATH")
     incoming_dir: Path = Field(Path("data/incoming"), alias="CHURN_INCOMING_DIR")
     incoming_settle_s: float = Field(10.0, alias="CHURN_INCOMING_SETTLE_S", ge=0)
     max_extract_mb: float = Field(
@@ -83,6 +85,10 @@ class ChurnSettings(BaseSettings):
         if self.mlflow_tracking_uri and self.mlflow_tracking_uri.startswith("http"):
             return self.mlflow_tracking_uri
         return LOCAL_UI_URL
+
+    def contract(self) -> Contract:
+        """The data contract at CHURN_CONTRACT_PATH, else the shipped telco contract."""
+        return load_contract(self.contract_path)
 
     @property
     def extract_limits(self) -> ExtractLimits:

@@ -35,13 +35,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from churn_assets.ml import history, schema
+from churn_assets.ml import history
 from churn_assets.ml.cleaning import (
     SOURCE_SHA256,
     CustomerDataError,
     check_columns,
     read_customer_csv,
 )
+from churn_assets.ml.contract import HISTORY_COLUMNS, Contract
 from churn_assets.ml.limits import ExtractLimits
 from churn_assets.ml.settings import ChurnSettings
 
@@ -49,9 +50,6 @@ from churn_assets.ml.settings import ChurnSettings
 SHORT_ID = 12
 _CURRENT = "CURRENT.json"
 _SEED = "SEED.json"
-#: A snapshot: the export's columns, then each customer's history (see churn_assets.ml.history).
-COLUMNS = (*schema.RAW_COLUMNS, *schema.HISTORY_COLUMNS)
-_ARROW_SCHEMA = pa.schema([(column, pa.string()) for column in COLUMNS])
 
 
 class SnapshotError(RuntimeError):
@@ -72,34 +70,46 @@ class SnapshotInfo:
     parent: str | None
     #: The date the snapshot's rows are true on (ISO): its extract's date.
     as_of: str
+    #: The digest of the data contract its columns follow ("" before contracts existed).
+    contract: str = ""
 
     @property
     def short_id(self) -> str:
         return self.id[:SHORT_ID]
 
 
-def read_export(path: Path, limits: ExtractLimits) -> pd.DataFrame:
+def columns(contract: Contract) -> tuple[str, ...]:
+    """A snapshot's columns: the contract's, then each customer's history."""
+    return (*contract.columns, *HISTORY_COLUMNS)
+
+
+def read_export(path: Path, limits: ExtractLimits, contract: Contract) -> pd.DataFrame:
     """A whole export (the seed, or a file a run trains on), hashed as it is read.
 
     Only the columns are checked here; values are the data checks' to judge, downstream.
     """
-    frame = read_customer_csv(path, None, max_line_bytes=limits.max_line_bytes)
+    frame = read_customer_csv(path, None, contract, max_line_bytes=limits.max_line_bytes)
     try:
-        check_columns(frame)
+        check_columns(frame, contract)
     except CustomerDataError as error:
         raise CustomerDataError(f"customer file {path}: {error}") from None
     return frame
 
 
-def churn_rate(frame: pd.DataFrame) -> float:
-    """Share of rows whose Churn reads Yes, as the export writes it."""
-    return float(history.churned(frame).mean()) if len(frame) else 0.0
+def churn_rate(frame: pd.DataFrame, contract: Contract) -> float:
+    """Share of rows whose target is a positive code, as the export writes it."""
+    return float(history.churned(frame, contract).mean()) if len(frame) else 0.0
 
 
 class SnapshotStore:
     """One owner for every write of snapshots and the pointer; readers only read."""
 
-    def __init__(self, root: str, filesystem: pafs.FileSystem, lock_path: Path, uri: str) -> None:
+    def __init__(
+        self, root: str, filesystem: pafs.FileSystem, lock_path: Path, uri: str, contract: Contract
+    ) -> None:
+        #: What new snapshots hold; reading an older one under another contract is the data
+        #: checks' to refuse, column by column.
+        self.contract = contract
         self._root = root.rstrip("/")
         self._fs = filesystem
         self._lock_path = lock_path
@@ -108,6 +118,7 @@ class SnapshotStore:
     @classmethod
     def from_settings(cls, settings: ChurnSettings) -> SnapshotStore:
         uri = settings.snapshot_uri
+        contract = settings.contract()
         lock = settings.local_state / "snapshots.lock"
         parsed = urlparse(uri)
         if parsed.scheme == "s3":
@@ -120,9 +131,9 @@ class SnapshotStore:
                 scheme=endpoint.scheme or "https",
                 region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
             )
-            return cls(f"{parsed.netloc}{parsed.path}", filesystem, lock, uri)
+            return cls(f"{parsed.netloc}{parsed.path}", filesystem, lock, uri, contract)
         path = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
-        return cls(str(path), pafs.LocalFileSystem(), lock, path.as_uri())
+        return cls(str(path), pafs.LocalFileSystem(), lock, path.as_uri(), contract)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -246,13 +257,15 @@ class SnapshotStore:
         `as_of`. The same content gives the same ID, so writing it again changes nothing and
         keeps the first entry.
         """
-        if not set(schema.HISTORY_COLUMNS) <= set(frame.columns):
-            frame = history.start_history(frame, as_of)
-        table = frame[list(COLUMNS)].astype(str).reset_index(drop=True)
+        if not set(HISTORY_COLUMNS) <= set(frame.columns):
+            frame = history.start_history(frame, as_of, self.contract)
+        names = columns(self.contract)
+        table = frame[list(names)].astype(str).reset_index(drop=True)
         # One string type and no pandas metadata: the bytes depend on the values and the date
         # alone, not on how the frame in memory happened to hold them. The date is part of
         # the content: the same customers a week later are a new point in their history.
-        arrow = pa.Table.from_pandas(table, schema=_ARROW_SCHEMA, preserve_index=False)
+        strings = pa.schema([(column, pa.string()) for column in names])
+        arrow = pa.Table.from_pandas(table, schema=strings, preserve_index=False)
         dated = arrow.replace_schema_metadata({"churn.as_of": as_of.isoformat()})
         buffer = io.BytesIO()
         pq.write_table(dated, buffer, compression="zstd")
@@ -266,12 +279,13 @@ class SnapshotStore:
             id=snapshot_id,
             created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
             rows=len(table),
-            churn_rate=churn_rate(table),
+            churn_rate=churn_rate(table, self.contract),
             kind=kind,
             source=source,
             source_sha256=source_sha256,
             parent=parent,
             as_of=as_of.isoformat(),
+            contract=self.contract.digest,
         )
         # The entry goes last: a snapshot is listed only once its data is complete.
         self._write(meta, json.dumps(asdict(info), indent=2).encode())
@@ -298,14 +312,22 @@ class SnapshotStore:
             return current
         status = seed.stat()
         last = self._read_json(self._path(_SEED)) or {}
-        if current is not None and (last.get("size"), last.get("mtime_ns")) == (
-            status.st_size,
-            status.st_mtime_ns,
+        # a new contract reads the same file differently: the seed is imported again
+        seen = (status.st_size, status.st_mtime_ns, self.contract.digest)
+        if (
+            current is not None
+            and (
+                last.get("size"),
+                last.get("mtime_ns"),
+                last.get("contract"),
+            )
+            == seen
         ):
             return current
-        frame = read_export(seed, limits)
+        frame = read_export(seed, limits, self.contract)
         seed_sha256 = str(frame.attrs[SOURCE_SHA256])
-        if current is None or seed_sha256 != last.get("sha256"):
+        changed = (seed_sha256, self.contract.digest) != (last.get("sha256"), last.get("contract"))
+        if current is None or changed:
             current = self.write(
                 frame,
                 kind="seed",
@@ -315,7 +337,12 @@ class SnapshotStore:
                 as_of=history.terms_of(seed, history.ExtractKind.full).as_of,
             )
             self.point_to(current.id, f"seed {seed} changed")
-        record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": seed_sha256}
+        record = {
+            "size": status.st_size,
+            "mtime_ns": status.st_mtime_ns,
+            "sha256": seed_sha256,
+            "contract": self.contract.digest,
+        }
         self._write(self._path(_SEED), json.dumps(record).encode())
         return current
 

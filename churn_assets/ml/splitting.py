@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import schema
 from churn_assets.ml.cleaning import SOURCE_SHA256
+from churn_assets.ml.contract import Contract
 
 #: Share of customers held out for evaluation, and the seed fixing which ones.
 HOLDOUT_FRACTION = 0.2
@@ -22,6 +22,8 @@ class CustomerSplits:
 
     train: pd.DataFrame
     holdout: pd.DataFrame
+    #: The data contract the rows were cleaned by: what the model's features are.
+    contract: Contract
     #: The training snapshot the rows come from (its SHA-256), and how they were split.
     snapshot_id: str
     holdout_fraction: float = HOLDOUT_FRACTION
@@ -60,27 +62,31 @@ def in_holdout(customer_ids: pd.Series, holdout_fraction: float, seed: int) -> n
     return hashes < np.uint64(holdout_fraction * 2**64)
 
 
-def split_customers(frame: pd.DataFrame, holdout_fraction: float, seed: int) -> CustomerSplits:
+def split_customers(
+    frame: pd.DataFrame, contract: Contract, holdout_fraction: float, seed: int
+) -> CustomerSplits:
     """Both sides must hold churners and stayers, or neither fitting nor evaluation means much."""
-    holdout = in_holdout(frame[schema.ID_COLUMN], holdout_fraction, seed)
+    holdout = in_holdout(frame[contract.id_column], holdout_fraction, seed)
     splits = CustomerSplits(
         frame[~holdout].reset_index(drop=True),
         frame[holdout].reset_index(drop=True),
+        contract=contract,
         snapshot_id=str(frame.attrs.get(SOURCE_SHA256, "unknown")),
         holdout_fraction=holdout_fraction,
         seed=seed,
     )
     for side, part in (("training", splits.train), ("holdout", splits.holdout)):
-        classes = part[schema.TARGET_COLUMN].nunique()
+        classes = part[contract.target_column].nunique()
         if classes < 2:
             raise ValueError(
                 f"the {side} side of the split ({len(part)} of {len(frame)} customers, "
-                f"holdout_fraction {holdout_fraction}, seed {seed}) holds only one Churn class; "
-                "more customers or another holdout_fraction are needed"
+                f"holdout_fraction {holdout_fraction}, seed {seed}) holds only one "
+                f"{contract.target_column} class; more customers or another holdout_fraction "
+                "are needed"
             )
     return splits
 
 
-def features_and_target(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+def features_and_target(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, pd.Series]:
     """Model inputs (no ID, no target) and the 0/1 target."""
-    return frame[list(schema.FEATURE_COLUMNS)], frame[schema.TARGET_COLUMN]
+    return frame[list(contract.feature_columns)], frame[contract.target_column]

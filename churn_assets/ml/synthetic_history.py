@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import schema
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.history import ExtractKind, today
 from churn_assets.ml.synthetic import generate_customers, write_customers
 
@@ -62,11 +62,12 @@ def make_history(
     joiners = customers // 100 if joiners_per_week is None else joiners_per_week
     total = customers + joiners * weeks
     rng = np.random.default_rng(seed)
-    people = generate_customers(total, seed).set_index(schema.ID_COLUMN, drop=False)
+    telco = default_contract()
+    people = generate_customers(total, seed).set_index(telco.id_column, drop=False)
     ids = people.index
     join = np.zeros(total, dtype=np.int64)
     join[customers:] = np.repeat(np.arange(1, weeks + 1), joiners)
-    at_risk = (people[schema.TARGET_COLUMN] == "Yes").to_numpy()
+    at_risk = (people[telco.target_column] == "Yes").to_numpy()
     # the base's at-risk customers leave from `churned_before` weeks before it onwards;
     # joiners leave after they join
     earliest = np.where(join == 0, -churned_before, join + 1)
@@ -86,7 +87,7 @@ def make_history(
         frame = people.copy()
         frame["tenure"] = np.minimum(grown, 72).astype(str)
         frame["TotalCharges"] = np.where(grown > 0, (grown * monthly).round(2).astype(str), " ")
-        frame[schema.TARGET_COLUMN] = np.where(churn <= week, "Yes", "No")
+        frame[telco.target_column] = np.where(churn <= week, "Yes", "No")
         return frame
 
     base_frame = as_of(0)

@@ -20,11 +20,13 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
-from churn_assets.ml import schema
+from churn_assets.ml.contract import Contract, parse_contract
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.tuning import Trial
 
 MODEL_ARTIFACT = "model"
+#: The data contract a version was trained under, as a run artifact beside its model.
+CONTRACT_ARTIFACT = "contract/contract.yaml"
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,10 @@ def git_sha(settings: ChurnSettings) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def input_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+def input_example(features: pd.DataFrame, contract: Contract, rows: int = 5) -> pd.DataFrame:
     """Rows as a caller sends them: categorical levels as plain strings."""
-    example = features[list(schema.FEATURE_COLUMNS)].head(rows).copy()
-    for column in schema.CATEGORICAL_FEATURES:
+    example = features[list(contract.feature_columns)].head(rows).copy()
+    for column in contract.categorical_features:
         example[column] = example[column].astype(str)
     return example
 
@@ -139,7 +141,7 @@ def log_model(pipeline: Pipeline, example: pd.DataFrame) -> str:
     Registering it is the registry's job (`ModelRegistry.register`).
     """
     with warnings.catch_warnings():
-        # tenure and SeniorCitizen are integers by contract (cleaning rejects blanks), so
+        # the contract's integers are never blank (cleaning refuses them), so
         # MLflow's hint about integer columns that might hold missing values does not apply.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         signature = infer_signature(example, pipeline.predict_proba(example))
@@ -163,7 +165,16 @@ def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
         return None
 
 
-def log_snapshot_input(train: pd.DataFrame, short_id: str, snapshot_uri: str) -> None:
+def load_run_contract(run_id: str) -> Contract | None:
+    """The data contract a run trained under, or None for runs from before contracts."""
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{CONTRACT_ARTIFACT}")
+    except (MlflowException, OSError):
+        return None
+    return parse_contract(text, f"runs:/{run_id}/{CONTRACT_ARTIFACT}")
+
+
+def log_snapshot_input(train: pd.DataFrame, target: str, short_id: str, snapshot_uri: str) -> None:
     """Record the training rows as the run's MLflow dataset input, named by their snapshot.
 
     The digest is the snapshot's short ID (MLflow's dataset table holds 36 characters), so the
@@ -176,7 +187,7 @@ def log_snapshot_input(train: pd.DataFrame, short_id: str, snapshot_uri: str) ->
         dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             train,
             source=snapshot_uri,
-            targets=schema.TARGET_COLUMN,
+            targets=target,
             name=f"snapshot-{short_id}",
             digest=short_id,
         )

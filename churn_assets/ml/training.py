@@ -14,9 +14,10 @@ from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from churn_assets.ml import metrics, schema
+from churn_assets.ml import metrics
 from churn_assets.ml.calibration import CalibrationFit, CalibrationMode, calibrate
-from churn_assets.ml.features import categorical_positions, output_features
+from churn_assets.ml.contract import Contract
+from churn_assets.ml.features import categorical_positions, model_inputs, output_features
 from churn_assets.ml.hyperparameters import Hyperparameters
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.splitting import features_and_target
@@ -73,15 +74,17 @@ class _Folds:
     categorical: list[int]
 
 
-def _folds(preprocessor: ColumnTransformer, train: pd.DataFrame, h: Hyperparameters) -> _Folds:
+def _folds(
+    preprocessor: ColumnTransformer, train: pd.DataFrame, contract: Contract, h: Hyperparameters
+) -> _Folds:
     fit_rows, validation_rows = train_test_split(
         train,
         test_size=h.validation_fraction,
         random_state=h.seed,
-        stratify=train[schema.TARGET_COLUMN],
+        stratify=train[contract.target_column],
     )
-    x_fit, y_fit = features_and_target(fit_rows)
-    x_val, y_val = features_and_target(validation_rows)
+    x_fit, y_fit = features_and_target(fit_rows, contract)
+    x_val, y_val = features_and_target(validation_rows, contract)
     return _Folds(
         preprocessor.transform(x_fit),
         y_fit.to_numpy(),
@@ -115,6 +118,7 @@ def _fit(folds: _Folds, h: Hyperparameters) -> lgb.LGBMClassifier:
 def train_churn_model(
     preprocessor: ColumnTransformer,
     train: pd.DataFrame,
+    contract: Contract,
     hyperparameters: Hyperparameters,
     choices: TrainingChoices,
     on_trial: Callable[[Trial], None] = lambda trial: None,
@@ -125,7 +129,7 @@ def train_churn_model(
     calibration map. `deterministic` and a fixed seed make the same data and parameters give
     the same model, and so the same metrics.
     """
-    folds = _folds(preprocessor, train, hyperparameters)
+    folds = _folds(preprocessor, train, contract, hyperparameters)
     tuning = None
     if choices.tunes:
         # The best trial so far, kept as it is found; ties go to the earlier trial, as in
@@ -188,4 +192,4 @@ def _best_iteration(model: lgb.LGBMClassifier) -> int:
 
 def churn_probability(model: Any, features: pd.DataFrame) -> Any:
     """Churn probability from a fitted pipeline or an MLflow sklearn model."""
-    return model.predict_proba(features[list(schema.FEATURE_COLUMNS)])[:, 1]
+    return model.predict_proba(features[model_inputs(model)])[:, 1]
