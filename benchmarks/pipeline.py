@@ -219,6 +219,7 @@ def baseline_child(csv: Path) -> None:
         features,
         hyperparameters,
         metrics,
+        reading,
         scoring,
         splitting,
         training,
@@ -234,7 +235,7 @@ def baseline_child(csv: Path) -> None:
 
     with csv.open("rb") as data:
         sha256 = hashlib.file_digest(data, "sha256").hexdigest()
-    raw = cleaning.read_customer_csv(csv, sha256, contract)
+    raw = reading.read_customer_csv(csv, sha256, contract)
     lap("read")
     customers, _ = cleaning.clean_customers(raw, contract)
     del raw

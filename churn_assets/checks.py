@@ -9,11 +9,11 @@ import pandas as pd
 from pydantic import Field
 
 from churn_assets.assets.evaluation import evaluation_report
-from churn_assets.assets.ingest import cleaned_customers
+from churn_assets.assets.ingest import raw_customers
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import table_metadata
 from churn_assets.assets.monitoring import realized_performance
-from churn_assets.ml import drift, quality, realized, tracking
+from churn_assets.ml import drift, realized, tracking, validation
 from churn_assets.ml.evaluation import EvaluationReport
 from churn_assets.ml.gate import (
     GateConfigError,
@@ -29,29 +29,47 @@ from churn_assets.resources import (
     deployment_floor,
 )
 
-CLEANED_CUSTOMERS = cleaned_customers.key
+RAW_CUSTOMERS = raw_customers.key
 
 
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(
-            rule.__name__, asset=cleaned_customers, blocking=True, description=rule.__doc__
+            rule.name, asset=raw_customers, blocking=True, description=rule.description
         )
-        for rule in quality.RULES
+        for rule in validation.RULES
     ],
-    description="Data-quality rules on cleaned customers; a failure stops training.",
+    description="The data contract's rules on the export as read; a failure stops training.",
 )
-def customer_data_quality(
-    settings: ChurnSettingsResource, cleaned_customers: pd.DataFrame
+def customer_data_contract(
+    settings: ChurnSettingsResource, raw_customers: pd.DataFrame
 ) -> Iterator[dg.AssetCheckResult]:
-    for result in quality.evaluate_rules(cleaned_customers, settings.get().contract()):
+    """Each rule is its own check, failing on its own with the column, value, line and count
+    of what broke it (the first violation in the metadata, all of them in a table)."""
+    contract = settings.get().contract()
+    for result in validation.validate(raw_customers, contract):
+        first = result.violations[0] if result.violations else None
+        found: dict[str, Any] = {}
+        if first is not None:
+            found = {
+                "column": first.column,
+                "value": first.value,
+                "line": first.line,
+                "rows": first.count,
+                "violations": table_metadata(pd.DataFrame([v.as_row() for v in result.violations])),
+            }
         yield dg.AssetCheckResult(
-            asset_key=CLEANED_CUSTOMERS,
-            check_name=result.name,
+            asset_key=RAW_CUSTOMERS,
+            check_name=result.rule.name,
             passed=result.passed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=result.description,
-            metadata=result.metadata,
+            description=result.summary(),
+            metadata={
+                **found,
+                "violated_columns": len({v.column for v in result.violations}),
+                **result.figures,
+                "contract_digest": contract.digest[:12],
+            },
         )
 
 

@@ -28,9 +28,9 @@ from churn_assets.ml import (
     synthetic_history,
     tracking,
 )
-from churn_assets.ml.cleaning import CustomerDataError
 from churn_assets.ml.contract import ContractError, load_contract
 from churn_assets.ml.ports import port_in_use
+from churn_assets.ml.reading import CustomerDataError
 from churn_assets.ml.settings import ChurnSettings
 
 

@@ -6,14 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ml import quality
-from churn_assets.ml.cleaning import (
-    SOURCE_SHA256,
-    CustomerDataError,
-    clean_customers,
-    read_customer_csv,
-)
+from churn_assets.ml import validation
+from churn_assets.ml.cleaning import clean_customers
 from churn_assets.ml.contract import default_contract
+from churn_assets.ml.reading import SOURCE_SHA256, CustomerDataError, read_customer_csv
 from churn_assets.ml.synthetic import generate_customers, write_customers
 
 TELCO = default_contract()
@@ -50,7 +46,6 @@ def test_clean_types_target_and_blank_total_charges(raw: pd.DataFrame) -> None:
     assert report.blanks_filled["TotalCharges"] == int(new.sum()) > 0
     assert (cleaned.loc[new, "TotalCharges"] == 0).all()
     assert cleaned.attrs[SOURCE_SHA256] == "abc"
-    assert all(r.passed for r in quality.evaluate_rules(cleaned, TELCO))
 
 
 def test_duplicate_customer_ids_keep_the_last_row(raw: pd.DataFrame) -> None:
@@ -116,7 +111,7 @@ def test_missing_column_is_named(raw: pd.DataFrame) -> None:
 
 def test_single_class_is_rejected(raw: pd.DataFrame) -> None:
     raw["Churn"] = "No"
-    with pytest.raises(CustomerDataError, match=r"column 'Churn' has a single class.*'No'.*line 2"):
+    with pytest.raises(CustomerDataError, match=r"column 'Churn'.* all stayed.*'No' at line 2"):
         clean_customers(raw, TELCO)
 
 
@@ -133,20 +128,46 @@ def test_empty_and_header_only_files_are_rejected(tmp_path: Path) -> None:
         read_customer_csv(tmp_path / "missing.csv", "x", TELCO)
 
 
-def test_quality_rules_flag_broken_frames(raw: pd.DataFrame) -> None:
-    cleaned, _ = clean_customers(raw, TELCO)
-    broken = cleaned.copy()
-    broken.loc[0, "MonthlyCharges"] = np.nan
-    broken.loc[1, "tenure"] = 500
-    broken["Churn"] = 0
-    broken.loc[2, "Churn"] = 1
-    verdicts = {r.name: r.passed for r in quality.evaluate_rules(broken, TELCO)}
-    assert verdicts == {
-        "required_columns": True,
-        "binary_target": True,
+def _verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    return {r.rule.name: r.passed for r in validation.validate(frame, TELCO)}
+
+
+ALL_PASS = {rule.name: True for rule in validation.RULES}
+
+
+def test_each_data_rule_fails_on_its_own(raw: pd.DataFrame) -> None:
+    assert _verdicts(raw) == ALL_PASS
+    broken = raw.astype(str)
+    broken.loc[0, "MonthlyCharges"] = "abc"  # a type: the range rule skips what is no number
+    broken.loc[1, "tenure"] = "500"
+    broken["Churn"] = "No"
+    broken.loc[2, "Churn"] = "Yes"  # both classes, but a churn rate of 0.05%
+    assert _verdicts(broken) == {
+        **ALL_PASS,
+        "value_types": False,
+        "value_ranges": False,
         "churn_rate_plausible": False,
-        "no_null_features": False,
-        "numeric_ranges": False,
     }
-    assert not quality.required_columns(broken.drop(columns=["gender"]), TELCO).passed
-    assert not quality.binary_target(broken.assign(Churn=1), TELCO).passed
+    missing = raw.drop(columns=["gender"])  # the other rules judge the columns that are there
+    assert _verdicts(missing) == {**ALL_PASS, "required_columns": False}
+    levels = raw.astype(str).assign(Contract="Monthly")
+    assert _verdicts(levels) == {**ALL_PASS, "category_levels": False}
+    everyone = raw.assign(Churn="Yes")
+    assert _verdicts(everyone) == {**ALL_PASS, "target_codes": False, "churn_rate_plausible": False}
+    ids = raw.astype(str)
+    ids.loc[5, "customerID"] = " "
+    assert _verdicts(ids) == {**ALL_PASS, "customer_ids": False}
+
+
+def test_a_violation_names_column_rows_value_and_line(raw: pd.DataFrame) -> None:
+    broken = raw.astype(str)
+    broken.loc[[40, 41], "tenure"] = "-3"
+    ranges = {r.rule.name: r for r in validation.validate(broken, TELCO)}["value_ranges"]
+    (violation,) = ranges.violations
+    assert (violation.column, violation.count, violation.value, violation.line) == (
+        "tenure",
+        2,
+        "'-3'",
+        42,
+    )
+    assert "are below the minimum 0" in violation.message()

@@ -13,8 +13,8 @@ import pytest
 
 from churn_assets.definitions import defs
 from churn_assets.ml import tracking
-from churn_assets.ml.cleaning import read_customer_csv
 from churn_assets.ml.contract import default_contract
+from churn_assets.ml.reading import read_customer_csv
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers

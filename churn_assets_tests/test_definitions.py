@@ -71,13 +71,15 @@ def test_quality_gate_and_data_checks_are_blocking() -> None:
         for key in graph.asset_check_keys
     }
     assert checks[("evaluation_report", "quality_gate")].blocking
-    data_checks = {name for asset, name in checks if asset == "cleaned_customers"}
+    data_checks = {name for asset, name in checks if asset == "raw_customers"}
     assert data_checks == {
         "required_columns",
-        "binary_target",
+        "customer_ids",
+        "value_types",
+        "category_levels",
+        "value_ranges",
+        "target_codes",
         "churn_rate_plausible",
-        "no_null_features",
-        "numeric_ranges",
     }
     warnings = {("customer_snapshot", "extract_drift"), ("realized_performance", "realized_auc")}
     assert all(spec.blocking for key, spec in checks.items() if key not in warnings)

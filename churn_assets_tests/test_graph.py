@@ -143,10 +143,12 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         "required_columns": True,
-        "binary_target": True,
+        "customer_ids": True,
+        "value_types": True,
+        "category_levels": True,
+        "value_ranges": True,
+        "target_codes": True,
         "churn_rate_plausible": True,
-        "no_null_features": True,
-        "numeric_ranges": True,
         "quality_gate": True,
         "realized_auc": True,  # nothing to judge yet: no outcomes have arrived
     }
@@ -370,7 +372,7 @@ def _single_class(frame: pd.DataFrame) -> pd.DataFrame:
     [
         (_missing_column, "missing required column(s) 'Contract'"),
         (_unparseable, "column 'MonthlyCharges': 1 row(s) are not numbers, e.g. 'abc' at line 12"),
-        (_single_class, "column 'Churn' has a single class"),
+        (_single_class, "column 'Churn': 7043 row(s) all stayed"),
         (lambda frame: frame.head(0), "has a header but no customer rows"),
         (None, "is empty"),
     ],
@@ -386,7 +388,12 @@ def test_bad_csv_fails_loudly_and_touches_nothing(
         breaks(frame).to_csv(churn_env.data_path, index=False, lineterminator="\r\n")
     result = materialize_graph(churn_env, instance)
     assert not result.success
-    assert expected in failure_messages(result)
+    # a file that cannot be read fails raw_customers; values the contract refuses fail a
+    # blocking data check (shown as such in the UI), which stops everything downstream
+    failed_checks = [
+        e.description or "" for e in result.get_asset_check_evaluations() if not e.passed
+    ]
+    assert expected in failure_messages(result) + "\n".join(failed_checks)
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized <= {"raw_customers"}
     assert churn_env.client.search_registered_models() == []

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from churn_assets import cli
-from churn_assets.ml.cleaning import CustomerDataError
 from churn_assets.ml.contract import CHURN_DATE, FIRST_SEEN, default_contract
 from churn_assets.ml.history import ExtractKind, terms_of
 from churn_assets.ml.landing import merge_extract
+from churn_assets.ml.reading import CustomerDataError
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers

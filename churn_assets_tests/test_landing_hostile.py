@@ -14,10 +14,10 @@ import dagster as dg
 import pytest
 
 from churn_assets.definitions import defs
-from churn_assets.ml.cleaning import CustomerDataError, read_customer_csv
 from churn_assets.ml.contract import default_contract
 from churn_assets.ml.landing import LandingCursor, merge_extract, ready_extracts
 from churn_assets.ml.limits import MAX_ID_CHARS, ExtractLimits
+from churn_assets.ml.reading import CustomerDataError, read_customer_csv
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, write_customers

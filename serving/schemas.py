@@ -5,9 +5,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 
-from churn_assets.ml.cleaning import blank_as_none
 from churn_assets.ml.contract import MISSING, Contract, default_contract
 from churn_assets.ml.limits import MAX_ID_CHARS
+from churn_assets.ml.reading import blank_as_none
 
 
 def _feature_field(contract: Contract, column: str) -> tuple[Any, Any]:

@@ -5,6 +5,7 @@ from dagster_mlflow.resources import MlFlow
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
 from churn_assets.ml import baseline, calibration, evaluation, plots, tracking, training
+from churn_assets.ml import registry as registry_versions
 from churn_assets.ml.decision import Economics, value_curve
 from churn_assets.ml.splitting import CustomerSplits
 from churn_assets.ml.tracking import ModelCandidate
@@ -31,7 +32,8 @@ def evaluation_report(
     uncalibrated_probability = (
         calibration.uncalibrated_probability(candidate_model, holdout) if calibrated else None
     )
-    y = holdout["Churn"].to_numpy()
+    target = customer_splits.contract.target_column
+    y = holdout[target].to_numpy()
     economics = Economics(churn_settings.offer_cost, churn_settings.saved_customer_value)
     decision = value_curve(y, candidate_probability, economics)
     # Production and the versions promoted before it, on this holdout: the gate's no-slide
@@ -41,6 +43,12 @@ def evaluation_report(
     production = model_registry.production()
     production_version = None if production is None else str(production.version)
     recent = model_registry.recent_production_versions_from(production, churn_settings.gate_history)
+    # a version trained under another data contract reads other columns: it cannot score this
+    # holdout, so the gate compares the candidate with the versions of its own contract only
+    digest = customer_splits.contract.digest
+    recent = [
+        v for v in recent if registry_versions.contract_digest(model_registry.version(v)) == digest
+    ]
     # Loaded once each: scored on the holdout here and on the out-of-time rows below.
     recent_models = {
         version: evaluation.load_model(f"models:/{churn_model.name}/{version}")
@@ -62,6 +70,7 @@ def evaluation_report(
             customer_splits.out_of_time_day or "",
             customer_splits.window_days or churn_settings.outcome_window_days,
             later,
+            target,
             training.churn_probability(candidate_model, later),
             training.churn_probability(reference, later),
             {
@@ -75,6 +84,7 @@ def evaluation_report(
         churn_model.version,
         churn_model.run_id,
         holdout,
+        target,
         candidate_probability,
         production_version,
         production_probability,

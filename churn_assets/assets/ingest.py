@@ -8,7 +8,7 @@ from pydantic import Field
 
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml import cleaning, history
+from churn_assets.ml import cleaning, history, reading
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.snapshots import SnapshotError, SnapshotInfo, SnapshotStore, read_export
 from churn_assets.resources import ChurnSettingsResource
@@ -68,14 +68,14 @@ def _chosen_snapshot(
                 frame,
                 kind="file",
                 source=str(path.resolve()),
-                source_sha256=str(frame.attrs[cleaning.SOURCE_SHA256]),
+                source_sha256=str(frame.attrs[reading.SOURCE_SHA256]),
                 parent=store.current_id(),
                 as_of=history.terms_of(path, history.ExtractKind.full).as_of,
             )
         current = store.sync_seed(settings.data_path, limits)
     if current is None:
         # the message read_customer_csv gives for a missing file, with what to do about it
-        cleaning.read_customer_csv(settings.data_path, "", store.contract)
+        reading.read_customer_csv(settings.data_path, "", store.contract)
         raise SnapshotError(f"no snapshot in {store.uri}")
     return current
 
@@ -84,7 +84,8 @@ def _chosen_snapshot(
 def cleaned_customers(settings: ChurnSettingsResource, raw_customers: pd.DataFrame) -> dg.Output:
     """Typed customers by the data contract: blanks filled, one row per ID, the target as 0/1."""
     contract = settings.get().contract()
-    cleaned, report = cleaning.clean_customers(raw_customers, contract)
+    # the blocking customer_data_contract checks on raw_customers have judged it
+    cleaned, report = cleaning.clean_customers(raw_customers, contract, validated=True)
     churn_rate = float(cleaned[contract.target_column].mean())
     return dg.Output(
         cleaned,

@@ -8,8 +8,8 @@ from pydantic import Field
 
 from churn_assets.assets.metadata import GROUP, OWNERS, churn_asset, frame_metadata
 from churn_assets.ml import history, landing
-from churn_assets.ml.cleaning import CustomerDataError
 from churn_assets.ml.history import ExtractKind
+from churn_assets.ml.reading import CustomerDataError
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 

@@ -8,10 +8,10 @@ import pandas as pd
 from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata
 from churn_assets.assets.promotion import production_promotion
 from churn_assets.ml import (
-    cleaning,
     decision,
     evaluation,
     history,
+    reading,
     realized,
     reasons,
     scoring,
@@ -58,7 +58,7 @@ def churn_scores(
     files = scoring.write_scores(scores, churn_settings.scores_folder)
     # Kept for good, by the date the scored snapshot is true on: realized_performance judges
     # these against the churns that arrive later.
-    snapshot_id = str(cleaned_customers.attrs.get(cleaning.SOURCE_SHA256, ""))
+    snapshot_id = str(cleaned_customers.attrs.get(reading.SOURCE_SHA256, ""))
     store = SnapshotStore.from_settings(churn_settings)
     scored_on = (
         date.fromisoformat(store.info(snapshot_id).as_of) if snapshot_id else history.today()

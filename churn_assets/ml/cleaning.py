@@ -1,51 +1,27 @@
-"""Reading and cleaning the customer export, failing loudly on anything it cannot trust.
+"""Cleaning: customers typed by the data contract, from an export that passed validation.
 
-Every problem is reported with the column, the offending value and the line of the file
-(line 1 is the header, a quoted newline counts as the line break it is), because the person
-fixing an export needs to find the row. Nothing else of the file's content ever appears in a
-message: a file dropped by mistake (a credentials file, say) must not be echoed into logs.
+Numbers are parsed and their blanks filled by the contract's `blank` rules, categories mapped
+and typed with their levels, the target turned into 0/1 and duplicate IDs dropped. A frame
+that has not been through the data checks is validated first (see `validation`), so nothing
+unchecked is ever cleaned.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
-import functools
-import hashlib
-import os
-import re
-import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO, TypeVar
 
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.contract import HISTORY_COLUMNS, ROW_ID, Contract
-from churn_assets.ml.limits import DEFAULT_MAX_LINE_BYTES, MAX_ID_CHARS
-
-#: File line of data row 0: line 1 is the header.
-_FIRST_DATA_LINE = 2
-#: `DataFrame.attrs` key carrying the source file's SHA-256 from reading to the split, so the
-#: model version can be tagged with the exact file it was trained on.
-SOURCE_SHA256 = "source_sha256"
-#: `DataFrame.attrs` key of the file a frame was read from, to turn a row into its file line.
-SOURCE_PATH = "source_path"
-#: How much of an offending value a message shows.
-_SHOWN_CHARS = 40
-#: `DataFrame.attrs` key of the export's columns the contract does not declare (not read).
-EXTRA_COLUMNS = "extra_columns"
-_SCAN_CHUNK = 1 << 22
-
-
-T = TypeVar("T", float, pd.Series)
-
-
-class CustomerDataError(ValueError):
-    """The export cannot be used as training data; the message says where and why."""
+from churn_assets.ml.contract import HISTORY_COLUMNS, Contract
+from churn_assets.ml.reading import (
+    EXTRA_COLUMNS,
+    CustomerDataError,
+    mapped_levels,
+    require_columns,
+    stripped,
+)
+from churn_assets.ml.validation import numbers_filled, validate
 
 
 @dataclass(frozen=True)
@@ -60,349 +36,6 @@ class CleaningReport:
     extra_columns: list[str] = field(default_factory=list)
 
 
-def blank_as_none(value: object) -> object:
-    """The API's reading of a blank number: text of only spaces is blank, as cleaning reads
-    the export's blank cell (stripped, then empty)."""
-    return None if isinstance(value, str) and not value.strip() else value
-
-
-def _read_dtype(contract: Contract, column: str) -> str:
-    """Text for the ID and for numbers with decimals (nearly unique), categories otherwise.
-
-    A category holds a handful of distinct values, so a million rows cost a byte each instead
-    of a Python string each (about 60 bytes), and cleaning checks each distinct value once.
-    """
-    spec = contract.features.get(column)
-    if column == contract.id_column or (spec is not None and spec.type == "number"):
-        return "str"
-    return "category"
-
-
-def row_ids(frame: pd.DataFrame, contract: Contract) -> pd.Series:
-    """Stable IDs for an export without one: a hash of the row's features and target, plus
-    how many identical rows came before it, so equal rows stay distinct customers."""
-    values = frame[[*contract.feature_columns, contract.target_column]].astype(str)
-    hashed = pd.util.hash_pandas_object(values, index=False).to_numpy()
-    repeat = pd.Series(hashed).groupby(hashed).cumcount().to_numpy()
-    return pd.Series(
-        [f"{h:016x}-{n}" for h, n in zip(hashed, repeat, strict=True)], index=frame.index
-    )
-
-
-def read_customer_csv(
-    path: Path,
-    sha256: str | None,
-    contract: Contract,
-    *,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    follow_symlinks: bool = True,
-) -> pd.DataFrame:
-    """Read the export as text exactly as written, so cleaning sees every quirk.
-
-    Only the contract's columns are read, under the contract's names (`rename`); the rest,
-    `drop` included, never reach memory and are listed in `attrs["extra_columns"]`.
-    Low-cardinality columns come back as categoricals whose categories are that raw text.
-    Lines longer than `max_line_bytes` are refused before pandas sees them. Every failure is a
-    CustomerDataError naming the file and line; `follow_symlinks=False` (landing extracts)
-    refuses a symbolic link instead of reading its target. `sha256=None` hashes the file in
-    the same pass as the line check, instead of a caller reading it once more to hash it.
-    """
-    with open_regular(path, follow_symlinks) as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
-        digest = hashlib.sha256() if sha256 is None else None
-        _check_line_lengths(handle, path, max_line_bytes, digest)
-        # only the contract's columns are parsed, and pandas does not count the fields of a
-        # row whose extra or missing ones it would not read: they are counted here
-        _check_field_counts(handle, path)
-        if digest is not None:
-            sha256 = digest.hexdigest()
-        try:
-            handle.seek(0)
-            header = [str(c) for c in pd.read_csv(handle, nrows=0, encoding="utf-8").columns]
-            try:
-                _require_columns(contract, set(header), renamed=False)
-            except CustomerDataError as error:
-                raise CustomerDataError(f"customer file {path}: {error}") from None
-            wanted = {
-                name: contract.rename.get(name, name)
-                for name in header
-                if contract.rename.get(name, name) in contract.columns
-            }
-            handle.seek(0)
-            frame = pd.read_csv(
-                handle,
-                usecols=list(wanted),
-                dtype={name: _read_dtype(contract, column) for name, column in wanted.items()},
-                keep_default_na=False,
-                na_filter=False,
-                encoding="utf-8",
-            )
-        except UnicodeDecodeError:
-            raise CustomerDataError(
-                f"customer file {path} is not UTF-8: {_bad_encoding(handle)}; save it as UTF-8"
-            ) from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
-            raise CustomerDataError(
-                f"customer file {path} is not valid CSV: {_malformed(handle, error)}"
-            ) from None
-    if frame.empty:
-        raise CustomerDataError(f"customer file {path} has a header but no customer rows")
-    frame = frame.rename(columns=wanted)
-    if contract.id is None and set(contract.columns[1:]) <= set(frame.columns):
-        frame.insert(0, ROW_ID, row_ids(frame, contract))
-    frame.attrs[EXTRA_COLUMNS] = [
-        name for name in header if name not in wanted and name not in contract.drop
-    ]
-    frame.attrs[SOURCE_SHA256] = sha256
-    frame.attrs[SOURCE_PATH] = str(path)
-    return frame
-
-
-@contextmanager
-def open_regular(path: Path, follow_symlinks: bool) -> Iterator[BinaryIO]:
-    """The file opened for reading, refused unless it is a regular file.
-
-    A FIFO or device named like an export would block or never end; with `follow_symlinks`
-    off, O_NOFOLLOW refuses a link even if one replaced the file after it was inspected.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
-    try:
-        descriptor = os.open(path, flags)
-    except FileNotFoundError:
-        raise CustomerDataError(
-            f"customer file {path} does not exist: set CHURN_DATA_PATH or generate one with "
-            f"`churn generate-data --out {path}`"
-        ) from None
-    except OSError as error:
-        if not follow_symlinks and Path(path).is_symlink():
-            raise CustomerDataError(
-                f"customer file {path} is a symbolic link; links are never followed"
-            ) from None
-        raise CustomerDataError(f"customer file {path} cannot be read: {error.strerror}") from None
-    handle = os.fdopen(descriptor, "rb")
-    with handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise CustomerDataError(f"customer file {path} is not a regular file")
-        os.set_blocking(descriptor, True)
-        yield handle
-
-
-def _check_line_lengths(
-    handle: BinaryIO, path: Path, limit: int, digest: hashlib._Hash | None
-) -> None:
-    """Refuse the first line longer than `limit` bytes, without holding more than a chunk;
-    `digest`, when given, is fed every chunk read."""
-    line, length = 1, 0
-    while chunk := handle.read(_SCAN_CHUNK):
-        if digest is not None:
-            digest.update(chunk)
-        breaks = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord("\n"))
-        if len(breaks) == 0:
-            length += len(chunk)
-            if length > limit:
-                break
-            continue
-        # lengths of the line continued from the last chunk, then of each line after it
-        lengths = np.diff(breaks, prepend=-1)
-        lengths[0] += length
-        over = np.flatnonzero(lengths > limit + 1)  # +1: the line break itself
-        if len(over):
-            line += int(over[0])
-            length = limit + 1
-            break
-        line += len(breaks)
-        length = len(chunk) - int(breaks[-1]) - 1
-        if length > limit:
-            break
-    if length > limit:
-        raise CustomerDataError(
-            f"customer file {path}: line {line} is longer than the limit of {limit} bytes "
-            "(CHURN_MAX_LINE_BYTES); an export's row is a few hundred"
-        )
-
-
-class _FieldCounter:
-    """Counts each CSV record's fields chunk by chunk, vectorised over the chunk's bytes.
-
-    A comma or line break counts only outside quotes (an even number of quote characters
-    before it), so quoted commas and newlines are text, as CSV has them; a blank line is no
-    record, as pandas skips it.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.parity = 0  # quote characters so far, mod 2
-        self.commas = 0  # of the record being read, before this chunk
-        self.length = 0  # its bytes there, line breaks and carriage returns aside
-        self.line = 1  # the file line it starts on
-        self.lines = 0  # line breaks before this chunk
-        self.expected: int | None = None
-
-    def feed(self, chunk: bytes) -> None:
-        data = np.frombuffer(chunk, dtype=np.uint8)
-        quotes = data == ord('"')
-        inside = ((np.cumsum(quotes) + self.parity) % 2).astype(bool)
-        newlines = data == ord("\n")
-        commas = np.cumsum((data == ord(",")) & ~inside)
-        content = np.cumsum(~newlines & (data != ord("\r")))
-        breaks = np.cumsum(newlines)
-        ends = np.flatnonzero(newlines & ~inside)
-        if len(ends):
-            fields = np.diff(commas[ends], prepend=0) + 1
-            lengths = np.diff(content[ends], prepend=0)
-            fields[0] += self.commas
-            lengths[0] += self.length
-            starts = np.concatenate(([self.line], self.lines + breaks[ends[:-1]] + 1))
-            self._judge(fields, lengths, starts)
-            last = int(ends[-1])
-            self.commas = int(commas[-1] - commas[last])
-            self.length = int(content[-1] - content[last])
-            self.line = self.lines + int(breaks[last]) + 1
-        else:
-            self.commas += int(commas[-1])
-            self.length += int(content[-1])
-        self.parity = (self.parity + int(quotes.sum())) % 2
-        self.lines += int(breaks[-1])
-
-    def finish(self) -> None:
-        """The last record, when no line break follows it."""
-        self._judge(np.array([self.commas + 1]), np.array([self.length]), np.array([self.line]))
-
-    def _judge(self, fields: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> None:
-        present = np.flatnonzero(lengths > 0)
-        if not len(present):
-            return
-        if self.expected is None:
-            self.expected = int(fields[present[0]])
-        wrong = present[fields[present] != self.expected]
-        if len(wrong):
-            first = int(wrong[0])
-            raise CustomerDataError(
-                f"customer file {self.path} is not valid CSV: line {int(starts[first])} has "
-                f"{int(fields[first])} field(s) where the header (line 1) has {self.expected}"
-            )
-
-
-def _check_field_counts(handle: BinaryIO, path: Path) -> None:
-    """Refuse the first record whose field count differs from the header's."""
-    handle.seek(0)
-    counter = _FieldCounter(path)
-    while chunk := handle.read(_SCAN_CHUNK):
-        counter.feed(chunk)
-    counter.finish()
-
-
-def _bad_encoding(handle: BinaryIO) -> str:
-    """Where the first byte that is not UTF-8 is: its line and column."""
-    handle.seek(0)
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    line, offset_in_line = 1, 0
-    while chunk := handle.read(_SCAN_CHUNK):
-        try:
-            decoder.decode(chunk)
-        except UnicodeDecodeError as error:
-            before = chunk[: error.start]
-            breaks = before.count(b"\n")
-            column = (
-                len(before) - before.rfind(b"\n") if breaks else offset_in_line + len(before) + 1
-            )
-            return f"line {line + breaks}, byte {column} is {chunk[error.start]:#04x}"
-        breaks = chunk.count(b"\n")
-        line += breaks
-        offset_in_line = (
-            len(chunk) - chunk.rfind(b"\n") - 1 if breaks else offset_in_line + len(chunk)
-        )
-    return "a byte sequence is cut off at the end of the file"
-
-
-def _records(handle: BinaryIO) -> Iterator[tuple[int, list[str]]]:
-    """Each CSV record with the file line it starts on, quoted newlines counted as lines."""
-    handle.seek(0)
-    reader = csv.reader((line.decode("utf-8", "replace") for line in handle), strict=False)
-    first = 1
-    for record in reader:
-        yield first, record
-        first = reader.line_num + 1
-
-
-def _malformed(handle: BinaryIO, error: Exception) -> str:
-    """The first record whose field count differs from the header's, else pandas' reason."""
-    try:
-        records = _records(handle)
-        _, header = next(records)
-        for line, record in records:
-            if record and len(record) != len(header):
-                return (
-                    f"line {line} has {len(record)} field(s) where the header (line 1) has "
-                    f"{len(header)}"
-                )
-    except (csv.Error, StopIteration):
-        pass
-    # pandas' own reasons name rows and positions, never content
-    reason = re.sub(r"\s+", " ", str(error)).strip()
-    return reason[:200] or type(error).__name__
-
-
-def file_line(frame: pd.DataFrame, position: int) -> int:
-    """The line of the source file row `position` of a frame read from it starts on.
-
-    Counting records would be off by one for each quoted newline above the row, so the file is
-    read again: only on the way to an error message, never on the happy path.
-    """
-    source = frame.attrs.get(SOURCE_PATH)
-    if source:
-        try:
-            with open_regular(Path(source), follow_symlinks=False) as handle:
-                for index, (line, _) in enumerate(_records(handle)):
-                    if index == position + 1:  # record 0 is the header
-                        return line
-        except (CustomerDataError, OSError, csv.Error):
-            pass
-    return position + _FIRST_DATA_LINE
-
-
-def shown(value: object) -> str:
-    """A value as a message shows it: its repr, cut to a readable length."""
-    text = str(value)
-    if len(text) <= _SHOWN_CHARS:
-        return repr(text)
-    return f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
-
-
-def _example(raw: pd.DataFrame, mask: np.ndarray | pd.Series) -> str:
-    """Where the first offending row is: 'line N' of the file."""
-    return f"line {file_line(raw, int(np.flatnonzero(np.asarray(mask))[0]))}"
-
-
-def _fail(raw: pd.DataFrame, column: str, mask: pd.Series, problem: str) -> None:
-    count = int(np.asarray(mask).sum())
-    value = raw[column].iloc[int(np.flatnonzero(np.asarray(mask))[0])]
-    raise CustomerDataError(
-        f"column {column!r}: {count} row(s) {problem}, e.g. {shown(value)} at {_example(raw, mask)}"
-    )
-
-
-def _require_columns(contract: Contract, present: set[str], *, renamed: bool) -> None:
-    """Raise naming each required column as the export names it: the header a person fixes.
-
-    The header's other names are not echoed: they may be anything but an export's.
-    """
-    required = contract.export_names
-    missing = [
-        export
-        for column, export in required.items()
-        if (column if renamed else export) not in present
-    ]
-    if missing:
-        raise CustomerDataError(
-            f"missing required column(s) {', '.join(map(repr, missing))}; the export has "
-            f"{len(required) - len(missing)} of the {len(required)} the contract requires; if "
-            "your export names them differently, map its names in the contract's `rename` "
-            "(CHURN_CONTRACT_PATH), or draft a contract with `churn contract infer FILE`"
-        )
-
-
 def check_columns(raw: pd.DataFrame, contract: Contract) -> list[str]:
     """The contract's columns the frame lacks (raised as an error) and the export's extra ones.
 
@@ -410,155 +43,64 @@ def check_columns(raw: pd.DataFrame, contract: Contract) -> list[str]:
     """
     if raw.empty:
         raise CustomerDataError("customer data has no rows")
-    _require_columns(contract, set(raw.columns), renamed=True)
+    require_columns(contract, set(raw.columns), renamed=True)
     known = (*contract.columns, *HISTORY_COLUMNS)
     return list(raw.attrs.get(EXTRA_COLUMNS, [])) + [c for c in raw.columns if c not in known]
 
 
-def _stripped(values: pd.Series) -> pd.Series:
-    """Text without surrounding blanks; a categorical is stripped once per category."""
-    if not isinstance(values.dtype, pd.CategoricalDtype):
-        return values.astype(str).str.strip()
-    stripped = values.cat.categories.astype(str).str.strip()
-    levels, position = np.unique(stripped.to_numpy(dtype=str), return_inverse=True)
-    codes = values.cat.codes.to_numpy()
-    recoded = np.where(codes >= 0, position[codes], -1)
-    return pd.Series(pd.Categorical.from_codes(recoded, levels), index=values.index)
-
-
-def _to_number(text: pd.Series) -> pd.Series:
-    """Floats, NaN where the text is not a number; a categorical is parsed once per category."""
-    if not isinstance(text.dtype, pd.CategoricalDtype):
-        return pd.to_numeric(text, errors="coerce").astype(np.float64)
-    parsed = pd.to_numeric(text.cat.categories, errors="coerce").to_numpy(dtype=np.float64)
-    codes = text.cat.codes.to_numpy()
-    return pd.Series(np.where(codes >= 0, parsed[codes], np.nan), index=text.index)
-
-
-def _parse_number(raw: pd.DataFrame, text: pd.Series, column: str) -> pd.Series:
-    values = _to_number(text)
-    _reject(raw, column, values.isna() & (text != ""), "are not numbers")
-    return values
-
-
-def _reject(raw: pd.DataFrame, column: str, mask: pd.Series, problem: str) -> None:
-    if bool(mask.any()):
-        _fail(raw, column, mask, problem)
-
-
-def _clean_numbers(
-    raw: pd.DataFrame, text: dict[str, pd.Series], contract: Contract
-) -> tuple[dict[str, pd.Series], dict[str, int]]:
-    """Each numeric feature parsed, blanks read by its `blank` rule, ranges checked."""
-    numbers: dict[str, pd.Series] = {}
-    blanks: dict[str, pd.Series] = {}
-    for column in contract.numeric_features:
-        spec = contract.features[column]
-        values = _parse_number(raw, text[column], column)
-        blanks[column] = values.isna()
-        if spec.blank is None:
-            _reject(raw, column, blanks[column], "are blank")
-        if spec.type == "integer":
-            _reject(raw, column, values != values.round(), "are not whole numbers")
-        numbers[column] = values
-    # a rule reads only features that are never blank, so every value it needs is there
-    filled = {}
-    for column in contract.numeric_features:
-        blank = blanks[column]
-        filled[column] = int(blank.sum())
-        if filled[column]:
-            numbers[column] = numbers[column].where(~blank, contract.blank_fill(column, numbers))
-        values = numbers[column]
-        low, high = contract.numeric_range(column)
-        _reject(raw, column, values < low, f"are below the minimum {low:g}")
-        _reject(raw, column, values > high, f"are above the plausible maximum {high:g}")
-        integer = contract.features[column].type == "integer" and not bool(values.isna().any())
-        numbers[column] = values.astype(np.int64 if integer else np.float64)
-    return numbers, filled
-
-
-def _mapped(mapping: dict[str, str], code: str) -> str:
-    return mapping.get(code, code)
-
-
-def _clean_categories(
-    raw: pd.DataFrame, text: dict[str, pd.Series], contract: Contract
-) -> dict[str, pd.Categorical]:
-    """Each category mapped (`map`), refused when blank, checked against listed levels."""
-    categories = {}
-    for column in contract.categorical_features:
-        spec = contract.features[column]
-        values = text[column]
-        if spec.map:
-            # on a categorical, map() runs once per distinct code
-            values = values.map(functools.partial(_mapped, spec.map))
-        _reject(raw, column, values == "", "are blank")
-        levels = spec.levels
-        if levels is not None:
-            unknown = ~values.isin(levels)
-            if bool(unknown.any()):
-                _fail(raw, column, unknown, f"have a level outside {list(levels)}")
-        else:
-            levels = tuple(sorted(str(v) for v in pd.unique(values.astype(str))))
-        categories[column] = pd.Categorical(values.astype(str), categories=levels)
-    return categories
-
-
 def clean_customers(
-    raw: pd.DataFrame, contract: Contract, *, require_both_classes: bool = True
+    raw: pd.DataFrame,
+    contract: Contract,
+    *,
+    require_both_classes: bool = True,
+    validated: bool = False,
 ) -> tuple[pd.DataFrame, CleaningReport]:
-    """Typed, validated customers: levels checked, target 0/1, one row per ID.
+    """Typed customers by the contract: blanks filled, levels as categories, target 0/1.
 
-    Duplicate IDs keep their last row: exports append, so the last row is newest.
-    Training data must hold churners and stayers; a small incremental extract need not.
+    Duplicate IDs keep their last row: exports append, so the last row is newest. A frame the
+    data checks have passed (`validated`) is not judged again; any other is, and the first
+    broken rule is raised (training data must hold churners and stayers; a small incremental
+    extract need not).
     """
     extra = check_columns(raw, contract)
-    text = {c: _stripped(raw[c]) for c in contract.columns}
-    ids = text[contract.id_column]
-    _reject(raw, contract.id_column, ids == "", "are blank")
-    _reject(
-        raw,
-        contract.id_column,
-        ids.str.len() > MAX_ID_CHARS,
-        f"are longer than {MAX_ID_CHARS} characters",
+    if not validated:
+        for result in validate(raw, contract, require_both_classes=require_both_classes):
+            if result.rule.blocks_cleaning and result.violations:
+                raise CustomerDataError(result.violations[0].message())
+    text = {c: stripped(raw[c]) for c in contract.columns}
+    cleaned = pd.DataFrame(
+        {contract.id_column: text[contract.id_column].to_numpy()}, index=raw.index
     )
-    categorical = _clean_categories(raw, text, contract)
+    numbers = numbers_filled(text, contract)
+    for column, spec in contract.features.items():
+        if spec.numeric:
+            values = numbers[column]
+            integer = spec.type == "integer" and not bool(values.isna().any())
+            cleaned[column] = values.astype(np.int64 if integer else np.float64).to_numpy()
+        else:
+            values = mapped_levels(text[column], spec.map).astype(str)
+            levels = spec.levels or tuple(sorted(pd.unique(values)))
+            cleaned[column] = pd.Categorical(values, categories=levels)
     target = text[contract.target_column]
-    allowed = contract.target.allowed()
-    if allowed is not None:
-        _reject(
-            raw,
-            contract.target_column,
-            ~target.isin(allowed),
-            f"are not one of {list(allowed)}",
-        )
-    _reject(raw, contract.target_column, target == "", "are blank")
-    numbers, filled = _clean_numbers(raw, text, contract)
-
-    cleaned = pd.DataFrame({contract.id_column: ids.to_numpy()}, index=raw.index)
-    for column in contract.feature_columns:
-        cleaned[column] = categorical[column] if column in categorical else numbers[column]
-    cleaned[contract.target_column] = target.isin(contract.target.positive).astype(np.int8)
+    cleaned[contract.target_column] = (
+        target.isin(contract.target.positive).astype(np.int8).to_numpy()
+    )
     # a snapshot's history (first seen, churn date) travels with its customers
     for column in HISTORY_COLUMNS:
         if column in raw.columns:
-            cleaned[column] = _stripped(raw[column]).to_numpy()
-
+            cleaned[column] = stripped(raw[column]).to_numpy()
     duplicated = cleaned.duplicated(contract.id_column, keep="last")
     cleaned = cleaned.loc[~duplicated].reset_index(drop=True)
     cleaned.attrs = dict(raw.attrs)
-    classes = set(cleaned[contract.target_column].unique().tolist())
-    if require_both_classes and classes != {0, 1}:
-        raise CustomerDataError(
-            f"column {contract.target_column!r} has a single class: every row is "
-            f"{str(target.iloc[0])!r}, "
-            f"e.g. {_example(raw, np.ones(len(raw), dtype=bool))}; a churn model needs both"
-        )
     report = CleaningReport(
         rows_in=len(raw),
         rows_out=len(cleaned),
         duplicate_ids_dropped=int(duplicated.sum()),
-        blanks_filled=filled,
+        blanks_filled={
+            c: int((text[c] == "").sum())
+            for c in contract.numeric_features
+            if contract.features[c].blank
+        },
         extra_columns=extra,
     )
     return cleaned, report

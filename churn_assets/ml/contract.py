@@ -219,6 +219,38 @@ class Contract(_Strict):
             self.model_dump(mode="json", exclude_defaults=True), sort_keys=False, width=100
         )
 
+    def breaking_changes(self, newer: Contract) -> list[str]:
+        """What in `newer` would break a caller of an API serving this contract's model:
+        fields it no longer accepts, fields it now requires, values it now refuses."""
+        breaks = []
+        if newer.id != self.id:
+            breaks.append(f"the ID field is {newer.id!r}, was {self.id!r}")
+        for column, old in self.features.items():
+            new = newer.features.get(column)
+            if new is None:
+                breaks.append(f"feature {column!r} is gone")
+                continue
+            if old.numeric != new.numeric or (old.type, new.type) == ("number", "integer"):
+                breaks.append(f"feature {column!r} is a {new.type}, was a {old.type}")
+                continue
+            if old.levels is None and new.levels is not None:
+                breaks.append(f"feature {column!r} now lists its levels")
+            elif old.levels and new.levels and (gone := set(old.levels) - set(new.levels)):
+                breaks.append(f"feature {column!r} no longer takes {sorted(gone)}")
+            if old.numeric:
+                (low, high), (new_low, new_high) = (
+                    self.numeric_range(column),
+                    newer.numeric_range(column),
+                )
+                if new_low > low or new_high < high:
+                    breaks.append(f"feature {column!r} now takes [{new_low:g}, {new_high:g}]")
+                if old.blank is not None and new.blank is None:
+                    breaks.append(f"feature {column!r} may no longer be blank")
+        for column, new in newer.features.items():
+            if column not in self.features and not (new.numeric and new.blank is not None):
+                breaks.append(f"feature {column!r} is new and required")
+        return breaks
+
     def band_labels(self, column: str) -> list[str]:
         """Segment labels of a numeric feature's bands: "0-12 months" ... "73+ months"."""
         spec = self.features[column]

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from churn_assets.ml.cleaning import CustomerDataError, open_regular
 from churn_assets.ml.contract import RESERVED, parse_contract
+from churn_assets.ml.reading import CustomerDataError, open_regular
 
 #: Rows read to draft a contract: enough to see every level of a category.
 SAMPLE_ROWS = 200_000
@@ -91,11 +91,8 @@ def _feature(column: str, values: pd.Series, notes: list[str]) -> dict[str, Any]
     blanks = bool((values == "").any())
     if numbers is not None:
         whole = bool((numbers == numbers.round()).all())
-        spec: dict[str, Any] = {
-            "type": "integer" if whole else "number",
-            "min": min(0.0, float(np.floor(numbers.min()))),
-            "max": float(np.ceil(numbers.max())),
-        }
+        low, high = min(0, int(np.floor(numbers.min()))), int(np.ceil(numbers.max()))
+        spec: dict[str, Any] = {"type": "integer" if whole else "number", "min": low, "max": high}
         if blanks:
             spec["blank"] = "missing"
             notes.append(f"{column!r} has blanks: kept missing (or write a rule)")

@@ -35,12 +35,13 @@ def out_of_time(
     day: str,
     window_days: int,
     frame: pd.DataFrame,
+    target: str,
     candidate: np.ndarray,
     baseline_probability: np.ndarray,
     recent: dict[str, np.ndarray],
     production_version: str | None,
 ) -> OutOfTime:
-    y = frame["Churn"].to_numpy()
+    y = frame[target].to_numpy()
     scored = {v: metrics.classification_metrics(y, p) for v, p in recent.items()}
     return OutOfTime(
         day=day,
@@ -237,6 +238,7 @@ def build_report(
     candidate_version: str,
     candidate_run_id: str,
     holdout: pd.DataFrame,
+    target: str,
     candidate_probability: np.ndarray,
     production_version: str | None,
     production_probability: np.ndarray | None,
@@ -246,7 +248,7 @@ def build_report(
     recent_production_probability: dict[str, np.ndarray] | None = None,
     oot: OutOfTime | None = None,
 ) -> EvaluationReport:
-    y = holdout["Churn"].to_numpy()
+    y = holdout[target].to_numpy()
     return EvaluationReport(
         model_name=model_name,
         candidate_version=candidate_version,

@@ -22,15 +22,15 @@ from pathlib import Path
 import pandas as pd
 
 from churn_assets.ml import history
-from churn_assets.ml.cleaning import (
+from churn_assets.ml.cleaning import clean_customers
+from churn_assets.ml.contract import Contract
+from churn_assets.ml.limits import ExtractLimits
+from churn_assets.ml.reading import (
     EXTRA_COLUMNS,
     CustomerDataError,
-    clean_customers,
     open_regular,
     read_customer_csv,
 )
-from churn_assets.ml.contract import Contract
-from churn_assets.ml.limits import ExtractLimits
 from churn_assets.ml.snapshots import SHORT_ID, SnapshotInfo, SnapshotStore
 from churn_assets.ml.snapshots import columns as snapshot_columns
 from churn_assets.ml.tracking import stream_sha256

@@ -22,7 +22,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import cleaning, history
+from churn_assets.ml import cleaning, history, reading
 from churn_assets.ml.contract import CHURN_DATE, HISTORY_COLUMNS, Contract
 from churn_assets.ml.snapshots import SnapshotInfo, SnapshotStore
 from churn_assets.ml.splitting import CustomerSplits, split_customers
@@ -91,7 +91,7 @@ def build(store: SnapshotStore, newest: str, window_days: int) -> PointInTime | 
         return observe(cleaned, churn_dates, day, window_days, contract)
 
     train = pd.concat([table(d) for d in sorted(training_days)], ignore_index=True)
-    train.attrs[cleaning.SOURCE_SHA256] = newest
+    train.attrs[reading.SOURCE_SHA256] = newest
     return PointInTime(
         train=train,
         out_of_time=table(oot_day),
@@ -113,7 +113,7 @@ def training_splits(
     Point in time when the snapshot's history allows it, else its status; either way the
     customer-keyed holdout (a customer observed on several days stays on one side).
     """
-    snapshot_id = str(cleaned.attrs.get(cleaning.SOURCE_SHA256, ""))
+    snapshot_id = str(cleaned.attrs.get(reading.SOURCE_SHA256, ""))
     tables = build(store, snapshot_id, window_days) if snapshot_id else None
     if tables is None:
         return split_customers(cleaned, store.contract, holdout_fraction, seed)

@@ -28,6 +28,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_
 from mlflow.tracking import MlflowClient
 
 from churn_assets.ml import locks, tracking
+from churn_assets.ml.contract import default_contract
 from churn_assets.ml.locks import RegistryLock
 from churn_assets.ml.settings import ChurnSettings
 
@@ -256,6 +257,7 @@ class ModelRegistry:
                 )
                 self.tag(version, {PROMOTION_REFUSED_TAG: _clip(reason)})
                 raise PromotionRefusedError(reason)
+            self._refuse_breaking_contract(candidate, current)
             self.tag(version, {PREVIOUS_TAG: current_version})
             self.client.set_registered_model_alias(self.name, self.alias, version)
             self._verify_alias(version)
@@ -265,6 +267,33 @@ class ModelRegistry:
             self.tag(version, promoted)
         previous = None if current is None else str(current.version)
         return AliasMove(self.name, self.alias, version, previous, changed=True)
+
+    def _refuse_breaking_contract(
+        self, candidate: ModelVersion, current: ModelVersion | None
+    ) -> None:
+        """A candidate whose data contract would break the API's callers (a field gone, a new
+        required one, a level refused) is promoted only when its contract's `version` was
+        bumped past production's: the explicit, documented way to say the callers move too."""
+        if current is None:
+            return
+        if contract_digest(candidate) == contract_digest(current):
+            return
+        newer = tracking.load_run_contract(str(candidate.run_id)) or default_contract()
+        older = tracking.load_run_contract(str(current.run_id)) or default_contract()
+        breaks = older.breaking_changes(newer)
+        if not breaks or newer.version > older.version:
+            return
+        listed = "; ".join(breaks[:5]) + (
+            f"; and {len(breaks) - 5} more" if len(breaks) > 5 else ""
+        )
+        reason = (
+            f"{self.name} version {candidate.version}'s data contract would break the API's "
+            f"callers of production version {current.version}: {listed}. Bump `version` in "
+            f"the contract (now {newer.version}, production's {older.version}) to promote it on "
+            "purpose, with the callers"
+        )
+        self.tag(str(candidate.version), {PROMOTION_REFUSED_TAG: _clip(reason)})
+        raise PromotionRefusedError(reason)
 
     def rollback(self, to_version: str | None = None) -> AliasMove:
         """Move the alias back to the version it replaced (or to `to_version`, which passed
@@ -313,6 +342,12 @@ class ModelRegistry:
                 f"{version} under {self.lock.describe()}: something moves the alias without "
                 "that lock"
             )
+
+
+def contract_digest(version: ModelVersion) -> str:
+    """The digest of the data contract a version was trained under; versions from before
+    contracts were trained on the shipped telco export."""
+    return (version.tags or {}).get(CONTRACT_TAG) or default_contract().digest
 
 
 def load_pipeline(name: str, version: str) -> Any:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.cleaning import SOURCE_SHA256
 from churn_assets.ml.contract import Contract
+from churn_assets.ml.reading import SOURCE_SHA256
 
 #: Share of customers held out for evaluation, and the seed fixing which ones.
 HOLDOUT_FRACTION = 0.2

@@ -182,9 +182,11 @@ def generate_for_contract(contract: Contract, rows: int, seed: int = 42) -> pd.D
     """
     rng = np.random.default_rng(seed)
     columns: dict[str, object] = {}
+    if contract.id is not None:
+        columns[contract.id] = np.char.add("C", np.char.zfill(np.arange(rows).astype(str), 7))
     logit = np.zeros(rows)
     for column, spec in contract.features.items():
-        weight = rng.normal(0.0, 0.6)
+        weight = rng.normal(0.0, 1.0)
         if spec.numeric:
             low = 0.0 if spec.min is None else spec.min
             high = low + 100 if spec.max is None else min(spec.max, low + 1000)
@@ -202,7 +204,7 @@ def generate_for_contract(contract: Contract, rows: int, seed: int = 42) -> pd.D
         else:
             levels = list(spec.levels or [f"{column} {i}" for i in range(4)])
             picked = rng.integers(0, len(levels), rows)
-            logit += rng.normal(0.0, 0.6, len(levels))[picked]
+            logit += rng.normal(0.0, 1.0, len(levels))[picked]
             back = {level: code for code, level in (spec.map or {}).items()}
             columns[column] = np.asarray([back.get(level, level) for level in levels])[picked]
     logit += rng.normal(0.0, _NOISE_SD, rows)
@@ -211,8 +213,6 @@ def generate_for_contract(contract: Contract, rows: int, seed: int = 42) -> pd.D
     target = contract.target
     stayed = target.negative[0] if target.negative else f"not {target.positive[0]}"
     columns[contract.target_column] = np.where(churned, target.positive[0], stayed)
-    if contract.id is not None:
-        columns[contract.id] = np.char.add("C", np.char.zfill(np.arange(rows).astype(str), 7))
     for column in contract.drop:
         columns[column] = np.where(churned, "leaked-churn", "leaked-stay")
     frame = pd.DataFrame(columns)
