@@ -8,6 +8,7 @@ import dagster as dg
 import mlflow
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
 from churn_assets.ml import synthetic, tracking, validation
 from churn_assets.ml.contract import (
@@ -24,6 +25,8 @@ from churn_assets.ml.registry import CONTRACT_TAG, load_pipeline
 from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets.ml.synthetic import generate_customers, generate_for_contract, write_customers
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
+from serving.app import create_app
+from serving.settings import Settings
 
 CONTRACTS = Path(__file__).parent / "contracts"
 #: The console script `uv sync` installs, as a user runs it.
@@ -205,6 +208,26 @@ def test_an_own_export_without_an_id_trains_on_row_hashes(
     assert not refused.success
     assert "missing required column(s) 'customerID'" in failure_messages(refused)
     assert _production(churn_env)[0] == "1"
+
+    # the API serves the version with its own contract: its fields, documented in OpenAPI
+    body = generate_for_contract(contract, 3, seed=9).drop(columns=["Exited", "Surname"])
+    customers = [
+        {
+            k: (float(v) if k == "Balance" else int(v)) if k in contract.numeric_features else v
+            for k, v in row.items()
+        }
+        for row in body.replace({"Gender": {"M": "Male", "F": "Female"}}).to_dict("records")
+    ]
+    with TestClient(
+        create_app(Settings(state_dir=churn_env.state_dir, refresh_interval_s=60))
+    ) as api:
+        spec = api.get("/openapi.json").json()["components"]["schemas"]["Customer"]
+        assert set(spec["properties"]) == set(contract.feature_columns)
+        scored = api.post("/predict/batch", json={"customers": customers})
+        assert scored.status_code == 200, scored.text
+        assert [p["customerID"] for p in scored.json()["predictions"]] == [None] * 3
+        telco = api.post("/predict", json={"tenure": 3, "Contract": "One year"})
+        assert telco.status_code == 422 and "CreditScore" in telco.text
 
     # a contract without a field the API's callers send is promoted only with a version bump
     narrower = churn_env.root / "narrower.yaml"

@@ -16,7 +16,8 @@ from serving.body_limit import BodySizeLimit
 from serving.errors import install_error_handlers
 from serving.metrics import ApiMetrics, MetricsMiddleware
 from serving.model import ModelWatcher
-from serving.routes import REQUEST_MODELS, router
+from serving.routes import router
+from serving.schemas import SHIPPED
 from serving.settings import Settings
 
 
@@ -47,18 +48,22 @@ async def _watch(watcher: ModelWatcher) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the request models the routes parse themselves."""
-    if app.openapi_schema is None:
+    """FastAPI's document plus the request models the routes parse themselves: those of the
+    served version's data contract (the shipped contract's until a version is loaded)."""
+    current = app.state.watcher.current
+    requests = SHIPPED if current is None else current.requests
+    if app.openapi_schema is None or app.state.openapi_contract != requests.contract.digest:
         document = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         _, definitions = models_json_schema(
-            [(model, "validation") for model in REQUEST_MODELS],
+            [(requests.customer, "validation"), (requests.batch, "validation")],
             ref_template="#/components/schemas/{model}",
         )
         components = document.setdefault("components", {}).setdefault("schemas", {})
         components.update(definitions.get("$defs", {}))
         app.openapi_schema = document
+        app.state.openapi_contract = requests.contract.digest
     return app.openapi_schema
 
 

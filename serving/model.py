@@ -19,7 +19,9 @@ from mlflow.tracking import MlflowClient
 from churn_assets.ml import decision, registry, tracking
 from churn_assets.ml.calibration import CalibratedChurnClassifier
 from churn_assets.ml.contract import MISSING, Contract, default_contract
+from churn_assets.ml.features import model_inputs
 from churn_assets.ml.reasons import Explainer
+from serving.schemas import RequestModels, request_models
 from serving.settings import Settings
 
 log = logging.getLogger("serving.model")
@@ -136,6 +138,8 @@ class LoadedModel:
     threshold_source: str
     loaded_at: datetime
     scorer: FastScorer
+    #: The request bodies of the contract the version was trained under.
+    requests: RequestModels
 
 
 @dataclass
@@ -224,15 +228,15 @@ def _load(
     client: MlflowClient, name: str, alias: str, version: Any, threshold: float | None
 ) -> LoadedModel:
     tags = version.tags or {}
-    contract = default_contract()
-    trained_under = tags.get(registry.CONTRACT_TAG)
-    if trained_under is not None and trained_under != contract.digest:
-        # its callers would send fields this API's request model does not have
-        raise ValueError(
-            f"version {version.version} was trained under data contract {trained_under[:12]}, "
-            f"not the shipped contract {contract.digest[:12]} this API serves"
-        )
+    # the contract the version was trained under (versions from before contracts: telco's)
+    logged = tracking.load_run_contract(str(version.run_id)) if version.run_id else None
+    contract = logged or default_contract()
     pipeline = registry.load_pipeline(name, str(version.version))
+    if model_inputs(pipeline) != list(contract.feature_columns):
+        raise ValueError(
+            f"version {version.version} reads {model_inputs(pipeline)} but its data contract "
+            f"declares {list(contract.feature_columns)}"
+        )
     holdout = {k.removeprefix("holdout_"): float(tags[k]) for k in _HOLDOUT_TAGS if k in tags}
     chosen, source = _threshold(tags, threshold)
     return LoadedModel(
@@ -248,4 +252,5 @@ def _load(
         threshold_source=source,
         loaded_at=datetime.now(UTC),
         scorer=FastScorer(pipeline, contract),
+        requests=request_models(contract),
     )

@@ -1,6 +1,7 @@
 """Request and response bodies, generated from the data contract so no level is written twice."""
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
@@ -61,14 +62,39 @@ def customer_model(contract: Contract) -> type[BaseModel]:
     )
 
 
-Customer = customer_model(default_contract())
-#: The request's field echoed back as the prediction's customerID.
-ID_FIELD = default_contract().id_column
+@dataclass(frozen=True)
+class RequestModels:
+    """The request bodies of one data contract: what the version trained under it accepts."""
+
+    contract: Contract
+    customer: type[BaseModel]
+    batch: type[BaseModel]
+
+    @property
+    def id_field(self) -> str | None:
+        """The request's field echoed back as the prediction's customerID (None: no ID)."""
+        return self.contract.id
 
 
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    customers: list[Customer] = Field(..., min_length=1)  # type: ignore[valid-type]
+_BUILT: dict[str, RequestModels] = {}
+
+
+def request_models(contract: Contract) -> RequestModels:
+    """The contract's request models, built once per contract (pydantic compiles each)."""
+    if contract.digest not in _BUILT:
+        customer = customer_model(contract)
+        batch = create_model(
+            "BatchRequest",
+            __config__=ConfigDict(extra="forbid"),
+            customers=(list[customer], Field(..., min_length=1)),  # type: ignore[valid-type]
+        )
+        _BUILT[contract.digest] = RequestModels(contract, customer, batch)
+    return _BUILT[contract.digest]
+
+
+#: The shipped contract's models: what /docs shows before a version is loaded.
+SHIPPED = request_models(default_contract())
+Customer = SHIPPED.customer
 
 
 class Reason(BaseModel):
