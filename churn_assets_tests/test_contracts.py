@@ -31,7 +31,7 @@ from serving.settings import Settings
 CONTRACTS = Path(__file__).parent / "contracts"
 #: The console script `uv sync` installs, as a user runs it.
 CHURN = str(Path(sys.executable).parent / "churn")
-IBM = CONTRACTS / "ibm_telco_33.yaml"
+IBM = Path(__file__).parents[1] / "churn_assets" / "ml" / "contracts" / "ibm_telco_33.yaml"
 BANK = CONTRACTS / "bank_no_id.yaml"
 MINIMAL = "target: {column: Churn, positive: ['Yes']}\nfeatures: {x: {type: number}}\n"
 
