@@ -190,8 +190,9 @@ def common_holdout_auc(model: Any) -> float:
     """AUC on the common holdout, the same customers for every size."""
     from sklearn.metrics import roc_auc_score
 
-    from churn_assets.ml import cleaning, splitting, synthetic, training
-    from churn_assets.ml.contract import default_contract
+    from churn_assets.ml.data import cleaning, splitting, synthetic
+    from churn_assets.ml.data.contract import default_contract
+    from churn_assets.ml.model import training
 
     contract = default_contract()
     if not _COMMON:
@@ -213,17 +214,9 @@ def baseline_child(csv: Path) -> None:
 
     from sklearn.metrics import roc_auc_score
 
-    from churn_assets.ml import (
-        cleaning,
-        decision,
-        features,
-        hyperparameters,
-        metrics,
-        reading,
-        scoring,
-        splitting,
-        training,
-    )
+    from churn_assets.ml.data import cleaning, reading, splitting
+    from churn_assets.ml.evaluation import decision, metrics
+    from churn_assets.ml.model import features, hyperparameters, scoring, training
     from churn_assets.ml.settings import ChurnSettings
 
     contract = ChurnSettings().contract()

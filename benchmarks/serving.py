@@ -147,9 +147,9 @@ def _train(state_dir: Path) -> None:
 def _payloads(state_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     sys.path.insert(0, str(REPO))
 
-    from churn_assets.ml.cleaning import clean_customers
-    from churn_assets.ml.contract import default_contract
-    from churn_assets.ml.reading import read_customer_csv
+    from churn_assets.ml.data.cleaning import clean_customers
+    from churn_assets.ml.data.contract import default_contract
+    from churn_assets.ml.data.reading import read_customer_csv
 
     contract = default_contract()
     raw = read_customer_csv(state_dir / "customers.csv", "", contract)
@@ -168,7 +168,7 @@ def _ceiling(state_dir: Path, records: list[dict[str, Any]]) -> tuple[float, flo
     import mlflow
     import pandas as pd
 
-    from churn_assets.ml.contract import default_contract
+    from churn_assets.ml.data.contract import default_contract
     from serving.model import FastScorer
     from serving.schemas import Customer
 

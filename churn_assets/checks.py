@@ -13,15 +13,17 @@ from churn_assets.assets.ingest import raw_customers
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import table_metadata
 from churn_assets.assets.monitoring import realized_performance
-from churn_assets.ml import drift, realized, tracking, validation
-from churn_assets.ml.evaluation import EvaluationReport
-from churn_assets.ml.gate import (
+from churn_assets.ml.data import validation
+from churn_assets.ml.evaluation import drift, realized
+from churn_assets.ml.evaluation.gate import (
     GateConfigError,
     GateOverride,
     GateThresholds,
     applied_thresholds,
     evaluate_gate,
 )
+from churn_assets.ml.evaluation.report import EvaluationReport
+from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import (
     ChurnSettingsResource,

@@ -17,20 +17,19 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from churn_assets.ml import (
+from churn_assets.ml.data import (
     contract_inference,
-    realized,
-    registry,
     remote_data,
-    reproduce,
     snapshots,
     synthetic,
     synthetic_history,
-    tracking,
 )
-from churn_assets.ml.contract import ContractError, load_contract
+from churn_assets.ml.data.contract import ContractError, load_contract
+from churn_assets.ml.data.reading import CustomerDataError
+from churn_assets.ml.evaluation import realized, reproduce
 from churn_assets.ml.ports import port_in_use
-from churn_assets.ml.reading import CustomerDataError
+from churn_assets.ml.registry import model_registry as registry
+from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
 
 

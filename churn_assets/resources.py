@@ -20,10 +20,11 @@ from mlflow.entities import RunStatus
 from pydantic import Field, PrivateAttr
 
 from churn_assets import run_workers
-from churn_assets.ml import registry, tracking
-from churn_assets.ml.calibration import CalibrationMode
-from churn_assets.ml.gate import GateThresholds
-from churn_assets.ml.registry import ModelRegistry
+from churn_assets.ml.evaluation.gate import GateThresholds
+from churn_assets.ml.model.calibration import CalibrationMode
+from churn_assets.ml.registry import model_registry as registry
+from churn_assets.ml.registry import tracking
+from churn_assets.ml.registry.model_registry import ModelRegistry
 from churn_assets.ml.settings import ChurnSettings
 
 #: Run tag naming a run whose outputs this run reads for the assets it does not materialize

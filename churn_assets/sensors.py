@@ -5,7 +5,8 @@ import dagster as dg
 from churn_assets.assets.landing import customer_snapshot, incoming_extract
 from churn_assets.assets.monitoring import realized_performance
 from churn_assets.jobs import churn_training, merge_extract
-from churn_assets.ml import landing, tracking
+from churn_assets.ml.data import landing
+from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 

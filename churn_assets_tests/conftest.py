@@ -19,10 +19,10 @@ from mlflow.tracking import MlflowClient
 from churn_assets.checks import customer_data_contract, extract_drift, quality_gate, realized_auc
 from churn_assets.definitions import churn_assets
 from churn_assets.jobs import churn_training
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.registry.tracking import file_sha256
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.synthetic import generate_customers, write_customers
-from churn_assets.ml.tracking import file_sha256
 from churn_assets.resources import RunScopedIOManager, churn_resources
 from churn_assets_tests.processes import REPO, uv_executable
 

@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import registry
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.reading import read_customer_csv
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.reading import read_customer_csv
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import EXPECTED_PARENTS
 from churn_assets_tests.processes import (
     REPO,
@@ -204,7 +204,7 @@ def test_the_ui_shows_the_lineage_checks_sensors_and_jobs(stack: DevStack) -> No
     }
     assert checks[("evaluation_report", "quality_gate")]["blocking"] is True
     assert checks[("customer_snapshot", "extract_drift")]["blocking"] is False
-    assert len([key for key in checks if key[0] == "cleaned_customers"]) == 5
+    assert len([key for key in checks if key[0] == "raw_customers"]) == 7
     assert all(check["description"] for check in checks.values())
 
     (repository,) = data["repositoriesOrError"]["nodes"]

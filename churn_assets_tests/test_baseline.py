@@ -4,14 +4,14 @@ import dagster as dg
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from churn_assets.ml import baseline
-from churn_assets.ml.cleaning import clean_customers
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.evaluation import EvaluationReport
-from churn_assets.ml.gate import GateThresholds, evaluate_gate
-from churn_assets.ml.splitting import features_and_target, split_customers
-from churn_assets.ml.synthetic import generate_customers
-from churn_assets.ml.training import churn_probability
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.splitting import features_and_target, split_customers
+from churn_assets.ml.data.synthetic import generate_customers
+from churn_assets.ml.evaluation.gate import GateThresholds, evaluate_gate
+from churn_assets.ml.evaluation.report import EvaluationReport
+from churn_assets.ml.model import baseline
+from churn_assets.ml.model.training import churn_probability
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
 
 TELCO = default_contract()

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ml import validation
-from churn_assets.ml.cleaning import clean_customers
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.reading import SOURCE_SHA256, CustomerDataError, read_customer_csv
-from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets.ml.data import validation
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.reading import SOURCE_SHA256, CustomerDataError, read_customer_csv
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
 
 TELCO = default_contract()
 

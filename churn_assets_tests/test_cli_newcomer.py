@@ -12,12 +12,12 @@ import mlflow
 import pytest
 
 from churn_assets.definitions import defs
-from churn_assets.ml import tracking
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.reading import read_customer_csv
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.reading import read_customer_csv
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import PromotedStore
 from churn_assets_tests.processes import REPO, call_json, free_port, run_command, running
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import registry
+from churn_assets.ml.registry import model_registry as registry
 from churn_assets_tests.processes import REPO, base_env
 
 NAME = "churn-classifier"

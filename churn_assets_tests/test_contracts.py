@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_assets.ml import synthetic, tracking, validation
-from churn_assets.ml.contract import (
+from churn_assets.ml.data import synthetic, validation
+from churn_assets.ml.data.contract import (
     HISTORY_COLUMNS,
     ROW_ID,
     ContractError,
@@ -19,11 +19,16 @@ from churn_assets.ml.contract import (
     load_contract,
     parse_contract,
 )
-from churn_assets.ml.features import model_inputs
-from churn_assets.ml.reading import read_customer_csv
-from churn_assets.ml.registry import CONTRACT_TAG, load_pipeline
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.synthetic import generate_customers, generate_for_contract, write_customers
+from churn_assets.ml.data.reading import read_customer_csv
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.synthetic import (
+    generate_customers,
+    generate_for_contract,
+    write_customers,
+)
+from churn_assets.ml.model.features import model_inputs
+from churn_assets.ml.registry import tracking
+from churn_assets.ml.registry.model_registry import CONTRACT_TAG, load_pipeline
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
 from serving.app import create_app
 from serving.settings import Settings
@@ -31,7 +36,7 @@ from serving.settings import Settings
 CONTRACTS = Path(__file__).parent / "contracts"
 #: The console script `uv sync` installs, as a user runs it.
 CHURN = str(Path(sys.executable).parent / "churn")
-IBM = Path(__file__).parents[1] / "churn_assets" / "ml" / "contracts" / "ibm_telco_33.yaml"
+IBM = Path(__file__).parents[1] / "churn_assets" / "ml" / "data" / "contracts" / "ibm_telco_33.yaml"
 BANK = CONTRACTS / "bank_no_id.yaml"
 MINIMAL = "target: {column: Churn, positive: ['Yes']}\nfeatures: {x: {type: number}}\n"
 

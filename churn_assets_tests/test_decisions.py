@@ -13,20 +13,21 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from churn_assets.ml import decision, features, metrics, reasons, tuning
-from churn_assets.ml.calibration import (
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.splitting import CustomerSplits, features_and_target, split_customers
+from churn_assets.ml.data.synthetic import generate_customers
+from churn_assets.ml.evaluation import decision, metrics
+from churn_assets.ml.model import features, reasons, tuning
+from churn_assets.ml.model.calibration import (
     CalibratedChurnClassifier,
     CalibrationMode,
     calibrate,
     uncalibrated_probability,
 )
-from churn_assets.ml.cleaning import clean_customers
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.hyperparameters import DEFAULTS
+from churn_assets.ml.model.hyperparameters import DEFAULTS
+from churn_assets.ml.model.training import TrainingChoices, churn_probability, train_churn_model
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.splitting import CustomerSplits, features_and_target, split_customers
-from churn_assets.ml.synthetic import generate_customers
-from churn_assets.ml.training import TrainingChoices, churn_probability, train_churn_model
 
 TELCO = default_contract()
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_assets.ml import reasons
+from churn_assets.ml.model import reasons
 from churn_assets_tests.conftest import (
     ChurnEnv,
     failure_messages,

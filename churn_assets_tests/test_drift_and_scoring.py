@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ml import drift, scoring
-from churn_assets.ml.cleaning import clean_customers
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.synthetic import generate_customers
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.synthetic import generate_customers
+from churn_assets.ml.evaluation import drift
+from churn_assets.ml.model import scoring
 
 TELCO = default_contract()
 

@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churn_assets import cli
-from churn_assets.ml import registry
-from churn_assets.ml.contract import default_contract
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
+from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
 from churn_assets.resources import INPUTS_FROM_RUN_TAG
 from churn_assets_tests.conftest import (
     TRAINING_ASSETS,

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 
 from churn_assets import cli
-from churn_assets.ml.contract import CHURN_DATE, FIRST_SEEN, default_contract
-from churn_assets.ml.history import ExtractKind, terms_of
-from churn_assets.ml.landing import merge_extract
-from churn_assets.ml.reading import CustomerDataError
+from churn_assets.ml.data.contract import CHURN_DATE, FIRST_SEEN, default_contract
+from churn_assets.ml.data.history import ExtractKind, terms_of
+from churn_assets.ml.data.landing import merge_extract
+from churn_assets.ml.data.reading import CustomerDataError
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.data.synthetic_history import make_history, write_history
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.synthetic import generate_customers, write_customers
-from churn_assets.ml.synthetic_history import make_history, write_history
 from churn_assets.sensors import realized_retrain
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, merge_through_graph
 

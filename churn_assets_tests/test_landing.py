@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from churn_assets.ml.contract import HISTORY_COLUMNS, default_contract
+from churn_assets.ml.data.contract import HISTORY_COLUMNS, default_contract
+from churn_assets.ml.data.landing import LandingCursor, merge_extract, ready_extracts
+from churn_assets.ml.data.reading import CustomerDataError, read_customer_csv
+from churn_assets.ml.data.snapshots import SnapshotInfo, SnapshotStore
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.files import replacing
-from churn_assets.ml.landing import LandingCursor, merge_extract, ready_extracts
-from churn_assets.ml.reading import CustomerDataError, read_customer_csv
-from churn_assets.ml.snapshots import SnapshotInfo, SnapshotStore
-from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import local_store, seeded_store
 
 TELCO = default_contract()

@@ -14,13 +14,13 @@ import dagster as dg
 import pytest
 
 from churn_assets.definitions import defs
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.landing import LandingCursor, merge_extract, ready_extracts
-from churn_assets.ml.limits import MAX_ID_CHARS, ExtractLimits
-from churn_assets.ml.reading import CustomerDataError, read_customer_csv
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.landing import LandingCursor, merge_extract, ready_extracts
+from churn_assets.ml.data.limits import MAX_ID_CHARS, ExtractLimits
+from churn_assets.ml.data.reading import CustomerDataError, read_customer_csv
+from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
-from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets.resources import ChurnSettingsResource
 from churn_assets.sensors import incoming_extracts
 from churn_assets_tests.conftest import seeded_store

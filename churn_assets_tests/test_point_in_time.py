@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from churn_assets.ml import point_in_time, realized, reproduce
-from churn_assets.ml.cleaning import clean_customers
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.history import ExtractKind, terms_of
-from churn_assets.ml.landing import merge_extract
+from churn_assets.ml.data import point_in_time
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.history import ExtractKind, terms_of
+from churn_assets.ml.data.landing import merge_extract
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.synthetic_history import SyntheticHistory, make_history, write_history
+from churn_assets.ml.evaluation import realized, reproduce
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.synthetic_history import SyntheticHistory, make_history, write_history
 from churn_assets_tests.conftest import (
     ChurnEnv,
     failure_messages,

@@ -11,8 +11,8 @@ import dagster as dg
 import psycopg2
 import pytest
 
+from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotStore
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
 from churn_assets_tests.processes import (
     POSTGRES,

@@ -16,17 +16,17 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import registry
-from churn_assets.ml.evaluation import EvaluationReport
-from churn_assets.ml.gate import GateThresholds, evaluate_gate
-from churn_assets.ml.locks import registry_lock
+from churn_assets.ml.evaluation.gate import GateThresholds, evaluate_gate
+from churn_assets.ml.evaluation.report import EvaluationReport
+from churn_assets.ml.registry import model_registry as registry
+from churn_assets.ml.registry.locks import registry_lock
 from churn_assets_tests.processes import REPO, base_env, postgres_databases, wait_until
 
 NAME = "churn-classifier"
 PROCESSES = 6
 PROMOTER = """
 import json, pathlib, sys, time
-from churn_assets.ml import registry
+from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
 store = registry.open_registry(ChurnSettings())
 store.production()  # connected and warm before the start signal

@@ -10,15 +10,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
-from churn_assets.ml import registry
-from churn_assets.ml.cleaning import clean_customers
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.evaluation import EvaluationReport
-from churn_assets.ml.features import fit_preprocessor
-from churn_assets.ml.gate import GateThresholds, evaluate_gate
-from churn_assets.ml.locks import registry_lock
-from churn_assets.ml.synthetic import generate_customers
-from churn_assets.ml.tracking import SKOPS_TRUSTED_TYPES
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.synthetic import generate_customers
+from churn_assets.ml.evaluation.gate import GateThresholds, evaluate_gate
+from churn_assets.ml.evaluation.report import EvaluationReport
+from churn_assets.ml.model.features import fit_preprocessor
+from churn_assets.ml.registry import model_registry as registry
+from churn_assets.ml.registry.locks import registry_lock
+from churn_assets.ml.registry.tracking import SKOPS_TRUSTED_TYPES
 
 TELCO = default_contract()
 
@@ -268,7 +268,7 @@ def test_recent_production_versions_skip_rolled_back_ones(client: registry.Model
 
 
 def test_a_server_without_a_shared_lock_refuses_to_move_the_alias() -> None:
-    from churn_assets.ml.locks import LockUnavailableError
+    from churn_assets.ml.registry.locks import LockUnavailableError
 
     lock = registry_lock("http://mlflow:5000", None, NAME)
     with pytest.raises(LockUnavailableError, match="set CHURN_REGISTRY_LOCK"), lock.hold(1):

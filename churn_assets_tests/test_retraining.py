@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ml import registry
+from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
-from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import (
     ChurnEnv,
     assert_no_mlflow_run_left_running,

@@ -18,9 +18,9 @@ from typing import TypeVar
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.reading import read_customer_csv
-from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.reading import read_customer_csv
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.run_workers import WORKER_TAG
 from churn_assets_tests.processes import REPO, base_env, stop, wait_until
 

@@ -9,9 +9,9 @@ import dagster as dg
 import pytest
 
 from churn_assets.definitions import defs
-from churn_assets.ml.landing import LandingCursor
-from churn_assets.ml.synthetic import generate_customers, write_customers
-from churn_assets.ml.tracking import file_sha256
+from churn_assets.ml.data.landing import LandingCursor
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.registry.tracking import file_sha256
 from churn_assets.resources import ChurnSettingsResource
 from churn_assets.sensors import EXTRACT_SHA256_TAG, EXTRACT_TAG, incoming_extracts
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_assets.ml import reasons
-from churn_assets.ml.contract import default_contract
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.model import reasons
 from churn_assets_tests.conftest import PromotedStore
 from serving.app import create_app
 from serving.model import FastScorer

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from churn_assets.ml.cleaning import clean_customers
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.reading import read_customer_csv
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.reading import read_customer_csv
 from churn_assets_tests.conftest import ChurnEnv, PromotedStore, materialize_graph
 from churn_assets_tests.processes import (
     api_command,

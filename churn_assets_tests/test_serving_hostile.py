@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.limits import MAX_ID_CHARS
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.limits import MAX_ID_CHARS
 from churn_assets_tests.conftest import PromotedStore
 from churn_assets_tests.processes import api_command, base_env, call_json, free_port, running
 from churn_assets_tests.test_serving import customer_payloads

@@ -9,10 +9,10 @@ import pytest
 
 from churn_assets import cli
 from churn_assets.definitions import defs
-from churn_assets.ml.contract import default_contract
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.synthetic import generate_customers, write_customers
 from churn_assets_tests.conftest import (
     ChurnEnv,
     failure_messages,

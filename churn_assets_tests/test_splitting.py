@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 
-from churn_assets.ml.cleaning import clean_customers
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.splitting import in_holdout, split_customers
-from churn_assets.ml.synthetic import generate_customers
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.splitting import in_holdout, split_customers
+from churn_assets.ml.data.synthetic import generate_customers
 
 TELCO = default_contract()
 

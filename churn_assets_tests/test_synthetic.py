@@ -8,8 +8,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.cli import main as churn_cli
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
 
 TELCO = default_contract()
 

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import skops.io
+from lightgbm import LGBMClassifier
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import tracking
+from churn_assets.ml.model.calibration import CalibratedChurnClassifier
+from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import churn_resources
 from churn_assets.sensors import failed_runs_mlflow_cleanup
@@ -96,3 +99,21 @@ def test_failure_sensor_ends_runs_a_dead_worker_left_running(
     assert client.get_run(orphan.info.run_id).info.status == "FAILED"
     assert client.get_run(unrelated.info.run_id).info.status == "RUNNING"
     client.set_terminated(unrelated.info.run_id)
+
+
+def test_a_calibrated_model_logged_before_the_move_still_loads(tmp_path: Path) -> None:
+    """skops names classes by module path: one saved as churn_assets.ml.calibration (before
+    ml/ was grouped by concern) loads through the trusted alias, so production still serves."""
+    model = CalibratedChurnClassifier(LGBMClassifier(n_estimators=1), 1.5, -0.25)
+    path = tmp_path / "old.skops"
+    moved = CalibratedChurnClassifier.__module__
+    CalibratedChurnClassifier.__module__ = "churn_assets.ml.calibration"  # as it was recorded
+    try:
+        skops.io.dump(model, path)
+    finally:
+        CalibratedChurnClassifier.__module__ = moved
+    assert "churn_assets.ml.calibration.CalibratedChurnClassifier" in skops.io.get_untrusted_types(
+        file=path
+    )
+    loaded = skops.io.load(path, trusted=tracking.SKOPS_TRUSTED_TYPES)
+    assert isinstance(loaded, CalibratedChurnClassifier) and loaded.slope == 1.5

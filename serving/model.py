@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import decision, registry, tracking
-from churn_assets.ml.calibration import CalibratedChurnClassifier
-from churn_assets.ml.contract import MISSING, Contract, default_contract
-from churn_assets.ml.features import model_inputs
-from churn_assets.ml.reasons import Explainer
+from churn_assets.ml.data.contract import MISSING, Contract, default_contract
+from churn_assets.ml.evaluation import decision
+from churn_assets.ml.model.calibration import CalibratedChurnClassifier
+from churn_assets.ml.model.features import model_inputs
+from churn_assets.ml.model.reasons import Explainer
+from churn_assets.ml.registry import model_registry as registry
+from churn_assets.ml.registry import tracking
 from serving.schemas import RequestModels, request_models
 from serving.settings import Settings
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from churn_assets.ml.reasons import MAX_REASONS
+from churn_assets.ml.model.reasons import MAX_REASONS
 from serving.errors import ApiError
 from serving.metrics import ApiMetrics
 from serving.model import LoadedModel, ModelWatcher

@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 
-from churn_assets.ml.contract import MISSING, Contract, default_contract
-from churn_assets.ml.limits import MAX_ID_CHARS
-from churn_assets.ml.reading import blank_as_none
+from churn_assets.ml.data.contract import MISSING, Contract, default_contract
+from churn_assets.ml.data.limits import MAX_ID_CHARS
+from churn_assets.ml.data.reading import blank_as_none
 
 
 def _feature_field(contract: Contract, column: str) -> tuple[Any, Any]:

@@ -4,11 +4,14 @@ import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
-from churn_assets.ml import baseline, calibration, evaluation, plots, tracking, training
-from churn_assets.ml import registry as registry_versions
-from churn_assets.ml.decision import Economics, value_curve
-from churn_assets.ml.splitting import CustomerSplits
-from churn_assets.ml.tracking import ModelCandidate
+from churn_assets.ml.data.splitting import CustomerSplits
+from churn_assets.ml.evaluation import plots
+from churn_assets.ml.evaluation import report as evaluation
+from churn_assets.ml.evaluation.decision import Economics, value_curve
+from churn_assets.ml.model import baseline, calibration, training
+from churn_assets.ml.registry import model_registry as registry_versions
+from churn_assets.ml.registry import tracking
+from churn_assets.ml.registry.tracking import ModelCandidate
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 
@@ -37,7 +40,7 @@ def evaluation_report(
     economics = Economics(churn_settings.offer_cost, churn_settings.saved_customer_value)
     decision = value_curve(y, candidate_probability, economics)
     # Production and the versions promoted before it, on this holdout: the gate's no-slide
-    # reference (see churn_assets.ml.gate).
+    # reference (see churn_assets.ml.evaluation.gate).
     # Production is read once: the version the verdict records as compared with is the one
     # scored here, and promotion's compare-and-set refuses if the alias moved since.
     production = model_registry.production()

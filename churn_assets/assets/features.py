@@ -11,14 +11,15 @@ from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml import features, point_in_time
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.splitting import (
+from churn_assets.ml.data import point_in_time
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.splitting import (
     HOLDOUT_FRACTION,
     SPLIT_SEED,
     CustomerSplits,
     features_and_target,
 )
+from churn_assets.ml.model import features
 from churn_assets.resources import ChurnSettingsResource
 
 

@@ -8,9 +8,9 @@ from pydantic import Field
 
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml import cleaning, history, reading
+from churn_assets.ml.data import cleaning, history, reading
+from churn_assets.ml.data.snapshots import SnapshotError, SnapshotInfo, SnapshotStore, read_export
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotError, SnapshotInfo, SnapshotStore, read_export
 from churn_assets.resources import ChurnSettingsResource
 
 

@@ -7,10 +7,10 @@ import dagster as dg
 from pydantic import Field
 
 from churn_assets.assets.metadata import GROUP, OWNERS, churn_asset, frame_metadata
-from churn_assets.ml import history, landing
-from churn_assets.ml.history import ExtractKind
-from churn_assets.ml.reading import CustomerDataError
-from churn_assets.ml.snapshots import SnapshotStore
+from churn_assets.ml.data import history, landing
+from churn_assets.ml.data.history import ExtractKind
+from churn_assets.ml.data.reading import CustomerDataError
+from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 incoming_extract = dg.AssetSpec(

@@ -8,8 +8,9 @@ from dagster_mlflow.resources import MlFlow
 
 from churn_assets.assets.metadata import retrain_asset, table_metadata
 from churn_assets.assets.scoring import churn_scores
-from churn_assets.ml import plots, realized, tracking
-from churn_assets.ml.snapshots import SnapshotError
+from churn_assets.ml.data.snapshots import SnapshotError
+from churn_assets.ml.evaluation import plots, realized
+from churn_assets.ml.registry import tracking
 from churn_assets.resources import ChurnSettingsResource
 
 

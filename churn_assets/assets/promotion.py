@@ -3,8 +3,8 @@
 import dagster as dg
 
 from churn_assets.assets.metadata import model_links, retrain_asset
-from churn_assets.ml.evaluation import EvaluationReport
-from churn_assets.ml.registry import WRITE_REFUSALS
+from churn_assets.ml.evaluation.report import EvaluationReport
+from churn_assets.ml.registry.model_registry import WRITE_REFUSALS
 from churn_assets.resources import ModelRegistryResource
 
 

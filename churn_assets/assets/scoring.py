@@ -7,17 +7,11 @@ import pandas as pd
 
 from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata
 from churn_assets.assets.promotion import production_promotion
-from churn_assets.ml import (
-    decision,
-    evaluation,
-    history,
-    reading,
-    realized,
-    reasons,
-    scoring,
-    training,
-)
-from churn_assets.ml.snapshots import SnapshotStore
+from churn_assets.ml.data import history, reading
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.evaluation import decision, realized
+from churn_assets.ml.evaluation import report as evaluation
+from churn_assets.ml.model import reasons, scoring, training
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 

@@ -8,15 +8,16 @@ from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
-from churn_assets.ml import drift, plots, tracking
-from churn_assets.ml import registry as registry_tags
-from churn_assets.ml.calibration import CalibrationMode
-from churn_assets.ml.hyperparameters import DEFAULTS, Hyperparameters
+from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
+from churn_assets.ml.data.splitting import CustomerSplits, features_and_target
+from churn_assets.ml.evaluation import drift, plots
+from churn_assets.ml.model.calibration import CalibrationMode
+from churn_assets.ml.model.hyperparameters import DEFAULTS, Hyperparameters
+from churn_assets.ml.model.training import TrainingChoices, train_churn_model
+from churn_assets.ml.registry import model_registry as registry_tags
+from churn_assets.ml.registry import tracking
+from churn_assets.ml.registry.tracking import ModelCandidate
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SHORT_ID, SnapshotStore
-from churn_assets.ml.splitting import CustomerSplits, features_and_target
-from churn_assets.ml.tracking import ModelCandidate
-from churn_assets.ml.training import TrainingChoices, train_churn_model
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 

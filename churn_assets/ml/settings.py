@@ -7,12 +7,16 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from churn_assets.ml.calibration import CalibrationMode
-from churn_assets.ml.contract import Contract, load_contract
-from churn_assets.ml.drift import MIN_ROWS_PER_BIN
-from churn_assets.ml.history import ExtractKind
-from churn_assets.ml.limits import DEFAULT_MAX_EXTRACT_BYTES, DEFAULT_MAX_LINE_BYTES, ExtractLimits
-from churn_assets.ml.reasons import MAX_REASONS
+from churn_assets.ml.data.contract import Contract, load_contract
+from churn_assets.ml.data.history import ExtractKind
+from churn_assets.ml.data.limits import (
+    DEFAULT_MAX_EXTRACT_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
+    ExtractLimits,
+)
+from churn_assets.ml.evaluation.drift import MIN_ROWS_PER_BIN
+from churn_assets.ml.model.calibration import CalibrationMode
+from churn_assets.ml.model.reasons import MAX_REASONS
 
 SQLITE_FILE = "mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"

@@ -5,7 +5,7 @@ folder. An extract is an upsert keyed by customerID: a customer in the extract r
 snapshot's row for that ID (the extract is newer, and within one extract the last row wins),
 a new ID is added, and customers the extract does not mention stay as they are. An extract is
 validated completely before anything is written; the merged table becomes a new snapshot and
-only then the current one (see `churn_assets.ml.snapshots`), so a bad or interrupted merge
+only then the current one (see `churn_assets.ml.data.snapshots`), so a bad or interrupted merge
 leaves the current snapshot as it was, and a wrong one can be undone with `churn snapshots
 restore`.
 """
@@ -21,19 +21,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from churn_assets.ml import history
-from churn_assets.ml.cleaning import clean_customers
-from churn_assets.ml.contract import Contract
-from churn_assets.ml.limits import ExtractLimits
-from churn_assets.ml.reading import (
+from churn_assets.ml.data import history
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.contract import Contract
+from churn_assets.ml.data.limits import ExtractLimits
+from churn_assets.ml.data.reading import (
     EXTRA_COLUMNS,
     CustomerDataError,
     open_regular,
     read_customer_csv,
 )
-from churn_assets.ml.snapshots import SHORT_ID, SnapshotInfo, SnapshotStore
-from churn_assets.ml.snapshots import columns as snapshot_columns
-from churn_assets.ml.tracking import stream_sha256
+from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotInfo, SnapshotStore
+from churn_assets.ml.data.snapshots import columns as snapshot_columns
+from churn_assets.ml.registry.tracking import stream_sha256
 
 #: Hashes the cursor remembers; far more than a weekly drop needs, small enough for a cursor.
 _SEEN_LIMIT = 1000
@@ -287,7 +287,7 @@ def merge_extract(
 
     The result is a new snapshot and the pointer moves to it; the one before stays in the
     store. `terms` say whether the extract is full or delta and its date (by default what its
-    name says; see churn_assets.ml.history), which decides the churns it records. A `seed`
+    name says; see churn_assets.ml.data.history), which decides the churns it records. A `seed`
     file (CHURN_DATA_PATH) whose content is new is imported first, and with no snapshot at all
     the extract alone starts one, so a new installation can be fed from the landing folder.
     Columns the contract does not declare are not read. Returns what changed and the extract's

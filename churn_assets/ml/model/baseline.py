@@ -15,8 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from churn_assets.ml.features import levels_of
-from churn_assets.ml.splitting import CustomerSplits, features_and_target
+from churn_assets.ml.data.splitting import CustomerSplits, features_and_target
+from churn_assets.ml.model.features import levels_of
 
 MAX_ROWS = 200_000
 NAME = "logistic regression"

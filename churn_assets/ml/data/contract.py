@@ -363,5 +363,5 @@ def load_contract(path: Path | None) -> Contract:
 @cache
 def default_contract() -> Contract:
     """The shipped contract: the public telco export, exactly."""
-    text = resources.files("churn_assets.ml").joinpath("contracts", DEFAULT_FILE).read_text()
+    text = resources.files("churn_assets.ml.data").joinpath("contracts", DEFAULT_FILE).read_text()
     return parse_contract(text, DEFAULT_FILE)

@@ -14,14 +14,14 @@ from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from churn_assets.ml import metrics
-from churn_assets.ml.calibration import CalibrationFit, CalibrationMode, calibrate
-from churn_assets.ml.contract import Contract
-from churn_assets.ml.features import categorical_positions, model_inputs, output_features
-from churn_assets.ml.hyperparameters import Hyperparameters
+from churn_assets.ml.data.contract import Contract
+from churn_assets.ml.data.splitting import features_and_target
+from churn_assets.ml.evaluation import metrics
+from churn_assets.ml.model.calibration import CalibrationFit, CalibrationMode, calibrate
+from churn_assets.ml.model.features import categorical_positions, model_inputs, output_features
+from churn_assets.ml.model.hyperparameters import Hyperparameters
+from churn_assets.ml.model.tuning import SearchResult, Trial, search
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.splitting import features_and_target
-from churn_assets.ml.tuning import SearchResult, Trial, search
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.contract import Contract
-from churn_assets.ml.reading import SOURCE_SHA256
+from churn_assets.ml.data.contract import Contract
+from churn_assets.ml.data.reading import SOURCE_SHA256
 
 #: Share of customers held out for evaluation, and the seed fixing which ones.
 HOLDOUT_FRACTION = 0.2
@@ -28,7 +28,7 @@ class CustomerSplits:
     snapshot_id: str
     holdout_fraction: float = HOLDOUT_FRACTION
     seed: int = SPLIT_SEED
-    #: Point-in-time training only (see churn_assets.ml.point_in_time): the newest complete
+    #: Point-in-time training only (see churn_assets.ml.data.point_in_time): the newest complete
     #: window's customers, which training never saw, and the days the rows were observed on.
     out_of_time: pd.DataFrame | None = None
     out_of_time_day: str | None = None

@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import OrdinalEncoder
 
-from churn_assets.ml.contract import Contract
+from churn_assets.ml.data.contract import Contract
 
 
 def levels_of(contract: Contract, column: str, train_features: pd.DataFrame) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from churn_assets.ml.metrics import DECISION_THRESHOLD
+from churn_assets.ml.evaluation.metrics import DECISION_THRESHOLD
 
 #: Thresholds searched: every percent. A finer grid only fits the holdout's noise.
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)

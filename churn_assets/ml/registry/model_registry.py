@@ -10,7 +10,7 @@ A version is registered with the gate verdict `pending`; evaluation turns it int
 `failed` or `refused` (with a reason), and a run that dies before that refuses it on its way
 out (or the failure sensor does, for a worker that was killed), so no version is left without
 a verdict. Moving the alias is a compare-and-set under a lock every writer shares
-(`churn_assets.ml.locks`), re-read after the move.
+(`churn_assets.ml.registry.locks`), re-read after the move.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from churn_assets.ml import locks, tracking
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.locks import RegistryLock
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.registry import locks, tracking
+from churn_assets.ml.registry.locks import RegistryLock
 from churn_assets.ml.settings import ChurnSettings
 
 if TYPE_CHECKING:
-    from churn_assets.ml.gate import GateResult
+    from churn_assets.ml.evaluation.gate import GateResult
 
 GATE_TAG = "quality_gate"
 GATE_PENDING = "pending"
@@ -55,7 +55,7 @@ PROMOTED_BY_TAG = "promoted_by_run"
 PROMOTION_REFUSED_TAG = "promotion_refused"
 ROLLED_BACK_TO_TAG = "rolled_back_to"
 DAGSTER_RUN_TAG = "dagster_run_id"
-#: The training snapshot a version learned from (its SHA-256; see churn_assets.ml.snapshots).
+#: The training snapshot a version learned from (its SHA-256; see churn_assets.ml.data.snapshots).
 SNAPSHOT_TAG = "snapshot_id"
 #: The digest and version of the data contract a version reads its inputs by (the contract
 #: itself is its run's tracking.CONTRACT_ARTIFACT).

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.contract import Contract, default_contract, load_contract
+from churn_assets.ml.data.contract import Contract, default_contract, load_contract
 
 TARGET_CHURN_RATE = 0.265
 _ID_DIGITS = 10_000

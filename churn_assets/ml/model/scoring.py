@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv
 
-from churn_assets.ml.contract import Contract
+from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.files import replacing
 
 SCORES_FILE = "churn_scores"

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from churn_assets.ml.hyperparameters import Hyperparameters
+from churn_assets.ml.model.hyperparameters import Hyperparameters
 
 #: Ranges searched around the defaults: log-uniform where the scale matters more than the step.
 SPACE = {

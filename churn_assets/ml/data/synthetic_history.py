@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.contract import default_contract
-from churn_assets.ml.history import ExtractKind, today
-from churn_assets.ml.synthetic import generate_customers, write_customers
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.history import ExtractKind, today
+from churn_assets.ml.data.synthetic import generate_customers, write_customers
 
 #: No churn recorded for a customer (within the weeks made).
 NEVER = 10**6
@@ -108,7 +108,7 @@ def make_history(
 def write_history(history: SyntheticHistory, folder: Path, kind: ExtractKind) -> list[Path]:
     """customers_<start>.csv (the base, a seed for CHURN_DATA_PATH) and each week's extract
     as weeks/week<NN>_<date>.<kind>.csv in `folder`: the dates in the names are the dates the
-    platform records (see churn_assets.ml.history)."""
+    platform records (see churn_assets.ml.data.history)."""
     written = [write_customers(history.base, folder / f"customers_{history.start}.csv")]
     for week, (day, frame) in enumerate(history.extracts, start=1):
         path = folder / "weeks" / f"week{week:02d}_{day.isoformat()}.{kind.value}.csv"

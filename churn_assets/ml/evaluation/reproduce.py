@@ -13,20 +13,16 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from churn_assets.ml import (
-    cleaning,
-    features,
-    metrics,
-    point_in_time,
-    registry,
-    tracking,
-    training,
-)
-from churn_assets.ml.calibration import CalibrationMode
-from churn_assets.ml.hyperparameters import DEFAULTS, Hyperparameters
+from churn_assets.ml.data import cleaning, point_in_time
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.splitting import features_and_target
+from churn_assets.ml.evaluation import metrics
+from churn_assets.ml.model import features, training
+from churn_assets.ml.model.calibration import CalibrationMode
+from churn_assets.ml.model.hyperparameters import DEFAULTS, Hyperparameters
+from churn_assets.ml.registry import model_registry as registry
+from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotStore
-from churn_assets.ml.splitting import features_and_target
 
 #: Holdout metrics compared; what the evaluation logs as holdout_<name>.
 COMPARED = ("auc", "accuracy", "f1", "precision", "recall", "brier", "log_loss")

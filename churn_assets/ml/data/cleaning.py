@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.contract import HISTORY_COLUMNS, Contract
-from churn_assets.ml.reading import (
+from churn_assets.ml.data.contract import HISTORY_COLUMNS, Contract
+from churn_assets.ml.data.reading import (
     EXTRA_COLUMNS,
     CustomerDataError,
     mapped_levels,
     require_columns,
     stripped,
 )
-from churn_assets.ml.validation import numbers_filled, validate
+from churn_assets.ml.data.validation import numbers_filled, validate
 
 
 @dataclass(frozen=True)

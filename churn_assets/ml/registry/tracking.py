@@ -20,9 +20,9 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
-from churn_assets.ml.contract import Contract, parse_contract
+from churn_assets.ml.data.contract import Contract, parse_contract
+from churn_assets.ml.model.tuning import Trial
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.tuning import Trial
 
 MODEL_ARTIFACT = "model"
 #: The data contract a version was trained under, as a run artifact beside its model.
@@ -48,6 +48,8 @@ SKOPS_TRUSTED_TYPES = [
     "collections.OrderedDict",
     "lightgbm.basic.Booster",
     "lightgbm.sklearn.LGBMClassifier",
+    "churn_assets.ml.model.calibration.CalibratedChurnClassifier",
+    # the same class as versions logged before ml/ was grouped by concern name it
     "churn_assets.ml.calibration.CalibratedChurnClassifier",
 ]
 _HASH_CHUNK = 1 << 20

@@ -24,8 +24,8 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.contract import ROW_ID, Contract
-from churn_assets.ml.limits import DEFAULT_MAX_LINE_BYTES
+from churn_assets.ml.data.contract import ROW_ID, Contract
+from churn_assets.ml.data.limits import DEFAULT_MAX_LINE_BYTES
 
 #: File line of data row 0: line 1 is the header.
 _FIRST_DATA_LINE = 2

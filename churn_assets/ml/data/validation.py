@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.contract import Contract
-from churn_assets.ml.limits import MAX_ID_CHARS
-from churn_assets.ml.reading import file_line, mapped_levels, shown, stripped, to_number
+from churn_assets.ml.data.contract import Contract
+from churn_assets.ml.data.limits import MAX_ID_CHARS
+from churn_assets.ml.data.reading import file_line, mapped_levels, shown, stripped, to_number
 
 #: Churn rates outside this band point at a broken extract (wrong file, filtered rows),
 #: not at a change in customers: the public data sits at 26.5%.

@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from churn_assets.ml.evaluation import EvaluationReport
+from churn_assets.ml.evaluation.report import EvaluationReport
 from churn_assets.ml.settings import ChurnSettings
 
 

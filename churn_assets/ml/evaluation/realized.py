@@ -23,12 +23,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from churn_assets.ml import history, registry
-from churn_assets.ml.contract import Contract
-from churn_assets.ml.decision import Economics, version_economics
+from churn_assets.ml.data import history
+from churn_assets.ml.data.contract import Contract
+from churn_assets.ml.data.snapshots import SnapshotError, SnapshotStore
+from churn_assets.ml.evaluation.decision import Economics, version_economics
 from churn_assets.ml.files import replacing
+from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.ml.snapshots import SnapshotError, SnapshotStore
 
 HISTORY_FOLDER = "history"
 _FILE = "churn_scores.parquet"

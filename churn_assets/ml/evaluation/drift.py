@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.contract import Contract
+from churn_assets.ml.data.contract import Contract
 
 #: Shares are floored here so an empty bin does not make the logarithm infinite.
 _SHARE_FLOOR = 1e-4

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from churn_assets.ml.contract import RESERVED, parse_contract
-from churn_assets.ml.reading import CustomerDataError, open_regular
+from churn_assets.ml.data.contract import RESERVED, parse_contract
+from churn_assets.ml.data.reading import CustomerDataError, open_regular
 
 #: Rows read to draft a contract: enough to see every level of a category.
 SAMPLE_ROWS = 200_000

@@ -35,11 +35,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from churn_assets.ml import history
-from churn_assets.ml.cleaning import check_columns
-from churn_assets.ml.contract import HISTORY_COLUMNS, Contract
-from churn_assets.ml.limits import ExtractLimits
-from churn_assets.ml.reading import SOURCE_SHA256, CustomerDataError, read_customer_csv
+from churn_assets.ml.data import history
+from churn_assets.ml.data.cleaning import check_columns
+from churn_assets.ml.data.contract import HISTORY_COLUMNS, Contract
+from churn_assets.ml.data.limits import ExtractLimits
+from churn_assets.ml.data.reading import SOURCE_SHA256, CustomerDataError, read_customer_csv
 from churn_assets.ml.settings import ChurnSettings
 
 #: Characters of a snapshot's SHA-256 shown and accepted as its name (as git shortens commits).

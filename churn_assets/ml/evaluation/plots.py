@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from churn_assets.ml.decision import ValueCurve
+from churn_assets.ml.evaluation.decision import ValueCurve
 
 # Curves on millions of rows are drawn from at most this many points.
 _MAX_CURVE_POINTS = 2_000

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.contract import CHURN_DATE, FIRST_SEEN, Contract
+from churn_assets.ml.data.contract import CHURN_DATE, FIRST_SEEN, Contract
 
 _KIND = re.compile(r"(?:^|[._\-\s])(full|delta)(?:[._\-\s]|$)", re.IGNORECASE)
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")

@@ -22,10 +22,10 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import cleaning, history, reading
-from churn_assets.ml.contract import CHURN_DATE, HISTORY_COLUMNS, Contract
-from churn_assets.ml.snapshots import SnapshotInfo, SnapshotStore
-from churn_assets.ml.splitting import CustomerSplits, split_customers
+from churn_assets.ml.data import cleaning, history, reading
+from churn_assets.ml.data.contract import CHURN_DATE, HISTORY_COLUMNS, Contract
+from churn_assets.ml.data.snapshots import SnapshotInfo, SnapshotStore
+from churn_assets.ml.data.splitting import CustomerSplits, split_customers
 
 #: The column saying which day a training row was observed on.
 OBSERVED = "observed_on"

@@ -10,8 +10,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml import baseline, metrics
-from churn_assets.ml.decision import ValueCurve
+from churn_assets.ml.evaluation import metrics
+from churn_assets.ml.evaluation.decision import ValueCurve
+from churn_assets.ml.model import baseline
 
 #: Metrics written on the model version as `holdout_<name>` tags.
 VERSION_TAG_METRICS = ("auc", "accuracy", "f1")
@@ -76,7 +77,7 @@ class EvaluationReport:
     #: included), newest first: what the gate's no-slide rule compares with.
     recent_production_auc: dict[str, float] | None = None
     #: The same comparison on the newest complete window training did not see (see
-    #: churn_assets.ml.point_in_time); None while history is too short for one.
+    #: churn_assets.ml.data.point_in_time); None while history is too short for one.
     out_of_time: OutOfTime | None = None
 
     @property

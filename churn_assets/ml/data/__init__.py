@@ -1,0 +1,2 @@
+"""The data: its contract, reading, validation, cleaning, landing, snapshots, history,
+splits and synthetic exports."""

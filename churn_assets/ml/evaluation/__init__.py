@@ -1,0 +1,1 @@
+"""Evaluation: metrics, plots, the report, decisions, the gate, drift and realized performance."""

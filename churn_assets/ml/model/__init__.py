@@ -1,0 +1,1 @@
+"""The model: features, training, tuning, calibration, reasons, the baseline and batch scoring."""
