@@ -180,17 +180,17 @@ def predict_batch(
             f"{len(customers)} customers exceed the limit of {settings.max_batch_size} per request",
             "customers",
         )
-    threshold, version = model.threshold, model.version
+    threshold, version, field = model.threshold, model.version, model.requests.id_field
     if reasons:
         _within_budget(settings, len(customers), reasons)
         scores, why = model.scorer.score_with_reasons(customers, reasons)
         predictions = [
-            {**_prediction(_customer_id(customer, model), p, threshold, version), "reasons": r}
+            {**_prediction(_id(customer, field), p, threshold, version), "reasons": r}
             for customer, p, r in zip(customers, scores.tolist(), why, strict=True)
         ]
     else:
         predictions = [
-            _prediction(_customer_id(customer, model), p, threshold, version)
+            _prediction(_id(customer, field), p, threshold, version)
             for customer, p in zip(customers, model.scorer.score(customers).tolist(), strict=True)
         ]
     _metrics(request).rows_scored.inc(len(customers))
@@ -213,7 +213,11 @@ def _within_budget(settings: Settings, rows: int, reasons: int) -> None:
 
 
 def _customer_id(customer: Any, model: LoadedModel) -> str | None:
-    field = model.requests.id_field
+    return _id(customer, model.requests.id_field)
+
+
+def _id(customer: Any, field: str | None) -> str | None:
+    """The request's ID field, echoed as customerID (None: the contract has no ID)."""
     return None if field is None else getattr(customer, field)
 
 

@@ -276,7 +276,13 @@ class Contract(_Strict):
         expression = self.features[column].blank
         if expression in (None, MISSING):
             return np.nan
-        return _evaluate(ast.parse(str(expression), mode="eval").body, values)
+        return _evaluate(_parsed(str(expression)), values)
+
+
+@cache
+def _parsed(expression: str) -> ast.expr:
+    """A blank rule's syntax tree, parsed once (the API fills blanks on every request)."""
+    return ast.parse(expression, mode="eval").body
 
 
 def _number(value: float | None) -> str:
