@@ -157,7 +157,7 @@ def run_graph(csv: Path, work: Path) -> dict[str, Any]:
     dagster = str(Path(sys.executable).parent / "dagster")
     # A platform runs against stores that exist: create the Dagster storage and the MLflow
     # database (schema migrations take seconds) before the clock starts.
-    warm = "from churn_assets.ml import settings, tracking; "
+    warm = "from churn_assets.ml import settings; from churn_assets.ml.registry import tracking; "
     warm += "tracking.ensure_experiment(settings.ChurnSettings())"
     subprocess.run([sys.executable, "-c", warm], cwd=REPO, env=env, check=True)
     subprocess.run(

@@ -1,12 +1,14 @@
 """Cleaning handles the export's quirks and names the column and row of anything it rejects."""
 
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ml.data import validation
+from churn_assets.ml.data import reading, validation
 from churn_assets.ml.data.cleaning import clean_customers
 from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.data.reading import SOURCE_SHA256, CustomerDataError, read_customer_csv
@@ -171,3 +173,29 @@ def test_a_violation_names_column_rows_value_and_line(raw: pd.DataFrame) -> None
         42,
     )
     assert "are below the minimum 0" in violation.message()
+
+
+RECORDS = [
+    (b'a,b,c\r\n1,2,3\r\n\r\n4,"5,x\ny",6\n7,8,9', None),  # quoted comma and newline, blank line
+    (b"a,b,c\n1,2,3\n4,5,6,7\n", "line 3 has 4 field(s) where the header (line 1) has 3"),
+    (b'a,b,c\n1,"2\n",3\n4,5\n', "line 4 has 2 field(s) where the header (line 1) has 3"),
+    (b'a,b\n"x""y",2\n', None),  # an escaped quote
+    (b"a,b\n1,2\n3", "line 3 has 1 field(s) where the header (line 1) has 2"),  # cut off
+    (b"a,b\r\n1,2\r\n\r\n\r\n3,4\r\n", None),
+    (b'a,b\r\n"1\r\n",2\r\n', None),
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 22])
+def test_field_counts_do_not_depend_on_where_chunks_end(
+    monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Pandas does not count fields of columns it is not asked to read; the scan that does
+    must give the same verdict however the file falls into chunks ("\\r\\n" split included)."""
+    monkeypatch.setattr(reading, "_SCAN_CHUNK", chunk)
+    for data, problem in RECORDS:
+        if problem is None:
+            reading._check_field_counts(io.BytesIO(data), Path("f.csv"))
+        else:
+            with pytest.raises(CustomerDataError, match=re.escape(problem)):
+                reading._check_field_counts(io.BytesIO(data), Path("f.csv"))
