@@ -78,9 +78,11 @@ def clean_customers(
             integer = spec.type == "integer" and not bool(values.isna().any())
             cleaned[column] = values.astype(np.int64 if integer else np.float64).to_numpy()
         else:
-            values = mapped_levels(text[column], spec.map).astype(str)
-            levels = spec.levels or tuple(sorted(pd.unique(values)))
-            cleaned[column] = pd.Categorical(values, categories=levels)
+            # recoded per distinct level (text is categorical), never per customer
+            values = mapped_levels(text[column], spec.map).astype("category")
+            present = values.cat.remove_unused_categories().cat.categories
+            levels = spec.levels or tuple(sorted(str(level) for level in present))
+            cleaned[column] = values.cat.set_categories(levels).array
     target = text[contract.target_column]
     cleaned[contract.target_column] = (
         target.isin(contract.target.positive).astype(np.int8).to_numpy()

@@ -383,12 +383,20 @@ def require_columns(contract: Contract, present: set[str], *, renamed: bool) -> 
 
 
 def stripped(values: pd.Series) -> pd.Series:
-    """Text without surrounding blanks; a categorical is stripped once per category."""
-    if not isinstance(values.dtype, pd.CategoricalDtype):
-        return values.astype(str).str.strip()
-    stripped = values.cat.categories.astype(str).str.strip()
+    """Text without surrounding blanks, stripped once per distinct value.
+
+    A categorical (an export as read) or a column of few distinct texts (a snapshot, read
+    back as strings) comes back as a categorical, so every later check and conversion works
+    per distinct value too; a nearly unique column (IDs) is stripped value by value.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes, texts = values.cat.codes.to_numpy(), values.cat.categories
+    else:
+        codes, texts = pd.factorize(values)
+        if len(texts) > len(values) // 2:
+            return values.astype(str).str.strip()
+    stripped = pd.Index(texts).astype(str).str.strip()
     levels, position = np.unique(stripped.to_numpy(dtype=str), return_inverse=True)
-    codes = values.cat.codes.to_numpy()
     recoded = np.where(codes >= 0, position[codes], -1)
     return pd.Series(pd.Categorical.from_codes(recoded, levels), index=values.index)
 
