@@ -1,5 +1,6 @@
 """Asset checks: data quality, the blocking quality gate, and drift of incoming extracts."""
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -8,9 +9,11 @@ import pandas as pd
 from pydantic import Field
 
 from churn_assets.assets.evaluation import evaluation_report
+from churn_assets.assets.ingest import raw_customers
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import table_metadata
 from churn_assets.assets.monitoring import realized_performance
+from churn_assets.ml.data import validation
 from churn_assets.ml.evaluation import drift, realized
 from churn_assets.ml.evaluation.gate import (
     GateConfigError,
@@ -27,6 +30,49 @@ from churn_assets.resources import (
     ModelRegistryResource,
     deployment_floor,
 )
+
+RAW_CUSTOMERS = raw_customers.key
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            rule.name, asset=raw_customers, blocking=True, description=rule.description
+        )
+        for rule in validation.RULES
+    ],
+    description="The data contract's rules on the export as read; a failure stops training.",
+)
+def customer_data_contract(
+    settings: ChurnSettingsResource, raw_customers: pd.DataFrame
+) -> Iterator[dg.AssetCheckResult]:
+    """Each rule is its own check, failing on its own with the column, value, line and count
+    of what broke it (the first violation in the metadata, all of them in a table)."""
+    contract = settings.get().contract()
+    for result in validation.validate(raw_customers, contract):
+        first = result.violations[0] if result.violations else None
+        found: dict[str, Any] = {}
+        if first is not None:
+            found = {
+                "column": first.column,
+                "value": first.value,
+                "line": first.line,
+                "rows": first.count,
+                "violations": table_metadata(pd.DataFrame([v.as_row() for v in result.violations])),
+            }
+        yield dg.AssetCheckResult(
+            asset_key=RAW_CUSTOMERS,
+            check_name=result.rule.name,
+            passed=result.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=result.summary(),
+            metadata={
+                **found,
+                "violated_columns": len({v.column for v in result.violations}),
+                **result.figures,
+                "contract_digest": contract.digest[:12],
+            },
+        )
 
 
 class GateOverrideConfig(dg.Config):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.checks import extract_drift, quality_gate, realized_auc
+from churn_assets.checks import customer_data_contract, extract_drift, quality_gate, realized_auc
 from churn_assets.definitions import churn_assets
 from churn_assets.jobs import churn_training
 from churn_assets.ml.data.snapshots import SnapshotStore
@@ -156,7 +156,7 @@ def materialize_graph(
 ) -> dg.ExecuteInProcessResult:
     """Materialize the real assets and checks with the real resources; never raises."""
     return dg.materialize(
-        [*churn_assets, quality_gate, extract_drift, realized_auc],
+        [*churn_assets, customer_data_contract, quality_gate, extract_drift, realized_auc],
         instance=instance,
         selection=selection or churn_training.selection,
         run_config=run_config,
