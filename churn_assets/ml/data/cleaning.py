@@ -21,7 +21,7 @@ from churn_assets.ml.data.reading import (
     require_columns,
     stripped,
 )
-from churn_assets.ml.data.validation import numbers_filled, validate
+from churn_assets.ml.data.validation import numbers_filled, parse_numbers, validate
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def clean_customers(
     cleaned = pd.DataFrame(
         {contract.id_column: text[contract.id_column].to_numpy()}, index=raw.index
     )
-    numbers = numbers_filled(text, contract)
+    numbers = numbers_filled(text, parse_numbers(text, contract), contract)
     for column, spec in contract.features.items():
         if spec.numeric:
             values = numbers[column]

@@ -134,7 +134,7 @@ def read_customer_csv(
     if frame.empty:
         raise CustomerDataError(f"customer file {path} has a header but no customer rows")
     frame = frame.rename(columns=wanted)
-    if contract.id is None and set(contract.columns[1:]) <= set(frame.columns):
+    if contract.id is None:  # the header was checked above: every column is there
         frame.insert(0, ROW_ID, row_ids(frame, contract))
     frame.attrs[EXTRA_COLUMNS] = [
         name for name in header if name not in wanted and name not in contract.drop
@@ -362,17 +362,21 @@ def shown(value: object) -> str:
     return f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
 
 
-def require_columns(contract: Contract, present: set[str], *, renamed: bool) -> None:
-    """Raise naming each required column as the export names it: the header a person fixes.
-
-    The header's other names are not echoed: they may be anything but an export's.
-    """
-    required = contract.export_names
-    missing = [
+def missing_columns(contract: Contract, present: set[str], *, renamed: bool) -> list[str]:
+    """The contract's columns not `present`, as the export names them (the header a person
+    fixes); `present` holds contract names when `renamed`, the header's otherwise."""
+    return [
         export
-        for column, export in required.items()
+        for column, export in contract.export_names.items()
         if (column if renamed else export) not in present
     ]
+
+
+def require_columns(contract: Contract, present: set[str], *, renamed: bool) -> None:
+    """Raise naming each missing required column. The header's other names are not echoed:
+    they may be anything but an export's."""
+    required = contract.export_names
+    missing = missing_columns(contract, present, renamed=renamed)
     if missing:
         raise CustomerDataError(
             f"missing required column(s) {', '.join(map(repr, missing))}; the export has "

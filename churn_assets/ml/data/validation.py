@@ -19,7 +19,14 @@ import pandas as pd
 
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.limits import MAX_ID_CHARS
-from churn_assets.ml.data.reading import file_line, mapped_levels, shown, stripped, to_number
+from churn_assets.ml.data.reading import (
+    file_line,
+    mapped_levels,
+    missing_columns,
+    shown,
+    stripped,
+    to_number,
+)
 
 #: Churn rates outside this band point at a broken extract (wrong file, filtered rows),
 #: not at a change in customers: the public data sits at 26.5%.
@@ -128,10 +135,16 @@ class _Finder:
         return found
 
 
-def numbers_filled(text: dict[str, pd.Series], contract: Contract) -> dict[str, pd.Series]:
-    """Each present numeric feature parsed (NaN where blank or not a number), blanks filled
-    by their rule where every number the rule reads is there."""
-    parsed = {c: to_number(text[c]) for c in contract.numeric_features if c in text}
+def parse_numbers(text: dict[str, pd.Series], contract: Contract) -> dict[str, pd.Series]:
+    """Each present numeric feature parsed: NaN where blank or not a number."""
+    return {c: to_number(text[c]) for c in contract.numeric_features if c in text}
+
+
+def numbers_filled(
+    text: dict[str, pd.Series], parsed: dict[str, pd.Series], contract: Contract
+) -> dict[str, pd.Series]:
+    """The `parsed` numbers with blanks filled by their rule where every number the rule reads
+    is there."""
     filled = dict(parsed)
     for column, values in parsed.items():
         rule = contract.features[column].blank
@@ -147,7 +160,7 @@ def numbers_filled(text: dict[str, pd.Series], contract: Contract) -> dict[str, 
 
 def _required(raw: pd.DataFrame, contract: Contract) -> RuleResult:
     required = contract.export_names
-    missing = [export for column, export in required.items() if column not in raw.columns]
+    missing = missing_columns(contract, set(raw.columns), renamed=True)
     return RuleResult(
         REQUIRED_COLUMNS,
         [Violation(m, "is missing from the header", len(raw), "''", 1) for m in missing],
@@ -165,12 +178,11 @@ def _ids(find: _Finder, text: dict[str, pd.Series], contract: Contract) -> RuleR
     return RuleResult(CUSTOMER_IDS, find.take(), {"duplicate_ids": duplicates})
 
 
-def _types(find: _Finder, text: dict[str, pd.Series], contract: Contract) -> RuleResult:
-    for column in contract.numeric_features:
-        if column not in text:
-            continue
+def _types(
+    find: _Finder, text: dict[str, pd.Series], parsed: dict[str, pd.Series], contract: Contract
+) -> RuleResult:
+    for column, number in parsed.items():
         spec, values = contract.features[column], text[column]
-        number = to_number(values)
         find.add(column, number.isna() & (values != ""), "are not numbers")
         if spec.blank is None:
             find.add(column, values == "", "are blank")
@@ -197,9 +209,11 @@ def _levels(find: _Finder, text: dict[str, pd.Series], contract: Contract) -> Ru
     return RuleResult(CATEGORY_LEVELS, find.take(), figures)
 
 
-def _ranges(find: _Finder, text: dict[str, pd.Series], contract: Contract) -> RuleResult:
+def _ranges(
+    find: _Finder, text: dict[str, pd.Series], parsed: dict[str, pd.Series], contract: Contract
+) -> RuleResult:
     observed: dict[str, float | int | str] = {}
-    for column, values in numbers_filled(text, contract).items():
+    for column, values in numbers_filled(text, parsed, contract).items():
         low, high = contract.numeric_range(column)
         find.add(column, values < low, f"are below the minimum {low:g}")
         find.add(column, values > high, f"are above the plausible maximum {high:g}")
@@ -250,13 +264,14 @@ def validate(
     """Every rule's verdict on a frame as read (the contract's names, text values)."""
     find = _Finder(raw)
     text = {c: stripped(raw[c]) for c in contract.columns if c in raw.columns}
+    parsed = parse_numbers(text, contract)  # read by both the type and the range rule
     target, rate = _target(find, text, contract, require_both_classes)
     return [
         _required(raw, contract),
         _ids(find, text, contract),
-        _types(find, text, contract),
+        _types(find, text, parsed, contract),
         _levels(find, text, contract),
-        _ranges(find, text, contract),
+        _ranges(find, text, parsed, contract),
         target,
         _churn_rate(rate, len(raw), contract),
     ]
