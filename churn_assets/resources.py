@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import mlflow
@@ -20,12 +21,16 @@ from mlflow.entities import RunStatus
 from pydantic import Field, PrivateAttr
 
 from churn_assets import run_workers
+from churn_assets.ml.cluster.engine import ClusterSettings, open_client
 from churn_assets.ml.evaluation.gate import GateThresholds
 from churn_assets.ml.model.calibration import CalibrationMode
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry import tracking
 from churn_assets.ml.registry.model_registry import ModelRegistry
 from churn_assets.ml.settings import ChurnSettings
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 #: Run tag naming a run whose outputs this run reads for the assets it does not materialize
 #: itself (instead of each asset's latest materialization).
@@ -93,6 +98,49 @@ class ChurnSettingsResource(dg.ConfigurableResource):
         """The environment's settings with whatever this resource's config sets instead."""
         overrides = {name: value for name, value in self.model_dump().items() if value is not None}
         return ChurnSettings(**overrides)
+
+
+class DaskResource(dg.ConfigurableResource):
+    """The Dask cluster that steps spread their partitions over (churn_assets/ml/cluster).
+
+    No scheduler: a LocalCluster of worker processes on this machine, started only when a
+    step has at least `min_rows` rows and stopped when the step is done; smaller tables stay
+    in process. A scheduler address: that cluster, for every size.
+    """
+
+    settings: ChurnSettingsResource
+    scheduler_address: str | None = Field(
+        default=None, description="CHURN_DASK_SCHEDULER: e.g. tcp://dask-scheduler:8786."
+    )
+    workers: int | None = Field(
+        default=None, description="CHURN_DASK_WORKERS: LocalCluster workers; default the cores."
+    )
+    min_rows: int | None = Field(
+        default=None, description="CHURN_DASK_MIN_ROWS: rows from which a LocalCluster is used."
+    )
+    partition_rows: int | None = Field(
+        default=None, description="CHURN_DASK_PARTITION_ROWS: rows per partition (task)."
+    )
+    timeout_s: float | None = Field(
+        default=None, description="CHURN_DASK_TIMEOUT_S: bound of one distributed computation."
+    )
+
+    def cluster(self) -> ClusterSettings:
+        base = ClusterSettings.from_settings(self.settings.get())
+        return ClusterSettings(
+            scheduler=self.scheduler_address or base.scheduler,
+            workers=self.workers or base.workers,
+            memory_limit=base.memory_limit,
+            min_rows=base.min_rows if self.min_rows is None else self.min_rows,
+            partition_rows=self.partition_rows or base.partition_rows,
+            scratch=base.scratch,
+            timeout_s=self.timeout_s or base.timeout_s,
+        )
+
+    @contextmanager
+    def client(self) -> Iterator[Client]:
+        with open_client(self.cluster()) as client:
+            yield client
 
 
 def deployment_floor() -> GateThresholds:
@@ -308,6 +356,7 @@ def churn_resources() -> dict[str, Any]:
     return {
         "settings": settings,
         "registry": ModelRegistryResource(settings=settings),
+        "dask": DaskResource(settings=settings),
         "io_manager": RunScopedIOManager(),
         "mlflow": mlflow_tracking_resource,
     }

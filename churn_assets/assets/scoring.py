@@ -7,25 +7,31 @@ import pandas as pd
 
 from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata
 from churn_assets.assets.promotion import production_promotion
+from churn_assets.ml.cluster import partitioned_scoring
 from churn_assets.ml.data import history, reading
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.evaluation import decision, realized
 from churn_assets.ml.evaluation import report as evaluation
 from churn_assets.ml.model import reasons, scoring, training
-from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
+from churn_assets.ml.model.features import model_inputs
+from churn_assets.resources import ChurnSettingsResource, DaskResource, ModelRegistryResource
 
 
 @retrain_asset(deps=[production_promotion], kinds={"parquet", "csv", "mlflow"})
 def churn_scores(
+    context: dg.AssetExecutionContext,
     settings: ChurnSettingsResource,
     registry: ModelRegistryResource,
+    dask: DaskResource,
     cleaned_customers: pd.DataFrame,
 ) -> dg.MaterializeResult:
     """Active customers ranked by churn probability from the production model (Parquet + CSV)."""
     # Written to CHURN_SCORES_DIR (default .churn/scores) as churn_scores.parquet and .csv,
     # each replaced in one rename, and kept under history/ by scoring date and version.
     # Customers who already churned are not scored. `offer` uses the version's decision
-    # threshold; CHURN_SCORES_REASONS=3 adds each customer's reasons.
+    # threshold; CHURN_SCORES_REASONS=3 adds each customer's reasons. From CHURN_DASK_MIN_ROWS
+    # active customers on (or with CHURN_DASK_SCHEDULER), probabilities are computed per
+    # partition on the Dask cluster; the ranking and the files are written here.
     churn_settings = settings.get()
     production = registry.open().production()
     if production is None:
@@ -40,8 +46,27 @@ def churn_scores(
     if active.empty:
         raise dg.Failure(description="no active customers to score: every customer has churned")
     version = str(production.version)
-    pipeline = evaluation.load_model(f"models:/{churn_settings.model_name}/{version}")
-    probability = training.churn_probability(pipeline, active)
+    model_uri = f"models:/{churn_settings.model_name}/{version}"
+    pipeline = evaluation.load_model(model_uri)
+    cluster = dask.cluster()
+    on_cluster = cluster.uses_cluster(len(active))
+    if on_cluster:
+        context.log.info(f"scoring {len(active):,} customers on {cluster.describe()}")
+        try:
+            with dask.client() as client:
+                probability = partitioned_scoring.churn_probability_on_cluster(
+                    client,
+                    active,
+                    model_inputs(pipeline),
+                    model_uri,
+                    churn_settings.tracking_uri,
+                    cluster,
+                    cluster.scratch / context.run_id / "churn_scores",
+                )
+        except partitioned_scoring.ClusterScoringError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from error
+    else:
+        probability = training.churn_probability(pipeline, active)
     threshold = decision.version_threshold(production.tags or {})
     why = (
         reasons.frame_reasons(pipeline, active, churn_settings.scores_reasons)
@@ -71,6 +96,8 @@ def churn_scores(
             "decision_threshold": threshold,
             "customers_to_offer": int(scores["offer"].sum()),
             "reasons_per_customer": churn_settings.scores_reasons,
+            "scored_on": cluster.describe() if on_cluster else "this process",
+            "partitions": -(-len(active) // cluster.partition_rows) if on_cluster else 1,
             "expected_churners": float(scores["churn_probability"].sum()),
             "top_risk_segments": table_metadata(segments),
             "top_customers": table_metadata(scores.head(10).drop(columns=["model_version"])),

@@ -78,6 +78,15 @@ class ChurnSettings(BaseSettings):
     tuning_budget_s: float = Field(0.0, alias="CHURN_TUNING_BUDGET_S", ge=0)
     tuning_max_trials: int = Field(50, alias="CHURN_TUNING_MAX_TRIALS", ge=1)
     scores_reasons: int = Field(0, alias="CHURN_SCORES_REASONS", ge=0, le=MAX_REASONS)
+    # Dask (churn_assets/ml/cluster): no scheduler means a LocalCluster on this machine, used
+    # only from CHURN_DASK_MIN_ROWS customers on (below it, the in-process path is faster).
+    dask_scheduler: str | None = Field(None, alias="CHURN_DASK_SCHEDULER")
+    dask_workers: int | None = Field(None, alias="CHURN_DASK_WORKERS", ge=1)
+    dask_memory_limit: str = Field("auto", alias="CHURN_DASK_MEMORY_LIMIT")
+    dask_min_rows: int = Field(2_000_000, alias="CHURN_DASK_MIN_ROWS", ge=0)
+    dask_partition_rows: int = Field(500_000, alias="CHURN_DASK_PARTITION_ROWS", ge=1)
+    dask_shared_dir: Path | None = Field(None, alias="CHURN_DASK_SHARED_DIR")
+    dask_timeout_s: float = Field(3600.0, alias="CHURN_DASK_TIMEOUT_S", gt=0)
     git_sha: str | None = Field(None, alias="CHURN_GIT_SHA")
     mlflow_ui_url: str | None = Field(None, alias="CHURN_MLFLOW_UI_URL")
 
@@ -113,6 +122,12 @@ class ChurnSettings(BaseSettings):
     def scores_folder(self) -> Path:
         """Where `churn_scores` writes its ranked files: CHURN_SCORES_DIR or <state>/scores."""
         return (self.scores_dir or self.state_dir / "scores").expanduser().resolve()
+
+    @property
+    def dask_scratch(self) -> Path:
+        """Where partitions for the cluster are written: CHURN_DASK_SHARED_DIR (a folder every
+        worker mounts, for a remote cluster) or <state>/dask."""
+        return (self.dask_shared_dir or self.state_dir / "dask").expanduser().resolve()
 
     @property
     def snapshot_uri(self) -> str:

@@ -1,0 +1,186 @@
+"""The graph on a real Dask cluster: the same decision and scores as in process, and a
+worker killed mid-computation survived."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from churn_assets.ml.cluster import partitioned_scoring
+from churn_assets.ml.cluster.engine import ClusterSettings, open_client
+from churn_assets.ml.data.cleaning import clean_customers
+from churn_assets.ml.data.synthetic import generate_customers
+from churn_assets.ml.evaluation import report
+from churn_assets.ml.evaluation.decision import THRESHOLD_TAG
+from churn_assets.ml.model import scoring, training
+from churn_assets.ml.model.features import model_inputs
+from churn_assets.ml.registry.model_registry import GATE_TAG
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets_tests.conftest import (
+    ChurnEnv,
+    PromotedStore,
+    failure_messages,
+    materialize_graph,
+)
+from churn_assets_tests.processes import wait_until
+
+MODEL = "churn-classifier"
+
+
+def _production(tracking_uri: str) -> Any:
+    return MlflowClient(tracking_uri, tracking_uri).get_model_version_by_alias(MODEL, "production")
+
+
+def test_graph_on_a_local_cluster_decides_and_scores_as_in_process(
+    churn_env: ChurnEnv,
+    instance: dg.DagsterInstance,
+    promoted_store: PromotedStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Same sample and seed as promoted_store, which ran the graph in process.
+    monkeypatch.setenv("CHURN_DASK_MIN_ROWS", "0")
+    monkeypatch.setenv("CHURN_DASK_WORKERS", "2")
+    monkeypatch.setenv("CHURN_DASK_PARTITION_ROWS", "1000")
+    result = materialize_graph(churn_env, instance)
+    assert result.success, failure_messages(result)
+    scored = result.asset_materializations_for_node("churn_scores")[-1].metadata
+    assert scored["scored_on"].value == "a LocalCluster of 2 worker process(es)"
+    assert scored["partitions"].value > 1
+
+    on_cluster = _production(churn_env.settings.tracking_uri)
+    alone = _production(promoted_store.tracking_uri)
+    assert on_cluster.version == alone.version
+    assert on_cluster.tags[GATE_TAG] == alone.tags[GATE_TAG]
+    assert on_cluster.tags[THRESHOLD_TAG] == alone.tags[THRESHOLD_TAG]
+
+    mine = pd.read_parquet(churn_env.settings.scores_folder / "churn_scores.parquet")
+    theirs = pd.read_parquet(promoted_store.state_dir / "scores" / "churn_scores.parquet")
+    assert len(mine) == len(theirs) > 1000
+    assert mine["customerID"].tolist() == theirs["customerID"].tolist()
+    assert np.abs(mine["churn_probability"] - theirs["churn_probability"]).max() <= 1e-9
+    assert (mine["offer"] == theirs["offer"]).all()
+    # the partitions were the run's scratch, not kept
+    assert not any((churn_env.settings.dask_scratch).rglob("*.parquet"))
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def test_a_worker_killed_mid_scoring_is_survived(
+    promoted_store: PromotedStore, tmp_path: Path
+) -> None:
+    """A real scheduler and two real workers (`dask` CLI); one gets kill -9 while it scores."""
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = _start(
+        [
+            dask,
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+        ],
+        tmp_path / "scheduler.log",
+    )
+    workers = None
+    try:
+        wait_until("the scheduler file", scheduler_file.is_file, timeout=120)
+        workers = _start(
+            [
+                dask,
+                "worker",
+                "--scheduler-file",
+                str(scheduler_file),
+                "--nworkers",
+                "2",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--memory-limit",
+                "2GiB",
+            ],
+            tmp_path / "workers.log",
+        )
+        tracking_uri = promoted_store.tracking_uri
+        contract = ChurnSettings().contract()
+        customers, _ = clean_customers(generate_customers(60_000, seed=11), contract)
+        active = scoring.active_customers(customers, contract)
+        model_uri = f"models:/{MODEL}/{_production(tracking_uri).version}"
+        pipeline = report.load_model(model_uri)
+        expected = training.churn_probability(pipeline, active)
+
+        address = json.loads(scheduler_file.read_text())["address"]
+        cluster = ClusterSettings(
+            scheduler=address,
+            workers=2,
+            memory_limit="2GiB",
+            min_rows=0,
+            partition_rows=500,
+            scratch=tmp_path / "scratch",
+            timeout_s=600,
+        )
+        with open_client(cluster) as client:
+            wait_until(
+                "two workers", lambda: len(client.scheduler_info()["workers"]) == 2, timeout=180
+            )
+            outcome: dict[str, Any] = {}
+
+            def score() -> None:
+                try:
+                    outcome["p"] = partitioned_scoring.churn_probability_on_cluster(
+                        client,
+                        active,
+                        model_inputs(pipeline),
+                        model_uri,
+                        tracking_uri,
+                        cluster,
+                        tmp_path / "scratch" / "run",
+                    )
+                except Exception as error:  # reported by the assertion below
+                    outcome["error"] = error
+
+            scoring_thread = threading.Thread(target=score)
+            scoring_thread.start()
+            busy = wait_until(
+                "a worker scoring a partition",
+                lambda: next((w for w, keys in client.processing().items() if keys), None),
+                timeout=180,
+                interval=0.05,
+            )
+            pids = client.run(os.getpid)
+            os.kill(pids[busy], signal.SIGKILL)
+            killed_mid_run = scoring_thread.is_alive()
+            scoring_thread.join(timeout=600)
+            assert "error" not in outcome, outcome.get("error")
+        assert killed_mid_run
+        assert np.abs(outcome["p"] - expected).max() <= 1e-9
+    finally:
+        for process in (workers, scheduler):
+            if process is not None:
+                _stop(process)
