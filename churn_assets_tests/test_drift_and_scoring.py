@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +12,8 @@ from churn_assets.ml.data.cleaning import clean_customers
 from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.data.synthetic import generate_customers
 from churn_assets.ml.evaluation import drift
-from churn_assets.ml.model import scoring
+from churn_assets.ml.model import batch, scoring
+from churn_assets_tests.conftest import PromotedStore
 
 TELCO = default_contract()
 
@@ -143,3 +145,23 @@ def test_scores_files_are_written_as_parquet_and_csv(tmp_path: Path) -> None:
         "churn_scores.csv",
         "churn_scores.parquet",
     ]
+
+
+def test_batch_probabilities_equal_the_logged_pipeline(promoted_store: PromotedStore) -> None:
+    """churn_scores' matrix skips sklearn; it must give the pipeline's very probabilities,
+    for categoricals and plain text, an unseen level and a blank number included."""
+    mlflow.set_tracking_uri(promoted_store.tracking_uri)
+    mlflow.set_registry_uri(promoted_store.tracking_uri)
+    pipeline = mlflow.sklearn.load_model("models:/churn-classifier@production")
+    holdout = promoted_store.holdout.copy()
+    assert isinstance(holdout["Contract"].dtype, pd.CategoricalDtype)
+    holdout["Contract"] = holdout["Contract"].cat.add_categories(["Five year"])
+    holdout.loc[holdout.index[0], "Contract"] = "Five year"
+    holdout.loc[holdout.index[1], "TotalCharges"] = np.nan
+    columns = list(pipeline.feature_names_in_)
+    expected = pipeline.predict_proba(holdout[columns])[:, 1]
+    as_text = holdout.astype({c: object for c in holdout.columns if holdout[c].dtype == "category"})
+    for frame in (holdout, as_text):
+        fast = batch.churn_probability(pipeline, frame)
+        assert len(fast) == len(holdout) > 1000
+        assert np.abs(fast - expected).max() <= 1e-9

@@ -12,7 +12,7 @@ from churn_assets.ml.data import history, reading
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.evaluation import decision, realized
 from churn_assets.ml.evaluation import report as evaluation
-from churn_assets.ml.model import reasons, scoring, training
+from churn_assets.ml.model import batch, reasons, scoring
 from churn_assets.ml.model.features import model_inputs
 from churn_assets.resources import ChurnSettingsResource, DaskResource, ModelRegistryResource
 
@@ -66,7 +66,7 @@ def churn_scores(
         except partitioned_scoring.ClusterScoringError as error:
             raise dg.Failure(description=str(error), allow_retries=False) from error
     else:
-        probability = training.churn_probability(pipeline, active)
+        probability = batch.churn_probability(pipeline, active)
     threshold = decision.version_threshold(production.tags or {})
     why = (
         reasons.frame_reasons(pipeline, active, churn_settings.scores_reasons)

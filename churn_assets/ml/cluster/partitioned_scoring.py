@@ -58,10 +58,10 @@ def _model(tracking_uri: str, model_uri: str) -> Any:
 
 
 def _score_partition(path: str, tracking_uri: str, model_uri: str) -> pd.Series:
-    from churn_assets.ml.model.training import churn_probability
+    from churn_assets.ml.model import batch
 
     part = pd.read_parquet(path)
-    probability = churn_probability(_model(tracking_uri, model_uri), part)
+    probability = batch.churn_probability(_model(tracking_uri, model_uri), part)
     return pd.Series(
         np.asarray(probability, dtype=np.float64),
         index=part[_POSITION].to_numpy(),
