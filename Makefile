@@ -11,7 +11,7 @@ STATE_DIR := $(or $(CHURN_STATE_DIR),.churn)
 INCOMING := $(or $(CHURN_INCOMING_DIR),data/incoming)
 export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 
-.PHONY: help sync data instance run materialize merge serve bench bench-serving dev schedule-on schedule-off \
+.PHONY: help sync data instance run materialize merge serve bench bench-serving bench-scale dev schedule-on schedule-off \
 	mlflow-ui production rollback snapshots demo-history lint test clean
 
 help:  ## list the targets
@@ -72,6 +72,9 @@ serve: sync  ## the churn API on http://127.0.0.1:8000 (PORT=8001 for another; d
 
 bench: sync  ## pipeline at 7k/100k/1M/10M customers vs a plain script; refreshes the README table
 	$(RUN) python benchmarks/pipeline.py --write-readme
+
+bench-scale: sync  ## batch scoring at 10M customers: in process, Dask 1 and 2 workers vs raw Booster.predict
+	$(RUN) python benchmarks/scale.py $(if $(ROWS),--rows $(ROWS))
 
 bench-serving: sync  ## this API vs `mlflow models serve`: req/s, p50/p99, rows/s, ratios
 	$(RUN) python benchmarks/serving.py

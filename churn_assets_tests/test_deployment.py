@@ -50,6 +50,8 @@ def test_every_service_of_the_stack_is_there() -> None:
         "dagster-code",
         "dagster-webserver",
         "dagster-daemon",
+        "dask-scheduler",
+        "dask-worker",
         "api",
     }
     ports = {name: [_published(p) for p in s.get("ports", [])] for name, s in SERVICES.items()}
@@ -60,6 +62,25 @@ def test_every_service_of_the_stack_is_there() -> None:
     assert ports["api"] == ["8000:8000"]  # behind CHURN_API_KEY
     assert not ports["postgres"]
     assert "--no-serve-artifacts" in SERVICES["mlflow"]["command"]  # so clients need MinIO
+    assert not ports["dask-scheduler"] and not ports["dask-worker"]  # inside the stack only
+
+
+def test_runs_score_on_the_dask_workers_through_a_shared_volume() -> None:
+    """`--scale dask-worker=N` needs a worker without a fixed name or port; the runs' scheduler
+    address and partition folder must be what the workers serve and mount."""
+    worker = SERVICES["dask-worker"]
+    assert "container_name" not in worker and not worker.get("ports")
+    assert "tcp://dask-scheduler:8786" in worker["command"]
+    assert "--nthreads=1" in worker["command"]
+    assert "8786" in SERVICES["dask-scheduler"]["command"]
+    code = _env("dagster-code")
+    assert code["CHURN_DASK_SCHEDULER"] == "tcp://dask-scheduler:8786"
+    shared = code["CHURN_DASK_SHARED_DIR"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in worker["volumes"]}
+    code_mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["dagster-code"]["volumes"]}
+    root = next(m for m in mounts if shared.startswith(m))
+    assert code_mounts[root] == mounts[root]  # the same volume at the same path
+    assert set(CONNECTIONS) <= set(_env("dask-worker"))  # they load models from MLflow
 
 
 def _dependencies(name: str) -> set[str]:

@@ -1,0 +1,306 @@
+"""Scale benchmark: batch scoring in process and on a Dask LocalCluster of 1 and 2 workers,
+against LightGBM's raw `Booster.predict` on the same rows and model, in the same run.
+
+It generates `--rows` customers (default 10 million) in chunks of a million, cleans them as
+the graph does, trains a model on 200,000 of them with the platform's defaults and logs it to
+a throw-away MLflow store (the workers load it from there, as they do in a run), then scores
+the active customers four ways:
+
+- raw: `Booster.predict(raw_score=True)` on the prebuilt float matrix, all cores (the ceiling);
+- in process: `churn_assets.ml.model.batch.churn_probability`, what `churn_scores` runs below
+  CHURN_DASK_MIN_ROWS (matrix from the frame, then the booster);
+- LocalCluster with 1 and with 2 single-threaded worker processes: `churn_probability_on_cluster`,
+  what `churn_scores` runs on a cluster (Parquet partitions written, scored per partition,
+  gathered in order), timed from the frame in memory to the probabilities back.
+
+Every path's probabilities are checked equal (1e-9) to the in-process ones. Peak memory is
+sampled from /proc for this process and every worker. It prints rows/s, each path's share of
+the raw throughput, the 2-over-1-worker scaling ratio and the scale issue's scoring targets
+with a verdict each. `make bench-scale` runs it; `--rows 1M` for a quick look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SAMPLE_S = 0.05
+CHUNK_ROWS = 1_000_000
+TRAIN_ROWS = 200_000
+SEED = 42
+
+
+def parse_rows(text: str) -> int:
+    factor = {"k": 1_000, "M": 1_000_000}.get(text[-1], 1)
+    return int(float(text[:-1] if factor > 1 else text) * factor)
+
+
+class PeakMemory:
+    """Peak resident memory of this process and of each descendant, sampled from /proc."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def reset(self) -> None:
+        self.peaks = {}
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for pid in _tree(os.getpid()):
+                rss = _rss(pid)
+                name, peak = self.peaks.get(pid, (_name(pid), 0))
+                self.peaks[pid] = (name, max(peak, rss))
+            time.sleep(SAMPLE_S)
+
+    def describe(self) -> str:
+        ranked = sorted(self.peaks.items(), key=lambda item: -item[1][1])
+        return ", ".join(f"{name} {peak / 2**30:.2f} GB" for _, (name, peak) in ranked[:4])
+
+    def largest(self) -> int:
+        return max((peak for _, peak in self.peaks.values()), default=0)
+
+
+def _tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            pids.extend(_tree(int(child)))
+    return pids
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _name(pid: int) -> str:
+    if pid == os.getpid():
+        return "driver"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"pid {pid}"
+    return "worker" if any(b"spawn" in part for part in command) else f"pid {pid}"
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float
+    rows: int
+    peaks: str
+    largest: int
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds
+
+
+def customers(rows: int, contract: object) -> pd.DataFrame:
+    from churn_assets.ml.data.cleaning import clean_customers
+    from churn_assets.ml.data.synthetic import generate_customers
+
+    parts = []
+    for number, start in enumerate(range(0, rows, CHUNK_ROWS)):
+        raw = generate_customers(min(CHUNK_ROWS, rows - start), seed=SEED + number)
+        raw["customerID"] = raw["customerID"] + f"-{number}"
+        clean, _ = clean_customers(raw, contract, require_both_classes=False)  # type: ignore[arg-type]
+        parts.append(clean)
+    return pd.concat(parts, ignore_index=True)
+
+
+def trained_model(frame: pd.DataFrame, contract: object, tracking_uri: str) -> tuple[str, object]:
+    import mlflow
+
+    from churn_assets.ml.model.features import fit_preprocessor
+    from churn_assets.ml.model.hyperparameters import DEFAULTS
+    from churn_assets.ml.model.training import TrainingChoices, train_churn_model
+    from churn_assets.ml.registry import tracking
+    from churn_assets.ml.settings import ChurnSettings
+
+    train = frame.sample(n=min(TRAIN_ROWS, len(frame)), random_state=SEED)
+    preprocessor = fit_preprocessor(train, contract)  # type: ignore[arg-type]
+    choices = TrainingChoices.from_settings(ChurnSettings())
+    trained = train_churn_model(preprocessor, train, contract, DEFAULTS, choices)  # type: ignore[arg-type]
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run():
+        uri = tracking.log_model(trained.pipeline, tracking.input_example(train, contract))  # type: ignore[arg-type]
+    return uri, trained.pipeline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="10M", help="customers, e.g. 1M or 10M (default)")
+    parser.add_argument("--partition-rows", type=int, default=500_000)
+    args = parser.parse_args()
+    rows = parse_rows(args.rows)
+
+    from churn_assets.ml.data.contract import default_contract
+    from churn_assets.ml.model import scoring
+
+    contract = default_contract()
+    work = Path(tempfile.mkdtemp(prefix="churn-scale-"))
+    tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
+    started = time.perf_counter()
+    frame = customers(rows, contract)
+    model_uri, pipeline = trained_model(frame, contract, tracking_uri)
+    active = scoring.active_customers(frame, contract)
+    del frame
+    booster = pipeline.named_steps["model"].booster_  # type: ignore[attr-defined]
+    print(
+        f"{rows:,} customers generated and cleaned, model trained on {TRAIN_ROWS:,} in "
+        f"{time.perf_counter() - started:.0f} s: {booster.num_trees()} trees; "
+        f"{len(active):,} active customers to score",
+        flush=True,
+    )
+    results = measure(active, pipeline, booster, model_uri, tracking_uri, work, args)
+    report(results, len(active), booster.num_trees(), args.partition_rows)
+
+
+def measure(
+    active: pd.DataFrame,
+    pipeline: Any,
+    booster: Any,
+    model_uri: str,
+    tracking_uri: str,
+    work: Path,
+    args: argparse.Namespace,
+) -> list[Result]:
+    from churn_assets.ml.cluster import partitioned_scoring
+    from churn_assets.ml.cluster.engine import ClusterSettings, open_client
+    from churn_assets.ml.model import batch
+    from churn_assets.ml.model.features import model_inputs
+
+    results: list[Result] = []
+    with PeakMemory() as memory:
+        matrix = batch.model_matrix(pipeline, active)
+        memory.reset()
+        t = time.perf_counter()
+        booster.predict(matrix, raw_score=True)
+        results.append(
+            Result(
+                "raw Booster.predict (2 threads)",
+                time.perf_counter() - t,
+                len(active),
+                memory.describe(),
+                memory.largest(),
+            )
+        )
+        del matrix
+
+        memory.reset()
+        t = time.perf_counter()
+        expected = batch.churn_probability(pipeline, active)
+        results.append(
+            Result(
+                "in process (churn_scores below CHURN_DASK_MIN_ROWS)",
+                time.perf_counter() - t,
+                len(active),
+                memory.describe(),
+                memory.largest(),
+            )
+        )
+
+        for workers in (1, 2):
+            cluster = ClusterSettings(
+                scheduler=None,
+                workers=workers,
+                memory_limit="auto",
+                min_rows=0,
+                partition_rows=args.partition_rows,
+                scratch=work / "dask",
+                timeout_s=3600,
+            )
+            with open_client(cluster) as client:
+                memory.reset()
+                t = time.perf_counter()
+                probability = partitioned_scoring.churn_probability_on_cluster(
+                    client,
+                    active,
+                    model_inputs(pipeline),
+                    model_uri,
+                    tracking_uri,
+                    cluster,
+                    work / "dask" / f"w{workers}",
+                )
+                seconds = time.perf_counter() - t
+                results.append(
+                    Result(
+                        f"LocalCluster, {workers} worker(s)",
+                        seconds,
+                        len(active),
+                        memory.describe(),
+                        memory.largest(),
+                    )
+                )
+            difference = float(np.abs(probability - expected).max())
+            if difference > 1e-9:
+                raise SystemExit(f"{workers} worker(s) differ from in process by {difference}")
+
+    return results
+
+
+def report(results: list[Result], active: int, trees: int, partition_rows: int) -> None:
+    raw = results[0].rows_per_s
+    print(
+        f"\nScoring {active:,} active customers, {trees} trees, "
+        f"partitions of {partition_rows:,} rows"
+    )
+    print(f"{'path':55} {'seconds':>8} {'rows/s':>11} {'of raw':>7}  peak memory")
+    for r in results:
+        print(
+            f"{r.name:55} {r.seconds:8.1f} {r.rows_per_s:11,.0f} {r.rows_per_s / raw:7.2f}  "
+            f"{r.peaks}"
+        )
+    in_process, one, two = results[1], results[2], results[3]
+    scaling = two.rows_per_s / one.rows_per_s
+    print(f"\n2 workers over 1 worker: {scaling:.2f}x")
+    targets = [
+        ("in-process scoring >= 0.5 of raw Booster.predict", in_process.rows_per_s / raw, 0.5),
+        ("cluster scoring (2 workers) >= 0.5 of raw Booster.predict", two.rows_per_s / raw, 0.5),
+        ("2 workers >= 1.6x one worker on scoring", scaling, 1.6),
+    ]
+    for name, value, target in targets:
+        verdict = "MET" if value >= target else "MISSED"
+        print(f"  {verdict:6} {name}: {value:.2f}")
+    largest = max(r.largest for r in results)
+    print(
+        f"  {'MET' if largest < 16 * 2**30 else 'MISSED':6} every process under 16 GB: "
+        f"largest {largest / 2**30:.2f} GB"
+    )
+
+
+if __name__ == "__main__":
+    main()
