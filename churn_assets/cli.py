@@ -12,28 +12,28 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import pandas as pd
-from mlflow.entities.model_registry import ModelVersion
-
-from churn_assets.ml.data import (
-    contract_inference,
-    remote_data,
-    snapshots,
-    synthetic,
-    synthetic_history,
-)
+from churn_assets.ml.data import synthetic, synthetic_history
 from churn_assets.ml.data.contract import ContractError, load_contract
 from churn_assets.ml.data.reading import CustomerDataError
-from churn_assets.ml.evaluation import realized, reproduce
 from churn_assets.ml.ports import port_in_use
-from churn_assets.ml.registry import model_registry as registry
-from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
+
+# MLflow, the snapshot store and the training code are imported by the commands that use
+# them: `churn ensure-data` (every `make run`) and `churn check-port` need none of them, and
+# importing them costs seconds (about 4 s for MLflow alone on a 2-core machine).
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from churn_assets.ml.data import snapshots
+    from churn_assets.ml.registry import model_registry as registry
 
 
 def _production(args: argparse.Namespace) -> int:
+    from churn_assets.ml.registry import model_registry as registry
+
     settings = ChurnSettings()
     opened = registry.open_registry(settings)
     version = opened.production()
@@ -89,6 +89,8 @@ def without_credentials(uri: str) -> str:
 
 
 def _fetch_data(args: argparse.Namespace) -> int:
+    from churn_assets.ml.data import remote_data
+
     settings = ChurnSettings()
     try:
         size = remote_data.fetch_s3(args.uri, settings.data_path, settings)
@@ -103,6 +105,8 @@ def _markdown_summary(
     settings: ChurnSettings, opened: registry.ModelRegistry, production: ModelVersion | None
 ) -> str:
     """The newest version's gate verdict and what production is: a CI job's summary."""
+    from churn_assets.ml.registry import model_registry as registry
+
     versions = opened.client.search_model_versions(
         f"name = '{settings.model_name}'", order_by=["version_number DESC"], max_results=1
     )
@@ -123,6 +127,8 @@ def _markdown_summary(
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from churn_assets.ml.registry import model_registry as registry
+
     settings = ChurnSettings()
     try:
         move = registry.open_registry(settings).rollback(args.to_version)
@@ -137,6 +143,9 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _snapshots(args: argparse.Namespace) -> int:
+    from churn_assets.ml.data import snapshots
+    from churn_assets.ml.registry import model_registry as registry
+
     settings = ChurnSettings()
     store = snapshots.SnapshotStore.from_settings(settings)
     try:
@@ -180,6 +189,8 @@ def snapshots_table(store: snapshots.SnapshotStore, trained: dict[str, list[str]
 
 
 def _restore(settings: ChurnSettings, store: snapshots.SnapshotStore, name: str) -> int:
+    from churn_assets.ml.data import snapshots
+
     previous, target = snapshots.restore(store, name)
     if previous == target.id:
         print(f"snapshot {target.short_id} is already the current one")
@@ -225,19 +236,21 @@ def report_restore(target: snapshots.SnapshotInfo, previous: str | None) -> str:
     )
 
 
-#: Why a version cannot be retrained: no snapshot recorded or kept, no such version.
-REPRODUCE_REFUSALS: tuple[type[Exception], ...] = (
-    reproduce.ReproductionError,
-    snapshots.SnapshotError,
-    *registry.WRITE_REFUSALS,
-)
-
-
 def _reproduce(args: argparse.Namespace) -> int:
+    from churn_assets.ml.data import snapshots
+    from churn_assets.ml.evaluation import reproduce
+    from churn_assets.ml.registry import model_registry as registry
+
+    # Why a version cannot be retrained: no snapshot recorded or kept, no such version.
+    refusals: tuple[type[Exception], ...] = (
+        reproduce.ReproductionError,
+        snapshots.SnapshotError,
+        *registry.WRITE_REFUSALS,
+    )
     settings = ChurnSettings()
     try:
         result = reproduce.reproduce(settings, args.version)
-    except REPRODUCE_REFUSALS as err:
+    except refusals as err:
         print(f"churn reproduce: {err}", file=sys.stderr)
         return 1
     print(
@@ -262,6 +275,11 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 def _realized(args: argparse.Namespace) -> int:
     """The realized_performance table from the shell, for those without the Dagster UI."""
+    import pandas as pd
+
+    from churn_assets.ml.data import snapshots
+    from churn_assets.ml.evaluation import realized
+
     settings = ChurnSettings()
     try:
         as_of, table = realized.realized_now(settings)
@@ -346,6 +364,8 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
     if busy:
         print(f"{busy}; choose another: make mlflow-ui PORT=5001", file=sys.stderr)
         return 2
+    from churn_assets.ml.registry import tracking
+
     tracking.configure_mlflow(settings)
     command = [
         shutil.which("mlflow") or "mlflow",
@@ -367,6 +387,8 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
 
 def _contract(args: argparse.Namespace) -> int:
     """Draft a contract from an export, or check one and say what it declares."""
+    from churn_assets.ml.data import contract_inference
+
     try:
         if args.action == "infer":
             draft = contract_inference.infer_contract(args.file)

@@ -23,7 +23,7 @@ from pydantic import Field, PrivateAttr
 from churn_assets import run_workers
 from churn_assets.ml.cluster.engine import ClusterSettings, open_client
 from churn_assets.ml.evaluation.gate import GateThresholds
-from churn_assets.ml.model.calibration import CalibrationMode
+from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry import tracking
 from churn_assets.ml.registry.model_registry import ModelRegistry

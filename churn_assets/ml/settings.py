@@ -15,7 +15,7 @@ from churn_assets.ml.data.limits import (
     ExtractLimits,
 )
 from churn_assets.ml.evaluation.drift import MIN_ROWS_PER_BIN
-from churn_assets.ml.model.calibration import CalibrationMode
+from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.model.reasons import MAX_REASONS
 
 SQLITE_FILE = "mlflow.db"

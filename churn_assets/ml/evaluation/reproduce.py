@@ -18,7 +18,7 @@ from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.splitting import features_and_target
 from churn_assets.ml.evaluation import metrics
 from churn_assets.ml.model import features, training
-from churn_assets.ml.model.calibration import CalibrationMode
+from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.model.hyperparameters import DEFAULTS, Hyperparameters
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry import tracking

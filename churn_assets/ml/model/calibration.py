@@ -14,7 +14,6 @@ parameters it does not overfit a few hundred validation rows the way isotonic re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -26,15 +25,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 from churn_assets.ml.evaluation.metrics import calibration_error
+from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.model.features import model_inputs
-
-
-class CalibrationMode(StrEnum):
-    """Lower-case names: Dagster's run config spells an enum by its member names."""
-
-    auto = "auto"  # calibrate when the raw probabilities are off (see `calibrate`)
-    always = "always"
-    never = "never"
 
 
 class CalibratedChurnClassifier(ClassifierMixin, BaseEstimator):

@@ -17,7 +17,8 @@ from sklearn.pipeline import Pipeline
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.splitting import features_and_target
 from churn_assets.ml.evaluation import metrics
-from churn_assets.ml.model.calibration import CalibrationFit, CalibrationMode, calibrate
+from churn_assets.ml.model.calibration import CalibrationFit, calibrate
+from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.model.features import categorical_positions, model_inputs, output_features
 from churn_assets.ml.model.hyperparameters import Hyperparameters
 from churn_assets.ml.model.tuning import SearchResult, Trial, search
