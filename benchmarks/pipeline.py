@@ -6,9 +6,15 @@ For each size it generates customers (cached under .churn/bench/), then in separ
   and MLflow store (both created before timing starts): wall time, peak memory, and each
   step's time and peak memory (steps read from Dagster's event log, memory sampled from /proc
   every 20 ms);
-- the baseline: the same steps (read, clean, split, fit with the same hyperparameters, score
-  the holdout, score the active customers and write the ranked files as `churn_scores` does)
-  as one Python script with no orchestration, no tracking and no I/O manager.
+- the baseline: the same steps (read, clean, split, fit the same sample, capped at
+  CHURN_TRAIN_MAX_ROWS, with the same hyperparameters, score the holdout, score the active
+  customers and write the ranked files as `churn_scores` does) as one Python script with no
+  orchestration, no tracking and no I/O manager. From CHURN_LEARNING_CURVE_MIN_ROWS training
+  rows on, the graph also fits its learning curve (about 0.9 of the main fit), which the
+  baseline does not.
+
+The fixed cost of a run (the command's wall time less its steps: starting Dagster, importing
+the ML stack, opening the stores) is printed on its own line.
 
 Each model is scored twice: on its own run's holdout, and on one common holdout of 200,000
 customers generated apart from every size (no model trains on them). Own holdouts are
@@ -216,7 +222,7 @@ def baseline_child(csv: Path) -> None:
 
     from churn_assets.ml.data import cleaning, reading, splitting
     from churn_assets.ml.evaluation import decision, metrics
-    from churn_assets.ml.model import features, hyperparameters, scoring, training
+    from churn_assets.ml.model import batch, features, hyperparameters, sampling, scoring, training
     from churn_assets.ml.settings import ChurnSettings
 
     contract = ChurnSettings().contract()
@@ -240,9 +246,13 @@ def baseline_child(csv: Path) -> None:
     train_x, _ = splitting.features_and_target(splits.train, contract)
     preprocessor = features.fit_preprocessor(train_x, contract)
     settings = ChurnSettings()
+    # the same capped sample churn_model fits on (its learning curve is the graph's extra)
+    train = sampling.stratified_sample(
+        splits.train, contract, settings.train_max_rows, hyperparameters.DEFAULTS.seed
+    )
     trained = training.train_churn_model(
         preprocessor,
-        splits.train,
+        train,
         contract,
         hyperparameters.DEFAULTS,
         training.TrainingChoices.from_settings(settings),
@@ -259,7 +269,7 @@ def baseline_child(csv: Path) -> None:
     lap("score holdout")
     active = scoring.active_customers(customers, contract)
     active_x, _ = splitting.features_and_target(active, contract)
-    active_probability = training.churn_probability(trained.pipeline, active_x)
+    active_probability = batch.churn_probability(trained.pipeline, active_x)
     ranked = scoring.rank_customers(
         active, contract, active_probability, "1", metrics.DECISION_THRESHOLD
     )
@@ -279,6 +289,7 @@ def report(label: str, rows: int, graph: dict[str, Any], baseline: dict[str, Any
     for step in graph["steps"]:
         print(f"{step['step']:<34} {step['seconds']:>9.2f} {_gb(step['peak_bytes']):>12}")
     print(f"{'graph, whole command':<34} {graph['seconds']:>9.2f} {_gb(graph['peak_bytes']):>12}")
+    print(f"{'fixed cost (command - its steps)':<34} {fixed_cost(graph):>9.2f}")
     baseline_steps = ", ".join(f"{k} {v:.1f} s" for k, v in baseline["timings"].items())
     print(
         f"{'baseline script':<34} {baseline['seconds']:>9.2f} "
@@ -289,6 +300,11 @@ def report(label: str, rows: int, graph: dict[str, Any], baseline: dict[str, Any
         f"holdout AUC graph {graph['auc']:.4f}, baseline {baseline['auc']:.4f}; "
         f"AUC on the common holdout {graph['common_auc']:.4f}"
     )
+
+
+def fixed_cost(graph: dict[str, Any]) -> float:
+    """What a run costs besides its steps: starting Dagster, imports, opening the stores."""
+    return float(graph["seconds"] - sum(step["seconds"] for step in graph["steps"]))
 
 
 def summary_table(results: list[tuple[str, int, dict[str, Any], dict[str, Any]]]) -> str:
@@ -318,6 +334,11 @@ def targets(results: list[tuple[str, int, dict[str, Any], dict[str, Any]]]) -> l
     if "7k" in by_label:
         seconds = by_label["7k"][0]["seconds"]
         verdict("7k rows under 30 s", f"{seconds:.1f} s", seconds < 30)
+        verdict(
+            "7k rows under 12 s",
+            f"{seconds:.1f} s, of which {fixed_cost(by_label['7k'][0]):.1f} s fixed cost",
+            seconds < 12,
+        )
     if "1M" in by_label:
         graph, baseline = by_label["1M"]
         verdict("1M rows under 3 min", f"{graph['seconds']:.1f} s", graph["seconds"] < 180)

@@ -75,6 +75,10 @@ class ChurnSettings(BaseSettings):
     )
     offer_cost: float = Field(100.0, alias="CHURN_OFFER_COST", gt=0)
     saved_customer_value: float = Field(500.0, alias="CHURN_SAVED_CUSTOMER_VALUE", gt=0)
+    # Training rows past which the model is fitted on a stratified sample (ml/model/sampling),
+    # and from which churn_model draws the learning curve that justifies it.
+    train_max_rows: int = Field(1_000_000, alias="CHURN_TRAIN_MAX_ROWS", ge=1_000)
+    learning_curve_min_rows: int = Field(100_000, alias="CHURN_LEARNING_CURVE_MIN_ROWS", ge=0)
     tuning_budget_s: float = Field(0.0, alias="CHURN_TUNING_BUDGET_S", ge=0)
     tuning_max_trials: int = Field(50, alias="CHURN_TUNING_MAX_TRIALS", ge=1)
     scores_reasons: int = Field(0, alias="CHURN_SCORES_REASONS", ge=0, le=MAX_REASONS)

@@ -105,6 +105,18 @@ def value_curve_plot(curve: ValueCurve) -> bytes:
     return _png(figure)
 
 
+def learning_curve_plot(rows: list[int], aucs: list[float], available: int) -> bytes:
+    """Holdout AUC by training rows (log scale); the rows the export had, if more, marked."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(rows, aucs, marker="o", color="#4c72b0", label="holdout AUC")
+    if available > rows[-1]:
+        axis.axvline(available, linestyle=":", color="grey", label=f"available {available:,}")
+    axis.set_xscale("log")
+    axis.set(xlabel="training rows", ylabel="holdout AUC", title="Learning curve")
+    axis.legend(loc="lower right")
+    return _png(figure)
+
+
 def realized_plot(table: pd.DataFrame) -> bytes:
     """Realized AUC per scoring date, one line per model version; hollow while still open."""
     figure, axis = plt.subplots(figsize=(7, 4))
