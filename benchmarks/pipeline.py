@@ -10,7 +10,7 @@ For each size it generates customers (cached under .churn/bench/), then in separ
   CHURN_TRAIN_MAX_ROWS, with the same hyperparameters, score the holdout, score the active
   customers and write the ranked files as `churn_scores` does) as one Python script with no
   orchestration, no tracking and no I/O manager. From CHURN_LEARNING_CURVE_MIN_ROWS training
-  rows on, the graph also fits its learning curve (about 0.9 of the main fit), which the
+  rows on, the graph also fits its learning curve (about twice the main fit), which the
   baseline does not.
 
 The fixed cost of a run (the command's wall time less its steps: starting Dagster, importing
