@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import mlflow
+import pandas as pd
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
 from mlflow.entities import RunStatus
 from pydantic import Field, PrivateAttr
 
 from churn_assets import run_workers
+from churn_assets.ml import storage
 from churn_assets.ml.cluster.engine import ClusterSettings, open_client
 from churn_assets.ml.evaluation.gate import GateThresholds
 from churn_assets.ml.model.calibration_mode import CalibrationMode
@@ -174,6 +176,11 @@ class ModelRegistryResource(dg.ConfigurableResource):
 class RunScopedIOManager(dg.ConfigurableIOManager):
     """Each run's outputs in a folder of that run: concurrent runs never read each other's.
 
+    The folder is on the artifact store (CHURN_IO_URI: s3://churn/runs in the deployed
+    stack), so a run in another container or pod reads what an earlier run wrote; by default
+    it is <DAGSTER_HOME>/storage/churn_runs. Tables are Parquet (pandas dtypes and `attrs`
+    kept), everything else a pickle.
+
     An input produced in the same run (or the parent run of a re-execution) is read from that
     run's folder. An input the run does not produce is read from the materialization the
     run tag `churn/inputs_from_run` names, else from the asset's latest materialization; the
@@ -182,41 +189,52 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
 
     base_dir: str | None = Field(
         default=None,
-        description="Where run folders live; default <DAGSTER_HOME>/storage/churn_runs.",
+        description="Where run folders live (a folder or s3://bucket/prefix); default "
+        "CHURN_IO_URI, else <DAGSTER_HOME>/storage/churn_runs.",
     )
 
-    _root: Path | None = PrivateAttr(None)
+    _where: storage.Location | None = PrivateAttr(None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Every step stores or loads through here, so this is where every run records which
         # process executes it (run monitoring's health check reads it: run_workers.py).
         if context.instance is not None and context.run_id is not None:
             run_workers.record_worker(context.instance, context.run_id)
-        if self.base_dir:
-            self._root = Path(self.base_dir)
-        elif context.instance is not None:
-            self._root = Path(context.instance.storage_directory()) / "churn_runs"
+        settings = ChurnSettings()
+        base = self.base_dir or settings.io_uri
+        if base is None and context.instance is not None:
+            base = str(Path(context.instance.storage_directory()) / "churn_runs")
+        if base is not None:
+            self._where = storage.location(base, settings)
 
     @property
-    def root(self) -> Path:
-        if self._root is None:
+    def where(self) -> storage.Location:
+        if self._where is None:
             raise dg.Failure("RunScopedIOManager needs a base_dir outside a Dagster instance")
-        return self._root
+        return self._where
 
-    def _path(self, root: Path, run_id: str, key: dg.AssetKey) -> Path:
-        return root / run_id / Path(*key.path).with_suffix(".pkl")
+    def _path(self, run_id: str, key: dg.AssetKey, suffix: str) -> str:
+        return self.where.path(run_id, *key.path[:-1], f"{key.path[-1]}{suffix}")
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:  # MaterializeResult assets have nothing to store
             return
-        path = self._path(self.root, context.run_id, context.asset_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with temporary.open("wb") as handle:
-            pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        temporary.replace(path)  # a reader sees the whole object or none
+        where = self.where
+        table = isinstance(obj, pd.DataFrame)
+        path = self._path(context.run_id, context.asset_key, ".parquet" if table else ".pkl")
+        where.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        # Locally a rename makes the file appear whole; an S3 object appears whole when its
+        # upload completes, so it is written in place.
+        target = path if not where.local else f"{path}.{os.getpid()}.tmp"
+        if table:
+            obj.to_parquet(target, index=True, filesystem=where.filesystem)
+        else:
+            with where.filesystem.open_output_stream(target) as stream:
+                pickle.dump(obj, stream, protocol=pickle.HIGHEST_PROTOCOL)
+        if target != path:
+            where.filesystem.move(target, path)
         context.add_output_metadata(
-            {"path": dg.MetadataValue.path(str(path)), "stored_by_run": context.run_id}
+            {"path": dg.MetadataValue.path(where.uri_of(path)), "stored_by_run": context.run_id}
         )
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -224,20 +242,31 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         upstream = context.upstream_output
         run_id = _real_run_id(upstream)
         if run_id is not None:
-            path = self._path(self.root, run_id, key)
+            where = self.where
+            path = next(
+                (
+                    self._path(run_id, key, suffix)
+                    for suffix in (".parquet", ".pkl")
+                    if where.exists(self._path(run_id, key, suffix))
+                ),
+                self._path(run_id, key, ".pkl"),
+            )
         else:
-            run_id, path = self._recorded(context, key)
-        if not path.is_file():
+            run_id, recorded = self._recorded(context, key)
+            where, path = storage.location_of_file(recorded, ChurnSettings())
+        if not where.exists(path):
             raise dg.Failure(
-                f"{key.to_user_string()} of run {run_id} is not at {path}: materialize "
-                f"{key.to_user_string()} again",
+                f"{key.to_user_string()} of run {run_id} is not at {where.uri_of(path)}: "
+                f"materialize {key.to_user_string()} again",
                 allow_retries=False,
             )
         context.log.info(f"reading {key.to_user_string()} produced by run {run_id}")
-        with path.open("rb") as handle:
+        if path.endswith(".parquet"):
+            return pd.read_parquet(path, filesystem=where.filesystem)
+        with where.filesystem.open_input_file(path) as handle:
             return pickle.load(handle)
 
-    def _recorded(self, context: dg.InputContext, key: dg.AssetKey) -> tuple[str, Path]:
+    def _recorded(self, context: dg.InputContext, key: dg.AssetKey) -> tuple[str, str]:
         instance = context.instance
         tags = context.step_context.dagster_run.tags
         chosen = tags.get(INPUTS_FROM_RUN_TAG)
@@ -275,7 +304,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
                 "no stored output: materialize it again",
                 allow_retries=False,
             )
-        return entry.run_id, Path(str(recorded.value))
+        return entry.run_id, str(recorded.value)
 
 
 def _real_run_id(upstream: dg.OutputContext | None) -> str | None:

@@ -153,8 +153,11 @@ def materialize_graph(
     selection: str | list[str] | None = None,
     run_config: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
+    io_base: str | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize the real assets and checks with the real resources; never raises."""
+    """Materialize the real assets and checks with the real resources; never raises.
+
+    Run outputs go to the test's storage folder, or to `io_base` (e.g. an s3:// prefix)."""
     return dg.materialize(
         [*churn_assets, customer_data_contract, quality_gate, extract_drift, realized_auc],
         instance=instance,
@@ -163,7 +166,7 @@ def materialize_graph(
         tags=tags,
         resources={
             **churn_resources(),
-            "io_manager": RunScopedIOManager(base_dir=str(env.storage_dir)),
+            "io_manager": RunScopedIOManager(base_dir=io_base or str(env.storage_dir)),
         },
         raise_on_error=False,
     )

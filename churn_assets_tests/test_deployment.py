@@ -81,6 +81,8 @@ def test_runs_score_on_the_dask_workers_through_a_shared_volume() -> None:
     root = next(m for m in mounts if shared.startswith(m))
     assert code_mounts[root] == mounts[root]  # the same volume at the same path
     assert set(CONNECTIONS) <= set(_env("dask-worker"))  # they load models from MLflow
+    # asset outputs live on the artifact store, not on one container's disk
+    assert code["CHURN_IO_URI"].startswith("s3://churn/")
 
 
 def _dependencies(name: str) -> set[str]:

@@ -87,9 +87,24 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
                 }
             }
             with dg.instance_for_test(overrides={"storage": storage}) as instance:
-                result = materialize_graph(churn_env, instance)
+                # run outputs on the artifact store, as CHURN_IO_URI puts them in compose
+                result = materialize_graph(churn_env, instance, io_base="s3://churn/runs")
                 assert result.success, failure_messages(result)
-                assert len(instance.get_runs()) == 1
+                run_keys = [
+                    o["Key"] for o in s3.list_objects_v2(Bucket="churn", Prefix="runs/")["Contents"]
+                ]
+                prefix = f"runs/{result.run_id}/"
+                assert f"{prefix}cleaned_customers.parquet" in run_keys
+                assert f"{prefix}customer_splits.pkl" in run_keys
+                assert not churn_env.storage_dir.exists()
+                # Another container: nothing of the first one's disk, the same instance and
+                # store. churn_scores reads cleaned_customers back from S3.
+                monkeypatch.chdir(tmp_path)
+                again = materialize_graph(
+                    churn_env, instance, selection=["churn_scores"], io_base="s3://churn/runs"
+                )
+                assert again.success, failure_messages(again)
+                assert len(instance.get_runs()) == 2
 
             # Dagster's runs are in PostgreSQL, the model's files in S3, the registry on the server
             with (
@@ -97,7 +112,7 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
                 connection.cursor() as c,
             ):
                 c.execute("SELECT count(*) FROM runs")
-                assert c.fetchone()[0] == 1
+                assert c.fetchone()[0] == 2
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow")["Contents"]]
             assert any(k.endswith("MLmodel") for k in keys)
             assert any(k.endswith("evaluation/report.json") for k in keys)

@@ -55,6 +55,7 @@ class ChurnSettings(BaseSettings):
     state_dir: Path = Field(Path(".churn"), alias="CHURN_STATE_DIR")
     snapshot_dir_uri: str | None = Field(None, alias="CHURN_SNAPSHOT_URI")
     snapshot_keep: int = Field(52, alias="CHURN_SNAPSHOT_KEEP", ge=1)
+    io_uri: str | None = Field(None, alias="CHURN_IO_URI")
     mlflow_tracking_uri: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
     mlflow_s3_endpoint_url: str | None = Field(None, alias="MLFLOW_S3_ENDPOINT_URL")
     aws_access_key_id: str | None = Field(None, alias="AWS_ACCESS_KEY_ID")
@@ -78,7 +79,7 @@ class ChurnSettings(BaseSettings):
     # Training rows past which the model is fitted on a stratified sample (ml/model/sampling),
     # and from which churn_model draws the learning curve that justifies it.
     train_max_rows: int = Field(1_000_000, alias="CHURN_TRAIN_MAX_ROWS", ge=1_000)
-    learning_curve_min_rows: int = Field(100_000, alias="CHURN_LEARNING_CURVE_MIN_ROWS", ge=0)
+    learning_curve_min_rows: int = Field(1_000_000, alias="CHURN_LEARNING_CURVE_MIN_ROWS", ge=0)
     tuning_budget_s: float = Field(0.0, alias="CHURN_TUNING_BUDGET_S", ge=0)
     tuning_max_trials: int = Field(50, alias="CHURN_TUNING_MAX_TRIALS", ge=1)
     scores_reasons: int = Field(0, alias="CHURN_SCORES_REASONS", ge=0, le=MAX_REASONS)

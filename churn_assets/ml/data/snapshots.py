@@ -28,13 +28,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from churn_assets.ml import storage
 from churn_assets.ml.data import history
 from churn_assets.ml.data.cleaning import check_columns
 from churn_assets.ml.data.contract import HISTORY_COLUMNS, Contract
@@ -113,23 +113,9 @@ class SnapshotStore:
 
     @classmethod
     def from_settings(cls, settings: ChurnSettings) -> SnapshotStore:
-        uri = settings.snapshot_uri
-        contract = settings.contract()
+        where = storage.location(settings.snapshot_uri, settings)
         lock = settings.local_state / "snapshots.lock"
-        parsed = urlparse(uri)
-        if parsed.scheme == "s3":
-            endpoint = urlparse(settings.mlflow_s3_endpoint_url or "")
-            secret = settings.aws_secret_access_key
-            filesystem = pafs.S3FileSystem(
-                access_key=settings.aws_access_key_id,
-                secret_key=secret.get_secret_value() if secret else None,
-                endpoint_override=endpoint.netloc or None,
-                scheme=endpoint.scheme or "https",
-                region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            )
-            return cls(f"{parsed.netloc}{parsed.path}", filesystem, lock, uri, contract)
-        path = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
-        return cls(str(path), pafs.LocalFileSystem(), lock, path.as_uri(), contract)
+        return cls(where.root, where.filesystem, lock, where.uri, settings.contract())
 
     # -- reading ---------------------------------------------------------------------------
 
