@@ -156,10 +156,12 @@ def _steps(home: Path, measured: Measured) -> list[dict[str, Any]]:
     return steps
 
 
-def run_graph(csv: Path, work: Path) -> dict[str, Any]:
+def run_graph(csv: Path, work: Path, dask_env: dict[str, str]) -> dict[str, Any]:
     home, state = work / "dagster_home", work / "state"
     home.mkdir(parents=True)
-    env = _env(DAGSTER_HOME=str(home), CHURN_STATE_DIR=str(state), CHURN_DATA_PATH=str(csv))
+    env = _env(
+        DAGSTER_HOME=str(home), CHURN_STATE_DIR=str(state), CHURN_DATA_PATH=str(csv), **dask_env
+    )
     dagster = str(Path(sys.executable).parent / "dagster")
     # A platform runs against stores that exist: create the Dagster storage and the MLflow
     # database (schema migrations take seconds) before the clock starts.
@@ -375,17 +377,29 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: 7k,100k,1M,10M")
     parser.add_argument("--data-dir", type=Path, default=REPO / ".churn" / "bench")
     parser.add_argument("--write-readme", action="store_true", help="refresh the README table")
+    parser.add_argument(
+        "--dask-workers",
+        default="0",
+        help="the graph's scoring: 0 in process (default), N on a LocalCluster of N workers, "
+        "'default' by CHURN_DASK_MIN_ROWS",
+    )
     parser.add_argument("--baseline-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_child:
         baseline_child(args.baseline_child)
         return
+    # in process unless asked: a LocalCluster of N workers for every size, or the default rule
+    dask_env = {"CHURN_DASK_MIN_ROWS": str(10**12)}
+    if args.dask_workers == "default":
+        dask_env = {}
+    elif args.dask_workers != "0":
+        dask_env = {"CHURN_DASK_MIN_ROWS": "0", "CHURN_DASK_WORKERS": args.dask_workers}
     results = []
     for label in args.sizes.split(","):
         rows = SIZES[label]
         csv = dataset(rows, args.data_dir)
         with tempfile.TemporaryDirectory(prefix=f"bench_{label}_") as work:
-            graph = run_graph(csv, Path(work))
+            graph = run_graph(csv, Path(work), dask_env)
         baseline = run_baseline(csv)
         report(label, rows, graph, baseline)
         results.append((label, rows, graph, baseline))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,6 +36,13 @@ from churn_assets_tests.conftest import (
 from churn_assets_tests.processes import wait_until
 
 MODEL = "churn-classifier"
+
+
+def _use_store(tracking_uri: str) -> None:
+    """report.load_model reads MLflow's process-wide URIs (a worker may not have built the
+    shared store itself, so nothing else set them)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
 
 
 def _production(tracking_uri: str) -> Any:
@@ -128,6 +136,7 @@ def test_a_worker_killed_mid_scoring_is_survived(
             tmp_path / "workers.log",
         )
         tracking_uri = promoted_store.tracking_uri
+        _use_store(tracking_uri)
         contract = ChurnSettings().contract()
         customers, _ = clean_customers(generate_customers(60_000, seed=11), contract)
         active = scoring.active_customers(customers, contract)
@@ -184,3 +193,39 @@ def test_a_worker_killed_mid_scoring_is_survived(
         for process in (workers, scheduler):
             if process is not None:
                 _stop(process)
+
+
+def test_a_cluster_past_its_timeout_fails_cleanly(
+    promoted_store: PromotedStore, tmp_path: Path
+) -> None:
+    """A hung or slow cluster fails the step with the setting to change; nothing is left."""
+    _use_store(promoted_store.tracking_uri)
+    contract = ChurnSettings().contract()
+    active = scoring.active_customers(promoted_store.holdout, contract)
+    model_uri = f"models:/{MODEL}/{_production(promoted_store.tracking_uri).version}"
+    pipeline = report.load_model(model_uri)
+    cluster = ClusterSettings(
+        scheduler=None,
+        workers=1,
+        memory_limit="2GiB",
+        min_rows=0,
+        partition_rows=100,
+        scratch=tmp_path / "scratch",
+        # loading MLflow and the model in the worker alone takes seconds
+        timeout_s=0.2,
+    )
+    work = tmp_path / "scratch" / "run"
+    with (
+        open_client(cluster) as client,
+        pytest.raises(partitioned_scoring.ClusterScoringError, match="CHURN_DASK_TIMEOUT_S"),
+    ):
+        partitioned_scoring.churn_probability_on_cluster(
+            client,
+            active,
+            model_inputs(pipeline),
+            model_uri,
+            promoted_store.tracking_uri,
+            cluster,
+            work,
+        )
+    assert not work.exists()
