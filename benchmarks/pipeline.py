@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proc_memory import descendants, rss_bytes
+
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"7k": 7_043, "100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
 SEED = 42
@@ -47,30 +49,6 @@ SAMPLE_S = 0.02
 COMMON_ROWS, COMMON_SEED = 200_000, 2026
 README_START = "<!-- pipeline-benchmark:start -->"
 README_END = "<!-- pipeline-benchmark:end -->"
-
-
-def _descendants(pid: int) -> list[int]:
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            pids.extend(_descendants(int(child)))
-    return pids
-
-
-def _rss_bytes(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
 
 
 @dataclass
@@ -95,7 +73,7 @@ def measure(args: list[str], env: dict[str, str]) -> Measured:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
-            samples.append((time.time(), _rss_bytes(_descendants(process.pid))))
+            samples.append((time.time(), sum(map(rss_bytes, descendants(process.pid)))))
             time.sleep(SAMPLE_S)
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from proc_memory import descendants, rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -69,8 +70,8 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            for pid in _tree(os.getpid()):
-                rss = _rss(pid)
+            for pid in descendants(os.getpid()):
+                rss = rss_bytes(pid)
                 name, peak = self.peaks.get(pid, (_name(pid), 0))
                 self.peaks[pid] = (name, max(peak, rss))
             time.sleep(SAMPLE_S)
@@ -81,28 +82,6 @@ class PeakMemory:
 
     def largest(self) -> int:
         return max((peak for _, peak in self.peaks.values()), default=0)
-
-
-def _tree(pid: int) -> list[int]:
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            pids.extend(_tree(int(child)))
-    return pids
-
-
-def _rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _name(pid: int) -> str:

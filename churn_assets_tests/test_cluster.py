@@ -38,11 +38,24 @@ from churn_assets_tests.processes import wait_until
 MODEL = "churn-classifier"
 
 
-def _use_store(tracking_uri: str) -> None:
-    """report.load_model reads MLflow's process-wide URIs (a worker may not have built the
-    shared store itself, so nothing else set them)."""
+def _production_model(tracking_uri: str) -> tuple[str, Any]:
+    """The production version's URI and pipeline. report.load_model reads MLflow's
+    process-wide URIs: a test worker may not have built the shared store, so set them."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    model_uri = f"models:/{MODEL}/{_production(tracking_uri).version}"
+    return model_uri, report.load_model(model_uri)
+
+
+def _cluster(scheduler: str | None, workers: int, scratch: Path, **bounds: Any) -> ClusterSettings:
+    return ClusterSettings(
+        scheduler=scheduler,
+        workers=workers,
+        memory_limit="2GiB",
+        min_rows=0,
+        scratch=scratch,
+        **bounds,
+    )
 
 
 def _production(tracking_uri: str) -> Any:
@@ -136,24 +149,14 @@ def test_a_worker_killed_mid_scoring_is_survived(
             tmp_path / "workers.log",
         )
         tracking_uri = promoted_store.tracking_uri
-        _use_store(tracking_uri)
+        model_uri, pipeline = _production_model(tracking_uri)
         contract = ChurnSettings().contract()
         customers, _ = clean_customers(generate_customers(60_000, seed=11), contract)
         active = scoring.active_customers(customers, contract)
-        model_uri = f"models:/{MODEL}/{_production(tracking_uri).version}"
-        pipeline = report.load_model(model_uri)
         expected = training.churn_probability(pipeline, active)
 
         address = json.loads(scheduler_file.read_text())["address"]
-        cluster = ClusterSettings(
-            scheduler=address,
-            workers=2,
-            memory_limit="2GiB",
-            min_rows=0,
-            partition_rows=500,
-            scratch=tmp_path / "scratch",
-            timeout_s=600,
-        )
+        cluster = _cluster(address, 2, tmp_path / "scratch", partition_rows=500, timeout_s=600)
         with open_client(cluster) as client:
             wait_until(
                 "two workers", lambda: len(client.scheduler_info()["workers"]) == 2, timeout=180
@@ -199,21 +202,10 @@ def test_a_cluster_past_its_timeout_fails_cleanly(
     promoted_store: PromotedStore, tmp_path: Path
 ) -> None:
     """A hung or slow cluster fails the step with the setting to change; nothing is left."""
-    _use_store(promoted_store.tracking_uri)
-    contract = ChurnSettings().contract()
-    active = scoring.active_customers(promoted_store.holdout, contract)
-    model_uri = f"models:/{MODEL}/{_production(promoted_store.tracking_uri).version}"
-    pipeline = report.load_model(model_uri)
-    cluster = ClusterSettings(
-        scheduler=None,
-        workers=1,
-        memory_limit="2GiB",
-        min_rows=0,
-        partition_rows=100,
-        scratch=tmp_path / "scratch",
-        # loading MLflow and the model in the worker alone takes seconds
-        timeout_s=0.2,
-    )
+    model_uri, pipeline = _production_model(promoted_store.tracking_uri)
+    active = scoring.active_customers(promoted_store.holdout, ChurnSettings().contract())
+    # loading MLflow and the model in the worker alone takes seconds
+    cluster = _cluster(None, 1, tmp_path / "scratch", partition_rows=100, timeout_s=0.2)
     work = tmp_path / "scratch" / "run"
     with (
         open_client(cluster) as client,

@@ -11,6 +11,13 @@ from churn_assets.ml.model.sampling import stratified_sample
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
 
 TELCO = default_contract()
+UP_TO_THE_MODEL = [
+    "raw_customers",
+    "cleaned_customers",
+    "customer_splits",
+    "preprocessor",
+    "churn_model",
+]
 
 
 def test_a_sample_keeps_the_churn_rate_and_is_the_same_every_time() -> None:
@@ -32,13 +39,7 @@ def test_a_capped_run_trains_on_the_sample_and_draws_the_learning_curve(
     result = materialize_graph(
         churn_env,
         instance,
-        selection=[
-            "raw_customers",
-            "cleaned_customers",
-            "customer_splits",
-            "preprocessor",
-            "churn_model",
-        ],
+        selection=UP_TO_THE_MODEL,
     )
     assert result.success, failure_messages(result)
     metadata = result.asset_materializations_for_node("churn_model")[-1].metadata
@@ -67,13 +68,7 @@ def test_an_uncapped_small_run_draws_no_curve(
     result = materialize_graph(
         churn_env,
         instance,
-        selection=[
-            "raw_customers",
-            "cleaned_customers",
-            "customer_splits",
-            "preprocessor",
-            "churn_model",
-        ],
+        selection=UP_TO_THE_MODEL,
     )
     assert result.success, failure_messages(result)
     metadata = result.asset_materializations_for_node("churn_model")[-1].metadata
