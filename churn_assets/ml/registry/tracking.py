@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import mlflow
 import pandas as pd
@@ -18,11 +18,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
-from sklearn.pipeline import Pipeline
 
 from churn_assets.ml.data.contract import Contract, parse_contract
-from churn_assets.ml.model.tuning import Trial
 from churn_assets.ml.settings import ChurnSettings
+
+if TYPE_CHECKING:  # scikit-learn alone is 2 s of imports that `churn production` never uses
+    from sklearn.pipeline import Pipeline
+
+    from churn_assets.ml.model.tuning import Trial
 
 MODEL_ARTIFACT = "model"
 #: The data contract a version was trained under, as a run artifact beside its model.
