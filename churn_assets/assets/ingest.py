@@ -36,7 +36,7 @@ def raw_customers(
         snapshot = _chosen_snapshot(config, churn_settings, store)
     except SnapshotError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
-    frame = store.read(snapshot.id)
+    frame = store.read(snapshot.id, categorical=True)
     context.log.info(f"read {len(frame)} rows of snapshot {snapshot.short_id} ({snapshot.kind})")
     return dg.Output(
         frame,

@@ -51,7 +51,7 @@ def blank_as_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def _read_dtype(contract: Contract, column: str) -> str:
+def read_dtype(contract: Contract, column: str) -> str:
     """Text for the ID and for numbers with decimals (nearly unique), categories otherwise.
 
     A category holds a handful of distinct values, so a million rows cost a byte each instead
@@ -118,7 +118,7 @@ def read_customer_csv(
             frame = pd.read_csv(
                 handle,
                 usecols=list(wanted),
-                dtype={name: _read_dtype(contract, column) for name, column in wanted.items()},
+                dtype={name: read_dtype(contract, column) for name, column in wanted.items()},
                 keep_default_na=False,
                 na_filter=False,
                 encoding="utf-8",

@@ -39,7 +39,12 @@ from churn_assets.ml.data import history
 from churn_assets.ml.data.cleaning import check_columns
 from churn_assets.ml.data.contract import HISTORY_COLUMNS, Contract
 from churn_assets.ml.data.limits import ExtractLimits
-from churn_assets.ml.data.reading import SOURCE_SHA256, CustomerDataError, read_customer_csv
+from churn_assets.ml.data.reading import (
+    SOURCE_SHA256,
+    CustomerDataError,
+    read_customer_csv,
+    read_dtype,
+)
 from churn_assets.ml.settings import ChurnSettings
 
 #: Characters of a snapshot's SHA-256 shown and accepted as its name (as git shortens commits).
@@ -171,11 +176,14 @@ class SnapshotStore:
             )
         return matches[0]
 
-    def read(self, snapshot_id: str) -> pd.DataFrame:
+    def read(self, snapshot_id: str, *, categorical: bool = False) -> pd.DataFrame:
         """The snapshot's rows and history, all columns strings as the export wrote them.
 
         The bytes are checked against the name, so a file damaged in storage is an error,
-        never training data.
+        never training data. `categorical` reads the low-cardinality columns as categoricals,
+        as an export is read (read_customer_csv): a byte per value instead of a Python string,
+        0.2 GB instead of 1.4 GB per million customers, for readers that do not write values
+        into the frame (a merge does, so it reads plain strings).
         """
         path = self._path("data", f"{snapshot_id}.parquet")
         if not self._exists(path):
@@ -187,7 +195,17 @@ class SnapshotStore:
                 f"snapshot {snapshot_id[:SHORT_ID]} in {self.uri} does not match its SHA-256: "
                 "the stored file was changed or damaged"
             )
-        frame = pq.read_table(pa.BufferReader(data)).to_pandas().astype(str)
+        schema = pq.read_schema(pa.BufferReader(data))
+        categories = [
+            c
+            for c in schema.names
+            if categorical
+            and c not in HISTORY_COLUMNS
+            and read_dtype(self.contract, c) == "category"
+        ]
+        frame = pq.read_table(pa.BufferReader(data), read_dictionary=categories).to_pandas()
+        text = [c for c in frame.columns if c not in categories]
+        frame[text] = frame[text].astype(str)
         frame.attrs[SOURCE_SHA256] = snapshot_id
         return frame
 

@@ -88,7 +88,7 @@ def reproduce(settings: ChurnSettings, version: str) -> Reproduction:
     # the contract the version was trained under, whatever CHURN_CONTRACT_PATH says today
     store.contract = tracking.load_run_contract(run.info.run_id) or store.contract
     contract = store.contract
-    cleaned, _ = cleaning.clean_customers(store.read(snapshot_id), contract)
+    cleaned, _ = cleaning.clean_customers(store.read(snapshot_id, categorical=True), contract)
     splits = point_in_time.training_splits(
         store,
         cleaned,
