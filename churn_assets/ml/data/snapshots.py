@@ -123,35 +123,26 @@ def _text(values: pd.Series) -> pa.Array:
 class SnapshotStore:
     """One owner for every write of snapshots and the pointer; readers only read."""
 
-    def __init__(
-        self, root: str, filesystem: pafs.FileSystem, lock_path: Path, uri: str, contract: Contract
-    ) -> None:
+    def __init__(self, where: storage.Location, lock_path: Path, contract: Contract) -> None:
         #: What new snapshots hold; reading an older one under another contract is the data
         #: checks' to refuse, column by column.
         self.contract = contract
-        self._root = root.rstrip("/")
-        self._fs = filesystem
+        self._where = where
         self._lock_path = lock_path
-        self.uri = uri.rstrip("/")
+        self.uri = where.uri
 
     @classmethod
     def from_settings(cls, settings: ChurnSettings) -> SnapshotStore:
         where = storage.location(settings.snapshot_uri, settings)
         lock = settings.local_state / "snapshots.lock"
-        return cls(where.root, where.filesystem, lock, where.uri, settings.contract())
+        return cls(where, lock, settings.contract())
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _path(self, *parts: str) -> str:
-        return "/".join([self._root, *parts])
-
-    def _exists(self, path: str) -> bool:
-        return bool(self._fs.get_file_info(path).type != pafs.FileType.NotFound)
-
     def _read_json(self, path: str) -> dict[str, object] | None:
-        if not self._exists(path):
+        if not self._where.exists(path):
             return None
-        with self._fs.open_input_stream(path) as stream:
+        with self._where.filesystem.open_input_stream(path) as stream:
             return dict(json.loads(stream.read()))
 
     def data_uri(self, snapshot_id: str) -> str:
@@ -159,13 +150,13 @@ class SnapshotStore:
         return f"{self.uri}/data/{snapshot_id}.parquet"
 
     def info(self, snapshot_id: str) -> SnapshotInfo:
-        data = self._read_json(self._path("meta", f"{snapshot_id}.json"))
+        data = self._read_json(self._where.path("meta", f"{snapshot_id}.json"))
         if data is None:
             raise SnapshotError(f"snapshot {snapshot_id[:SHORT_ID]} is not in {self.uri}")
         return SnapshotInfo(**data)  # type: ignore[arg-type]
 
     def current_id(self) -> str | None:
-        pointer = self._read_json(self._path(_CURRENT))
+        pointer = self._read_json(self._where.path(_CURRENT))
         return None if pointer is None else str(pointer["id"])
 
     def current(self) -> SnapshotInfo | None:
@@ -174,10 +165,10 @@ class SnapshotStore:
 
     def all(self) -> list[SnapshotInfo]:
         """Every snapshot, oldest first."""
-        selector = pafs.FileSelector(self._path("meta"), allow_not_found=True)
+        selector = pafs.FileSelector(self._where.path("meta"), allow_not_found=True)
         names = [
             f.base_name.removesuffix(".json")
-            for f in self._fs.get_file_info(selector)
+            for f in self._where.filesystem.get_file_info(selector)
             if f.is_file and f.base_name.endswith(".json")
         ]
         return sorted((self.info(name) for name in names), key=lambda s: (s.created_at, s.id))
@@ -203,10 +194,10 @@ class SnapshotStore:
         0.2 GB instead of 1.4 GB per million customers, for readers that do not write values
         into the frame (a merge does, so it reads plain strings).
         """
-        path = self._path("data", f"{snapshot_id}.parquet")
-        if not self._exists(path):
+        path = self._where.path("data", f"{snapshot_id}.parquet")
+        if not self._where.exists(path):
             raise SnapshotError(f"snapshot {snapshot_id[:SHORT_ID]} has no data in {self.uri}")
-        with self._fs.open_input_stream(path) as stream:
+        with self._where.filesystem.open_input_stream(path) as stream:
             data = stream.read()
         if hashlib.sha256(data).hexdigest() != snapshot_id:
             raise SnapshotError(
@@ -245,19 +236,19 @@ class SnapshotStore:
         """Every writer holds the lock, so a temporary file seen now was left by a kill."""
         for folder in ("data", "meta", ""):
             selector = pafs.FileSelector(
-                self._path(folder) if folder else self._root, allow_not_found=True
+                self._where.path(folder) if folder else self._where.root, allow_not_found=True
             )
-            for found in self._fs.get_file_info(selector):
+            for found in self._where.filesystem.get_file_info(selector):
                 if found.is_file and found.base_name.endswith(".tmp"):
-                    self._fs.delete_file(found.path)
+                    self._where.filesystem.delete_file(found.path)
 
     def _write(self, path: str, data: bytes) -> None:
         """Written beside its name, then moved over it: readers never see half a file."""
-        self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        self._where.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
         temporary = f"{path}.{os.getpid()}.tmp"
-        with self._fs.open_output_stream(temporary) as stream:
+        with self._where.filesystem.open_output_stream(temporary) as stream:
             stream.write(data)
-        self._fs.move(temporary, path)
+        self._where.filesystem.move(temporary, path)
 
     def write(
         self,
@@ -288,10 +279,10 @@ class SnapshotStore:
         pq.write_table(dated, buffer, compression="zstd")
         data = buffer.getvalue()
         snapshot_id = hashlib.sha256(data).hexdigest()
-        meta = self._path("meta", f"{snapshot_id}.json")
-        if self._exists(meta):
+        meta = self._where.path("meta", f"{snapshot_id}.json")
+        if self._where.exists(meta):
             return self.info(snapshot_id)
-        self._write(self._path("data", f"{snapshot_id}.parquet"), data)
+        self._write(self._where.path("data", f"{snapshot_id}.parquet"), data)
         info = SnapshotInfo(
             id=snapshot_id,
             created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -316,7 +307,7 @@ class SnapshotStore:
             "moved_at": datetime.now(UTC).isoformat(timespec="microseconds"),
             "reason": reason,
         }
-        self._write(self._path(_CURRENT), json.dumps(pointer, indent=2).encode())
+        self._write(self._where.path(_CURRENT), json.dumps(pointer, indent=2).encode())
 
     def sync_seed(self, seed: Path, limits: ExtractLimits) -> SnapshotInfo | None:
         """The current snapshot, after importing the seed file if its content is new.
@@ -328,7 +319,7 @@ class SnapshotStore:
         if not seed.is_file():
             return current
         status = seed.stat()
-        last = self._read_json(self._path(_SEED)) or {}
+        last = self._read_json(self._where.path(_SEED)) or {}
         # a new contract reads the same file differently: the seed is imported again
         seen = (status.st_size, status.st_mtime_ns, self.contract.digest)
         if (
@@ -360,7 +351,7 @@ class SnapshotStore:
             "sha256": seed_sha256,
             "contract": self.contract.digest,
         }
-        self._write(self._path(_SEED), json.dumps(record).encode())
+        self._write(self._where.path(_SEED), json.dumps(record).encode())
         return current
 
     def _kept(self, snapshot_id: str) -> SnapshotInfo | None:
@@ -402,8 +393,10 @@ class SnapshotStore:
             removed = [s for s in snapshots if s.id not in protected and s.id not in newest]
             for snapshot in removed:
                 # the entry first: a snapshot half-deleted is no longer listed
-                self._fs.delete_file(self._path("meta", f"{snapshot.id}.json"))
-                self._fs.delete_file(self._path("data", f"{snapshot.id}.parquet"))
+                self._where.filesystem.delete_file(self._where.path("meta", f"{snapshot.id}.json"))
+                self._where.filesystem.delete_file(
+                    self._where.path("data", f"{snapshot.id}.parquet")
+                )
         return removed
 
 
