@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from churn_assets.ml.data.contract import MISSING, Contract, default_contract
 from churn_assets.ml.evaluation import decision
 from churn_assets.ml.model.calibration import CalibratedChurnClassifier
-from churn_assets.ml.model.features import model_inputs
+from churn_assets.ml.model.features import encoded_levels, model_inputs, output_features
 from churn_assets.ml.model.reasons import Explainer
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry import tracking
@@ -47,13 +47,13 @@ class FastScorer:
         transformers = {
             name: (fitted, columns) for name, fitted, columns in preprocess.transformers_
         }
-        encoder, categorical = transformers["categorical"]
+        _, categorical = transformers["categorical"]
         _, numeric = transformers["numeric"]
         codes = {
-            column: {str(level): float(i) for i, level in enumerate(levels)}
-            for column, levels in zip(categorical, encoder.categories_, strict=True)
+            column: {level: float(i) for i, level in enumerate(levels)}
+            for column, levels in encoded_levels(preprocess).items()
         }
-        order = [str(c) for c in preprocess.get_feature_names_out()]
+        order = output_features(preprocess)
         if sorted(order) != sorted([*categorical, *numeric]):
             raise ValueError(f"unexpected preprocessor output {order}")
         self._row = operator.attrgetter(*order)  # one C call per customer

@@ -15,21 +15,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn_assets.ml.model import features
 from churn_assets.ml.model.calibration import CalibratedChurnClassifier
 
 
 def model_matrix(pipeline: Any, frame: pd.DataFrame) -> np.ndarray:
     """The float64 matrix the pipeline's preprocessor would hand the model."""
     preprocess = pipeline.named_steps["preprocess"]
-    fitted = {name: (step, list(columns)) for name, step, columns in preprocess.transformers_}
-    encoder, categorical = fitted["categorical"]
-    levels = dict(zip(categorical, encoder.categories_, strict=True))
-    order = [str(c) for c in preprocess.get_feature_names_out()]
+    levels = features.encoded_levels(preprocess)
+    order = features.output_features(preprocess)
     matrix = np.empty((len(frame), len(order)), dtype=np.float64, order="F")
     for position, column in enumerate(order):
         values = frame[column]
         if column in levels:
-            known = [str(level) for level in levels[column]]
+            known = levels[column]
             if isinstance(values.dtype, pd.CategoricalDtype):
                 codes = (
                     values.cat.rename_categories([str(c) for c in values.cat.categories])

@@ -48,6 +48,16 @@ def output_features(preprocessor: ColumnTransformer) -> list[str]:
     return [str(name) for name in preprocessor.get_feature_names_out()]
 
 
+def encoded_levels(preprocessor: ColumnTransformer) -> dict[str, list[str]]:
+    """Each categorical input's levels in the fitted encoder's order: level i has code i."""
+    fitted = {name: (step, columns) for name, step, columns in preprocessor.transformers_}
+    encoder, categorical = fitted["categorical"]
+    return {
+        str(column): [str(level) for level in levels]
+        for column, levels in zip(categorical, encoder.categories_, strict=True)
+    }
+
+
 def categorical_positions(preprocessor: ColumnTransformer) -> list[int]:
     names = output_features(preprocessor)
     categorical = dict((name, columns) for name, _, columns in preprocessor.transformers_)
