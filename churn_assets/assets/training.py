@@ -110,6 +110,7 @@ def churn_model(
             customer_splits.holdout,
             contract,
             hyperparameters,
+            choices,
             (trained.pipeline, trained.best_iteration, fit_seconds),
         )
         for point in points:

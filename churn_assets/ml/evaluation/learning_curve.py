@@ -51,10 +51,15 @@ def learning_curve(
     holdout: pd.DataFrame,
     contract: Contract,
     hyperparameters: Hyperparameters,
+    choices: TrainingChoices,
     trained: tuple[Any, int, float],
 ) -> list[CurvePoint]:
-    """Points at 1/8, 1/4 and 1/2 of `train`, then the trained (pipeline, trees, seconds)."""
-    choices = TrainingChoices(CalibrationMode.never, 0.01, 0.0, 1)
+    """Points at 1/8, 1/4 and 1/2 of `train`, then the trained (pipeline, trees, seconds).
+
+    The smaller fits use the run's choices without calibration or a search: the curve is
+    about rows, with the hyperparameters the trained model ended up with.
+    """
+    choices = replace(choices, calibration=CalibrationMode.never, tuning_budget_s=0.0)
     points = []
     for share in SHARES:
         rows = int(len(train) * share)
