@@ -10,6 +10,7 @@ import os
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,28 +116,36 @@ class DaskResource(dg.ConfigurableResource):
         default=None, description="CHURN_DASK_SCHEDULER: e.g. tcp://dask-scheduler:8786."
     )
     workers: int | None = Field(
-        default=None, description="CHURN_DASK_WORKERS: LocalCluster workers; default the cores."
+        default=None,
+        ge=1,
+        description="CHURN_DASK_WORKERS: LocalCluster workers; default the cores.",
     )
     min_rows: int | None = Field(
-        default=None, description="CHURN_DASK_MIN_ROWS: rows from which a LocalCluster is used."
+        default=None,
+        ge=0,
+        description="CHURN_DASK_MIN_ROWS: rows from which a LocalCluster is used.",
     )
     partition_rows: int | None = Field(
-        default=None, description="CHURN_DASK_PARTITION_ROWS: rows per partition (task)."
+        default=None, ge=1, description="CHURN_DASK_PARTITION_ROWS: rows per partition (task)."
     )
     timeout_s: float | None = Field(
-        default=None, description="CHURN_DASK_TIMEOUT_S: bound of one distributed computation."
+        default=None,
+        gt=0,
+        description="CHURN_DASK_TIMEOUT_S: bound of one distributed computation.",
     )
 
     def cluster(self) -> ClusterSettings:
-        base = ClusterSettings.from_settings(self.settings.get())
-        return ClusterSettings(
-            scheduler=self.scheduler_address or base.scheduler,
-            workers=self.workers or base.workers,
-            memory_limit=base.memory_limit,
-            min_rows=base.min_rows if self.min_rows is None else self.min_rows,
-            partition_rows=self.partition_rows or base.partition_rows,
-            scratch=base.scratch,
-            timeout_s=self.timeout_s or base.timeout_s,
+        """The environment's cluster settings with whatever this resource's config sets."""
+        overrides: dict[str, Any] = {
+            "scheduler": self.scheduler_address or None,
+            "workers": self.workers,
+            "min_rows": self.min_rows,
+            "partition_rows": self.partition_rows,
+            "timeout_s": self.timeout_s,
+        }
+        return replace(
+            ClusterSettings.from_settings(self.settings.get()),
+            **{name: value for name, value in overrides.items() if value is not None},
         )
 
     @contextmanager
@@ -243,14 +252,8 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         run_id = _real_run_id(upstream)
         if run_id is not None:
             where = self.where
-            path = next(
-                (
-                    self._path(run_id, key, suffix)
-                    for suffix in (".parquet", ".pkl")
-                    if where.exists(self._path(run_id, key, suffix))
-                ),
-                self._path(run_id, key, ".pkl"),
-            )
+            table, other = (self._path(run_id, key, suffix) for suffix in (".parquet", ".pkl"))
+            path = table if where.exists(table) else other
         else:
             run_id, recorded = self._recorded(context, key)
             where, path = storage.location_of_file(recorded, ChurnSettings())
