@@ -107,7 +107,7 @@ class Result:
         return self.rows / self.seconds
 
 
-def customers(rows: int, contract: object) -> pd.DataFrame:
+def customers(rows: int, contract: Any) -> pd.DataFrame:
     from churn_assets.ml.data.cleaning import clean_customers
     from churn_assets.ml.data.synthetic import generate_customers
 
@@ -115,12 +115,12 @@ def customers(rows: int, contract: object) -> pd.DataFrame:
     for number, start in enumerate(range(0, rows, CHUNK_ROWS)):
         raw = generate_customers(min(CHUNK_ROWS, rows - start), seed=SEED + number)
         raw["customerID"] = raw["customerID"] + f"-{number}"
-        clean, _ = clean_customers(raw, contract, require_both_classes=False)  # type: ignore[arg-type]
+        clean, _ = clean_customers(raw, contract, require_both_classes=False)
         parts.append(clean)
     return pd.concat(parts, ignore_index=True)
 
 
-def trained_model(frame: pd.DataFrame, contract: object, tracking_uri: str) -> tuple[str, object]:
+def trained_model(frame: pd.DataFrame, contract: Any, tracking_uri: str) -> tuple[str, Any]:
     import mlflow
 
     from churn_assets.ml.model.features import fit_preprocessor
@@ -130,12 +130,12 @@ def trained_model(frame: pd.DataFrame, contract: object, tracking_uri: str) -> t
     from churn_assets.ml.settings import ChurnSettings
 
     train = frame.sample(n=min(TRAIN_ROWS, len(frame)), random_state=SEED)
-    preprocessor = fit_preprocessor(train, contract)  # type: ignore[arg-type]
+    preprocessor = fit_preprocessor(train, contract)
     choices = TrainingChoices.from_settings(ChurnSettings())
-    trained = train_churn_model(preprocessor, train, contract, DEFAULTS, choices)  # type: ignore[arg-type]
+    trained = train_churn_model(preprocessor, train, contract, DEFAULTS, choices)
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run():
-        uri = tracking.log_model(trained.pipeline, tracking.input_example(train, contract))  # type: ignore[arg-type]
+        uri = tracking.log_model(trained.pipeline, tracking.input_example(train, contract))
     return uri, trained.pipeline
 
 
@@ -147,17 +147,23 @@ def main() -> None:
     rows = parse_rows(args.rows)
 
     from churn_assets.ml.data.contract import default_contract
-    from churn_assets.ml.model import scoring
 
     contract = default_contract()
-    work = Path(tempfile.mkdtemp(prefix="churn-scale-"))
+    with tempfile.TemporaryDirectory(prefix="churn-scale-") as folder:
+        run(rows, contract, Path(folder), args)
+
+
+def run(rows: int, contract: Any, work: Path, args: argparse.Namespace) -> None:
+    """Data, model and every scoring path, with the MLflow store and partitions in `work`."""
+    from churn_assets.ml.model import scoring
+
     tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
     started = time.perf_counter()
     frame = customers(rows, contract)
     model_uri, pipeline = trained_model(frame, contract, tracking_uri)
     active = scoring.active_customers(frame, contract)
     del frame
-    booster = pipeline.named_steps["model"].booster_  # type: ignore[attr-defined]
+    booster = pipeline.named_steps["model"].booster_
     print(
         f"{rows:,} customers generated and cleaned, model trained on {TRAIN_ROWS:,} in "
         f"{time.perf_counter() - started:.0f} s: {booster.num_trees()} trees; "
