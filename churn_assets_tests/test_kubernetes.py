@@ -1,0 +1,276 @@
+"""deploy/kubernetes, checked without a cluster.
+
+Every manifest is validated against the Kubernetes API's own schemas (kubernetes-validate ships
+them, strict: an unknown field fails); the Dagster instance in the ConfigMap is loaded by
+Dagster with its Kubernetes run launcher, which renders the Job of a run, and that Job is
+validated the same way. The rest checks what no schema knows: that names refer to objects that
+exist, that Services reach their pods, and that the pods get what compose gives its services.
+"""
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import kubernetes
+import kubernetes_validate
+import pytest
+import yaml
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster_k8s import K8sRunLauncher
+from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.job import construct_dagster_k8s_job
+
+from churn_assets_tests.processes import postgres_databases
+from deploy.preflight import REQUIRED, SECRETS
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDER = REPO / "deploy/kubernetes"
+#: The oldest minor release the major clouds still support, and the newest the schemas know.
+VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
+NAMESPACE = "churn"
+#: Created by hand from .env (README "Kubernetes"), never committed.
+SECRET = "churn-secrets"
+IMAGES = {"churn-platform:latest", "churn-api:latest"}
+
+
+def _documents() -> list[dict[str, Any]]:
+    return [
+        document
+        for path in sorted(FOLDER.glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+
+
+DOCUMENTS = _documents()
+
+
+def _named(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in DOCUMENTS if d["kind"] == kind}
+
+
+def _pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, deployment in _named("Deployment").items():
+        yield name, deployment["spec"]["template"]["spec"]
+
+
+def _containers() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, spec in _pod_specs():
+        for container in spec["containers"]:
+            yield name, container
+
+
+ENV = _named("ConfigMap")["churn-env"]["data"]
+INSTANCE = _named("ConfigMap")["churn-dagster-instance"]["data"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_manifest_passes_the_kubernetes_schemas_strictly(version: str) -> None:
+    assert len(DOCUMENTS) >= 15
+    for document in DOCUMENTS:
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_the_schema_check_catches_a_misspelt_field() -> None:
+    worker = copy.deepcopy(_named("Deployment")["churn-dask-worker"])
+    worker["spec"]["replica"] = 4
+    with pytest.raises(kubernetes_validate.ValidationError, match="replica"):
+        kubernetes_validate.validate(worker, VERSIONS[0], strict=True)
+    worker = copy.deepcopy(_named("Deployment")["churn-dask-worker"])
+    worker["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = [5]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(worker, VERSIONS[0], strict=True)
+
+
+def test_everything_lives_in_one_namespace_and_runs_the_built_images() -> None:
+    for document in DOCUMENTS:
+        if document["kind"] != "Namespace":
+            assert document["metadata"]["namespace"] == NAMESPACE, document["metadata"]
+    assert set(_named("Namespace")) == {NAMESPACE}
+    assert {c["image"] for _, c in _containers()} == IMAGES
+    assert _named("Deployment")["churn-api"]["spec"]["template"]["spec"]["containers"][0][
+        "image"
+    ] == ("churn-api:latest")
+
+
+def test_every_name_a_pod_refers_to_exists() -> None:
+    config_maps, claims = set(_named("ConfigMap")), set(_named("PersistentVolumeClaim"))
+    accounts = set(_named("ServiceAccount"))
+    for name, spec in _pod_specs():
+        assert spec.get("serviceAccountName", "default") in accounts | {"default"}, name
+        # only the pods that launch and end runs hold a Kubernetes API token
+        if spec.get("serviceAccountName") != "churn-dagster":
+            assert spec["automountServiceAccountToken"] is False, name
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps, name
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, name
+        mounted = {v["name"] for v in spec.get("volumes", [])}
+        for container in spec["containers"]:
+            assert {m["name"] for m in container.get("volumeMounts", [])} <= mounted, name
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in config_maps, name
+                if "secretRef" in source:
+                    assert source["secretRef"]["name"] == SECRET, name
+    binding = _named("RoleBinding")["churn-dagster-runs"]
+    assert binding["roleRef"]["name"] in _named("Role")
+    assert {s["name"] for s in binding["subjects"]} <= accounts
+
+
+def test_every_service_reaches_one_deployment_on_a_named_port() -> None:
+    deployments = _named("Deployment")
+    for name, service in _named("Service").items():
+        selector = service["spec"]["selector"]
+        targets = [
+            d
+            for d in deployments.values()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(targets) == 1, name
+        (target,) = targets
+        assert target["spec"]["selector"]["matchLabels"].items() <= (
+            target["spec"]["template"]["metadata"]["labels"].items()
+        )
+        ports = {
+            p["name"]: p["containerPort"]
+            for c in target["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in ports, (name, port)
+            assert port["port"] == ports[port["targetPort"]], (name, port)
+
+
+def _service_port(name: str, port_name: str) -> int:
+    ports = _named("Service")[name]["spec"]["ports"]
+    return next(p["port"] for p in ports if p["name"] == port_name)
+
+
+def test_components_find_each_other_by_service_name() -> None:
+    workspace = yaml.safe_load(INSTANCE["workspace.yaml"])
+    (server,) = [entry["grpc_server"] for entry in workspace["load_from"]]
+    assert server["port"] == _service_port(server["host"], "grpc")
+    scheduler = f"tcp://churn-dask-scheduler:{_service_port('churn-dask-scheduler', 'scheduler')}"
+    assert ENV["CHURN_DASK_SCHEDULER"] == scheduler
+    worker = _named("Deployment")["churn-dask-worker"]["spec"]["template"]["spec"]
+    assert scheduler in worker["containers"][0]["command"]
+    assert (
+        ENV["MLFLOW_TRACKING_URI"] == f"http://churn-mlflow:{_service_port('churn-mlflow', 'http')}"
+    )
+    # runs keep their outputs and snapshots in S3, so another pod reads them
+    assert ENV["CHURN_IO_URI"].startswith("s3://")
+    assert ENV["CHURN_SNAPSHOT_URI"].startswith("s3://")
+    # the Dask partitions are on the volume the run pods and the workers both mount
+    assert ENV["CHURN_DASK_SHARED_DIR"].startswith("/data/")
+
+
+def test_pods_get_what_compose_gives_the_same_services() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    code_env = set(compose["services"]["dagster-code"]["environment"])
+    from_secret = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # compose's DAGSTER_POSTGRES_* are POSTGRES_* from the secret and CHURN_POSTGRES_HOST here
+    renamed = {n for n in code_env if n.startswith("DAGSTER_POSTGRES_")}
+    set_per_pod = {"CHURN_REGISTRY_LOCK"}
+    assert code_env - renamed - from_secret - set_per_pod <= set(ENV)
+    code = _named("Deployment")["churn-dagster-code"]["spec"]["template"]["spec"]
+    assert {e["name"] for e in code["containers"][0]["env"]} >= set_per_pod
+
+
+def test_the_secret_the_readme_creates_holds_every_secret_the_pods_use() -> None:
+    readme = (REPO / "README.md").read_text()
+    created = set(re.findall(r"--from-literal=(\w+)=", readme))
+    # MinIO is the compose stack's S3; on Kubernetes the store is the cluster's own
+    needed = {n for n in (*SECRETS, *REQUIRED) if not n.startswith("MINIO_")}
+    assert created == needed
+    referenced = set(re.findall(r"\$\((\w+)\)", (FOLDER / "30-dagster.yaml").read_text()))
+    referenced |= set(re.findall(r"env: (\w+)", INSTANCE["dagster.yaml"]))
+    assert referenced <= created | set(ENV)
+
+
+@pytest.fixture
+def kubernetes_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The ConfigMap's Dagster instance on a real PostgreSQL, its launcher pointed at a
+    kubeconfig instead of the in-cluster service account (nothing here calls the API)."""
+    config = yaml.safe_load(INSTANCE["dagster.yaml"])
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    config["run_launcher"]["config"].update(
+        load_incluster_config=False, kubeconfig_file=str(kubeconfig)
+    )
+    with postgres_databases("churn_k8s_dagster") as (database,):
+        config["storage"]["postgres"]["postgres_db"]["db_name"] = database
+        (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+        for key, value in {
+            "CHURN_POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_USER": "postgres",
+            "POSTGRES_PASSWORD": "",
+        }.items():
+            monkeypatch.setenv(key, value)
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            yield instance
+
+
+def test_the_instance_launches_each_run_as_a_valid_job(kubernetes_instance: Any) -> None:
+    instance = kubernetes_instance
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    assert instance.run_monitoring_enabled
+    launcher = instance.run_launcher
+    assert isinstance(launcher, K8sRunLauncher)
+    assert launcher.supports_check_run_worker_health
+
+    # The Job the launcher submits for a run, built by dagster-k8s itself.
+    context = K8sContainerContext.create_for_run(
+        DagsterRun(job_name="__ASSET_JOB", run_id="0f1e2d3c"), launcher, include_run_tags=False
+    )
+    job = construct_dagster_k8s_job(
+        job_config=context.get_k8s_job_config(
+            job_image="churn-platform:latest", run_launcher=launcher
+        ),
+        args=["dagster", "api", "execute_run", "{}"],
+        job_name="dagster-run-0f1e2d3c",
+        pod_name="dagster-run-0f1e2d3c",
+        component="run_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+        labels={"dagster/run-id": "0f1e2d3c"},
+    )
+    manifest = kubernetes.client.ApiClient().sanitize_for_serialization(job)
+    manifest["metadata"]["namespace"] = context.namespace
+    for version in VERSIONS:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+    assert context.namespace == NAMESPACE
+    assert launcher.instance_config_map in _named("ConfigMap")
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] in _named("ServiceAccount")
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["envFrom"] == [
+        {"configMapRef": {"name": "churn-env"}},
+        {"secretRef": {"name": SECRET}},
+    ]
+    assert {e["name"] for e in container["env"]} >= {"CHURN_REGISTRY_LOCK", "DAGSTER_HOME"}
+    # the run pod and the Dask workers see the same partitions
+    (volume,) = pod["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] in _named("PersistentVolumeClaim")
+    worker = _named("Deployment")["churn-dask-worker"]["spec"]["template"]["spec"]
+    assert container["volumeMounts"] == worker["containers"][0]["volumeMounts"]
+    # every process under 16 GB: the run pod's limit
+    assert container["resources"]["limits"]["memory"] == "16Gi"
