@@ -2,14 +2,19 @@
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import dagster as dg
+import mlflow
+import numpy as np
 import pytest
 import skops.io
 from lightgbm import LGBMClassifier
 from mlflow.tracking import MlflowClient
 
+from churn_assets.ml.data import cleaning, reading, synthetic
+from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.model.calibration import CalibratedChurnClassifier
 from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
@@ -117,3 +122,27 @@ def test_a_calibrated_model_logged_before_the_move_still_loads(tmp_path: Path) -
     )
     loaded = skops.io.load(path, trusted=tracking.SKOPS_TRUSTED_TYPES)
     assert isinstance(loaded, CalibratedChurnClassifier) and loaded.slope == 1.5
+
+
+def test_the_training_dataset_has_mlflows_own_schema_without_visiting_every_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contract = default_contract()
+    path = synthetic.write_customers(
+        synthetic.generate_customers(3_000, seed=5), tmp_path / "c.csv"
+    )
+    train, _ = cleaning.clean_customers(reading.read_customer_csv(path, None, contract), contract)
+    # a value missing only past the rows the types come from must still make it optional
+    monkeypatch.setattr(tracking, "SCHEMA_SAMPLE_ROWS", 100)
+    train.loc[train.index[2_500], "MonthlyCharges"] = np.nan
+    uri = (tmp_path / "snapshot.parquet").as_uri()
+    ours = tracking.snapshot_dataset(train, contract.target_column, "abc123", uri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflows = mlflow.data.from_pandas(
+            train, source=uri, targets=contract.target_column, name="snapshot-abc123"
+        )
+    assert ours.to_dict()["schema"] == mlflows.to_dict()["schema"]
+    assert ours.to_dict()["profile"] == mlflows.to_dict()["profile"]
+    optional = [spec.name for spec in ours.schema.inputs if not spec.required]
+    assert optional == ["MonthlyCharges"]

@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import mlflow
 import pandas as pd
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
 
 from churn_assets.ml.data.contract import Contract, parse_contract
 from churn_assets.ml.settings import ChurnSettings
@@ -179,6 +182,35 @@ def load_run_contract(run_id: str) -> Contract | None:
     return parse_contract(text, f"runs:/{run_id}/{CONTRACT_ARTIFACT}")
 
 
+#: Rows the training dataset's column types are inferred from (see SnapshotDataset).
+SCHEMA_SAMPLE_ROWS = 10_000
+
+
+class SnapshotDataset(PandasDataset):
+    """MLflow's pandas dataset, with its schema inferred without visiting every value.
+
+    MLflow infers a dataset's schema by checking the type of each value of each column: 24 s
+    per million training rows here, over three minutes of a ten-million-customer run. Cleaned
+    columns hold one type each, so the types come from the first rows, and whether a column
+    may be missing (`required`) from the whole column, which pandas answers vectorised. A
+    test holds the result equal to MLflow's own inference.
+    """
+
+    @property
+    def schema(self) -> Schema:
+        with warnings.catch_warnings():
+            # the contract's integers are never blank (cleaning refuses them)
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            sampled = infer_signature(self.df.head(SCHEMA_SAMPLE_ROWS)).inputs
+        missing = self.df.isna().any()
+        return Schema(
+            [
+                ColSpec(spec.type, spec.name, required=not bool(missing[spec.name]))
+                for spec in sampled.inputs
+            ]
+        )
+
+
 def log_snapshot_input(train: pd.DataFrame, target: str, short_id: str, snapshot_uri: str) -> None:
     """Record the training rows as the run's MLflow dataset input, named by their snapshot.
 
@@ -186,17 +218,20 @@ def log_snapshot_input(train: pd.DataFrame, target: str, short_id: str, snapshot
     UI's dataset column tells which snapshot a run was trained on, and the source is where
     that snapshot's Parquet file lives.
     """
+    mlflow.log_input(snapshot_dataset(train, target, short_id, snapshot_uri), context="training")
+
+
+def snapshot_dataset(
+    train: pd.DataFrame, target: str, short_id: str, snapshot_uri: str
+) -> SnapshotDataset:
+    """The dataset `log_snapshot_input` records (see there)."""
     with warnings.catch_warnings():
         # a file:// URI matches two of MLflow's local source types, which are the same class
         warnings.filterwarnings("ignore", message="The specified dataset source can be")
-        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-            train,
-            source=snapshot_uri,
-            targets=target,
-            name=f"snapshot-{short_id}",
-            digest=short_id,
-        )
-    mlflow.log_input(dataset, context="training")
+        source = resolve_dataset_source(snapshot_uri)
+    return SnapshotDataset(
+        df=train, source=source, targets=target, name=f"snapshot-{short_id}", digest=short_id
+    )
 
 
 def log_png(png: bytes, artifact_file: str) -> None:
