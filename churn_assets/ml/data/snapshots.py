@@ -185,14 +185,22 @@ class SnapshotStore:
             )
         return matches[0]
 
-    def read(self, snapshot_id: str, *, categorical: bool = False) -> pd.DataFrame:
+    def read(
+        self,
+        snapshot_id: str,
+        *,
+        categorical: bool = False,
+        columns: list[str] | None = None,
+    ) -> pd.DataFrame:
         """The snapshot's rows and history, all columns strings as the export wrote them.
 
         The bytes are checked against the name, so a file damaged in storage is an error,
         never training data. `categorical` reads the low-cardinality columns as categoricals,
         as an export is read (read_customer_csv): a byte per value instead of a Python string,
         0.2 GB instead of 1.4 GB per million customers, for readers that do not write values
-        into the frame (a merge does, so it reads plain strings).
+        into the frame (a merge does, so it reads plain strings). `columns` reads only those
+        (Parquet is by column): the churn dates of ten million customers take seconds, the
+        whole table half a minute and 10 GB.
         """
         path = self._where.path("data", f"{snapshot_id}.parquet")
         if not self._where.exists(path):
@@ -212,7 +220,8 @@ class SnapshotStore:
             and c not in HISTORY_COLUMNS
             and read_dtype(self.contract, c) == "category"
         ]
-        frame = pq.read_table(pa.BufferReader(data), read_dictionary=categories).to_pandas()
+        table = pq.read_table(pa.BufferReader(data), columns=columns, read_dictionary=categories)
+        frame = table.to_pandas()
         text = [c for c in frame.columns if c not in categories]
         frame[text] = frame[text].astype(str)
         frame.attrs[SOURCE_SHA256] = snapshot_id

@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.ml.data import history
-from churn_assets.ml.data.contract import Contract
+from churn_assets.ml.data.contract import CHURN_DATE, Contract
 from churn_assets.ml.data.snapshots import SnapshotError, SnapshotStore
 from churn_assets.ml.evaluation.decision import Economics, version_economics
 from churn_assets.ml.files import replacing
@@ -201,7 +201,10 @@ def realized_now(settings: ChurnSettings) -> tuple[str, pd.DataFrame]:
     versions = registry.open_registry(settings).versions()
     table = realized_table(
         settings.scores_folder,
-        history.churn_dates(store.read(current.id), store.contract),
+        history.churn_dates(
+            store.read(current.id, columns=[store.contract.id_column, CHURN_DATE]),
+            store.contract,
+        ),
         date.fromisoformat(current.as_of),
         settings.outcome_window_days,
         {str(v.version): version_economics(v.tags or {}, default) for v in versions},
