@@ -261,3 +261,27 @@ def test_a_map_that_would_reverse_the_ranking_is_never_applied(splits: CustomerS
     raw = _raw(backwards, matrix)
     model, fit = calibrate(backwards, raw, holdout_y.to_numpy(), CalibrationMode.always, 0.01)
     assert fit.slope == 1.0 and not fit.applied and not model.calibrated
+
+
+def test_the_transform_fitted_on_a_few_rows_equals_the_one_fitted_on_all(
+    splits: CustomerSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train_x, _ = features_and_target(splits.train, TELCO)
+    # levels learned from the rows, not listed, and one that first appears after the rows the
+    # transform is fitted on: it is still known
+    column = TELCO.categorical_features[-1]
+    fields = TELCO.model_dump(by_alias=True, exclude_none=True)
+    del fields["features"][column]["levels"]
+    contract = type(TELCO).model_validate(fields)
+    assert column not in contract.listed_levels
+    train_x = train_x.copy()
+    train_x[column] = train_x[column].cat.add_categories(["late level"])
+    train_x.loc[train_x.index[-1], column] = "late level"
+    monkeypatch.setattr(features, "FIT_ROWS", 50)
+    few = features.fit_preprocessor(train_x, contract)
+    monkeypatch.setattr(features, "FIT_ROWS", len(train_x))
+    every = features.fit_preprocessor(train_x, contract)
+    assert features.encoded_levels(few) == features.encoded_levels(every)
+    assert "late level" in features.encoded_levels(few)[column]
+    assert features.output_features(few) == features.output_features(every)
+    np.testing.assert_array_equal(few.transform(train_x), every.transform(train_x))
