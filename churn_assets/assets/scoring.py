@@ -97,7 +97,7 @@ def churn_scores(
             "customers_to_offer": int(scores["offer"].sum()),
             "reasons_per_customer": churn_settings.scores_reasons,
             "scored_on": cluster.describe() if on_cluster else "this process",
-            "partitions": -(-len(active) // cluster.partition_rows) if on_cluster else 1,
+            "partitions": cluster.partitions(len(active)) if on_cluster else 1,
             "expected_churners": float(scores["churn_probability"].sum()),
             "top_risk_segments": table_metadata(segments),
             "top_customers": table_metadata(scores.head(10).drop(columns=["model_version"])),

@@ -47,6 +47,10 @@ class ClusterSettings:
         """A configured scheduler is always used; a LocalCluster only pays off on big tables."""
         return self.scheduler is not None or rows >= self.min_rows
 
+    def partitions(self, rows: int) -> int:
+        """How many partitions (files, tasks) `rows` rows are split into."""
+        return -(-rows // self.partition_rows)
+
     def describe(self) -> str:
         if self.scheduler is not None:
             return f"the Dask cluster at {self.scheduler}"
