@@ -138,11 +138,11 @@ def test_the_training_dataset_has_mlflows_own_schema_without_visiting_every_valu
     uri = (tmp_path / "snapshot.parquet").as_uri()
     ours = tracking.snapshot_dataset(train, contract.target_column, "abc123", uri)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # MLflow's own hints on integer columns
         mlflows = mlflow.data.from_pandas(
             train, source=uri, targets=contract.target_column, name="snapshot-abc123"
-        )
-    assert ours.to_dict()["schema"] == mlflows.to_dict()["schema"]
-    assert ours.to_dict()["profile"] == mlflows.to_dict()["profile"]
+        ).to_dict()
+    assert ours.to_dict()["schema"] == mlflows["schema"]
+    assert ours.to_dict()["profile"] == mlflows["profile"]
     optional = [spec.name for spec in ours.schema.inputs if not spec.required]
     assert optional == ["MonthlyCharges"]
