@@ -261,6 +261,9 @@ def test_the_instance_launches_each_run_as_a_valid_job(kubernetes_instance: Any)
     pod = manifest["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] in _named("ServiceAccount")
     assert pod["automountServiceAccountToken"] is False
+    # the same user as every pod that writes to the shared volume
+    code = _named("Deployment")["churn-dagster-code"]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == code["securityContext"]
     (container,) = pod["containers"]
     assert container["envFrom"] == [
         {"configMapRef": {"name": "churn-env"}},
