@@ -6,7 +6,6 @@ executes a run picks the stores.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -231,17 +230,12 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         where = self.where
         table = isinstance(obj, pd.DataFrame)
         path = self._path(context.run_id, context.asset_key, ".parquet" if table else ".pkl")
-        where.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        # Locally a rename makes the file appear whole; an S3 object appears whole when its
-        # upload completes, so it is written in place.
-        target = path if not where.local else f"{path}.{os.getpid()}.tmp"
-        if table:
-            obj.to_parquet(target, index=True, filesystem=where.filesystem)
-        else:
-            with where.filesystem.open_output_stream(target) as stream:
-                pickle.dump(obj, stream, protocol=pickle.HIGHEST_PROTOCOL)
-        if target != path:
-            where.filesystem.move(target, path)
+        with where.writing(path) as target:
+            if table:
+                obj.to_parquet(target, index=True, filesystem=where.filesystem)
+            else:
+                with where.filesystem.open_output_stream(target) as stream:
+                    pickle.dump(obj, stream, protocol=pickle.HIGHEST_PROTOCOL)
         context.add_output_metadata(
             {"path": dg.MetadataValue.path(where.uri_of(path)), "stored_by_run": context.run_id}
         )

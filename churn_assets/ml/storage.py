@@ -8,6 +8,8 @@ another container or pod reads what an earlier one wrote.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -38,6 +40,25 @@ class Location:
 
     def exists(self, path: str) -> bool:
         return bool(self.filesystem.get_file_info(path).type != pafs.FileType.NotFound)
+
+    @contextmanager
+    def writing(self, path: str) -> Iterator[str]:
+        """Where to write `path` so that readers never see half of it: a temporary file beside
+        it, moved over it when the block ends, and removed if the block fails.
+
+        Also on S3, where a move is a server-side copy: pyarrow completes an upload when its
+        stream closes, even on an exception, so a failed write in place would leave half an
+        object under the real name.
+        """
+        self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        temporary = f"{path}.{os.getpid()}.tmp"
+        try:
+            yield temporary
+        except BaseException:
+            if self.exists(temporary):
+                self.filesystem.delete_file(temporary)
+            raise
+        self.filesystem.move(temporary, path)
 
 
 def location(uri: str, settings: ChurnSettings) -> Location:

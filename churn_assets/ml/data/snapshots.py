@@ -22,7 +22,6 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -252,12 +251,11 @@ class SnapshotStore:
                     self._where.filesystem.delete_file(found.path)
 
     def _write(self, path: str, data: bytes) -> None:
-        """Written beside its name, then moved over it: readers never see half a file."""
-        self._where.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with self._where.filesystem.open_output_stream(temporary) as stream:
+        with (
+            self._where.writing(path) as temporary,
+            self._where.filesystem.open_output_stream(temporary) as stream,
+        ):
             stream.write(data)
-        self._where.filesystem.move(temporary, path)
 
     def write(
         self,

@@ -1,0 +1,68 @@
+"""Writes to the artifact store appear whole or not at all: a local folder and S3 (moto's
+standalone server), through the one helper snapshots and the I/O manager both use."""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pyarrow.fs as pafs
+import pytest
+
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.storage import Location, location
+from churn_assets_tests.processes import base_env, free_port, running
+
+KEYS = {"AWS_ACCESS_KEY_ID": "churn-test", "AWS_SECRET_ACCESS_KEY": "churn-test-secret"}
+
+
+class InterruptedWriteError(Exception):
+    """What a failure half-way through a write looks like (a full disk, a lost connection)."""
+
+
+@pytest.fixture(params=["folder", "s3"])
+def where(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Location]:
+    if request.param == "folder":
+        yield location(str(tmp_path / "store"), ChurnSettings())
+        return
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    moto = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with running(moto, base_env(), f"{url}/moto-api/", tmp_path / "s3.log"):
+        boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket="churn")
+        for name, value in {**KEYS, "MLFLOW_S3_ENDPOINT_URL": url}.items():
+            monkeypatch.setenv(name, value)
+        yield location("s3://churn/store", ChurnSettings())
+
+
+def _names(where: Location) -> list[str]:
+    selector = pafs.FileSelector(where.root, recursive=True, allow_not_found=True)
+    return sorted(f.base_name for f in where.filesystem.get_file_info(selector) if f.is_file)
+
+
+def test_a_write_that_fails_half_way_leaves_nothing_behind(where: Location) -> None:
+    path = where.path("runs", "table.bin")
+    with pytest.raises(InterruptedWriteError), where.writing(path) as target:
+        with where.filesystem.open_output_stream(target) as stream:
+            stream.write(b"half of a file")
+        raise InterruptedWriteError
+    assert not where.exists(path)
+    assert _names(where) == []
+
+
+def test_a_write_appears_whole_under_its_name_and_replaces_the_old(where: Location) -> None:
+    path = where.path("runs", "table.bin")
+    for content in (b"first", b"second, longer"):
+        with where.writing(path) as target, where.filesystem.open_output_stream(target) as out:
+            out.write(content)
+        with where.filesystem.open_input_stream(path) as stream:
+            assert stream.read() == content
+    assert _names(where) == ["table.bin"]
