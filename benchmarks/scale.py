@@ -285,6 +285,12 @@ def report(results: list[Result], active: int, trees: int, partition_rows: int) 
         f"  {'MET' if largest < 16 * 2**30 else 'MISSED':6} every process under 16 GB: "
         f"largest {largest / 2**30:.2f} GB"
     )
+    # Said, not skipped in silence: the other two targets of the scale issue.
+    print("  see make bench: 10M customers through the whole graph in under 10 minutes")
+    print(
+        "  NOT RUN 100M customers end to end out of core: reading, validation, cleaning and "
+        "splitting still hold the whole table in the run's process (README, Scaling out)"
+    )
 
 
 if __name__ == "__main__":
