@@ -69,7 +69,7 @@ INSTANCE = _named("ConfigMap")["churn-dagster-instance"]["data"]
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_manifest_passes_the_kubernetes_schemas_strictly(version: str) -> None:
-    assert len(DOCUMENTS) >= 15
+    assert len(DOCUMENTS) >= 21
     for document in DOCUMENTS:
         kubernetes_validate.validate(document, version, strict=True)
 
@@ -144,6 +144,26 @@ def test_every_service_reaches_one_deployment_on_a_named_port() -> None:
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in ports, (name, port)
             assert port["port"] == ports[port["targetPort"]], (name, port)
+
+
+DASK_ACCESS = "churn/dask-access"
+
+
+def test_only_the_dask_pods_and_the_runs_reach_the_dask_cluster() -> None:
+    """A scheduler runs whatever a client sends it; the workers hold the store credentials."""
+    (policy,) = _named("NetworkPolicy").values()
+    (expression,) = policy["spec"]["podSelector"]["matchExpressions"]
+    assert expression["key"] == "app.kubernetes.io/name" and expression["operator"] == "In"
+    assert set(expression["values"]) == {"churn-dask-scheduler", "churn-dask-worker"}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {DASK_ACCESS: "true"}}}]
+    labelled = {
+        name
+        for name, deployment in _named("Deployment").items()
+        if deployment["spec"]["template"]["metadata"]["labels"].get(DASK_ACCESS) == "true"
+    }
+    assert labelled == set(expression["values"])
 
 
 def _service_port(name: str, port_name: str) -> int:
@@ -275,5 +295,7 @@ def test_the_instance_launches_each_run_as_a_valid_job(kubernetes_instance: Any)
     assert volume["persistentVolumeClaim"]["claimName"] in _named("PersistentVolumeClaim")
     worker = _named("Deployment")["churn-dask-worker"]["spec"]["template"]["spec"]
     assert container["volumeMounts"] == worker["containers"][0]["volumeMounts"]
+    # run pods are the Dask clients the network policy lets in
+    assert manifest["spec"]["template"]["metadata"]["labels"][DASK_ACCESS] == "true"
     # every process under 16 GB: the run pod's limit
     assert container["resources"]["limits"]["memory"] == "16Gi"
