@@ -11,7 +11,7 @@ from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
 from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
-from churn_assets.ml.data.splitting import CustomerSplits, features_and_target
+from churn_assets.ml.data.splitting import CustomerSplits
 from churn_assets.ml.evaluation import drift, learning_curve, plots
 from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.model.hyperparameters import DEFAULTS, Hyperparameters
@@ -191,9 +191,9 @@ def churn_model(
     # The contract the version reads its inputs by, kept with it (see registry.CONTRACT_TAG).
     mlflow.log_text(contract.to_yaml(), tracking.CONTRACT_ARTIFACT)
     tracking.log_png(importance_png, "training/feature_importance.png")
-    train_features, _ = features_and_target(customer_splits.train, contract)
+    # input_example takes the feature columns of its first rows itself
     model_uri = tracking.log_model(
-        trained.pipeline, tracking.input_example(train_features, contract)
+        trained.pipeline, tracking.input_example(customer_splits.train, contract)
     )
     # The version this run evaluates, gates and promotes: carried to them as this output.
     version = registry.open().register(

@@ -20,7 +20,6 @@ from sklearn.compose import ColumnTransformer
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.ml.data.contract import Contract
-from churn_assets.ml.data.splitting import features_and_target
 from churn_assets.ml.model import batch
 from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.model.hyperparameters import Hyperparameters
@@ -41,8 +40,9 @@ class CurvePoint:
 
 
 def holdout_auc(pipeline: Any, holdout: pd.DataFrame, contract: Contract) -> float:
-    features, target = features_and_target(holdout, contract)
-    return float(roc_auc_score(target, batch.churn_probability(pipeline, features)))
+    # the batch scorer reads the model's columns from the frame: no copy of the features
+    target = holdout[contract.target_column]
+    return float(roc_auc_score(target, batch.churn_probability(pipeline, holdout)))
 
 
 def learning_curve(

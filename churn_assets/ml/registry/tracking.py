@@ -135,8 +135,9 @@ def git_sha(settings: ChurnSettings) -> str:
 
 
 def input_example(features: pd.DataFrame, contract: Contract, rows: int = 5) -> pd.DataFrame:
-    """Rows as a caller sends them: categorical levels as plain strings."""
-    example = features[list(contract.feature_columns)].head(rows).copy()
+    """Rows as a caller sends them: categorical levels as plain strings (the first rows are
+    taken before the columns, so a frame of millions is not copied for five of them)."""
+    example = features.head(rows)[list(contract.feature_columns)].copy()
     for column in contract.categorical_features:
         example[column] = example[column].astype(str)
     return example
