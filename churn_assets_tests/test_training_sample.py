@@ -1,5 +1,7 @@
 """Training on a capped stratified sample, and the learning curve that justifies the cap."""
 
+from typing import Any
+
 import dagster as dg
 import pytest
 from mlflow import MlflowClient
@@ -20,6 +22,13 @@ UP_TO_THE_MODEL = [
 ]
 
 
+def _model_metadata(churn_env: ChurnEnv, instance: dg.DagsterInstance) -> dict[str, Any]:
+    """The graph up to churn_model, run; the metadata of its churn_model materialization."""
+    result = materialize_graph(churn_env, instance, selection=UP_TO_THE_MODEL)
+    assert result.success, failure_messages(result)
+    return dict(result.asset_materializations_for_node("churn_model")[-1].metadata)
+
+
 def test_a_sample_keeps_the_churn_rate_and_is_the_same_every_time() -> None:
     customers, _ = clean_customers(generate_customers(20_000, seed=5), TELCO)
     sample = stratified_sample(customers, TELCO, 4_000, seed=42)
@@ -36,13 +45,7 @@ def test_a_capped_run_trains_on_the_sample_and_draws_the_learning_curve(
 ) -> None:
     monkeypatch.setenv("CHURN_TRAIN_MAX_ROWS", "2000")
     monkeypatch.setenv("CHURN_LEARNING_CURVE_MIN_ROWS", "0")
-    result = materialize_graph(
-        churn_env,
-        instance,
-        selection=UP_TO_THE_MODEL,
-    )
-    assert result.success, failure_messages(result)
-    metadata = result.asset_materializations_for_node("churn_model")[-1].metadata
+    metadata = _model_metadata(churn_env, instance)
     assert metadata["training_customers"].value == 2000
     available = metadata["training_customers_available"].value
     assert available > 5000  # the 7,043 sample less its holdout
@@ -65,12 +68,6 @@ def test_a_capped_run_trains_on_the_sample_and_draws_the_learning_curve(
 def test_an_uncapped_small_run_draws_no_curve(
     churn_env: ChurnEnv, instance: dg.DagsterInstance
 ) -> None:
-    result = materialize_graph(
-        churn_env,
-        instance,
-        selection=UP_TO_THE_MODEL,
-    )
-    assert result.success, failure_messages(result)
-    metadata = result.asset_materializations_for_node("churn_model")[-1].metadata
+    metadata = _model_metadata(churn_env, instance)
     assert metadata["training_customers"].value == metadata["training_customers_available"].value
     assert "learning_curve_points" not in metadata
