@@ -1,18 +1,28 @@
 """Writes to the artifact store appear whole or not at all: a local folder and S3 (moto's
-standalone server), through the one helper snapshots and the I/O manager both use."""
+standalone server), through the one helper snapshots and the I/O manager both use; snapshots
+are written and read a partition at a time on both."""
 
+import itertools
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import boto3
+import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
+from churn_assets.ml.data import snapshots
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.snapshots import SnapshotStore, churn_rate
+from churn_assets.ml.data.synthetic import generate_customers
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.storage import Location, location
 from churn_assets_tests.processes import base_env, free_port, running
 
+TELCO = default_contract()
+DAY = date(2026, 11, 20)
 KEYS = {"AWS_ACCESS_KEY_ID": "churn-test", "AWS_SECRET_ACCESS_KEY": "churn-test-secret"}
 
 
@@ -66,3 +76,50 @@ def test_a_write_appears_whole_under_its_name_and_replaces_the_old(where: Locati
         with where.filesystem.open_input_stream(path) as stream:
             assert stream.read() == content
     assert _names(where) == ["table.bin"]
+
+
+def _store(where: Location, tmp_path: Path) -> SnapshotStore:
+    return SnapshotStore(where, tmp_path / "snapshots.lock", default_contract())
+
+
+def test_a_snapshot_in_chunks_is_the_snapshot_whole_and_reads_back_a_partition_at_a_time(
+    where: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots, "PARTITION_ROWS", 1000)
+    frame = generate_customers(3500, 5)
+    store = _store(where, tmp_path)
+    whole = store.write(
+        frame, kind="file", source="a.csv", source_sha256="", parent=None, as_of=DAY
+    )
+    cuts = [0, 700, 2600, 3500]  # chunk edges that are not partition edges
+    chunks = (frame.iloc[a:b] for a, b in itertools.pairwise(cuts))
+    chunked = store.write(
+        chunks, kind="file", source="a.csv", source_sha256="", parent=None, as_of=DAY
+    )
+    assert chunked == whole and (whole.rows, whole.churn_rate) == (3500, churn_rate(frame, TELCO))
+    assert _names(where) == sorted([f"{whole.id}.json", f"{whole.id}.parquet"])
+    assert store.partitions(whole.id) == 4
+    read = store.read(whole.id, categorical=True)
+    parts = [store.read_partition(whole.id, i, categorical=True) for i in range(4)]
+    assert [len(p) for p in parts] == [1000, 1000, 1000, 500] and parts[3].index[0] == 3000
+    pd.testing.assert_frame_equal(pd.concat(parts).astype(str), read.astype(str))
+    pd.testing.assert_frame_equal(
+        read[list(TELCO.columns)].astype(str), frame.astype(str), check_dtype=False
+    )
+
+
+def test_a_snapshot_whose_chunks_fail_half_way_leaves_nothing_behind(
+    where: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots, "PARTITION_ROWS", 1000)
+    frame = generate_customers(3000, 5)
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        yield frame.iloc[:1500]  # one partition already written
+        yield frame.iloc[1500:2500]
+        raise InterruptedWriteError
+
+    store = _store(where, tmp_path)
+    with pytest.raises(InterruptedWriteError):
+        store.write(chunks(), kind="file", source="a.csv", source_sha256="", parent=None, as_of=DAY)
+    assert _names(where) == [] and store.all() == []

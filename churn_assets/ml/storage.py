@@ -8,6 +8,7 @@ another container or pod reads what an earlier one wrote.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,15 +51,34 @@ class Location:
         stream closes, even on an exception, so a failed write in place would leave half an
         object under the real name.
         """
-        self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        temporary = f"{path}.{os.getpid()}.tmp"
+        with self.staging(path.rsplit("/", 1)[0]) as staged:
+            staged.name = path.rsplit("/", 1)[1]
+            yield staged.temporary
+
+    @contextmanager
+    def staging(self, folder: str) -> Iterator[Staged]:
+        """As `writing`, for a file named only once it is written (by the hash of its bytes):
+        the block sets `name`, or leaves it None to drop what it wrote (already stored)."""
+        self.filesystem.create_dir(folder, recursive=True)
+        staged = Staged(f"{folder}/incoming.{uuid.uuid4().hex}.tmp")
         try:
-            yield temporary
+            yield staged
         except BaseException:
-            if self.exists(temporary):
-                self.filesystem.delete_file(temporary)
+            if self.exists(staged.temporary):
+                self.filesystem.delete_file(staged.temporary)
             raise
-        self.filesystem.move(temporary, path)
+        if staged.name is None:
+            self.filesystem.delete_file(staged.temporary)
+        else:
+            self.filesystem.move(staged.temporary, f"{folder}/{staged.name}")
+
+
+@dataclass
+class Staged:
+    """A file being written under a temporary name; `name` is what it becomes in its folder."""
+
+    temporary: str
+    name: str | None = None
 
 
 def location(uri: str, settings: ChurnSettings) -> Location:

@@ -9,7 +9,9 @@ never removes those).
 
 The store is a folder of the artifact store: <state>/snapshots by default, CHURN_SNAPSHOT_URI
 (e.g. s3://churn/snapshots on MinIO) in the deployed stack. pyarrow's filesystems give both
-one interface, and Parquet keeps a 100-million-row table a fraction of its CSV size.
+one interface, and Parquet keeps a 100-million-row table a fraction of its CSV size. The file's
+row groups are the snapshot's partitions: it is written from chunks and read back (by a Dask
+worker, say) one partition at a time, so no process needs the whole table in memory.
 
 The file CHURN_DATA_PATH names seeds the store: whenever its content is not the content last
 imported (a new installation, `churn fetch-data`, a file replaced by hand), it becomes a new
@@ -47,6 +49,11 @@ from churn_assets.ml.data.reading import (
 )
 from churn_assets.ml.settings import ChurnSettings
 
+#: Rows per partition of a snapshot: a Parquet row group, the unit a reader or a Dask worker
+#: takes at a time. pyarrow's own default, so a snapshot written in chunks has, byte for byte,
+#: the file (and so the ID) it has when written whole, as every snapshot before chunks had.
+PARTITION_ROWS = 1 << 20
+_HASH_BLOCK = 1 << 24
 #: Characters of a snapshot's SHA-256 shown and accepted as its name (as git shortens commits).
 SHORT_ID = 12
 _CURRENT = "CURRENT.json"
@@ -117,6 +124,72 @@ def _text(values: pd.Series) -> pa.Array:
         dictionary = pa.array(categories, pa.string())
         return pa.DictionaryArray.from_arrays(pa.array(codes), dictionary).cast(pa.string())
     return pa.array(values.astype(str).to_numpy(dtype=object), pa.string())
+
+
+@dataclass
+class _Counted:
+    """What a snapshot's entry says of its rows, counted as its partitions go by."""
+
+    rows: int = 0
+    churners: int = 0
+
+
+def _arrow(
+    chunks: Iterable[pd.DataFrame],
+    schema: pa.Schema,
+    as_of: date,
+    contract: Contract,
+    counted: _Counted,
+) -> Iterator[pa.Table]:
+    """Each chunk as Arrow strings, a partition's rows at a time (a whole table converted at
+    once would hold a second copy of it)."""
+    for chunk in chunks:
+        for start in range(0, len(chunk), PARTITION_ROWS):
+            frame = chunk.iloc[start : start + PARTITION_ROWS]
+            if not set(HISTORY_COLUMNS) <= set(frame.columns):
+                frame = history.start_history(frame, as_of, contract)
+            counted.rows += len(frame)
+            counted.churners += int(history.churned(frame, contract).sum())
+            yield pa.Table.from_arrays([_text(frame[c]) for c in schema.names], schema=schema)
+
+
+def _partitions(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """The tables regrouped into PARTITION_ROWS rows each (the last may be short), so the row
+    groups, and so the bytes, do not depend on how the table came in chunks."""
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        pending.append(table)
+        held += table.num_rows
+        while held >= PARTITION_ROWS:
+            joined = pa.concat_tables(pending)
+            yield joined.slice(0, PARTITION_ROWS)
+            pending, held = [joined.slice(PARTITION_ROWS)], held - PARTITION_ROWS
+    if held:
+        yield pa.concat_tables(pending)
+
+
+class _Hashing(io.RawIOBase):
+    """A write-only file that passes bytes on to `stream` and hashes them: the snapshot's ID
+    is known when its last byte is written, without reading the file again."""
+
+    def __init__(self, stream: pa.NativeFile) -> None:
+        super().__init__()
+        self._stream = stream
+        self._written = 0
+        self.digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._stream.write(data)
+        self.digest.update(data)
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
 
 
 class SnapshotStore:
@@ -201,17 +274,57 @@ class SnapshotStore:
         (Parquet is by column): the churn dates of ten million customers take seconds, the
         whole table half a minute and 10 GB.
         """
+        return self._frame(self.verified(snapshot_id), snapshot_id, None, categorical, columns)
+
+    def verified(self, snapshot_id: str) -> str:
+        """The snapshot's data path, once its bytes are checked against its name.
+
+        Read in blocks, so checking a snapshot of any size takes a few megabytes of memory.
+        """
         path = self._where.path("data", f"{snapshot_id}.parquet")
         if not self._where.exists(path):
             raise SnapshotError(f"snapshot {snapshot_id[:SHORT_ID]} has no data in {self.uri}")
+        digest = hashlib.sha256()
         with self._where.filesystem.open_input_stream(path) as stream:
-            data = stream.read()
-        if hashlib.sha256(data).hexdigest() != snapshot_id:
+            while block := stream.read(_HASH_BLOCK):
+                digest.update(block)
+        if digest.hexdigest() != snapshot_id:
             raise SnapshotError(
                 f"snapshot {snapshot_id[:SHORT_ID]} in {self.uri} does not match its SHA-256: "
                 "the stored file was changed or damaged"
             )
-        schema = pq.read_schema(pa.BufferReader(data))
+        return path
+
+    def partitions(self, snapshot_id: str) -> int:
+        """How many partitions (Parquet row groups of PARTITION_ROWS rows) a snapshot has."""
+        path = self._where.path("data", f"{snapshot_id}.parquet")
+        return int(pq.ParquetFile(path, filesystem=self._where.filesystem).num_row_groups)
+
+    def read_partition(
+        self,
+        snapshot_id: str,
+        index: int,
+        *,
+        categorical: bool = False,
+        columns: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """One partition of a snapshot, as `read` gives the whole, its index continuing the
+        rows before it; what a worker reads. Not checked against the name: `verified` is
+        called once, by whoever hands the partitions out, not once per partition."""
+        path = self._where.path("data", f"{snapshot_id}.parquet")
+        return self._frame(path, snapshot_id, index, categorical, columns)
+
+    def _frame(
+        self,
+        path: str,
+        snapshot_id: str,
+        index: int | None,
+        categorical: bool,
+        columns: list[str] | None,
+    ) -> pd.DataFrame:
+        """The whole file (`index` None) or one row group, the index counting from the file's
+        first row."""
+        schema = pq.read_schema(path, filesystem=self._where.filesystem)
         categories = [
             c
             for c in schema.names
@@ -219,8 +332,16 @@ class SnapshotStore:
             and c not in HISTORY_COLUMNS
             and read_dtype(self.contract, c) == "category"
         ]
-        table = pq.read_table(pa.BufferReader(data), columns=columns, read_dictionary=categories)
+        parquet = pq.ParquetFile(
+            path, filesystem=self._where.filesystem, read_dictionary=categories
+        )
+        if index is None:
+            table, start = parquet.read(columns=columns), 0
+        else:
+            table = parquet.read_row_group(index, columns=columns)
+            start = sum(parquet.metadata.row_group(i).num_rows for i in range(index))
         frame = table.to_pandas()
+        frame.index = pd.RangeIndex(start, start + len(frame))
         text = [c for c in frame.columns if c not in categories]
         frame[text] = frame[text].astype(str)
         frame.attrs[SOURCE_SHA256] = snapshot_id
@@ -259,7 +380,7 @@ class SnapshotStore:
 
     def write(
         self,
-        frame: pd.DataFrame,
+        frames: pd.DataFrame | Iterable[pd.DataFrame],
         *,
         kind: str,
         source: str,
@@ -267,34 +388,44 @@ class SnapshotStore:
         parent: str | None,
         as_of: date,
     ) -> SnapshotInfo:
-        """Store `frame` and return its entry; the pointer stays where it is.
+        """Store a table, whole or as consecutive chunks, and return its entry; the pointer
+        stays where it is.
 
-        A frame without history columns (an export read as it is) starts its history on
-        `as_of`. The same content gives the same ID, so writing it again changes nothing and
-        keeps the first entry.
+        Written a partition at a time, hashed as it goes: memory holds one partition whatever
+        the table's size, and a table gives the same bytes, so the same ID, however it was
+        chunked. A table without history columns (an export read as it is) starts its
+        history on `as_of`. The same content gives the same ID, so writing it again changes
+        nothing and keeps the first entry.
         """
-        if not set(HISTORY_COLUMNS) <= set(frame.columns):
-            frame = history.start_history(frame, as_of, self.contract)
+        chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
         names = columns(self.contract)
         # One string type and no pandas metadata: the bytes depend on the values and the date
         # alone, not on how the frame in memory happened to hold them. The date is part of
         # the content: the same customers a week later are a new point in their history.
-        strings = pa.schema([(column, pa.string()) for column in names])
-        arrow = pa.Table.from_arrays([_text(frame[column]) for column in names], schema=strings)
-        dated = arrow.replace_schema_metadata({"churn.as_of": as_of.isoformat()})
-        buffer = io.BytesIO()
-        pq.write_table(dated, buffer, compression="zstd")
-        data = buffer.getvalue()
-        snapshot_id = hashlib.sha256(data).hexdigest()
-        meta = self._where.path("meta", f"{snapshot_id}.json")
-        if self._where.exists(meta):
+        schema = pa.schema([(column, pa.string()) for column in names]).with_metadata(
+            {"churn.as_of": as_of.isoformat()}
+        )
+        counted = _Counted()
+        data = self._where.path("data")
+        with (
+            self._where.staging(data) as staged,
+            self._where.filesystem.open_output_stream(staged.temporary) as stream,
+        ):
+            sink = _Hashing(stream)
+            with pq.ParquetWriter(sink, schema, compression="zstd") as parquet:
+                tables = _arrow(chunks, schema, as_of, self.contract, counted)
+                for table in _partitions(tables):
+                    parquet.write_table(table, row_group_size=PARTITION_ROWS)
+            snapshot_id = sink.digest.hexdigest()
+            known = self._where.exists(self._where.path("meta", f"{snapshot_id}.json"))
+            staged.name = None if known else f"{snapshot_id}.parquet"
+        if known:
             return self.info(snapshot_id)
-        self._write(self._where.path("data", f"{snapshot_id}.parquet"), data)
         info = SnapshotInfo(
             id=snapshot_id,
             created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-            rows=len(frame),
-            churn_rate=churn_rate(frame, self.contract),
+            rows=counted.rows,
+            churn_rate=counted.churners / counted.rows if counted.rows else 0.0,
             kind=kind,
             source=source,
             source_sha256=source_sha256,
@@ -303,6 +434,7 @@ class SnapshotStore:
             contract=self.contract.digest,
         )
         # The entry goes last: a snapshot is listed only once its data is complete.
+        meta = self._where.path("meta", f"{snapshot_id}.json")
         self._write(meta, json.dumps(asdict(info), indent=2).encode())
         return info
 
