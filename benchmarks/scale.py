@@ -109,12 +109,10 @@ class Result:
 
 def customers(rows: int, contract: Any) -> pd.DataFrame:
     from churn_assets.ml.data.cleaning import clean_customers
-    from churn_assets.ml.data.synthetic import generate_customers
+    from churn_assets.ml.data.synthetic import generate_chunks
 
     parts = []
-    for number, start in enumerate(range(0, rows, CHUNK_ROWS)):
-        raw = generate_customers(min(CHUNK_ROWS, rows - start), seed=SEED + number)
-        raw["customerID"] = raw["customerID"] + f"-{number}"
+    for raw in generate_chunks(rows, SEED, CHUNK_ROWS):
         clean, _ = clean_customers(raw, contract, require_both_classes=False)
         parts.append(clean)
     return pd.concat(parts, ignore_index=True)

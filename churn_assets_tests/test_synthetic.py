@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from churn_assets.cli import main as churn_cli
 from churn_assets.ml.data.contract import default_contract
-from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.data.synthetic import generate_chunks, generate_customers, write_customers
 
 TELCO = default_contract()
 
@@ -84,3 +84,22 @@ def test_rows_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rows must be at least 1"):
         generate_customers(0)
     assert np.isfinite(generate_customers(1)["MonthlyCharges"]).all()
+
+
+def test_chunks_make_one_table_with_unique_ids_and_the_same_signal(tmp_path: Path) -> None:
+    chunks = list(generate_chunks(25_000, 7, chunk_rows=10_000))
+    assert [len(c) for c in chunks] == [10_000, 10_000, 5_000]
+    # the first chunk is the table of that size; the others are new customers, not copies
+    pd.testing.assert_frame_equal(chunks[0], generate_customers(10_000, 7))
+    table = pd.concat(chunks)
+    assert table["customerID"].is_unique and table.index.equals(pd.RangeIndex(25_000))
+    assert not chunks[1].drop(columns="customerID").equals(chunks[0].drop(columns="customerID"))
+    for chunk in chunks:
+        assert abs((chunk["Churn"] == "Yes").mean() - 0.265) < 0.02
+    # written one after another, they are one export with one header
+    path = write_customers(iter(chunks), tmp_path / "c.csv")
+    assert path.read_bytes().count(b"customerID") == 1
+    pd.testing.assert_frame_equal(
+        pd.read_csv(path, dtype=str, keep_default_na=False),
+        table.astype(str).reset_index(drop=True),
+    )

@@ -11,6 +11,7 @@ holdout AUC rather than a suspicious 0.99.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,13 @@ def _choice(
     return np.asarray(levels, dtype=object)[rng.choice(len(levels), size=n, p=p)]
 
 
-def _customer_ids(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Unique IDs shaped like '7590-VHVEG', from a seeded bijection of the row index."""
-    if n > _ID_SPACE:
-        raise ValueError(f"rows={n} exceeds the {_ID_SPACE} distinct customer IDs")
-    offset = int(rng.integers(0, _ID_SPACE))
-    codes = (np.arange(n, dtype=np.int64) * _ID_MULTIPLIER + offset) % _ID_SPACE
+def _customer_ids(first: int, n: int, offset: int) -> np.ndarray:
+    """Unique IDs shaped like '7590-VHVEG' for rows `first` on, from a seeded bijection of the
+    row index (`offset` is the seed's), so chunks of one table never share an ID."""
+    if first + n > _ID_SPACE:
+        raise ValueError(f"rows={first + n} exceeds the {_ID_SPACE} distinct customer IDs")
+    rows = np.arange(first, first + n, dtype=np.int64)
+    codes = (rows * _ID_MULTIPLIER % _ID_SPACE + offset) % _ID_SPACE
     digits, letters = np.divmod(codes, _ID_LETTERS)
     ids = np.char.zfill(digits.astype(str), 4)
     ids = np.char.add(ids, "-")
@@ -65,10 +67,29 @@ DEFAULT_ROWS = 7043
 
 def generate_customers(rows: int, seed: int = 42) -> pd.DataFrame:
     """Return `rows` synthetic customers with raw-export types (TotalCharges as text)."""
+    return next(generate_chunks(rows, seed, chunk_rows=max(rows, 1)))
+
+
+def generate_chunks(rows: int, seed: int = 42, chunk_rows: int = 1 << 20) -> Iterator[pd.DataFrame]:
+    """`rows` customers as consecutive chunks of `chunk_rows`, for tables that do not fit in
+    memory (a hundred million customers go straight to a partitioned snapshot).
+
+    The first chunk is `generate_customers(chunk_rows, seed)`; each later one draws from its
+    own stream, seeded by (seed, chunk), and the IDs run on across chunks, unique throughout.
+    """
     if rows < 1:
         raise ValueError(f"rows must be at least 1, got {rows}")
-    rng = np.random.default_rng(seed)
-    n = rows
+    offset: int | None = None
+    for number, first in enumerate(range(0, rows, chunk_rows)):
+        rng = np.random.default_rng(seed if number == 0 else [seed, number])
+        chunk, offset = _customers(rng, first, min(chunk_rows, rows - first), offset)
+        yield chunk
+
+
+def _customers(
+    rng: np.random.Generator, first: int, n: int, id_offset: int | None
+) -> tuple[pd.DataFrame, int]:
+    """Rows `first` to `first + n` and the ID offset (drawn here for the first chunk)."""
     levels = default_contract().listed_levels
     yes_no = levels["Partner"]
 
@@ -150,9 +171,11 @@ def generate_customers(rows: int, seed: int = 42) -> pd.DataFrame:
     probability = 1 / (1 + np.exp(-(logit + _solve_intercept(logit, TARGET_CHURN_RATE))))
     churn = np.where(rng.random(n) < probability, "Yes", "No")
 
+    if id_offset is None:
+        id_offset = int(rng.integers(0, _ID_SPACE))
     telco = default_contract()
     columns = {
-        telco.id_column: _customer_ids(rng, n),
+        telco.id_column: _customer_ids(first, n, id_offset),
         "gender": gender,
         "SeniorCitizen": senior,
         "Partner": partner,
@@ -169,7 +192,9 @@ def generate_customers(rows: int, seed: int = 42) -> pd.DataFrame:
         "TotalCharges": total_text,
         telco.target_column: churn,
     }
-    return pd.DataFrame(columns)[list(telco.columns)]
+    return pd.DataFrame(columns, index=pd.RangeIndex(first, first + n))[
+        list(telco.columns)
+    ], id_offset
 
 
 def generate_for_contract(contract: Contract, rows: int, seed: int = 42) -> pd.DataFrame:
@@ -219,10 +244,12 @@ def generate_for_contract(contract: Contract, rows: int, seed: int = 42) -> pd.D
     return frame.rename(columns=contract.export_names)
 
 
-def write_customers(frame: pd.DataFrame, path: Path) -> Path:
-    """Write like the real export: CRLF line endings, no index."""
+def write_customers(frames: pd.DataFrame | Iterable[pd.DataFrame], path: Path) -> Path:
+    """Write like the real export: CRLF line endings, no index; chunks one after another."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, lineterminator="\r\n")
+    with path.open("w", newline="") as handle:
+        for number, frame in enumerate([frames] if isinstance(frames, pd.DataFrame) else frames):
+            frame.to_csv(handle, index=False, header=number == 0, lineterminator="\r\n")
     return path
 
 
@@ -261,12 +288,12 @@ def run(args: argparse.Namespace) -> None:
     if out.exists() and not args.force:
         raise SystemExit(f"{out} exists; not overwriting it (pass --force to replace it)")
     contract = getattr(args, "contract", None)
-    frame = (
-        generate_for_contract(load_contract(contract), args.rows, args.seed)
+    frames = (
+        [generate_for_contract(load_contract(contract), args.rows, args.seed)]
         if contract
-        else generate_customers(args.rows, args.seed)
+        else generate_chunks(args.rows, args.seed)
     )
-    write_customers(frame, out)
+    write_customers(frames, out)
     print(f"wrote {args.rows} customers to {out}")
 
 
