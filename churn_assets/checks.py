@@ -13,7 +13,9 @@ from churn_assets.assets.ingest import raw_customers
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import table_metadata
 from churn_assets.assets.monitoring import realized_performance
-from churn_assets.ml.data import validation
+from churn_assets.ml.cluster.runners import ClusterError
+from churn_assets.ml.data import partitioned, validation
+from churn_assets.ml.data.partitioned import SnapshotTable
 from churn_assets.ml.evaluation import drift, realized
 from churn_assets.ml.evaluation.gate import (
     GateConfigError,
@@ -27,6 +29,7 @@ from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import (
     ChurnSettingsResource,
+    DaskResource,
     ModelRegistryResource,
     deployment_floor,
 )
@@ -44,12 +47,21 @@ RAW_CUSTOMERS = raw_customers.key
     description="The data contract's rules on the export as read; a failure stops training.",
 )
 def customer_data_contract(
-    settings: ChurnSettingsResource, raw_customers: pd.DataFrame
+    context: dg.AssetCheckExecutionContext, dask: DaskResource, raw_customers: SnapshotTable
 ) -> Iterator[dg.AssetCheckResult]:
     """Each rule is its own check, failing on its own with the column, value, line and count
-    of what broke it (the first violation in the metadata, all of them in a table)."""
-    contract = settings.get().contract()
-    for result in validation.validate(raw_customers, contract):
+    of what broke it (the first violation in the metadata, all of them in a table).
+
+    The snapshot is judged a partition at a time (on the Dask cluster for big tables) and the
+    verdicts merged into what one pass over the whole table gives.
+    """
+    with dask.runner(raw_customers.rows) as runner:
+        context.log.info(f"judging {raw_customers.partitions} partition(s) in {runner.describe()}")
+        try:
+            results = partitioned.validate_table(raw_customers, runner)
+        except ClusterError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from error
+    for result in results:
         first = result.violations[0] if result.violations else None
         found: dict[str, Any] = {}
         if first is not None:
@@ -70,7 +82,7 @@ def customer_data_contract(
                 **found,
                 "violated_columns": len({v.column for v in result.violations}),
                 **result.figures,
-                "contract_digest": contract.digest[:12],
+                "contract_digest": raw_customers.contract.digest[:12],
             },
         )
 

@@ -24,6 +24,7 @@ from pydantic import Field, PrivateAttr
 from churn_assets import run_workers
 from churn_assets.ml import storage
 from churn_assets.ml.cluster.engine import ClusterSettings, open_client
+from churn_assets.ml.cluster.runners import InProcess, OnCluster, PartitionRunner
 from churn_assets.ml.evaluation.gate import GateThresholds
 from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.registry import model_registry as registry
@@ -151,6 +152,17 @@ class DaskResource(dg.ConfigurableResource):
     def client(self) -> Iterator[Client]:
         with open_client(self.cluster()) as client:
             yield client
+
+    @contextmanager
+    def runner(self, rows: int) -> Iterator[PartitionRunner]:
+        """Where a step's partitions of a `rows`-row table run: the cluster, or in process
+        below `min_rows` (no scheduler set)."""
+        cluster = self.cluster()
+        if not cluster.uses_cluster(rows):
+            yield InProcess()
+            return
+        with open_client(cluster) as client:
+            yield OnCluster(client, cluster)
 
 
 def deployment_floor() -> GateThresholds:

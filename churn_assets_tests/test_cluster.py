@@ -19,6 +19,8 @@ from mlflow import MlflowClient
 
 from churn_assets.ml.cluster import partitioned_scoring
 from churn_assets.ml.cluster.engine import ClusterSettings, open_client
+from churn_assets.ml.cluster.runners import ClusterError
+from churn_assets.ml.data import snapshots
 from churn_assets.ml.data.cleaning import clean_customers
 from churn_assets.ml.data.synthetic import generate_customers
 from churn_assets.ml.evaluation import report
@@ -68,12 +70,14 @@ def test_graph_on_a_local_cluster_decides_and_scores_as_in_process(
     promoted_store: PromotedStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Same sample and seed as promoted_store, which ran the graph in process.
-    monkeypatch.setenv("CHURN_DASK_MIN_ROWS", "0")
-    monkeypatch.setenv("CHURN_DASK_WORKERS", "2")
-    monkeypatch.setenv("CHURN_DASK_PARTITION_ROWS", "1000")
+    # Same sample and seed as promoted_store, which ran the graph in process on a snapshot
+    # of one partition; here the snapshot has eight, judged and cleaned on two workers.
+    _on_a_local_cluster(monkeypatch)
     result = materialize_graph(churn_env, instance)
     assert result.success, failure_messages(result)
+    raw = result.asset_materializations_for_node("raw_customers")[-1].metadata
+    assert raw["partitions"].value == 8 and raw["dagster/row_count"].value == 7043
+    assert all(check.passed for check in result.get_asset_check_evaluations())
     scored = result.asset_materializations_for_node("churn_scores")[-1].metadata
     assert scored["scored_on"].value == "a LocalCluster of 2 worker process(es)"
     assert scored["partitions"].value > 1
@@ -92,6 +96,35 @@ def test_graph_on_a_local_cluster_decides_and_scores_as_in_process(
     assert (mine["offer"] == theirs["offer"]).all()
     # the partitions were the run's scratch, not kept
     assert not any((churn_env.settings.dask_scratch).rglob("*.parquet"))
+
+
+def _on_a_local_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every step's partitions on a LocalCluster of two workers; snapshots of 1,000-row
+    partitions (the run's process writes them: Dagster executes in this one)."""
+    monkeypatch.setenv("CHURN_DASK_MIN_ROWS", "0")
+    monkeypatch.setenv("CHURN_DASK_WORKERS", "2")
+    monkeypatch.setenv("CHURN_DASK_PARTITION_ROWS", "1000")
+    monkeypatch.setattr(snapshots, "PARTITION_ROWS", 1000)
+
+
+def test_a_bad_value_deep_in_a_partition_on_a_worker_is_named_by_its_line(
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _on_a_local_cluster(monkeypatch)
+    frame = pd.read_csv(churn_env.data_path, dtype=str, keep_default_na=False)
+    frame.loc[5300, "tenure"] = "ten"  # row 5300 of partition 5: line 5302 of the export
+    frame.loc[6100, "tenure"] = "-3"
+    frame.to_csv(churn_env.data_path, index=False, lineterminator="\r\n")
+    result = materialize_graph(churn_env, instance)
+    assert not result.success
+    failed = {e.check_name: e for e in result.get_asset_check_evaluations() if not e.passed}
+    assert set(failed) == {"value_types", "value_ranges"}
+    types = failed["value_types"].metadata
+    assert (types["line"].value, types["value"].value, types["rows"].value) == (5302, "'ten'", 1)
+    assert failed["value_ranges"].metadata["line"].value == 6102
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"raw_customers"}
+    assert churn_env.client.search_registered_models() == []
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -209,7 +242,7 @@ def test_a_cluster_past_its_timeout_fails_cleanly(
     work = tmp_path / "scratch" / "run"
     with (
         open_client(cluster) as client,
-        pytest.raises(partitioned_scoring.ClusterScoringError, match="CHURN_DASK_TIMEOUT_S"),
+        pytest.raises(ClusterError, match=r"scoring .* longer than 0.2 s \(CHURN_DASK_TIMEOUT_S\)"),
     ):
         partitioned_scoring.churn_probability_on_cluster(
             client,

@@ -1,17 +1,24 @@
-"""Ingest: the customer export as read, and the cleaned, typed customer table."""
+"""Ingest: the customer snapshot as stored, and the cleaned, typed customer table."""
 
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml.data import cleaning, history, reading
-from churn_assets.ml.data.snapshots import SnapshotError, SnapshotInfo, SnapshotStore, read_export
+from churn_assets.ml.cluster.runners import ClusterError
+from churn_assets.ml.data import history, partitioned, reading
+from churn_assets.ml.data.partitioned import SnapshotTable
+from churn_assets.ml.data.snapshots import (
+    SnapshotError,
+    SnapshotInfo,
+    SnapshotStore,
+    read_export,
+)
+from churn_assets.ml.data.snapshots import columns as snapshot_columns
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.resources import ChurnSettingsResource
+from churn_assets.resources import ChurnSettingsResource, DaskResource
 
 
 class RawCustomersConfig(dg.Config):
@@ -25,24 +32,37 @@ class RawCustomersConfig(dg.Config):
     )
 
 
-@retrain_asset(deps=[customer_snapshot], kinds={"csv", "pandas"})
+@retrain_asset(deps=[customer_snapshot], kinds={"parquet"})
 def raw_customers(
     context: dg.AssetExecutionContext, config: RawCustomersConfig, settings: ChurnSettingsResource
 ) -> dg.Output:
     """The training snapshot exactly as stored; its data version is the snapshot's SHA-256."""
+    # Passed on by reference (partitioned.SnapshotTable), once its bytes match its ID: the
+    # data checks and cleaning read it a partition at a time, on the Dask cluster for big
+    # tables, so no step holds the raw table whole.
     churn_settings = settings.get()
     store = SnapshotStore.from_settings(churn_settings)
     try:
         snapshot = _chosen_snapshot(config, churn_settings, store)
+        table = SnapshotTable.of(store, snapshot.id)
     except SnapshotError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
-    frame = store.read(snapshot.id, categorical=True)
-    context.log.info(f"read {len(frame)} rows of snapshot {snapshot.short_id} ({snapshot.kind})")
+    if table.rows == 0:
+        raise dg.Failure(f"snapshot {snapshot.short_id} has no customer rows", allow_retries=False)
+    context.log.info(
+        f"snapshot {snapshot.short_id} ({snapshot.kind}): {table.rows} rows in "
+        f"{table.partitions} partition(s)"
+    )
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(c, "string") for c in snapshot_columns(store.contract)]
+    )
     return dg.Output(
-        frame,
+        table,
         data_version=dg.DataVersion(snapshot.id),
         metadata={
-            **frame_metadata(frame),
+            "dagster/row_count": table.rows,
+            "dagster/column_schema": schema,
+            "partitions": table.partitions,
             "snapshot_id": snapshot.id,
             "snapshot": dg.MetadataValue.url(store.data_uri(snapshot.id)),
             "snapshot_kind": snapshot.kind,
@@ -81,11 +101,21 @@ def _chosen_snapshot(
 
 
 @retrain_asset(kinds={"pandas"})
-def cleaned_customers(settings: ChurnSettingsResource, raw_customers: pd.DataFrame) -> dg.Output:
+def cleaned_customers(
+    context: dg.AssetExecutionContext,
+    settings: ChurnSettingsResource,
+    dask: DaskResource,
+    raw_customers: SnapshotTable,
+) -> dg.Output:
     """Typed customers by the data contract: blanks filled, one row per ID, the target as 0/1."""
     contract = settings.get().contract()
     # the blocking customer_data_contract checks on raw_customers have judged it
-    cleaned, report = cleaning.clean_customers(raw_customers, contract, validated=True)
+    with dask.runner(raw_customers.rows) as runner:
+        context.log.info(f"cleaning {raw_customers.partitions} partition(s) in {runner.describe()}")
+        try:
+            cleaned, report = partitioned.clean_table(raw_customers, runner)
+        except ClusterError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from error
     churn_rate = float(cleaned[contract.target_column].mean())
     return dg.Output(
         cleaned,

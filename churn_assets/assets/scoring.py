@@ -8,6 +8,7 @@ import pandas as pd
 from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata
 from churn_assets.assets.promotion import production_promotion
 from churn_assets.ml.cluster import partitioned_scoring
+from churn_assets.ml.cluster.runners import ClusterError
 from churn_assets.ml.data import history, reading
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.evaluation import decision, realized
@@ -63,7 +64,7 @@ def churn_scores(
                     cluster,
                     cluster.scratch / context.run_id / "churn_scores",
                 )
-        except partitioned_scoring.ClusterScoringError as error:
+        except ClusterError as error:
             raise dg.Failure(description=str(error), allow_retries=False) from error
     else:
         probability = batch.churn_probability(pipeline, active)

@@ -1,7 +1,7 @@
 """Batch scoring per partition on a Dask cluster.
 
 The rows to score are written as numbered Parquet partitions, and each partition is one task
-(`dask.dataframe.from_map`) that reads its file and scores it with the model it loads from the
+(runners.OnCluster) that reads its file and scores it with the model it loads from the
 registry once per worker process. A task is cheap to recompute from its file, so the scheduler
 reruns the partitions of a worker that dies; nothing is scattered into worker memory that
 would be lost with it.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,18 +18,13 @@ import numpy as np
 import pandas as pd
 
 from churn_assets.ml.cluster.engine import ClusterSettings
+from churn_assets.ml.cluster.runners import ClusterError, OnCluster
 
 if TYPE_CHECKING:
     from distributed import Client
 
 _POSITION = "__position"
 _PROBABILITY = "churn_probability"
-#: A partition whose worker died is recomputed this many times on the others.
-RETRIES = 2
-
-
-class ClusterScoringError(RuntimeError):
-    """The cluster did not return every partition's scores (timeout or lost workers)."""
 
 
 def write_partitions(frame: pd.DataFrame, folder: Path, partition_rows: int) -> list[Path]:
@@ -81,39 +75,24 @@ def churn_probability_on_cluster(
     """Each row's churn probability, in `frame`'s order, computed partition by partition.
 
     Bounded by `cluster.timeout_s`: a cluster that hangs or loses every worker raises
-    ClusterScoringError instead of holding the run.
+    ClusterError instead of holding the run.
     """
-    import dask.dataframe as dd
-
     try:
         paths = write_partitions(frame[columns], work_folder, cluster.partition_rows)
-        probabilities = dd.from_map(
+        parts = OnCluster(client, cluster).map(
+            "scoring",
             _score_partition,
             [str(p) for p in paths],
             tracking_uri=tracking_uri,
             model_uri=model_uri,
-            meta=pd.Series(dtype=np.float64, name=_PROBABILITY),
-            enforce_metadata=False,
         )
-        future = client.compute(probabilities, retries=RETRIES)
-        try:
-            scored: pd.Series = future.result(timeout=cluster.timeout_s)
-        except FutureTimeout as error:
-            future.cancel()
-            raise ClusterScoringError(
-                f"scoring on {cluster.describe()} took longer than {cluster.timeout_s:.0f} s "
-                "(CHURN_DASK_TIMEOUT_S)"
-            ) from error
-        except Exception as error:  # a task that failed on every try, or lost workers
-            raise ClusterScoringError(
-                f"scoring on {cluster.describe()} failed: {type(error).__name__}: {error}"
-            ) from error
     finally:
         shutil.rmtree(work_folder, ignore_errors=True)
+    scored = pd.concat(parts) if parts else pd.Series(dtype=np.float64)
     out = np.full(len(frame), np.nan)
     out[scored.index.to_numpy()] = scored.to_numpy()
     if len(scored) != len(frame) or np.isnan(out).any():
-        raise ClusterScoringError(
+        raise ClusterError(
             f"scoring on {cluster.describe()} returned {len(scored)} of {len(frame)} rows"
         )
     return out

@@ -62,11 +62,17 @@ def clean_customers(
     broken rule is raised (training data must hold churners and stayers; a small incremental
     extract need not).
     """
-    extra = check_columns(raw, contract)
+    check_columns(raw, contract)
     if not validated:
         for result in validate(raw, contract, require_both_classes=require_both_classes):
             if result.rule.blocks_cleaning and result.violations:
                 raise CustomerDataError(result.violations[0].message())
+    return merge_cleaned([clean_partition(raw, contract)], contract)
+
+
+def clean_partition(raw: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, CleaningReport]:
+    """One partition of a validated table cleaned; `merge_cleaned` makes the table of them."""
+    extra = check_columns(raw, contract)
     text = {c: stripped(raw[c]) for c in contract.columns}
     cleaned = pd.DataFrame(
         {contract.id_column: text[contract.id_column].to_numpy()}, index=raw.index
@@ -92,7 +98,7 @@ def clean_customers(
         if column in raw.columns:
             cleaned[column] = stripped(raw[column]).to_numpy()
     duplicated = cleaned.duplicated(contract.id_column, keep="last")
-    cleaned = cleaned.loc[~duplicated].reset_index(drop=True)
+    cleaned = cleaned.loc[~duplicated]
     cleaned.attrs = dict(raw.attrs)
     report = CleaningReport(
         rows_in=len(raw),
@@ -106,3 +112,35 @@ def clean_customers(
         extra_columns=extra,
     )
     return cleaned, report
+
+
+def merge_cleaned(
+    parts: list[tuple[pd.DataFrame, CleaningReport]], contract: Contract
+) -> tuple[pd.DataFrame, CleaningReport]:
+    """The cleaned table of consecutive partitions, as cleaning it whole gives: one level set
+    per category, and an ID seen in two partitions kept from the later one only."""
+    frames = [frame for frame, _ in parts]
+    for column, spec in contract.features.items():
+        if not spec.numeric and spec.levels is None and len(frames) > 1:
+            levels = sorted({str(level) for f in frames for level in f[column].cat.categories})
+            for frame in frames:
+                frame[column] = frame[column].cat.set_categories(levels)
+    cleaned, across = frames[0], 0  # a partition's own duplicates are gone already
+    if len(frames) > 1:
+        cleaned = pd.concat(frames)
+        duplicated = cleaned.duplicated(contract.id_column, keep="last")
+        cleaned, across = cleaned.loc[~duplicated], int(duplicated.sum())
+    cleaned = cleaned.reset_index(drop=True)
+    cleaned.attrs = dict(frames[0].attrs)
+    reports = [report for _, report in parts]
+    blanks: dict[str, int] = {}
+    for report in reports:
+        for column, count in report.blanks_filled.items():
+            blanks[column] = blanks.get(column, 0) + count
+    return cleaned, CleaningReport(
+        rows_in=sum(r.rows_in for r in reports),
+        rows_out=len(cleaned),
+        duplicate_ids_dropped=sum(r.duplicate_ids_dropped for r in reports) + across,
+        blanks_filled=blanks,
+        extra_columns=reports[0].extra_columns,
+    )

@@ -195,7 +195,7 @@ class _Hashing(io.RawIOBase):
 class SnapshotStore:
     """One owner for every write of snapshots and the pointer; readers only read."""
 
-    def __init__(self, where: storage.Location, lock_path: Path, contract: Contract) -> None:
+    def __init__(self, where: storage.Location, lock_path: Path | None, contract: Contract) -> None:
         #: What new snapshots hold; reading an older one under another contract is the data
         #: checks' to refuse, column by column.
         self.contract = contract
@@ -208,6 +208,12 @@ class SnapshotStore:
         where = storage.location(settings.snapshot_uri, settings)
         lock = settings.local_state / "snapshots.lock"
         return cls(where, lock, settings.contract())
+
+    @classmethod
+    def reader(cls, uri: str, contract: Contract) -> SnapshotStore:
+        """The store at `uri` for reading only (a Dask worker's): credentials come from the
+        process's own environment, never over the wire; writing needs `from_settings`."""
+        return cls(storage.location(uri, ChurnSettings()), None, contract)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -352,6 +358,8 @@ class SnapshotStore:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """One writer at a time, whichever process: a merge reads the pointer, then moves it."""
+        if self._lock_path is None:
+            raise SnapshotError(f"{self.uri} was opened for reading only")
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock_path.open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -11,7 +11,7 @@ plausibility bound for training data, not a property of a customer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,9 @@ class Violation:
     count: int
     value: str
     line: int
+    #: Which of its rule's tests found it: partitions merged list violations in the order one
+    #: pass over the whole table finds them.
+    rank: int = field(default=0, compare=False, repr=False)
 
     def message(self) -> str:
         where = f"e.g. {self.value} at line {self.line}"
@@ -115,20 +118,28 @@ class RuleResult:
 
 
 class _Finder:
-    """Turns masks of offending rows into violations, naming the first row's file line."""
+    """Turns masks of offending rows into violations, naming the first row's file line.
 
-    def __init__(self, raw: pd.DataFrame) -> None:
+    `first_row` is the table row the frame starts at (a partition's offset).
+    """
+
+    def __init__(self, raw: pd.DataFrame, first_row: int = 0) -> None:
         self.raw = raw
+        self.first_row = first_row
         self.found: list[Violation] = []
+        self._tests = 0
 
     def add(self, column: str, mask: pd.Series | np.ndarray, problem: str) -> None:
+        self._tests += 1
         flags = np.asarray(mask, dtype=bool)
         if not flags.any():
             return
         first = int(np.flatnonzero(flags)[0])
         value = shown(self.raw[column].iloc[first]) if column in self.raw else "''"
-        line = file_line(self.raw, first)
-        self.found.append(Violation(column, problem, int(flags.sum()), value, line))
+        line = file_line(self.raw, self.first_row + first)
+        self.found.append(
+            Violation(column, problem, int(flags.sum()), value, line, rank=self._tests)
+        )
 
     def take(self) -> list[Violation]:
         found, self.found = self.found, []
@@ -174,8 +185,8 @@ def _ids(find: _Finder, text: dict[str, pd.Series], contract: Contract) -> RuleR
         find.add(contract.id_column, ids == "", "are blank")
         too_long = ids.str.len() > MAX_ID_CHARS
         find.add(contract.id_column, too_long, f"are longer than {MAX_ID_CHARS} characters")
-    duplicates = int(ids.duplicated().sum()) if ids is not None else 0
-    return RuleResult(CUSTOMER_IDS, find.take(), {"duplicate_ids": duplicates})
+    # duplicates are counted over the whole table, from every partition's ID hashes (merge)
+    return RuleResult(CUSTOMER_IDS, find.take())
 
 
 def _types(
@@ -223,27 +234,36 @@ def _ranges(
     return RuleResult(VALUE_RANGES, find.take(), observed)
 
 
+@dataclass(frozen=True)
+class _TargetCounts:
+    """A partition's targets, summed over partitions into the table's churn rate."""
+
+    churned: int = 0
+    present: int = 0
+    #: The first row with a target, shown when the whole table holds only one class.
+    first: Violation | None = None
+
+
 def _target(
-    find: _Finder, text: dict[str, pd.Series], contract: Contract, require_both_classes: bool
-) -> tuple[RuleResult, float | None]:
+    find: _Finder, text: dict[str, pd.Series], contract: Contract
+) -> tuple[RuleResult, _TargetCounts]:
     target = text.get(contract.target_column)
     if target is None:
-        return RuleResult(TARGET_CODES, []), None
+        return RuleResult(TARGET_CODES, []), _TargetCounts()
     column = contract.target_column
     find.add(column, target == "", "are blank")
     allowed = contract.target.allowed()
     if allowed is not None:
         unknown = ~target.isin(allowed) & (target != "")
         find.add(column, unknown, f"are not one of {list(allowed)}")
-    churned = target.isin(contract.target.positive)
     present = target != ""
+    result = RuleResult(TARGET_CODES, find.take())
     if not present.any():
-        return RuleResult(TARGET_CODES, find.take()), None
-    rate = float(churned[present].mean())
-    if require_both_classes and churned[present].nunique() == 1:
-        only = "churned" if bool(churned[present].iloc[0]) else "stayed"
-        find.add(column, present, f"all {only}: a churn model needs churners and stayers")
-    return RuleResult(TARGET_CODES, find.take(), {"churn_rate": rate}), rate
+        return result, _TargetCounts()
+    find.add(column, present, "")
+    (first,) = find.take()
+    churned = int(target[present].isin(contract.target.positive).sum())
+    return result, _TargetCounts(churned, int(present.sum()), first)
 
 
 def _churn_rate(rate: float | None, rows: int, contract: Contract) -> RuleResult:
@@ -258,20 +278,110 @@ def _churn_rate(rate: float | None, rows: int, contract: Contract) -> RuleResult
     return RuleResult(CHURN_RATE, implausible, figures)
 
 
-def validate(
-    raw: pd.DataFrame, contract: Contract, *, require_both_classes: bool = True
-) -> list[RuleResult]:
-    """Every rule's verdict on a frame as read (the contract's names, text values)."""
-    find = _Finder(raw)
+@dataclass(frozen=True)
+class PartitionCheck:
+    """One partition's findings: `merge` turns every partition's into the table's verdicts,
+    so a table of any size is judged a partition at a time, on a Dask worker or in process."""
+
+    first_row: int
+    rows: int
+    #: Each rule's verdict on the partition alone, but the churn rate (a whole-table figure).
+    results: list[RuleResult]
+    #: 64-bit hashes of the IDs: duplicates across partitions are counted from them (8 bytes
+    #: a customer; a collision among 100 million IDs has odds of about 1 in 3,700).
+    id_hashes: np.ndarray
+    targets: _TargetCounts
+
+
+def check_partition(raw: pd.DataFrame, contract: Contract, first_row: int = 0) -> PartitionCheck:
+    """The rules judged on rows `first_row` on of a table as read, as far as rows alone can."""
+    find = _Finder(raw, first_row)
     text = {c: stripped(raw[c]) for c in contract.columns if c in raw.columns}
     parsed = parse_numbers(text, contract)  # read by both the type and the range rule
-    target, rate = _target(find, text, contract, require_both_classes)
-    return [
+    target, counts = _target(find, text, contract)
+    ids = text.get(contract.id_column)
+    hashes = (
+        np.empty(0, np.uint64)
+        if ids is None
+        else pd.util.hash_pandas_object(ids, index=False).to_numpy()
+    )
+    results = [
         _required(raw, contract),
         _ids(find, text, contract),
         _types(find, text, parsed, contract),
         _levels(find, text, contract),
         _ranges(find, text, parsed, contract),
         target,
-        _churn_rate(rate, len(raw), contract),
     ]
+    return PartitionCheck(first_row, len(raw), results, hashes, counts)
+
+
+def merge(
+    parts: list[PartitionCheck], contract: Contract, *, require_both_classes: bool = True
+) -> list[RuleResult]:
+    """Every rule's verdict on the table the partitions make up, as one pass over it gives:
+    counts summed, the first offending row of the table shown, figures over every row."""
+    parts = sorted(parts, key=lambda p: p.first_row)
+    rows = sum(p.rows for p in parts)
+    rate: float | None = None
+    merged = []
+    for index, rule in enumerate(RULES[:-1]):
+        found = [p.results[index] for p in parts]
+        figures = dict(found[0].figures)
+        if rule is CUSTOMER_IDS:
+            hashes = np.concatenate([p.id_hashes for p in parts])
+            figures["duplicate_ids"] = len(hashes) - len(np.unique(hashes))
+        if rule is VALUE_RANGES:
+            for result in found[1:]:
+                for key, value in result.figures.items():
+                    pick = min if key.endswith("_min") else max
+                    figures[key] = pick(figures.get(key, value), value)  # type: ignore[type-var]
+        violations = _merged([result.violations for result in found])
+        if rule is TARGET_CODES:
+            rate, target_figures, only = _both_classes(parts, contract, require_both_classes)
+            figures.update(target_figures)
+            violations += only
+        merged.append(RuleResult(rule, violations, figures))
+    merged.append(_churn_rate(rate, rows, contract))
+    return merged
+
+
+def _merged(per_partition: list[list[Violation]]) -> list[Violation]:
+    """Violations of one rule across partitions (in row order): one per column and problem,
+    counts summed, the example the first partition found."""
+    first: dict[tuple[str, str], Violation] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for violations in per_partition:
+        for violation in violations:
+            key = (violation.column, violation.problem)
+            first.setdefault(key, violation)
+            counts[key] = counts.get(key, 0) + violation.count
+    ordered = sorted(first.values(), key=lambda v: v.rank)
+    return [replace(v, count=counts[(v.column, v.problem)]) for v in ordered]
+
+
+def _both_classes(
+    parts: list[PartitionCheck], contract: Contract, require_both_classes: bool
+) -> tuple[float | None, dict[str, float | int | str], list[Violation]]:
+    """The table's churn rate, and its violation when every target is one class."""
+    churned = sum(p.targets.churned for p in parts)
+    present = sum(p.targets.present for p in parts)
+    if not present:
+        return None, {}, []
+    rate = churned / present
+    first = next(p.targets.first for p in parts if p.targets.first is not None)
+    only: list[Violation] = []
+    if require_both_classes and churned in (0, present):
+        which = "churned" if churned else "stayed"
+        problem = f"all {which}: a churn model needs churners and stayers"
+        only.append(replace(first, problem=problem, count=present))
+    return rate, {"churn_rate": rate}, only
+
+
+def validate(
+    raw: pd.DataFrame, contract: Contract, *, require_both_classes: bool = True
+) -> list[RuleResult]:
+    """Every rule's verdict on a frame as read (the contract's names, text values)."""
+    return merge(
+        [check_partition(raw, contract)], contract, require_both_classes=require_both_classes
+    )
