@@ -9,13 +9,17 @@ import pytest
 
 from churn_assets import cli
 from churn_assets.definitions import defs
+from churn_assets.ml.data import snapshots
 from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.reading import CustomerDataError, read_customer_csv
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets_tests.conftest import (
     ChurnEnv,
     failure_messages,
+    file_sha256,
+    local_store,
     materialize_graph,
     merge_through_graph,
     seeded_store,
@@ -160,3 +164,38 @@ def test_prune_keeps_what_a_version_was_built_on_and_history_starts_after_a_prun
     assert [s.id for s in removed] == chain[:3]
     # the current snapshot's history now starts with it; nothing fails on the missing parent
     assert [s.id for s in store.lineage(chain[3])] == [chain[3]]
+
+
+def test_an_export_is_imported_a_partition_at_a_time_as_the_same_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots, "PARTITION_ROWS", 1000)
+    path = write_customers(generate_customers(3500, 8), tmp_path / "2026-11-20.csv")
+    limits = ChurnSettings().extract_limits
+    chunked = local_store(tmp_path / "a").write_export(path, limits, kind="file", parent=None)
+    whole = local_store(tmp_path / "b").write(
+        read_customer_csv(path, None, TELCO),
+        kind="file",
+        source=str(path.resolve()),
+        source_sha256=file_sha256(path),
+        parent=None,
+        as_of=DAY,
+    )
+    assert chunked.id == whole.id and chunked.source_sha256 == whole.source_sha256
+    assert local_store(tmp_path / "a").partitions(chunked.id) == 4
+
+
+def test_a_bad_row_past_the_first_partitions_fails_the_import_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots, "PARTITION_ROWS", 1000)
+    path = write_customers(generate_customers(20_000, 8), tmp_path / "seed.csv")
+    lines = path.read_bytes().split(b"\r\n")
+    lines[19_001] = lines[19_001].replace(b"Yes", b"Y\xffs", 1)  # line 19,002: not UTF-8
+    path.write_bytes(b"\r\n".join(lines))
+    store = local_store(tmp_path / "state")
+    not_utf8 = r"not UTF-8: line 19002, byte \d+ is 0xff"
+    with pytest.raises(CustomerDataError, match=not_utf8), store.locked():
+        store.sync_seed(path, ChurnSettings().extract_limits)
+    assert store.all() == [] and store.current_id() is None
+    assert [p.name for p in (tmp_path / "state" / "snapshots").rglob("*") if p.is_file()] == []

@@ -8,14 +8,9 @@ from pydantic import Field
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
 from churn_assets.ml.cluster.runners import ClusterError
-from churn_assets.ml.data import history, partitioned, reading
+from churn_assets.ml.data import partitioned, reading
 from churn_assets.ml.data.partitioned import SnapshotTable
-from churn_assets.ml.data.snapshots import (
-    SnapshotError,
-    SnapshotInfo,
-    SnapshotStore,
-    read_export,
-)
+from churn_assets.ml.data.snapshots import SnapshotError, SnapshotInfo, SnapshotStore
 from churn_assets.ml.data.snapshots import columns as snapshot_columns
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import ChurnSettingsResource, DaskResource
@@ -82,15 +77,8 @@ def _chosen_snapshot(
         return store.resolve(config.snapshot)
     with store.locked():
         if config.path:
-            path = Path(config.path)
-            frame = read_export(path, limits, store.contract)
-            return store.write(
-                frame,
-                kind="file",
-                source=str(path.resolve()),
-                source_sha256=str(frame.attrs[reading.SOURCE_SHA256]),
-                parent=store.current_id(),
-                as_of=history.terms_of(path, history.ExtractKind.full).as_of,
+            return store.write_export(
+                Path(config.path), limits, kind="file", parent=store.current_id()
             )
         current = store.sync_seed(settings.data_path, limits)
     if current is None:

@@ -18,6 +18,7 @@ import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -92,37 +93,92 @@ def read_customer_csv(
     refuses a symbolic link instead of reading its target. `sha256=None` hashes the file in
     the same pass as the line check, instead of a caller reading it once more to hash it.
     """
+    with open_export(
+        path, contract, max_line_bytes=max_line_bytes, follow_symlinks=follow_symlinks
+    ) as export:
+        (frame,) = export.frames(None)
+    frame.attrs[SOURCE_SHA256] = export.sha256 if sha256 is None else sha256
+    return frame
+
+
+@dataclass(frozen=True)
+class Export:
+    """An export whose bytes passed the file checks, ready to be parsed whole or in chunks."""
+
+    path: Path
+    handle: BinaryIO
+    contract: Contract
+    #: The file's SHA-256, known before a row is parsed.
+    sha256: str
+    header: list[str]
+    #: The export's names of the columns read, and the contract's name of each.
+    wanted: dict[str, str]
+
+    def frames(self, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+        """The rows as frames of `chunk_rows` (None: one frame), indexed by row from 0.
+
+        A contract without an ID is read whole: a row's stand-in ID counts the identical rows
+        before it anywhere in the file.
+        """
+        contract = self.contract
+        extra = [n for n in self.header if n not in self.wanted and n not in contract.drop]
+        self.handle.seek(0)
+        try:
+            parsed = pd.read_csv(
+                self.handle,
+                usecols=list(self.wanted),
+                dtype={name: read_dtype(contract, c) for name, c in self.wanted.items()},
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8",
+                chunksize=chunk_rows if contract.id is not None else None,
+            )
+            chunks = [parsed] if isinstance(parsed, pd.DataFrame) else parsed
+            rows = 0
+            for chunk in chunks:
+                frame = chunk.rename(columns=self.wanted)
+                if contract.id is None:  # the header was checked: every column is there
+                    frame.insert(0, ROW_ID, row_ids(frame, contract))
+                frame.attrs[EXTRA_COLUMNS] = extra
+                frame.attrs[SOURCE_SHA256] = self.sha256
+                frame.attrs[SOURCE_PATH] = str(self.path)
+                rows += len(frame)
+                if rows:
+                    yield frame
+        except UnicodeDecodeError:
+            raise CustomerDataError(
+                f"customer file {self.path} is not UTF-8: {_bad_encoding(self.handle)}; save it "
+                "as UTF-8"
+            ) from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
+            raise CustomerDataError(
+                f"customer file {self.path} is not valid CSV: {_malformed(self.handle, error)}"
+            ) from None
+        if not rows:
+            raise CustomerDataError(f"customer file {self.path} has a header but no customer rows")
+
+
+@contextmanager
+def open_export(
+    path: Path,
+    contract: Contract,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    follow_symlinks: bool = True,
+) -> Iterator[Export]:
+    """The export opened, its bytes checked (empty, line lengths, field counts: in blocks, so
+    a file of any size) and hashed in the same pass, and its header held to the contract."""
     with open_regular(path, follow_symlinks) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
-        digest = hashlib.sha256() if sha256 is None else None
+        digest = hashlib.sha256()
         _check_line_lengths(handle, path, max_line_bytes, digest)
         # only the contract's columns are parsed, and pandas does not count the fields of a
         # row whose extra or missing ones it would not read: they are counted here
         _check_field_counts(handle, path)
-        if digest is not None:
-            sha256 = digest.hexdigest()
         try:
             handle.seek(0)
             header = [str(c) for c in pd.read_csv(handle, nrows=0, encoding="utf-8").columns]
-            try:
-                require_columns(contract, set(header), renamed=False)
-            except CustomerDataError as error:
-                raise CustomerDataError(f"customer file {path}: {error}") from None
-            wanted = {
-                name: contract.rename.get(name, name)
-                for name in header
-                if contract.rename.get(name, name) in contract.columns
-            }
-            handle.seek(0)
-            frame = pd.read_csv(
-                handle,
-                usecols=list(wanted),
-                dtype={name: read_dtype(contract, column) for name, column in wanted.items()},
-                keep_default_na=False,
-                na_filter=False,
-                encoding="utf-8",
-            )
         except UnicodeDecodeError:
             raise CustomerDataError(
                 f"customer file {path} is not UTF-8: {_bad_encoding(handle)}; save it as UTF-8"
@@ -131,17 +187,16 @@ def read_customer_csv(
             raise CustomerDataError(
                 f"customer file {path} is not valid CSV: {_malformed(handle, error)}"
             ) from None
-    if frame.empty:
-        raise CustomerDataError(f"customer file {path} has a header but no customer rows")
-    frame = frame.rename(columns=wanted)
-    if contract.id is None:  # the header was checked above: every column is there
-        frame.insert(0, ROW_ID, row_ids(frame, contract))
-    frame.attrs[EXTRA_COLUMNS] = [
-        name for name in header if name not in wanted and name not in contract.drop
-    ]
-    frame.attrs[SOURCE_SHA256] = sha256
-    frame.attrs[SOURCE_PATH] = str(path)
-    return frame
+        try:
+            require_columns(contract, set(header), renamed=False)
+        except CustomerDataError as error:
+            raise CustomerDataError(f"customer file {path}: {error}") from None
+        wanted = {
+            name: contract.rename.get(name, name)
+            for name in header
+            if contract.rename.get(name, name) in contract.columns
+        }
+        yield Export(path, handle, contract, digest.hexdigest(), header, wanted)
 
 
 @contextmanager

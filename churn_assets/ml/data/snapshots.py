@@ -44,7 +44,8 @@ from churn_assets.ml.data.limits import ExtractLimits
 from churn_assets.ml.data.reading import (
     SOURCE_SHA256,
     CustomerDataError,
-    read_customer_csv,
+    Export,
+    open_export,
     read_dtype,
 )
 from churn_assets.ml.settings import ChurnSettings
@@ -91,17 +92,15 @@ def columns(contract: Contract) -> tuple[str, ...]:
     return (*contract.columns, *HISTORY_COLUMNS)
 
 
-def read_export(path: Path, limits: ExtractLimits, contract: Contract) -> pd.DataFrame:
-    """A whole export (the seed, or a file a run trains on), hashed as it is read.
-
-    Only the columns are checked here; values are the data checks' to judge, downstream.
-    """
-    frame = read_customer_csv(path, None, contract, max_line_bytes=limits.max_line_bytes)
-    try:
-        check_columns(frame, contract)
-    except CustomerDataError as error:
-        raise CustomerDataError(f"customer file {path}: {error}") from None
-    return frame
+def _checked(export: Export) -> Iterator[pd.DataFrame]:
+    """The export's rows a partition at a time; only the columns are checked here, values
+    are the data checks' to judge, downstream."""
+    for frame in export.frames(PARTITION_ROWS):
+        try:
+            check_columns(frame, export.contract)
+        except CustomerDataError as error:
+            raise CustomerDataError(f"customer file {export.path}: {error}") from None
+        yield frame
 
 
 def churn_rate(frame: pd.DataFrame, contract: Contract) -> float:
@@ -446,6 +445,20 @@ class SnapshotStore:
         self._write(meta, json.dumps(asdict(info), indent=2).encode())
         return info
 
+    def write_export(
+        self, path: Path, limits: ExtractLimits, *, kind: str, parent: str | None
+    ) -> SnapshotInfo:
+        """An export (a run's own file) stored as a snapshot, read a partition at a time."""
+        with open_export(path, self.contract, max_line_bytes=limits.max_line_bytes) as export:
+            return self.write(
+                _checked(export),
+                kind=kind,
+                source=str(path.resolve()),
+                source_sha256=export.sha256,
+                parent=parent,
+                as_of=history.terms_of(path, history.ExtractKind.full).as_of,
+            )
+
     def point_to(self, snapshot_id: str, reason: str) -> None:
         """Make `snapshot_id` the one training reads."""
         self.info(snapshot_id)  # refuses a name that is not in the store
@@ -479,19 +492,23 @@ class SnapshotStore:
             == seen
         ):
             return current
-        frame = read_export(seed, limits, self.contract)
-        seed_sha256 = str(frame.attrs[SOURCE_SHA256])
-        changed = (seed_sha256, self.contract.digest) != (last.get("sha256"), last.get("contract"))
-        if current is None or changed:
-            current = self.write(
-                frame,
-                kind="seed",
-                source=str(seed),
-                source_sha256=seed_sha256,
-                parent=None if current is None else current.id,
-                as_of=history.terms_of(seed, history.ExtractKind.full).as_of,
+        with open_export(seed, self.contract, max_line_bytes=limits.max_line_bytes) as export:
+            # hashed before a row is parsed: a touched but unchanged seed is not parsed at all
+            seed_sha256 = export.sha256
+            changed = (seed_sha256, self.contract.digest) != (
+                last.get("sha256"),
+                last.get("contract"),
             )
-            self.point_to(current.id, f"seed {seed} changed")
+            if current is None or changed:
+                current = self.write(
+                    _checked(export),
+                    kind="seed",
+                    source=str(seed),
+                    source_sha256=seed_sha256,
+                    parent=None if current is None else current.id,
+                    as_of=history.terms_of(seed, history.ExtractKind.full).as_of,
+                )
+                self.point_to(current.id, f"seed {seed} changed")
         record = {
             "size": status.st_size,
             "mtime_ns": status.st_mtime_ns,
