@@ -35,18 +35,25 @@ def _choice(
 
 def _customer_ids(first: int, n: int, offset: int) -> np.ndarray:
     """Unique IDs shaped like '7590-VHVEG' for rows `first` on, from a seeded bijection of the
-    row index (`offset` is the seed's), so chunks of one table never share an ID."""
+    row index (`offset` is the seed's), so chunks of one table never share an ID.
+
+    Built as bytes, a column of characters at a time (per-string operations took seconds per
+    million rows), and multiplied in two halves so that no product leaves int64.
+    """
     if first + n > _ID_SPACE:
         raise ValueError(f"rows={first + n} exceeds the {_ID_SPACE} distinct customer IDs")
     rows = np.arange(first, first + n, dtype=np.int64)
-    codes = (rows * _ID_MULTIPLIER % _ID_SPACE + offset) % _ID_SPACE
+    high, low = np.divmod(rows, 1 << 20)
+    shifted = (1 << 20) * _ID_MULTIPLIER % _ID_SPACE
+    codes = (high * shifted % _ID_SPACE + low * _ID_MULTIPLIER + offset) % _ID_SPACE
     digits, letters = np.divmod(codes, _ID_LETTERS)
-    ids = np.char.zfill(digits.astype(str), 4)
-    ids = np.char.add(ids, "-")
-    for power in range(4, -1, -1):
-        letter = (letters // 26**power) % 26
-        ids = np.char.add(ids, (letter + 65).astype(np.uint8).view("S1").astype(str))
-    return ids.astype(object)
+    chars = np.empty((n, 10), dtype=np.uint8)
+    for column, power in enumerate((1000, 100, 10, 1)):
+        chars[:, column] = digits // power % 10 + ord("0")
+    chars[:, 4] = ord("-")
+    for column, power in enumerate(range(4, -1, -1)):
+        chars[:, 5 + column] = letters // 26**power % 26 + ord("A")
+    return chars.view("S10").ravel().astype(str).astype(object)
 
 
 def _solve_intercept(logit: np.ndarray, rate: float) -> float:
