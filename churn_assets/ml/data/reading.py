@@ -94,10 +94,9 @@ def read_customer_csv(
     the same pass as the line check, instead of a caller reading it once more to hash it.
     """
     with open_export(
-        path, contract, max_line_bytes=max_line_bytes, follow_symlinks=follow_symlinks
+        path, contract, sha256, max_line_bytes=max_line_bytes, follow_symlinks=follow_symlinks
     ) as export:
         (frame,) = export.frames(None)
-    frame.attrs[SOURCE_SHA256] = export.sha256 if sha256 is None else sha256
     return frame
 
 
@@ -123,7 +122,8 @@ class Export:
         contract = self.contract
         extra = [n for n in self.header if n not in self.wanted and n not in contract.drop]
         self.handle.seek(0)
-        try:
+        rows = 0
+        with _parse_errors(self.path, self.handle):
             parsed = pd.read_csv(
                 self.handle,
                 usecols=list(self.wanted),
@@ -133,9 +133,9 @@ class Export:
                 encoding="utf-8",
                 chunksize=chunk_rows if contract.id is not None else None,
             )
-            chunks = [parsed] if isinstance(parsed, pd.DataFrame) else parsed
-            rows = 0
-            for chunk in chunks:
+            for chunk in [parsed] if isinstance(parsed, pd.DataFrame) else parsed:
+                if chunk.empty:
+                    continue
                 frame = chunk.rename(columns=self.wanted)
                 if contract.id is None:  # the header was checked: every column is there
                     frame.insert(0, ROW_ID, row_ids(frame, contract))
@@ -143,17 +143,7 @@ class Export:
                 frame.attrs[SOURCE_SHA256] = self.sha256
                 frame.attrs[SOURCE_PATH] = str(self.path)
                 rows += len(frame)
-                if rows:
-                    yield frame
-        except UnicodeDecodeError:
-            raise CustomerDataError(
-                f"customer file {self.path} is not UTF-8: {_bad_encoding(self.handle)}; save it "
-                "as UTF-8"
-            ) from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
-            raise CustomerDataError(
-                f"customer file {self.path} is not valid CSV: {_malformed(self.handle, error)}"
-            ) from None
+                yield frame
         if not rows:
             raise CustomerDataError(f"customer file {self.path} has a header but no customer rows")
 
@@ -162,31 +152,25 @@ class Export:
 def open_export(
     path: Path,
     contract: Contract,
+    sha256: str | None = None,
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     follow_symlinks: bool = True,
 ) -> Iterator[Export]:
     """The export opened, its bytes checked (empty, line lengths, field counts: in blocks, so
-    a file of any size) and hashed in the same pass, and its header held to the contract."""
+    a file of any size), and its header held to the contract. `sha256=None` hashes the file
+    in the same pass as the line check; a caller that hashed it already passes its hash."""
     with open_regular(path, follow_symlinks) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if sha256 is None else None
         _check_line_lengths(handle, path, max_line_bytes, digest)
         # only the contract's columns are parsed, and pandas does not count the fields of a
         # row whose extra or missing ones it would not read: they are counted here
         _check_field_counts(handle, path)
-        try:
+        with _parse_errors(path, handle):
             handle.seek(0)
             header = [str(c) for c in pd.read_csv(handle, nrows=0, encoding="utf-8").columns]
-        except UnicodeDecodeError:
-            raise CustomerDataError(
-                f"customer file {path} is not UTF-8: {_bad_encoding(handle)}; save it as UTF-8"
-            ) from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
-            raise CustomerDataError(
-                f"customer file {path} is not valid CSV: {_malformed(handle, error)}"
-            ) from None
         try:
             require_columns(contract, set(header), renamed=False)
         except CustomerDataError as error:
@@ -196,7 +180,24 @@ def open_export(
             for name in header
             if contract.rename.get(name, name) in contract.columns
         }
-        yield Export(path, handle, contract, digest.hexdigest(), header, wanted)
+        if digest is not None:
+            sha256 = digest.hexdigest()
+        yield Export(path, handle, contract, str(sha256), header, wanted)
+
+
+@contextmanager
+def _parse_errors(path: Path, handle: BinaryIO) -> Iterator[None]:
+    """pandas' and the codec's errors while parsing, as the line and reason a person fixes."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise CustomerDataError(
+            f"customer file {path} is not UTF-8: {_bad_encoding(handle)}; save it as UTF-8"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
+        raise CustomerDataError(
+            f"customer file {path} is not valid CSV: {_malformed(handle, error)}"
+        ) from None
 
 
 @contextmanager

@@ -103,11 +103,6 @@ def _checked(export: Export) -> Iterator[pd.DataFrame]:
         yield frame
 
 
-def churn_rate(frame: pd.DataFrame, contract: Contract) -> float:
-    """Share of rows whose target is a positive code, as the export writes it."""
-    return float(history.churned(frame, contract).mean()) if len(frame) else 0.0
-
-
 def _text(values: pd.Series) -> pa.Array:
     """A column as the strings `values.astype(str)` gives, without building them in pandas.
 
