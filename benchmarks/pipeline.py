@@ -202,7 +202,7 @@ def baseline_child(csv: Path) -> None:
 
     from churn_assets.ml.data import cleaning, reading, splitting
     from churn_assets.ml.evaluation import decision, metrics
-    from churn_assets.ml.model import batch, features, hyperparameters, sampling, scoring, training
+    from churn_assets.ml.model import batch, features, hyperparameters, scoring, training
     from churn_assets.ml.settings import ChurnSettings
 
     contract = ChurnSettings().contract()
@@ -219,17 +219,15 @@ def baseline_child(csv: Path) -> None:
     customers, _ = cleaning.clean_customers(raw, contract)
     del raw
     lap("clean")
+    settings = ChurnSettings()
+    # the same capped samples customer_splits draws (the learning curve is the graph's extra)
     splits = splitting.split_customers(
-        customers, contract, splitting.HOLDOUT_FRACTION, splitting.SPLIT_SEED
+        customers, contract, splitting.HOLDOUT_FRACTION, splitting.SPLIT_SEED, settings.split_caps
     )
     lap("split")
-    train_x, _ = splitting.features_and_target(splits.train, contract)
+    train = splits.train
+    train_x, _ = splitting.features_and_target(train, contract)
     preprocessor = features.fit_preprocessor(train_x, contract)
-    settings = ChurnSettings()
-    # the same capped sample churn_model fits on (its learning curve is the graph's extra)
-    train = sampling.stratified_sample(
-        splits.train, contract, settings.train_max_rows, hyperparameters.DEFAULTS.seed
-    )
     trained = training.train_churn_model(
         preprocessor,
         train,

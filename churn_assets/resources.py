@@ -125,9 +125,6 @@ class DaskResource(dg.ConfigurableResource):
         ge=0,
         description="CHURN_DASK_MIN_ROWS: rows from which a LocalCluster is used.",
     )
-    partition_rows: int | None = Field(
-        default=None, ge=1, description="CHURN_DASK_PARTITION_ROWS: rows per partition (task)."
-    )
     timeout_s: float | None = Field(
         default=None,
         gt=0,
@@ -140,7 +137,6 @@ class DaskResource(dg.ConfigurableResource):
             "scheduler": self.scheduler_address or None,
             "workers": self.workers,
             "min_rows": self.min_rows,
-            "partition_rows": self.partition_rows,
             "timeout_s": self.timeout_s,
         }
         return replace(
@@ -235,6 +231,12 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
 
     def _path(self, run_id: str, key: dg.AssetKey, suffix: str) -> str:
         return self.where.path(run_id, *key.path[:-1], f"{key.path[-1]}{suffix}")
+
+    def folder_uri(self, run_id: str, key: dg.AssetKey) -> str:
+        """The run's folder for the files of a table too large to pass whole, which a step
+        writes a partition at a time (on Dask workers): its output is then a reference to them,
+        stored here like any other, and the files live and go with the run's outputs."""
+        return self.where.uri_of(self._path(run_id, key, ""))
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:  # MaterializeResult assets have nothing to store

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ from mlflow.tracking import MlflowClient
 from churn_assets.checks import customer_data_contract, extract_drift, quality_gate, realized_auc
 from churn_assets.definitions import churn_assets
 from churn_assets.jobs import churn_training
+from churn_assets.ml.cluster.runners import InProcess
+from churn_assets.ml.data import partitioned, snapshots
+from churn_assets.ml.data.contract import Contract
+from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.registry.tracking import file_sha256
@@ -89,6 +94,32 @@ def seeded_store(folder: Path, frame: pd.DataFrame) -> SnapshotStore:
     with store.locked():
         store.sync_seed(seed, ChurnSettings().extract_limits)
     return store
+
+
+def cleaned_table(
+    frame: pd.DataFrame,
+    folder: Path,
+    partition_rows: int,
+    monkeypatch: pytest.MonkeyPatch,
+    contract: Contract | None = None,
+) -> CleanedTable:
+    """`frame` as a snapshot of `partition_rows`-row partitions in a local store under
+    `folder`, cleaned a partition at a time (in this process) into `folder`/cleaned."""
+    monkeypatch.setattr(snapshots, "PARTITION_ROWS", partition_rows)
+    store = local_store(folder)
+    if contract is not None:
+        store.contract = contract
+    with store.locked():
+        info = store.write(
+            frame.astype(str),
+            kind="file",
+            source="test",
+            source_sha256="0" * 64,
+            parent=None,
+            as_of=date(2026, 11, 1),
+        )
+    raw = partitioned.SnapshotTable.of(store, info.id)
+    return partitioned.clean_table(raw, InProcess(), str(folder / "cleaned"))
 
 
 def isolate_environment(patch: pytest.MonkeyPatch) -> None:

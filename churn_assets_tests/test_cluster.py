@@ -19,19 +19,18 @@ from mlflow import MlflowClient
 
 from churn_assets.ml.cluster import partitioned_scoring
 from churn_assets.ml.cluster.engine import ClusterSettings, open_client
-from churn_assets.ml.cluster.runners import ClusterError
+from churn_assets.ml.cluster.partitioned_scoring import ScoringModel
+from churn_assets.ml.cluster.runners import ClusterError, OnCluster
 from churn_assets.ml.data import snapshots
-from churn_assets.ml.data.cleaning import clean_customers
 from churn_assets.ml.data.synthetic import generate_customers
 from churn_assets.ml.evaluation import report
 from churn_assets.ml.evaluation.decision import THRESHOLD_TAG
 from churn_assets.ml.model import scoring, training
-from churn_assets.ml.model.features import model_inputs
 from churn_assets.ml.registry.model_registry import GATE_TAG
-from churn_assets.ml.settings import ChurnSettings
 from churn_assets_tests.conftest import (
     ChurnEnv,
     PromotedStore,
+    cleaned_table,
     failure_messages,
     materialize_graph,
 )
@@ -40,24 +39,26 @@ from churn_assets_tests.processes import wait_until
 MODEL = "churn-classifier"
 
 
-def _production_model(tracking_uri: str) -> tuple[str, Any]:
-    """The production version's URI and pipeline. report.load_model reads MLflow's
-    process-wide URIs: a test worker may not have built the shared store, so set them."""
+def _production_model(tracking_uri: str) -> tuple[ScoringModel, Any]:
+    """The production version as the scoring tasks load it, and its pipeline. report.load_model
+    reads MLflow's process-wide URIs: a test worker may not have built the shared store, so set
+    them."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    model_uri = f"models:/{MODEL}/{_production(tracking_uri).version}"
-    return model_uri, report.load_model(model_uri)
+    production = _production(tracking_uri)
+    model_uri = f"models:/{MODEL}/{production.version}"
+    model = ScoringModel(tracking_uri, model_uri, production.run_id, production.version, 0.5)
+    return model, report.load_model(model_uri)
 
 
-def _cluster(scheduler: str | None, workers: int, scratch: Path, **bounds: Any) -> ClusterSettings:
+def _cluster(scheduler: str | None, workers: int, timeout_s: float) -> ClusterSettings:
     return ClusterSettings(
-        scheduler=scheduler,
-        workers=workers,
-        memory_limit="2GiB",
-        min_rows=0,
-        scratch=scratch,
-        **bounds,
+        scheduler=scheduler, workers=workers, memory_limit="2GiB", min_rows=0, timeout_s=timeout_s
     )
+
+
+def _by_id(scores: pd.DataFrame) -> pd.Series:
+    return scores.set_index("customerID")["churn_probability"].sort_index()
 
 
 def _production(tracking_uri: str) -> Any:
@@ -94,8 +95,6 @@ def test_graph_on_a_local_cluster_decides_and_scores_as_in_process(
     assert mine["customerID"].tolist() == theirs["customerID"].tolist()
     assert np.abs(mine["churn_probability"] - theirs["churn_probability"]).max() <= 1e-9
     assert (mine["offer"] == theirs["offer"]).all()
-    # the partitions were the run's scratch, not kept
-    assert not any((churn_env.settings.dask_scratch).rglob("*.parquet"))
 
 
 def _on_a_local_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +102,6 @@ def _on_a_local_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     partitions (the run's process writes them: Dagster executes in this one)."""
     monkeypatch.setenv("CHURN_DASK_MIN_ROWS", "0")
     monkeypatch.setenv("CHURN_DASK_WORKERS", "2")
-    monkeypatch.setenv("CHURN_DASK_PARTITION_ROWS", "1000")
     monkeypatch.setattr(snapshots, "PARTITION_ROWS", 1000)
 
 
@@ -143,7 +141,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_worker_killed_mid_scoring_is_survived(
-    promoted_store: PromotedStore, tmp_path: Path
+    promoted_store: PromotedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real scheduler and two real workers (`dask` CLI); one gets kill -9 while it scores."""
     dask = str(Path(sys.executable).with_name("dask"))
@@ -181,15 +179,15 @@ def test_a_worker_killed_mid_scoring_is_survived(
             ],
             tmp_path / "workers.log",
         )
-        tracking_uri = promoted_store.tracking_uri
-        model_uri, pipeline = _production_model(tracking_uri)
-        contract = ChurnSettings().contract()
-        customers, _ = clean_customers(generate_customers(60_000, seed=11), contract)
-        active = scoring.active_customers(customers, contract)
-        expected = training.churn_probability(pipeline, active)
+        model, pipeline = _production_model(promoted_store.tracking_uri)
+        table = cleaned_table(generate_customers(60_000, seed=11), tmp_path, 500, monkeypatch)
+        active = scoring.active_customers(table.read(), table.contract)
+        expected = pd.Series(
+            training.churn_probability(pipeline, active), index=active["customerID"]
+        ).sort_index()
 
         address = json.loads(scheduler_file.read_text())["address"]
-        cluster = _cluster(address, 2, tmp_path / "scratch", partition_rows=500, timeout_s=600)
+        cluster = _cluster(address, 2, timeout_s=600)
         with open_client(cluster) as client:
             wait_until(
                 "two workers", lambda: len(client.scheduler_info()["workers"]) == 2, timeout=180
@@ -198,14 +196,8 @@ def test_a_worker_killed_mid_scoring_is_survived(
 
             def score() -> None:
                 try:
-                    outcome["p"] = partitioned_scoring.churn_probability_on_cluster(
-                        client,
-                        active,
-                        model_inputs(pipeline),
-                        model_uri,
-                        tracking_uri,
-                        cluster,
-                        tmp_path / "scratch" / "run",
+                    outcome["scores"] = partitioned_scoring.score_table(
+                        table, OnCluster(client, cluster), model
                     )
                 except Exception as error:  # reported by the assertion below
                     outcome["error"] = error
@@ -224,7 +216,9 @@ def test_a_worker_killed_mid_scoring_is_survived(
             scoring_thread.join(timeout=600)
             assert "error" not in outcome, outcome.get("error")
         assert killed_mid_run
-        assert np.abs(outcome["p"] - expected).max() <= 1e-9
+        scored = _by_id(outcome["scores"])
+        assert scored.index.equals(expected.index)
+        assert np.abs(scored.to_numpy() - expected.to_numpy()).max() <= 1e-9
     finally:
         for process in (workers, scheduler):
             if process is not None:
@@ -232,25 +226,15 @@ def test_a_worker_killed_mid_scoring_is_survived(
 
 
 def test_a_cluster_past_its_timeout_fails_cleanly(
-    promoted_store: PromotedStore, tmp_path: Path
+    promoted_store: PromotedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hung or slow cluster fails the step with the setting to change; nothing is left."""
-    model_uri, pipeline = _production_model(promoted_store.tracking_uri)
-    active = scoring.active_customers(promoted_store.holdout, ChurnSettings().contract())
+    """A hung or slow cluster fails the step with the setting to change."""
+    model, _ = _production_model(promoted_store.tracking_uri)
+    table = cleaned_table(generate_customers(2_000, seed=3), tmp_path, 100, monkeypatch)
     # loading MLflow and the model in the worker alone takes seconds
-    cluster = _cluster(None, 1, tmp_path / "scratch", partition_rows=100, timeout_s=0.2)
-    work = tmp_path / "scratch" / "run"
+    cluster = _cluster(None, 1, timeout_s=0.2)
     with (
         open_client(cluster) as client,
         pytest.raises(ClusterError, match=r"scoring .* longer than 0.2 s \(CHURN_DASK_TIMEOUT_S\)"),
     ):
-        partitioned_scoring.churn_probability_on_cluster(
-            client,
-            active,
-            model_inputs(pipeline),
-            model_uri,
-            promoted_store.tracking_uri,
-            cluster,
-            work,
-        )
-    assert not work.exists()
+        partitioned_scoring.score_table(table, OnCluster(client, cluster), model)

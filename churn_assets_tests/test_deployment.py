@@ -65,9 +65,10 @@ def test_every_service_of_the_stack_is_there() -> None:
     assert not ports["dask-scheduler"] and not ports["dask-worker"]  # inside the stack only
 
 
-def test_runs_score_on_the_dask_workers_through_a_shared_volume() -> None:
+def test_runs_spread_partitions_over_dask_workers_that_reach_the_store() -> None:
     """`--scale dask-worker=N` needs a worker without a fixed name or port; the runs' scheduler
-    address and partition folder must be what the workers serve and mount."""
+    address must be what the workers serve, and the partitions live on the S3 store, which
+    the workers reach with the runs' credentials (no volume shared with the runs)."""
     worker = SERVICES["dask-worker"]
     assert "container_name" not in worker and not worker.get("ports")
     assert "tcp://dask-scheduler:8786" in worker["command"]
@@ -75,14 +76,14 @@ def test_runs_score_on_the_dask_workers_through_a_shared_volume() -> None:
     assert "8786" in SERVICES["dask-scheduler"]["command"]
     code = _env("dagster-code")
     assert code["CHURN_DASK_SCHEDULER"] == "tcp://dask-scheduler:8786"
-    shared = code["CHURN_DASK_SHARED_DIR"]
-    mounts = {v.split(":")[1]: v.split(":")[0] for v in worker["volumes"]}
-    code_mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["dagster-code"]["volumes"]}
-    root = next(m for m in mounts if shared.startswith(m))
-    assert code_mounts[root] == mounts[root]  # the same volume at the same path
+    assert not worker.get("volumes")
     assert set(CONNECTIONS) <= set(_env("dask-worker"))  # they load models from MLflow
-    # asset outputs live on the artifact store, not on one container's disk
+    workers = _env("dask-worker")
+    for name in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert workers[name] == code[name], name  # the store the runs write to
+    # snapshots and asset outputs (cleaned partitions too) live on the artifact store
     assert code["CHURN_IO_URI"].startswith("s3://churn/")
+    assert code["CHURN_SNAPSHOT_URI"].startswith("s3://churn/")
 
 
 def _dependencies(name: str) -> set[str]:

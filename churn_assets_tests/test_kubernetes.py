@@ -185,8 +185,11 @@ def test_components_find_each_other_by_service_name() -> None:
     # runs keep their outputs and snapshots in S3, so another pod reads them
     assert ENV["CHURN_IO_URI"].startswith("s3://")
     assert ENV["CHURN_SNAPSHOT_URI"].startswith("s3://")
-    # the Dask partitions are on the volume the run pods and the workers both mount
-    assert ENV["CHURN_DASK_SHARED_DIR"].startswith("/data/")
+    # the partitions the Dask workers read and write are in S3, with the run pods' credentials
+    worker_env = worker["containers"][0]["envFrom"]
+    assert {"configMapRef": {"name": "churn-env"}} in worker_env
+    assert {"secretRef": {"name": SECRET}} in worker_env
+    assert not worker.get("volumes")
 
 
 def test_pods_get_what_compose_gives_the_same_services() -> None:
@@ -290,11 +293,11 @@ def test_the_instance_launches_each_run_as_a_valid_job(kubernetes_instance: Any)
         {"secretRef": {"name": SECRET}},
     ]
     assert {e["name"] for e in container["env"]} >= {"CHURN_REGISTRY_LOCK", "DAGSTER_HOME"}
-    # the run pod and the Dask workers see the same partitions
+    # the run pod sees the landing folder and the scores the code server does
     (volume,) = pod["volumes"]
     assert volume["persistentVolumeClaim"]["claimName"] in _named("PersistentVolumeClaim")
-    worker = _named("Deployment")["churn-dask-worker"]["spec"]["template"]["spec"]
-    assert container["volumeMounts"] == worker["containers"][0]["volumeMounts"]
+    data = [m for m in code["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert container["volumeMounts"] == data
     # run pods are the Dask clients the network policy lets in
     assert manifest["spec"]["template"]["metadata"]["labels"][DASK_ACCESS] == "true"
     # every process under 16 GB: the run pod's limit

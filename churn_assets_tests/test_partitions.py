@@ -2,6 +2,7 @@
 the same verdicts (counts, first offending value and line, figures, order) and the same
 customers, whichever partition a problem or a duplicate ID falls in."""
 
+import dataclasses
 import itertools
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ml.data import cleaning, validation
+from churn_assets.ml.cluster.runners import InProcess
+from churn_assets.ml.data import cleaning, partitioned, splitting, validation
 from churn_assets.ml.data.contract import default_contract, load_contract
 from churn_assets.ml.data.reading import read_customer_csv
 from churn_assets.ml.data.synthetic import (
@@ -18,6 +20,7 @@ from churn_assets.ml.data.synthetic import (
     generate_for_contract,
     write_customers,
 )
+from churn_assets_tests.conftest import cleaned_table, local_store
 
 TELCO = default_contract()
 BANK = load_contract(Path(__file__).parent / "contracts" / "bank_no_id.yaml")
@@ -103,3 +106,86 @@ def test_categories_learned_from_the_data_are_one_set_across_partitions(tmp_path
     pd.testing.assert_frame_equal(merged, whole)
     assert list(merged["Geography"].cat.categories) == ["France", "Germany", "Spain"]
     assert merged_report == report
+
+
+def test_a_cleaned_table_on_the_store_is_cleaning_of_the_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cleaned partitions written to files, read back one at a time: the whole table's rows,
+    levels, counts and report, an ID held by two partitions kept from the later one only."""
+    frame = generate_customers(3000, 11)
+    frame.loc[2999, "customerID"] = frame.loc[5, "customerID"]  # partitions 1 and 3
+    frame.loc[1500, "customerID"] = frame.loc[700, "customerID"]  # partitions 1 and 2
+    frame.loc[1999, "customerID"] = frame.loc[1998, "customerID"]  # within partition 2
+    table = cleaned_table(frame, tmp_path, 1000, monkeypatch)
+    snapshot = local_store(tmp_path).read(table.snapshot_id, categorical=True)
+    whole, report = cleaning.clean_customers(snapshot, TELCO)
+    assert table.partitions == 3
+    assert sorted(p.name for p in (tmp_path / "cleaned").iterdir()) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    pd.testing.assert_frame_equal(table.read(), whole)
+    assert table.report == report and report.duplicate_ids_dropped == 3
+    assert table.rows == len(whole)
+    assert table.class_counts == tuple(np.bincount(whole["Churn"], minlength=2))
+    assert table.superseded == {0: frozenset(frame.loc[[5, 700], "customerID"])}
+
+
+def test_levels_found_per_partition_are_the_tables_on_every_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = generate_for_contract(BANK, 3000, 13)
+    frame["Geography"] = np.where(np.arange(3000) < 1000, "France", "Spain")
+    frame.loc[2500, "Geography"] = "Germany"
+    raw = read_customer_csv(write_customers(frame, tmp_path / "bank.csv"), None, BANK)
+    table = cleaned_table(raw, tmp_path, 1000, monkeypatch, BANK)
+    first = table.read_partition(0)
+    assert set(first["Geography"]) == {"France"}
+    assert list(first["Geography"].cat.categories) == ["France", "Germany", "Spain"]
+    whole = cleaning.clean_customers(raw, BANK)[0]
+    pd.testing.assert_frame_equal(table.read()[whole.columns], whole)
+
+
+@pytest.mark.parametrize(
+    "caps",
+    [splitting.SplitCaps(), splitting.SplitCaps(1_000, 300), splitting.SplitCaps(1_000, 1_000)],
+    ids=["uncapped", "both sampled", "holdout whole"],
+)
+def test_a_split_by_partition_is_the_split_of_the_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps: splitting.SplitCaps
+) -> None:
+    table = cleaned_table(generate_customers(6000, 17), tmp_path, 1000, monkeypatch)
+    whole = splitting.split_customers(table.read(), TELCO, 0.2, 42, caps)
+    split = partitioned.split_table(table, InProcess(), 0.2, 42, caps)
+    pd.testing.assert_frame_equal(split.train, whole.train)
+    pd.testing.assert_frame_equal(split.holdout, whole.holdout)
+    assert (split.train_available, split.holdout_available) == (
+        whole.train_available,
+        whole.holdout_available,
+    )
+    assert split.train_available + split.holdout_available == 6000
+    assert len(split.train) == min(caps.train_rows, split.train_available)
+    assert len(split.holdout) == min(caps.holdout_rows, split.holdout_available)
+    rate = (table.class_counts[1]) / table.rows
+    assert split.train["Churn"].mean() == pytest.approx(rate, abs=0.02)
+    assert split.snapshot_id == table.snapshot_id
+
+
+def test_a_key_bound_set_too_tight_is_widened_never_a_short_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounds come from the table's class counts; counts far above the truth make them send
+    too few customers, and the split retries wider until the sample is whole."""
+    table = cleaned_table(generate_customers(4000, 19), tmp_path, 1000, monkeypatch)
+    caps = splitting.SplitCaps(800, 200)
+    with pytest.raises(splitting.SampleShortfallError):
+        tight = np.zeros((2, 2), dtype=np.uint64)
+        part = splitting.split_part(table.read(), TELCO, 0.2, 42, tight)
+        splitting.merge_split([part], TELCO, 0.2, 42, caps, table.snapshot_id)
+    misjudged = dataclasses.replace(table, class_counts=(10**9, 10**9))
+    split = partitioned.split_table(misjudged, InProcess(), 0.2, 42, caps)
+    whole = splitting.split_customers(table.read(), TELCO, 0.2, 42, caps)
+    pd.testing.assert_frame_equal(split.train, whole.train)
+    pd.testing.assert_frame_equal(split.holdout, whole.holdout)

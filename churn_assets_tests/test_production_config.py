@@ -94,7 +94,8 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
                     o["Key"] for o in s3.list_objects_v2(Bucket="churn", Prefix="runs/")["Contents"]
                 ]
                 prefix = f"runs/{result.run_id}/"
-                assert f"{prefix}cleaned_customers.parquet" in run_keys
+                assert f"{prefix}cleaned_customers/part-00000.parquet" in run_keys
+                assert f"{prefix}cleaned_customers.pkl" in run_keys
                 assert f"{prefix}customer_splits.pkl" in run_keys
                 assert not churn_env.storage_dir.exists()
                 # Another container: nothing of the first one's disk, the same instance and

@@ -4,14 +4,15 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import skops.io
 from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
 from churn_assets.assets.metadata import frame_metadata, retrain_asset
-from churn_assets.ml.data import point_in_time
+from churn_assets.ml.cluster.runners import ClusterError
+from churn_assets.ml.data import partitioned, point_in_time
+from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.splitting import (
     HOLDOUT_FRACTION,
@@ -20,7 +21,7 @@ from churn_assets.ml.data.splitting import (
     features_and_target,
 )
 from churn_assets.ml.model import features
-from churn_assets.resources import ChurnSettingsResource
+from churn_assets.resources import ChurnSettingsResource, DaskResource
 
 
 class SplitConfig(dg.Config):
@@ -32,16 +33,37 @@ class SplitConfig(dg.Config):
 
 @retrain_asset(kinds={"sklearn", "pandas"})
 def customer_splits(
-    config: SplitConfig, settings: ChurnSettingsResource, cleaned_customers: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    config: SplitConfig,
+    settings: ChurnSettingsResource,
+    dask: DaskResource,
+    cleaned_customers: CleanedTable,
 ) -> dg.Output:
     """Training rows (point in time once history allows), holdout by customer, out of time."""
+    # Each side is a stratified sample past CHURN_TRAIN_MAX_ROWS / CHURN_HOLDOUT_MAX_ROWS,
+    # drawn a partition at a time (on the Dask cluster for big tables): only the samples
+    # are ever in this process.
     churn_settings = settings.get()
+    table = cleaned_customers
+
+    def by_status() -> CustomerSplits:
+        with dask.runner(table.rows) as runner:
+            context.log.info(f"splitting {table.partitions} partition(s) in {runner.describe()}")
+            try:
+                return partitioned.split_table(
+                    table, runner, config.holdout_fraction, config.seed, churn_settings.split_caps
+                )
+            except ClusterError as error:
+                raise dg.Failure(description=str(error), allow_retries=False) from error
+
     splits = point_in_time.training_splits(
         SnapshotStore.from_settings(churn_settings),
-        cleaned_customers,
+        table.snapshot_id,
         config.holdout_fraction,
         config.seed,
         churn_settings.outcome_window_days,
+        churn_settings.split_caps,
+        by_status,
     )
     target = splits.contract.target_column
     out_of_time: dict[str, str | int | float] = {}
@@ -58,7 +80,9 @@ def customer_splits(
             "dagster/row_count": len(splits.train) + len(splits.holdout),
             "label": splits.basis,
             "train_rows": len(splits.train),
+            "train_rows_available": splits.train_available,
             "holdout_rows": len(splits.holdout),
+            "holdout_rows_available": splits.holdout_available,
             "train_churn_rate": float(splits.train[target].mean()),
             "holdout_churn_rate": float(splits.holdout[target].mean()),
             **out_of_time,

@@ -6,14 +6,14 @@ import dagster as dg
 from pydantic import Field
 
 from churn_assets.assets.landing import customer_snapshot
-from churn_assets.assets.metadata import frame_metadata, retrain_asset
+from churn_assets.assets.metadata import retrain_asset, table_schema
 from churn_assets.ml.cluster.runners import ClusterError
 from churn_assets.ml.data import partitioned, reading
 from churn_assets.ml.data.partitioned import SnapshotTable
 from churn_assets.ml.data.snapshots import SnapshotError, SnapshotInfo, SnapshotStore
 from churn_assets.ml.data.snapshots import columns as snapshot_columns
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets.resources import ChurnSettingsResource, DaskResource
+from churn_assets.resources import ChurnSettingsResource, DaskResource, RunScopedIOManager
 
 
 class RawCustomersConfig(dg.Config):
@@ -88,33 +88,42 @@ def _chosen_snapshot(
     return current
 
 
-@retrain_asset(kinds={"pandas"})
+@retrain_asset(kinds={"pandas", "parquet"})
 def cleaned_customers(
     context: dg.AssetExecutionContext,
     settings: ChurnSettingsResource,
     dask: DaskResource,
+    io_manager: dg.ResourceParam[RunScopedIOManager],
     raw_customers: SnapshotTable,
 ) -> dg.Output:
     """Typed customers by the data contract: blanks filled, one row per ID, the target as 0/1."""
+    # One Parquet file per snapshot partition, written by whoever cleans it (a Dask worker
+    # for big tables) into the folder the run's I/O manager keeps beside its outputs; the
+    # output is a reference to them (partitioned.CleanedTable), which is all that travels.
     contract = settings.get().contract()
+    folder = io_manager.folder_uri(context.run_id, context.asset_key)
     # the blocking customer_data_contract checks on raw_customers have judged it
     with dask.runner(raw_customers.rows) as runner:
         context.log.info(f"cleaning {raw_customers.partitions} partition(s) in {runner.describe()}")
         try:
-            cleaned, report = partitioned.clean_table(raw_customers, runner)
+            cleaned = partitioned.clean_table(raw_customers, runner, folder)
         except ClusterError as error:
             raise dg.Failure(description=str(error), allow_retries=False) from error
-    churn_rate = float(cleaned[contract.target_column].mean())
+    report = cleaned.report
+    preview = cleaned.read_partition(0).head(5)
     return dg.Output(
         cleaned,
         metadata={
-            **frame_metadata(cleaned),
+            "dagster/row_count": cleaned.rows,
+            "dagster/column_schema": table_schema(preview),
+            "partitions": cleaned.partitions,
+            "files": dg.MetadataValue.path(folder),
             "rows_in": report.rows_in,
             "duplicate_ids_dropped": report.duplicate_ids_dropped,
             **{f"blanks_filled_{c}": n for c, n in report.blanks_filled.items() if n},
             "contract_digest": contract.digest[:12],
             "extra_columns_ignored": ", ".join(report.extra_columns) or "none",
-            "churn_rate": churn_rate,
-            "preview": dg.MetadataValue.md(cleaned.head(5).to_markdown(index=False)),
+            "churn_rate": cleaned.class_counts[1] / max(cleaned.rows, 1),
+            "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
         },
     )

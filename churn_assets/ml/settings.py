@@ -14,6 +14,7 @@ from churn_assets.ml.data.limits import (
     DEFAULT_MAX_LINE_BYTES,
     ExtractLimits,
 )
+from churn_assets.ml.data.splitting import SplitCaps
 from churn_assets.ml.evaluation.drift import MIN_ROWS_PER_BIN
 from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.model.reasons import MAX_REASONS
@@ -77,8 +78,10 @@ class ChurnSettings(BaseSettings):
     offer_cost: float = Field(100.0, alias="CHURN_OFFER_COST", gt=0)
     saved_customer_value: float = Field(500.0, alias="CHURN_SAVED_CUSTOMER_VALUE", gt=0)
     # Training rows past which the model is fitted on a stratified sample (ml/model/sampling),
-    # and from which churn_model draws the learning curve that justifies it.
+    # and from which churn_model draws the learning curve that justifies it; holdout rows past
+    # which evaluation scores a stratified sample (ml/data/splitting).
     train_max_rows: int = Field(1_000_000, alias="CHURN_TRAIN_MAX_ROWS", ge=1_000)
+    holdout_max_rows: int = Field(4_000_000, alias="CHURN_HOLDOUT_MAX_ROWS", ge=1_000)
     learning_curve_min_rows: int = Field(1_000_000, alias="CHURN_LEARNING_CURVE_MIN_ROWS", ge=0)
     tuning_budget_s: float = Field(0.0, alias="CHURN_TUNING_BUDGET_S", ge=0)
     tuning_max_trials: int = Field(50, alias="CHURN_TUNING_MAX_TRIALS", ge=1)
@@ -89,8 +92,6 @@ class ChurnSettings(BaseSettings):
     dask_workers: int | None = Field(None, alias="CHURN_DASK_WORKERS", ge=1)
     dask_memory_limit: str = Field("auto", alias="CHURN_DASK_MEMORY_LIMIT")
     dask_min_rows: int = Field(2_000_000, alias="CHURN_DASK_MIN_ROWS", ge=0)
-    dask_partition_rows: int = Field(500_000, alias="CHURN_DASK_PARTITION_ROWS", ge=1)
-    dask_shared_dir: Path | None = Field(None, alias="CHURN_DASK_SHARED_DIR")
     dask_timeout_s: float = Field(3600.0, alias="CHURN_DASK_TIMEOUT_S", gt=0)
     git_sha: str | None = Field(None, alias="CHURN_GIT_SHA")
     mlflow_ui_url: str | None = Field(None, alias="CHURN_MLFLOW_UI_URL")
@@ -107,6 +108,10 @@ class ChurnSettings(BaseSettings):
     def contract(self) -> Contract:
         """The data contract at CHURN_CONTRACT_PATH, else the shipped telco contract."""
         return load_contract(self.contract_path)
+
+    @property
+    def split_caps(self) -> SplitCaps:
+        return SplitCaps(self.train_max_rows, self.holdout_max_rows)
 
     @property
     def extract_limits(self) -> ExtractLimits:
@@ -127,12 +132,6 @@ class ChurnSettings(BaseSettings):
     def scores_folder(self) -> Path:
         """Where `churn_scores` writes its ranked files: CHURN_SCORES_DIR or <state>/scores."""
         return (self.scores_dir or self.state_dir / "scores").expanduser().resolve()
-
-    @property
-    def dask_scratch(self) -> Path:
-        """Where partitions for the cluster are written: CHURN_DASK_SHARED_DIR (a folder every
-        worker mounts, for a remote cluster) or <state>/dask."""
-        return (self.dask_shared_dir or self.state_dir / "dask").expanduser().resolve()
 
     @property
     def snapshot_uri(self) -> str:

@@ -2,8 +2,8 @@
 
 Below `min_rows` customers the in-process path wins: starting two worker processes and
 shipping partitions to them costs seconds that a table of a few hundred thousand rows never
-pays back. From there on, work is split into partitions of `partition_rows`, so a worker's
-memory is bounded by the partition, not the table.
+pays back. From there on, each partition of the snapshot (and of the cleaned table made from
+it) is one task, so a worker's memory is bounded by the partition, not the table.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from churn_assets.ml.settings import ChurnSettings
@@ -27,8 +26,6 @@ class ClusterSettings:
     workers: int
     memory_limit: str
     min_rows: int
-    partition_rows: int
-    scratch: Path
     timeout_s: float
 
     @classmethod
@@ -38,18 +35,12 @@ class ClusterSettings:
             workers=settings.dask_workers or max(1, os.cpu_count() or 1),
             memory_limit=settings.dask_memory_limit,
             min_rows=settings.dask_min_rows,
-            partition_rows=settings.dask_partition_rows,
-            scratch=settings.dask_scratch,
             timeout_s=settings.dask_timeout_s,
         )
 
     def uses_cluster(self, rows: int) -> bool:
         """A configured scheduler is always used; a LocalCluster only pays off on big tables."""
         return self.scheduler is not None or rows >= self.min_rows
-
-    def partitions(self, rows: int) -> int:
-        """How many partitions (files, tasks) `rows` rows are split into."""
-        return -(-rows // self.partition_rows)
 
     def describe(self) -> str:
         if self.scheduler is not None:

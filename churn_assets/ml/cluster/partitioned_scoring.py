@@ -1,49 +1,44 @@
-"""Batch scoring per partition on a Dask cluster.
+"""Batch scoring a partition of the cleaned table at a time, in process or on a Dask cluster.
 
-The rows to score are written as numbered Parquet partitions, and each partition is one task
-(runners.OnCluster) that reads its file and scores it with the model it loads from the
-registry once per worker process. A task is cheap to recompute from its file, so the scheduler
-reruns the partitions of a worker that dies; nothing is scattered into worker memory that
-would be lost with it.
+Each partition is one task (a runner's map) that reads its file from the run's folder, keeps
+its active customers and scores them with the model it loads from the registry once per
+process; the step ranks what the tasks return. A task is cheap to recompute from its file,
+so the scheduler reruns the partitions of a worker that dies; nothing is scattered into
+worker memory that would be lost with it.
 """
 
 from __future__ import annotations
 
 import functools
-import shutil
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.cluster.engine import ClusterSettings
-from churn_assets.ml.cluster.runners import ClusterError, OnCluster
+from churn_assets.ml.data.partitioned import CleanedTable
 
 if TYPE_CHECKING:
-    from distributed import Client
-
-_POSITION = "__position"
-_PROBABILITY = "churn_probability"
+    from churn_assets.ml.cluster.runners import PartitionRunner
 
 
-def write_partitions(frame: pd.DataFrame, folder: Path, partition_rows: int) -> list[Path]:
-    """`frame` as Parquet files of at most `partition_rows` rows, numbered in row order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for number, start in enumerate(range(0, len(frame), partition_rows)):
-        part = frame.iloc[start : start + partition_rows]
-        path = folder / f"part-{number:06d}.parquet"
-        part.assign(**{_POSITION: np.arange(start, start + len(part))}).to_parquet(
-            path, index=False
-        )
-        paths.append(path)
-    return paths
+@dataclass(frozen=True)
+class ScoringModel:
+    """The registered version a task loads: sent to workers as these strings, never pickled."""
+
+    tracking_uri: str
+    #: models:/<name>/<version>
+    uri: str
+    #: The version's MLflow run: a version number reused by another registry never hits a
+    #: model cached for the first.
+    run_id: str
+    version: str
+    threshold: float
 
 
 @functools.lru_cache(maxsize=2)
-def _model(tracking_uri: str, model_uri: str) -> Any:
-    """The registered pipeline, loaded once per worker process and model version."""
+def _pipeline(tracking_uri: str, model_uri: str, run_id: str) -> Any:
+    """The registered pipeline, loaded once per process and version."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -51,48 +46,26 @@ def _model(tracking_uri: str, model_uri: str) -> Any:
     return mlflow.sklearn.load_model(model_uri)
 
 
-def _score_partition(path: str, tracking_uri: str, model_uri: str) -> pd.Series:
-    from churn_assets.ml.model import batch
+def _score(index: int, table: CleanedTable, model: ScoringModel, reasons: int) -> pd.DataFrame:
+    from churn_assets.ml.model import batch, scoring
+    from churn_assets.ml.model import reasons as explained
 
-    part = pd.read_parquet(path)
-    probability = batch.churn_probability(_model(tracking_uri, model_uri), part)
-    return pd.Series(
-        np.asarray(probability, dtype=np.float64),
-        index=part[_POSITION].to_numpy(),
-        name=_PROBABILITY,
+    active = scoring.active_customers(table.read_partition(index), table.contract)
+    pipeline = _pipeline(model.tracking_uri, model.uri, model.run_id)
+    probability = batch.churn_probability(pipeline, active) if len(active) else np.empty(0)
+    why = explained.frame_reasons(pipeline, active, reasons) if reasons and len(active) else None
+    return scoring.score_columns(active, table.contract, probability, model.threshold, why)
+
+
+def score_table(
+    table: CleanedTable, runner: PartitionRunner, model: ScoringModel, reasons: int = 0
+) -> pd.DataFrame:
+    """The table's active customers scored a partition at a time and ranked (rank 1 most at
+    risk), with `reasons` reasons each."""
+    from churn_assets.ml.model import scoring
+
+    parts = runner.map(
+        "scoring", _score, range(table.partitions), table=table, model=model, reasons=reasons
     )
-
-
-def churn_probability_on_cluster(
-    client: Client,
-    frame: pd.DataFrame,
-    columns: list[str],
-    model_uri: str,
-    tracking_uri: str,
-    cluster: ClusterSettings,
-    work_folder: Path,
-) -> np.ndarray:
-    """Each row's churn probability, in `frame`'s order, computed partition by partition.
-
-    Bounded by `cluster.timeout_s`: a cluster that hangs or loses every worker raises
-    ClusterError instead of holding the run.
-    """
-    try:
-        paths = write_partitions(frame[columns], work_folder, cluster.partition_rows)
-        parts = OnCluster(client, cluster).map(
-            "scoring",
-            _score_partition,
-            [str(p) for p in paths],
-            tracking_uri=tracking_uri,
-            model_uri=model_uri,
-        )
-    finally:
-        shutil.rmtree(work_folder, ignore_errors=True)
-    scored = pd.concat(parts) if parts else pd.Series(dtype=np.float64)
-    out = np.full(len(frame), np.nan)
-    out[scored.index.to_numpy()] = scored.to_numpy()
-    if len(scored) != len(frame) or np.isnan(out).any():
-        raise ClusterError(
-            f"scoring on {cluster.describe()} returned {len(scored)} of {len(frame)} rows"
-        )
-    return out
+    scores = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return scoring.rank(scores, model.version)

@@ -114,14 +114,36 @@ def clean_partition(raw: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame
     return cleaned, report
 
 
+def data_levels(contract: Contract) -> list[str]:
+    """The categorical features whose levels come from the data (the contract lists none):
+    each partition finds its own, and the table's are their union, sorted."""
+    return [c for c, spec in contract.features.items() if not spec.numeric and spec.levels is None]
+
+
+def merge_reports(reports: list[CleaningReport], rows_out: int, across: int) -> CleaningReport:
+    """The reports of consecutive partitions as one; `across`: IDs dropped because a later
+    partition holds them again."""
+    blanks: dict[str, int] = {}
+    for report in reports:
+        for column, count in report.blanks_filled.items():
+            blanks[column] = blanks.get(column, 0) + count
+    return CleaningReport(
+        rows_in=sum(r.rows_in for r in reports),
+        rows_out=rows_out,
+        duplicate_ids_dropped=sum(r.duplicate_ids_dropped for r in reports) + across,
+        blanks_filled=blanks,
+        extra_columns=reports[0].extra_columns,
+    )
+
+
 def merge_cleaned(
     parts: list[tuple[pd.DataFrame, CleaningReport]], contract: Contract
 ) -> tuple[pd.DataFrame, CleaningReport]:
     """The cleaned table of consecutive partitions, as cleaning it whole gives: one level set
     per category, and an ID seen in two partitions kept from the later one only."""
     frames = [frame for frame, _ in parts]
-    for column, spec in contract.features.items():
-        if not spec.numeric and spec.levels is None and len(frames) > 1:
+    if len(frames) > 1:
+        for column in data_levels(contract):
             levels = sorted({str(level) for f in frames for level in f[column].cat.categories})
             for frame in frames:
                 frame[column] = frame[column].cat.set_categories(levels)
@@ -132,15 +154,4 @@ def merge_cleaned(
         cleaned, across = cleaned.loc[~duplicated], int(duplicated.sum())
     cleaned = cleaned.reset_index(drop=True)
     cleaned.attrs = dict(frames[0].attrs)
-    reports = [report for _, report in parts]
-    blanks: dict[str, int] = {}
-    for report in reports:
-        for column, count in report.blanks_filled.items():
-            blanks[column] = blanks.get(column, 0) + count
-    return cleaned, CleaningReport(
-        rows_in=sum(r.rows_in for r in reports),
-        rows_out=len(cleaned),
-        duplicate_ids_dropped=sum(r.duplicate_ids_dropped for r in reports) + across,
-        blanks_filled=blanks,
-        extra_columns=reports[0].extra_columns,
-    )
+    return cleaned, merge_reports([report for _, report in parts], len(cleaned), across)

@@ -16,6 +16,7 @@ seeded customer holdout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
@@ -25,7 +26,7 @@ import pandas as pd
 from churn_assets.ml.data import cleaning, history, reading
 from churn_assets.ml.data.contract import CHURN_DATE, HISTORY_COLUMNS, Contract
 from churn_assets.ml.data.snapshots import SnapshotInfo, SnapshotStore
-from churn_assets.ml.data.splitting import CustomerSplits, split_customers
+from churn_assets.ml.data.splitting import CustomerSplits, SplitCaps, split_customers
 
 #: The column saying which day a training row was observed on.
 OBSERVED = "observed_on"
@@ -103,21 +104,23 @@ def build(store: SnapshotStore, newest: str, window_days: int) -> PointInTime | 
 
 def training_splits(
     store: SnapshotStore,
-    cleaned: pd.DataFrame,
+    snapshot_id: str,
     holdout_fraction: float,
     seed: int,
     window_days: int,
+    caps: SplitCaps,
+    status: Callable[[], CustomerSplits],
 ) -> CustomerSplits:
     """The graph's and `churn reproduce`'s one way from a snapshot to training rows.
 
-    Point in time when the snapshot's history allows it, else its status; either way the
-    customer-keyed holdout (a customer observed on several days stays on one side).
+    Point in time when the snapshot's history allows it, else `status()`: the snapshot's
+    cleaned customers split by their status. Either way the customer-keyed holdout (a
+    customer observed on several days stays on one side) and the same caps.
     """
-    snapshot_id = str(cleaned.attrs.get(reading.SOURCE_SHA256, ""))
     tables = build(store, snapshot_id, window_days) if snapshot_id else None
     if tables is None:
-        return split_customers(cleaned, store.contract, holdout_fraction, seed)
-    splits = split_customers(tables.train, store.contract, holdout_fraction, seed)
+        return status()
+    splits = split_customers(tables.train, store.contract, holdout_fraction, seed, caps)
     return replace(
         splits,
         out_of_time=tables.out_of_time,

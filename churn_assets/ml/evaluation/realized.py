@@ -151,6 +151,8 @@ def realized_table(
     """Every kept scoring with outcomes so far, oldest first (empty before any arrived)."""
     rows = []
     for day, version, path in scorings(folder):
+        if day >= outcomes_as_of:
+            continue  # no outcome can have arrived: not worth reading (tens of millions of rows)
         judged = judge(
             pd.read_parquet(path),
             day,
@@ -201,8 +203,11 @@ def realized_now(settings: ChurnSettings) -> tuple[str, pd.DataFrame]:
     versions = registry.open_registry(settings).versions()
     table = realized_table(
         settings.scores_folder,
+        # the churned customers only: judge counts every other customer as active
         history.churn_dates(
-            store.read(current.id, columns=[store.contract.id_column, CHURN_DATE]),
+            store.read(
+                current.id, columns=[store.contract.id_column, CHURN_DATE], nonblank=CHURN_DATE
+            ),
             store.contract,
         ),
         date.fromisoformat(current.as_of),

@@ -10,12 +10,18 @@ must give back the same holdout metrics to the last digit; different code (the v
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, fields
 from typing import Any
 
 from churn_assets.ml.data import cleaning, point_in_time
 from churn_assets.ml.data.snapshots import SnapshotStore
-from churn_assets.ml.data.splitting import features_and_target
+from churn_assets.ml.data.splitting import (
+    CustomerSplits,
+    SplitCaps,
+    features_and_target,
+    split_customers,
+)
 from churn_assets.ml.evaluation import metrics
 from churn_assets.ml.model import features, training
 from churn_assets.ml.model.calibration_mode import CalibrationMode
@@ -88,13 +94,25 @@ def reproduce(settings: ChurnSettings, version: str) -> Reproduction:
     # the contract the version was trained under, whatever CHURN_CONTRACT_PATH says today
     store.contract = tracking.load_run_contract(run.info.run_id) or store.contract
     contract = store.contract
-    cleaned, _ = cleaning.clean_customers(store.read(snapshot_id, categorical=True), contract)
+    holdout_fraction, seed = float(params["holdout_fraction"]), int(params["split_seed"])
+    # the caps the version was split under (none recorded: it was trained before caps)
+    caps = SplitCaps(
+        int(params.get("training_rows_cap", sys.maxsize)),
+        int(params.get("holdout_rows_cap", sys.maxsize)),
+    )
+
+    def by_status() -> CustomerSplits:
+        cleaned, _ = cleaning.clean_customers(store.read(snapshot_id, categorical=True), contract)
+        return split_customers(cleaned, contract, holdout_fraction, seed, caps)
+
     splits = point_in_time.training_splits(
         store,
-        cleaned,
-        float(params["holdout_fraction"]),
-        int(params["split_seed"]),
+        snapshot_id,
+        holdout_fraction,
+        seed,
         int(params.get("outcome_window_days", settings.outcome_window_days)),
+        caps,
+        by_status,
     )
     train_features, _ = features_and_target(splits.train, contract)
     choices = training.TrainingChoices(
