@@ -67,6 +67,8 @@ class PeakMemory:
 
     def __init__(self) -> None:
         self.peaks: dict[int, tuple[str, int]] = {}
+        #: (time, process name, resident bytes) of every sample, for peaks per step
+        self.timeline: list[tuple[float, str, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -87,6 +89,7 @@ class PeakMemory:
                 rss = rss_bytes(pid)
                 name, peak = self.peaks.get(pid, (_name(pid), 0))
                 self.peaks[pid] = (name, max(peak, rss))
+                self.timeline.append((time.time(), name, rss))
             time.sleep(SAMPLE_S)
 
     def describe(self) -> str:
@@ -95,6 +98,11 @@ class PeakMemory:
 
     def largest(self) -> int:
         return max((peak for _, peak in self.peaks.values()), default=0)
+
+    def between(self, start: float, end: float, name: str) -> int:
+        """The largest sample of processes called `name` from `start` to `end`."""
+        inside = (rss for t, n, rss in self.timeline if start <= t <= end and n == name)
+        return max(inside, default=0)
 
 
 def _name(pid: int) -> str:
@@ -302,8 +310,8 @@ def _graph_env(work: Path, workers: int) -> dict[str, str]:
     return env
 
 
-def _step_seconds(home: Path) -> list[tuple[str, float]]:
-    """Each step's wall time, from the run's Dagster event log."""
+def _steps(home: Path) -> list[tuple[str, float, float]]:
+    """Each step's name, start and end (epoch seconds), from the run's Dagster event log."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -318,7 +326,7 @@ def _step_seconds(home: Path) -> list[tuple[str, float]]:
             if kind == dg.DagsterEventType.STEP_START:
                 starts[event.step_key] = event.timestamp
             elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-                steps.append((event.step_key, event.timestamp - starts[event.step_key]))
+                steps.append((event.step_key, starts[event.step_key], event.timestamp))
     return steps
 
 
@@ -382,9 +390,11 @@ def out_of_core(rows: int, work: Path, workers: int) -> None:
     print(f"{'stage':55} {'seconds':>8} {'rows/s':>11}  peak memory")
     for r in (generation, graph):
         print(f"{r.name:55} {r.seconds:8.1f} {r.rows_per_s:11,.0f}  {r.peaks}")
-    print("\nsteps of the run (Dagster's event log):")
-    for step, seconds in _step_seconds(work / "dagster_home"):
-        print(f"  {step:45} {seconds:8.1f}")
+    print("\nsteps of the run (Dagster's event log; peak memory sampled from /proc):")
+    print(f"  {'step':45} {'seconds':>8} {'run process':>12} {'largest worker':>15}")
+    for step, start, end in _steps(work / "dagster_home"):
+        run_peak, worker_peak = (memory.between(start, end, n) / 2**30 for n in ("run", "worker"))
+        print(f"  {step:45} {end - start:8.1f} {run_peak:9.2f} GB {worker_peak:12.2f} GB")
     promoted = _promoted(work / "state")
     if finished.returncode != 0:
         print((work / "run.log").read_text()[-4000:])

@@ -217,7 +217,7 @@ def test_a_worker_killed_mid_scoring_is_survived(
             assert "error" not in outcome, outcome.get("error")
         assert killed_mid_run
         scored = _by_id(outcome["scores"])
-        assert scored.index.equals(expected.index)
+        assert scored.index.tolist() == expected.index.tolist()
         assert np.abs(scored.to_numpy() - expected.to_numpy()).max() <= 1e-9
     finally:
         for process in (workers, scheduler):

@@ -68,4 +68,5 @@ def score_table(
         "scoring", _score, range(table.partitions), table=table, model=model, reasons=reasons
     )
     scores = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    del parts  # tens of millions of rows at a time: never three copies at once
     return scoring.rank(scores, model.version)

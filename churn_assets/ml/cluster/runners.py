@@ -63,20 +63,26 @@ class OnCluster:
     def map(
         self, what: str, task: Callable[..., T], items: Sequence[Any], **shared: Any
     ) -> list[T]:
-        from distributed import wait
+        from distributed import as_completed
 
         futures = self._client.map(task, list(items), retries=RETRIES, pure=False, **shared)
+        position = {future.key: index for index, future in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        # Each result is fetched as its task finishes and then released on the worker, so a
+        # worker holds about one partition's result at a time, not all it has computed.
         try:
-            wait(futures, timeout=self._cluster.timeout_s)
+            for future in as_completed(futures, timeout=self._cluster.timeout_s):
+                results[position[future.key]] = future.result()
+                future.release()
         except TimeoutError as error:
             self._client.cancel(futures)
             raise ClusterError(
                 f"{what} on {self.describe()} took longer than {self._cluster.timeout_s:g} s "
                 "(CHURN_DASK_TIMEOUT_S)"
             ) from error
-        try:
-            return list(self._client.gather(futures))
         except Exception as error:  # a task that failed on every try, or lost workers
+            self._client.cancel(futures)
             raise ClusterError(
                 f"{what} on {self.describe()} failed: {type(error).__name__}: {error}"
             ) from error
+        return results

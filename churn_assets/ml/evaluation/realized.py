@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.ml.data import history
@@ -52,9 +54,12 @@ def keep_scores(
 ) -> Path:
     """Add one scoring to the history (the same date and version replace identical scores)."""
     path = history_file(folder, scoring_date, version)
-    kept = scores[[contract.id_column, *_SCORED]]
+    # the columns straight to Arrow: a pandas selection would copy tens of millions of rows
+    kept = pa.Table.from_pandas(
+        scores, columns=[contract.id_column, *_SCORED], preserve_index=False
+    )
     with replacing(path) as temporary:
-        kept.to_parquet(temporary, index=False)
+        pq.write_table(kept, temporary)
     return path
 
 

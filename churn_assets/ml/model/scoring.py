@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.csv
+import pyarrow.parquet
 
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.files import replacing
@@ -137,16 +139,19 @@ class ScoreFiles:
 def write_scores(scores: pd.DataFrame, folder: Path) -> ScoreFiles:
     """Parquet for pipelines, CSV for people; each replaced in one rename."""
     files = ScoreFiles(folder / f"{SCORES_FILE}.parquet", folder / f"{SCORES_FILE}.csv")
+    # One Arrow copy of the scores for both files (a base of tens of millions of customers
+    # is gigabytes a copy): the CSV's only change is its rounded probability column.
+    table = pa.Table.from_pandas(scores, preserve_index=False)
     with replacing(files.parquet) as temporary:
-        scores.to_parquet(temporary, index=False)
+        pyarrow.parquet.write_table(table, temporary)
     with replacing(files.csv) as temporary:
         # pyarrow writes CSV an order of magnitude faster than pandas' float formatting; no
         # value here needs quotes (levels and reasons hold no commas), and one that did would
         # raise rather than corrupt the file.
-        csv_table = pa.Table.from_pandas(
-            scores.assign(churn_probability=scores["churn_probability"].round(6)),
-            preserve_index=False,
-        )
+        index = table.schema.get_field_index("churn_probability")
+        rounded = pyarrow.compute.round(table.column(index), 6)
         options = pyarrow.csv.WriteOptions(quoting_style="none")
-        pyarrow.csv.write_csv(csv_table, temporary, options)
+        pyarrow.csv.write_csv(
+            table.set_column(index, "churn_probability", rounded), temporary, options
+        )
     return files
