@@ -76,7 +76,7 @@ serve: sync  ## the churn API on http://127.0.0.1:8000 (PORT=8001 for another; d
 bench: sync  ## pipeline at 7k/100k/1M/10M customers vs a plain script; refreshes the README table
 	$(RUN) python benchmarks/pipeline.py --write-readme
 
-bench-scale: sync  ## scoring at 10M customers (in process, Dask 1 and 2 workers, raw Booster.predict); 100M out of core
+bench-scale: sync  ## scoring at 10M customers (in process, Dask 1 and 2 workers, raw Booster.predict); the whole graph on 100M out of core
 	$(RUN) python benchmarks/scale.py $(if $(ROWS),--rows $(ROWS)) $(if $(OOC_ROWS),--out-of-core-rows $(OOC_ROWS))
 
 bench-serving: sync  ## this API vs `mlflow models serve`: req/s, p50/p99, rows/s, ratios

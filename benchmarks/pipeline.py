@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagster_steps import step_windows
 from proc_memory import descendants, rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,29 +110,10 @@ def dataset(rows: int, folder: Path) -> Path:
 
 def _steps(home: Path, measured: Measured) -> list[dict[str, Any]]:
     """Each step's wall time (Dagster's event log) and the peak memory sampled during it."""
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        (run,) = instance.get_run_records()
-        starts: dict[str, float] = {}
-        steps = []
-        for record in instance.get_records_for_run(run.dagster_run.run_id).records:
-            event = record.event_log_entry
-            if event.dagster_event is None or event.step_key is None:
-                continue
-            kind = event.dagster_event.event_type
-            if kind == dg.DagsterEventType.STEP_START:
-                starts[event.step_key] = event.timestamp
-            elif kind == dg.DagsterEventType.STEP_SUCCESS:
-                start = starts[event.step_key]
-                steps.append(
-                    {
-                        "step": event.step_key,
-                        "seconds": event.timestamp - start,
-                        "peak_bytes": measured.peak_between(start, event.timestamp),
-                    }
-                )
-    return steps
+    return [
+        {"step": step, "seconds": end - start, "peak_bytes": measured.peak_between(start, end)}
+        for step, start, end in step_windows(home)
+    ]
 
 
 def run_graph(csv: Path, work: Path, dask_env: dict[str, str]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from dagster_steps import step_windows
 from proc_memory import descendants, rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,26 +311,6 @@ def _graph_env(work: Path, workers: int) -> dict[str, str]:
     return env
 
 
-def _steps(home: Path) -> list[tuple[str, float, float]]:
-    """Each step's name, start and end (epoch seconds), from the run's Dagster event log."""
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        (run,) = instance.get_run_records()
-        starts: dict[str, float] = {}
-        steps = []
-        for record in instance.get_records_for_run(run.dagster_run.run_id).records:
-            event = record.event_log_entry
-            if event.dagster_event is None or event.step_key is None:
-                continue
-            kind = event.dagster_event.event_type
-            if kind == dg.DagsterEventType.STEP_START:
-                starts[event.step_key] = event.timestamp
-            elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-                steps.append((event.step_key, starts[event.step_key], event.timestamp))
-    return steps
-
-
 def out_of_core(rows: int, work: Path, workers: int) -> None:
     """The whole graph on `rows` customers generated in chunks into a snapshot: every step
     that touches all customers works a partition at a time on a LocalCluster of `workers`."""
@@ -392,7 +373,7 @@ def out_of_core(rows: int, work: Path, workers: int) -> None:
         print(f"{r.name:55} {r.seconds:8.1f} {r.rows_per_s:11,.0f}  {r.peaks}")
     print("\nsteps of the run (Dagster's event log; peak memory sampled from /proc):")
     print(f"  {'step':45} {'seconds':>8} {'run process':>12} {'largest worker':>15}")
-    for step, start, end in _steps(work / "dagster_home"):
+    for step, start, end in step_windows(work / "dagster_home"):
         run_peak, worker_peak = (memory.between(start, end, n) / 2**30 for n in ("run", "worker"))
         print(f"  {step:45} {end - start:8.1f} {run_peak:9.2f} GB {worker_peak:12.2f} GB")
     promoted = _promoted(work / "state")
