@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
+from churn_assets import cli
 from churn_assets.ml.data.cleaning import clean_customers
 from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.data.synthetic import generate_customers
@@ -71,3 +72,28 @@ def test_an_uncapped_small_run_draws_no_curve(
     metadata = _model_metadata(churn_env, instance)
     assert metadata["training_customers"].value == metadata["training_customers_available"].value
     assert "learning_curve_points" not in metadata
+
+
+def test_a_version_trained_on_samples_reproduces_from_the_caps_it_recorded(
+    churn_env: ChurnEnv,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CHURN_TRAIN_MAX_ROWS", "2000")
+    monkeypatch.setenv("CHURN_HOLDOUT_MAX_ROWS", "1000")
+    result = materialize_graph(
+        churn_env, instance, selection=[*UP_TO_THE_MODEL, "evaluation_report"]
+    )
+    assert result.success, failure_messages(result)
+    splits = result.asset_materializations_for_node("customer_splits")[-1].metadata
+    assert (splits["train_rows"].value, splits["holdout_rows"].value) == (2000, 1000)
+    assert splits["holdout_rows_available"].value > 1000
+    # other caps today: reproduce draws the samples the version recorded, not these
+    monkeypatch.setenv("CHURN_TRAIN_MAX_ROWS", "3000")
+    monkeypatch.delenv("CHURN_HOLDOUT_MAX_ROWS")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["reproduce", "--version", "1"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code in (0, None), out + err
+    assert "every holdout metric matches" in out
