@@ -68,7 +68,7 @@ class CleanedTable:
     """A snapshot's customers cleaned: one Parquet file per snapshot partition in `uri`, and
     what makes the files one table, as `cleaning.clean_customers` of the whole would give."""
 
-    #: The folder of the files (file:///... or s3://bucket/prefix), the run's own.
+    #: The folder of the files (a local path or s3://bucket/prefix), the run's own.
     uri: str
     snapshot_id: str
     contract: Contract
