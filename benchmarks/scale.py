@@ -11,13 +11,14 @@ then scores the active customers four ways:
 - raw: `Booster.predict(raw_score=True)` on the prebuilt float matrix, all cores (the ceiling);
 - in process: `partitioned_scoring.score_table` with the in-process runner, what `churn_scores`
   runs below CHURN_DASK_MIN_ROWS (each cleaned partition read, its active customers scored,
-  all of them ranked);
+  sorted and written as a run);
 - LocalCluster with 1 and with 2 single-threaded worker processes: the same `score_table` on
   the cluster, what `churn_scores` runs from CHURN_DASK_MIN_ROWS on.
 
 Every path's scores are checked equal (1e-9) to the in-process ones. Peak memory is sampled
 from /proc for every process. It prints rows/s, each path's share of the raw throughput, the
-2-over-1-worker scaling ratio and the scale issue's scoring targets with a verdict each.
+2-over-1-worker scaling ratio and the scale issue's scoring targets with a verdict each; and,
+on a line of its own, the rest of `churn_scores`: the runs merged into the ranked files.
 
 Out of core, at `--out-of-core-rows` customers (default 100 million): generated in chunks
 straight into a snapshot store (one partition in memory at a time), made the current
@@ -218,17 +219,21 @@ def run(rows: int, work: Path) -> None:
         f"{booster.num_trees()} trees; {len(active):,} active customers to score",
         flush=True,
     )
-    results = measure(table, active, pipeline, booster, model)
+    results, merging = measure(table, active, pipeline, booster, model, work)
     report(results, len(active), booster.num_trees(), table.partitions)
+    print(
+        f"\nruns merged into the ranked Parquet and CSV files: {merging.seconds:.1f} s "
+        f"({merging.rows_per_s:,.0f} rows/s), peak {merging.peaks}"
+    )
 
 
 def measure(
-    table: Any, active: pd.DataFrame, pipeline: Any, booster: Any, model: Any
-) -> list[Result]:
+    table: Any, active: pd.DataFrame, pipeline: Any, booster: Any, model: Any, work: Path
+) -> tuple[list[Result], Result]:
     from churn_assets.ml.cluster import partitioned_scoring
     from churn_assets.ml.cluster.engine import ClusterSettings, open_client
     from churn_assets.ml.cluster.runners import InProcess, OnCluster
-    from churn_assets.ml.model import batch
+    from churn_assets.ml.model import batch, scoring
 
     results: list[Result] = []
     rows = len(active)
@@ -246,11 +251,17 @@ def measure(
 
         memory.reset()
         t = time.perf_counter()
-        expected = partitioned_scoring.score_table(table, InProcess(), model)
+        in_process = partitioned_scoring.score_table(table, InProcess(), model, str(work / "runs"))
         name = "in process (churn_scores below CHURN_DASK_MIN_ROWS)"
         results.append(
             Result(name, time.perf_counter() - t, rows, memory.describe(), memory.largest())
         )
+        memory.reset()
+        t = time.perf_counter()
+        scoring.write_scores(in_process.batches(), work / "scores")
+        name = "runs merged into the files"
+        merging = Result(name, time.perf_counter() - t, rows, memory.describe(), memory.largest())
+        expected = in_process.read()
 
         for workers in (1, 2):
             cluster = ClusterSettings(
@@ -259,17 +270,21 @@ def measure(
             with open_client(cluster) as client:
                 memory.reset()
                 t = time.perf_counter()
-                scores = partitioned_scoring.score_table(table, OnCluster(client, cluster), model)
+                on_cluster = partitioned_scoring.score_table(
+                    table, OnCluster(client, cluster), model, str(work / f"runs-{workers}")
+                )
                 seconds = time.perf_counter() - t
                 name = f"LocalCluster, {workers} worker(s)"
                 results.append(Result(name, seconds, rows, memory.describe(), memory.largest()))
+            scores = on_cluster.read()
             same = scores["customerID"].equals(expected["customerID"])
             difference = float(
                 np.abs(scores["churn_probability"] - expected["churn_probability"]).max()
             )
             if not same or difference > 1e-9:
                 raise SystemExit(f"{workers} worker(s) differ from in process by {difference}")
-    return results
+            del scores
+    return results, merging
 
 
 def report(results: list[Result], active: int, trees: int, partitions: int) -> None:

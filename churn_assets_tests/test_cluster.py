@@ -197,8 +197,8 @@ def test_a_worker_killed_mid_scoring_is_survived(
             def score() -> None:
                 try:
                     outcome["scores"] = partitioned_scoring.score_table(
-                        table, OnCluster(client, cluster), model
-                    )
+                        table, OnCluster(client, cluster), model, str(tmp_path / "runs")
+                    ).read()
                 except Exception as error:  # reported by the assertion below
                     outcome["error"] = error
 
@@ -237,4 +237,6 @@ def test_a_cluster_past_its_timeout_fails_cleanly(
         open_client(cluster) as client,
         pytest.raises(ClusterError, match=r"scoring .* longer than 0.2 s \(CHURN_DASK_TIMEOUT_S\)"),
     ):
-        partitioned_scoring.score_table(table, OnCluster(client, cluster), model)
+        partitioned_scoring.score_table(
+            table, OnCluster(client, cluster), model, str(tmp_path / "runs")
+        )

@@ -1,19 +1,24 @@
-"""Drift measures (PSI, unseen levels) and the ranked scores file, on generated customers."""
+"""Drift measures (PSI, unseen levels) and the ranked scores files, on generated customers."""
 
 import json
+from datetime import date
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
+from churn_assets.ml.cluster import partitioned_scoring
+from churn_assets.ml.cluster.partitioned_scoring import ScoringModel
+from churn_assets.ml.cluster.runners import InProcess
 from churn_assets.ml.data.cleaning import clean_customers
 from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.data.synthetic import generate_customers
-from churn_assets.ml.evaluation import drift
+from churn_assets.ml.evaluation import drift, realized
 from churn_assets.ml.model import batch, scoring
-from churn_assets_tests.conftest import PromotedStore
+from churn_assets_tests.conftest import PromotedStore, cleaned_table
 
 TELCO = default_contract()
 
@@ -118,7 +123,7 @@ def test_top_segments_skip_tiny_groups_and_rank_by_mean_risk() -> None:
     active = scoring.active_customers(_customers(4000, 6), TELCO)
     probability = np.where(active["Contract"] == "Month-to-month", 0.6, 0.1)
     scores = scoring.rank_customers(active, TELCO, probability, "1", 0.5)
-    segments = scoring.top_segments(scores, TELCO, limit=5)
+    segments = scoring.top_segments(scoring.segment_totals(scores, TELCO), limit=5)
     assert list(segments.columns) == [
         *scoring.segment_columns(TELCO),
         "customers",
@@ -165,3 +170,47 @@ def test_batch_probabilities_equal_the_logged_pipeline(promoted_store: PromotedS
         fast = batch.churn_probability(pipeline, frame)
         assert len(fast) == len(holdout) > 1000
         assert np.abs(fast - expected).max() <= 1e-9
+
+
+def test_a_base_scored_a_partition_at_a_time_is_ranked_as_in_one_piece(
+    promoted_store: PromotedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sorted runs merged as a stream give the files, totals and top customers that ranking
+    the whole base at once gives, ties in the same order."""
+    mlflow.set_tracking_uri(promoted_store.tracking_uri)
+    mlflow.set_registry_uri(promoted_store.tracking_uri)
+    production = MlflowClient().get_model_version_by_alias("churn-classifier", "production")
+    uri = f"models:/churn-classifier/{production.version}"
+    model = ScoringModel(
+        promoted_store.tracking_uri, uri, production.run_id, production.version, 0.3
+    )
+    table = cleaned_table(generate_customers(9_000, seed=5), tmp_path, 2_000, monkeypatch)
+    active = scoring.active_customers(table.read(), TELCO)
+    probability = batch.churn_probability(mlflow.sklearn.load_model(uri), active)
+    whole = scoring.rank_customers(active, TELCO, probability, production.version, 0.3)
+    assert whole["churn_probability"].duplicated().any()  # ties whose order must hold
+
+    scored = partitioned_scoring.score_table(table, InProcess(), model, str(tmp_path / "runs"))
+    assert table.partitions == 5 and scored.rows == len(whole)
+    files = scoring.write_scores(scored.batches(batch_rows=1_000), tmp_path / "scores")
+    written = pd.read_parquet(files.parquet)
+    assert list(written.columns) == list(whole.columns)
+    for column in whole.columns:
+        if column != "churn_probability":
+            assert written[column].astype(str).tolist() == whole[column].astype(str).tolist()
+    assert np.abs(written["churn_probability"] - whole["churn_probability"]).max() <= 1e-12
+    assert pd.read_csv(files.csv)[TELCO.id_column].tolist() == whole[TELCO.id_column].tolist()
+    assert scored.offered == int(whole["offer"].sum())
+    assert scored.probability_sum == pytest.approx(whole["churn_probability"].sum())
+    assert scored.top[TELCO.id_column].tolist() == whole[TELCO.id_column].head(10).tolist()
+    pd.testing.assert_frame_equal(
+        scoring.top_segments(scored.segments),
+        scoring.top_segments(scoring.segment_totals(whole, TELCO)),
+        check_categorical=False,
+    )
+    kept = realized.keep_scores(files.parquet, tmp_path / "scores", date(2026, 11, 1), "1", TELCO)
+    history = pd.read_parquet(kept)
+    assert list(history.columns) == [TELCO.id_column, "churn_probability", "offer"]
+    assert history[TELCO.id_column].tolist() == whole[TELCO.id_column].tolist()
+    scored.remove()
+    assert not (tmp_path / "runs").exists()

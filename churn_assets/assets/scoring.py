@@ -13,7 +13,12 @@ from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.evaluation import decision, realized
 from churn_assets.ml.model import scoring
-from churn_assets.resources import ChurnSettingsResource, DaskResource, ModelRegistryResource
+from churn_assets.resources import (
+    ChurnSettingsResource,
+    DaskResource,
+    ModelRegistryResource,
+    RunScopedIOManager,
+)
 
 
 @retrain_asset(deps=[production_promotion], kinds={"parquet", "csv", "mlflow"})
@@ -22,6 +27,7 @@ def churn_scores(
     settings: ChurnSettingsResource,
     registry: ModelRegistryResource,
     dask: DaskResource,
+    io_manager: dg.ResourceParam[RunScopedIOManager],
     cleaned_customers: CleanedTable,
 ) -> dg.MaterializeResult:
     """Active customers ranked by churn probability from the production model (Parquet + CSV)."""
@@ -30,7 +36,8 @@ def churn_scores(
     # Customers who already churned are not scored. `offer` uses the version's decision
     # threshold; CHURN_SCORES_REASONS=3 adds each customer's reasons. Scored a partition of
     # cleaned_customers at a time, on the Dask cluster from CHURN_DASK_MIN_ROWS customers on
-    # (or with CHURN_DASK_SCHEDULER); the ranking and the files are written here.
+    # (or with CHURN_DASK_SCHEDULER), each sorted into a run in the run's folder; the runs are
+    # merged into the files here as a stream, so this process never holds the scored base.
     churn_settings = settings.get()
     production = registry.open().production()
     if production is None:
@@ -49,41 +56,44 @@ def churn_scores(
         decision.version_threshold(production.tags or {}),
     )
     table = cleaned_customers
+    folder = io_manager.folder_uri(context.run_id, context.asset_key)
     with dask.runner(table.rows) as runner:
         where = runner.describe()
         context.log.info(f"scoring {table.partitions} partition(s) in {where}")
         try:
-            scores = partitioned_scoring.score_table(
-                table, runner, model, churn_settings.scores_reasons
+            scored = partitioned_scoring.score_table(
+                table, runner, model, folder, churn_settings.scores_reasons
             )
         except ClusterError as error:
             raise dg.Failure(description=str(error), allow_retries=False) from error
-    if scores.empty:
+    if not scored.rows:
         raise dg.Failure(description="no active customers to score: every customer has churned")
-    files = scoring.write_scores(scores, churn_settings.scores_folder)
+    files = scoring.write_scores(scored.batches(), churn_settings.scores_folder)
     # Kept for good, by the date the scored snapshot is true on: realized_performance judges
     # these against the churns that arrive later.
     store = SnapshotStore.from_settings(churn_settings)
     scored_on = date.fromisoformat(store.info(table.snapshot_id).as_of)
     contract = table.contract
-    kept = realized.keep_scores(scores, churn_settings.scores_folder, scored_on, version, contract)
-    segments = scoring.top_segments(scores, contract)
+    kept = realized.keep_scores(
+        files.parquet, churn_settings.scores_folder, scored_on, version, contract
+    )
+    scored.remove()
     return dg.MaterializeResult(
         metadata={
             **model_links(churn_settings, churn_settings.model_name, version),
-            "dagster/row_count": len(scores),
+            "dagster/row_count": scored.rows,
             "parquet": dg.MetadataValue.path(str(files.parquet)),
             "csv": dg.MetadataValue.path(str(files.csv)),
             "scoring_date": scored_on.isoformat(),
             "kept_as": dg.MetadataValue.path(str(kept)),
-            "mean_churn_probability": float(scores["churn_probability"].mean()),
+            "mean_churn_probability": scored.probability_sum / scored.rows,
             "decision_threshold": model.threshold,
-            "customers_to_offer": int(scores["offer"].sum()),
+            "customers_to_offer": scored.offered,
             "reasons_per_customer": churn_settings.scores_reasons,
             "scored_on": where,
             "partitions": table.partitions,
-            "expected_churners": float(scores["churn_probability"].sum()),
-            "top_risk_segments": table_metadata(segments),
-            "top_customers": table_metadata(scores.head(10).drop(columns=["model_version"])),
+            "expected_churners": scored.probability_sum,
+            "top_risk_segments": table_metadata(scoring.top_segments(scored.segments)),
+            "top_customers": table_metadata(scored.top.drop(columns=["model_version"])),
         }
     )

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.metrics import roc_auc_score
 
@@ -50,16 +49,25 @@ def history_file(folder: Path, scoring_date: date, version: str) -> Path:
 
 
 def keep_scores(
-    scores: pd.DataFrame, folder: Path, scoring_date: date, version: str, contract: Contract
+    ranked: Path, folder: Path, scoring_date: date, version: str, contract: Contract
 ) -> Path:
-    """Add one scoring to the history (the same date and version replace identical scores)."""
+    """Add one scoring, read from its ranked scores file, to the history (the same date and
+    version replace identical scores)."""
     path = history_file(folder, scoring_date, version)
-    # the columns straight to Arrow: a pandas selection would copy tens of millions of rows
-    kept = pa.Table.from_pandas(
-        scores, columns=[contract.id_column, *_SCORED], preserve_index=False
-    )
+    source = pq.ParquetFile(ranked)
+    # a row group at a time: a base of tens of millions of customers is gigabytes whole
     with replacing(path) as temporary:
-        pq.write_table(kept, temporary)
+        writer: pq.ParquetWriter | None = None
+        try:
+            for batch in source.iter_batches(columns=[contract.id_column, *_SCORED]):
+                if writer is None:
+                    writer = pq.ParquetWriter(temporary, batch.schema)
+                writer.write_batch(batch)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ValueError(f"{ranked} holds no scores")
     return path
 
 

@@ -8,6 +8,7 @@ dimensions of the risk segments, and its `carry` columns.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,23 +107,41 @@ def rank_customers(
     return rank(score_columns(active, contract, probability, threshold, reasons), model_version)
 
 
-def top_segments(scores: pd.DataFrame, contract: Contract, limit: int = 10) -> pd.DataFrame:
-    """The contract's segments (e.g. Contract x tenure band x payment method) with the highest
-    mean probability; without segments, the whole base as one.
+def segment_totals(scores: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """Customers and expected churners (the sum of probabilities) by the contract's segments
+    (e.g. Contract x tenure band x payment method); without segments, the base as one.
 
-    `expected_churners` (the sum of probabilities) says how many customers a campaign on the
-    segment could keep, which is what sizes it.
+    Totals, not means, so that a base scored a partition at a time adds its partitions' up.
     """
     by = segment_columns(contract)
     if not by:
         by = ["segment"]
         scores = scores.assign(segment="all customers")
     grouped = scores.groupby(by, observed=True)["churn_probability"]
-    segments = grouped.agg(
-        customers="size", mean_probability="mean", expected_churners="sum"
-    ).reset_index()
-    floor = max(_MIN_SEGMENT_CUSTOMERS, int(_MIN_SEGMENT_SHARE * len(scores)))
-    large = segments.loc[segments["customers"] >= min(floor, len(scores))]
+    return grouped.agg(customers="size", expected_churners="sum").reset_index()
+
+
+def combined_totals(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """`segment_totals` of partitions as one of the whole base."""
+    if len(parts) == 1:
+        return parts[0]
+    totals = pd.concat(parts, ignore_index=True)
+    by = [c for c in totals.columns if c not in ("customers", "expected_churners")]
+    return totals.groupby(by, observed=True, sort=False).sum().reset_index()
+
+
+def top_segments(totals: pd.DataFrame, limit: int = 10) -> pd.DataFrame:
+    """The segments of `segment_totals` with the highest mean probability.
+
+    `expected_churners` says how many customers a campaign on the segment could keep, which
+    is what sizes it.
+    """
+    customers = int(totals["customers"].sum())
+    by = [c for c in totals.columns if c not in ("customers", "expected_churners")]
+    segments = totals.assign(mean_probability=totals["expected_churners"] / totals["customers"])
+    segments = segments[[*by, "customers", "mean_probability", "expected_churners"]]
+    floor = max(_MIN_SEGMENT_CUSTOMERS, int(_MIN_SEGMENT_SHARE * customers))
+    large = segments.loc[segments["customers"] >= min(floor, customers)]
     return (
         large.sort_values(["mean_probability", "customers"], ascending=[False, False])
         .head(limit)
@@ -136,22 +155,37 @@ class ScoreFiles:
     csv: Path
 
 
-def write_scores(scores: pd.DataFrame, folder: Path) -> ScoreFiles:
-    """Parquet for pipelines, CSV for people; each replaced in one rename."""
+def write_scores(scores: pd.DataFrame | Iterable[pa.Table], folder: Path) -> ScoreFiles:
+    """Parquet for pipelines, CSV for people; each replaced in one rename.
+
+    `scores` is the ranking whole, or a stream of its batches in order (a base of tens of
+    millions ranked by a merge): each batch is written to both files as it comes.
+    """
     files = ScoreFiles(folder / f"{SCORES_FILE}.parquet", folder / f"{SCORES_FILE}.csv")
-    # One Arrow copy of the scores for both files (a base of tens of millions of customers
-    # is gigabytes a copy): the CSV's only change is its rounded probability column.
-    table = pa.Table.from_pandas(scores, preserve_index=False)
-    with replacing(files.parquet) as temporary:
-        pyarrow.parquet.write_table(table, temporary)
-    with replacing(files.csv) as temporary:
-        # pyarrow writes CSV an order of magnitude faster than pandas' float formatting; no
-        # value here needs quotes (levels and reasons hold no commas), and one that did would
-        # raise rather than corrupt the file.
-        index = table.schema.get_field_index("churn_probability")
-        rounded = pyarrow.compute.round(table.column(index), 6)
-        options = pyarrow.csv.WriteOptions(quoting_style="none")
-        pyarrow.csv.write_csv(
-            table.set_column(index, "churn_probability", rounded), temporary, options
-        )
+    if isinstance(scores, pd.DataFrame):
+        scores = [pa.Table.from_pandas(scores, preserve_index=False)]
+    with replacing(files.parquet) as parquet_file, replacing(files.csv) as csv_file:
+        parquet: pyarrow.parquet.ParquetWriter | None = None
+        csv: pyarrow.csv.CSVWriter | None = None
+        try:
+            for batch in scores:
+                index = batch.schema.get_field_index("churn_probability")
+                # pyarrow writes CSV an order of magnitude faster than pandas' float
+                # formatting; no value here needs quotes (levels and reasons hold no commas),
+                # and one that did would raise rather than corrupt the file.
+                rounded = batch.set_column(
+                    index, "churn_probability", pyarrow.compute.round(batch.column(index), 6)
+                )
+                if parquet is None or csv is None:
+                    parquet = pyarrow.parquet.ParquetWriter(parquet_file, batch.schema)
+                    options = pyarrow.csv.WriteOptions(quoting_style="none")
+                    csv = pyarrow.csv.CSVWriter(csv_file, rounded.schema, write_options=options)
+                parquet.write_table(batch)
+                csv.write_table(rounded)
+        finally:
+            for writer in (parquet, csv):
+                if writer is not None:
+                    writer.close()
+        if parquet is None:
+            raise ValueError("no scores to write")
     return files
