@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from churn_assets import cli
+from churn_assets.ml.data import snapshots
 from churn_assets.ml.data.contract import CHURN_DATE, FIRST_SEEN, default_contract
 from churn_assets.ml.data.history import ExtractKind, terms_of
 from churn_assets.ml.data.landing import merge_extract
@@ -156,3 +157,46 @@ def test_generate_history_writes_a_dated_base_and_named_weeks(
         "week02_2026-10-19.delta.csv",
     ]
     assert "2 delta extracts" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", [ExtractKind.full, ExtractKind.delta])
+def test_an_extract_lands_a_partition_at_a_time_as_into_one_table(
+    tmp_path: Path, kind: ExtractKind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge reads the current snapshot a partition at a time (an extract into a hundred
+    million customers needs the extract's memory, not the snapshot's): every week's snapshot
+    and counts are those of merging into the table whole."""
+    history = make_history(1500, WEEKS, kind, seed=4)
+    files = write_history(history, tmp_path / "demo", kind)
+
+    def land(name: str) -> tuple[list[pd.DataFrame], list[tuple[int, ...]]]:
+        store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / name))
+        tables, counts = [], []
+        for extract in files[1:]:
+            report, _ = merge_extract(
+                store, extract, seed=files[0], terms=terms_of(extract, ExtractKind.delta)
+            )
+            snapshot = report.snapshot
+            counts.append(
+                (
+                    report.new_customers,
+                    report.updated_customers,
+                    report.churned_customers,
+                    report.returned_customers,
+                    report.snapshot_rows_before,
+                    report.snapshot_rows_after,
+                )
+            )
+            assert report.snapshot_rows_after == snapshot.rows
+            tables.append(store.read(snapshot.id))
+            if name == "partitioned":
+                assert store.partitions(snapshot.id) == -(-snapshot.rows // 200) > 1
+        return tables, counts
+
+    whole_tables, whole_counts = land("whole")
+    monkeypatch.setattr(snapshots, "PARTITION_ROWS", 200)
+    tables, counts = land("partitioned")
+    assert counts == whole_counts
+    assert sum(c[2] for c in counts) > 0 and sum(c[0] for c in counts) > 0
+    for table, whole in zip(tables, whole_tables, strict=True):
+        pd.testing.assert_frame_equal(table.reset_index(drop=True), whole.reset_index(drop=True))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -79,57 +80,66 @@ def start_history(frame: pd.DataFrame, as_of: date, contract: Contract) -> pd.Da
     return started
 
 
-@dataclass(frozen=True)
+@dataclass
 class Upsert:
-    """The snapshot after an extract, and what changed in the customers' history."""
-
-    table: pd.DataFrame
-    new_customers: int
-    updated_customers: int
-    churned: int
-    returned: int
-
-
-def upsert(
-    current: pd.DataFrame, latest: pd.DataFrame, terms: ExtractTerms, contract: Contract
-) -> Upsert:
-    """Apply an extract (one row per ID, the export's columns) to the current snapshot.
+    """An extract applied to the current snapshot a partition at a time: `table` gives the
+    new snapshot's rows as consecutive chunks, and the counts are complete once it is read.
 
     Rows are updated in place and new customers appended, so an extract that changes nothing
-    gives the same table, and the same snapshot.
+    gives the same table, and the same snapshot. Only the extract and one partition are in
+    memory at a time: landing an extract into a snapshot of a hundred million customers needs
+    what the extract needs, not the snapshot.
     """
-    day = terms.as_of.isoformat()
-    current = current.reset_index(drop=True)
-    current_ids = current[contract.id_column].str.strip()
-    latest_ids = latest[contract.id_column].str.strip()
-    was_churned = current[CHURN_DATE] != ""
-    replaced = current_ids.isin(latest_ids).to_numpy()
-    known = latest_ids.isin(current_ids).to_numpy()
 
-    merged = current.copy()
-    updates = latest.set_index(latest_ids.to_numpy()).loc[current_ids[replaced].to_numpy()]
-    columns = list(contract.columns)
-    merged.loc[replaced, columns] = updates[columns].to_numpy()
-    now_churned = churned(merged, contract)
-    # a churn keeps the date it was first recorded on; a customer listed active came back
-    recorded = now_churned & ~was_churned
-    returned = ~now_churned & was_churned & replaced
-    merged.loc[recorded, CHURN_DATE] = day
-    merged.loc[returned, CHURN_DATE] = ""
-    churns = int(recorded.sum())
-    if terms.kind is ExtractKind.full:
-        vanished = ~replaced & ~was_churned & ~now_churned
-        merged.loc[vanished, contract.target_column] = contract.target.positive[0]
-        merged.loc[vanished, CHURN_DATE] = day
-        churns += int(vanished.sum())
-    newcomers = start_history(latest.loc[~known], terms.as_of, contract)
-    return Upsert(
-        table=pd.concat([merged, newcomers], ignore_index=True),
-        new_customers=int((~known).sum()),
-        updated_customers=int(known.sum()),
-        churned=churns + int(churned(newcomers, contract).sum()),
-        returned=int(returned.sum()),
-    )
+    current: Iterable[pd.DataFrame]
+    #: The extract, one row per ID, the export's columns.
+    latest: pd.DataFrame
+    terms: ExtractTerms
+    contract: Contract
+    new_customers: int = 0
+    updated_customers: int = 0
+    churned: int = 0
+    returned: int = 0
+    rows_before: int = 0
+
+    def table(self) -> Iterator[pd.DataFrame]:
+        contract = self.contract
+        day = self.terms.as_of.isoformat()
+        latest_ids = self.latest[contract.id_column].str.strip()
+        by_id = self.latest.set_index(latest_ids.to_numpy())
+        columns = list(contract.columns)
+        known = np.zeros(len(self.latest), dtype=bool)
+        for chunk in self.current:
+            merged = chunk.reset_index(drop=True)
+            ids = merged[contract.id_column].str.strip()
+            was_churned = merged[CHURN_DATE] != ""
+            replaced = ids.isin(latest_ids).to_numpy()
+            known |= latest_ids.isin(ids[replaced]).to_numpy()
+            if replaced.any():
+                updates = by_id.loc[ids[replaced].to_numpy()]
+                merged.loc[replaced, columns] = updates[columns].to_numpy()
+            now_churned = churned(merged, contract)
+            # a churn keeps the date it was first recorded on; a customer listed active came
+            # back
+            recorded = now_churned & ~was_churned
+            returned = ~now_churned & was_churned & replaced
+            merged.loc[recorded, CHURN_DATE] = day
+            merged.loc[returned, CHURN_DATE] = ""
+            self.churned += int(recorded.sum())
+            if self.terms.kind is ExtractKind.full:
+                vanished = ~replaced & ~was_churned & ~now_churned
+                merged.loc[vanished, contract.target_column] = contract.target.positive[0]
+                merged.loc[vanished, CHURN_DATE] = day
+                self.churned += int(vanished.sum())
+            self.returned += int(returned.sum())
+            self.rows_before += len(merged)
+            yield merged
+        newcomers = start_history(self.latest.loc[~known], self.terms.as_of, contract)
+        self.new_customers = int((~known).sum())
+        self.updated_customers = int(known.sum())
+        self.churned += int(churned(newcomers, contract).sum())
+        if len(newcomers) or not self.rows_before:
+            yield newcomers
 
 
 def churn_dates(snapshot: pd.DataFrame, contract: Contract) -> pd.Series:

@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,6 @@ from churn_assets.ml.data.reading import (
     read_customer_csv,
 )
 from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotInfo, SnapshotStore
-from churn_assets.ml.data.snapshots import columns as snapshot_columns
 from churn_assets.ml.registry.tracking import stream_sha256
 
 #: Hashes the cursor remembers; far more than a weekly drop needs, small enough for a cursor.
@@ -331,14 +331,17 @@ def _merge(
                 f"{parent.as_of}: history does not go backwards (restore an older snapshot "
                 "first to replay from there)"
             )
-        current = (
-            pd.DataFrame(columns=list(snapshot_columns(contract)), dtype=str)
-            if parent is None
-            else store.read(parent.id)
-        )
-        upsert = history.upsert(current, latest, terms, contract)
+        current: Iterable[pd.DataFrame] = []
+        if parent is not None:
+            store.verified(parent.id)  # its bytes checked once against its name
+            # read a partition at a time as the new snapshot is written
+            current = (
+                store.read_partition(parent.id, index)
+                for index in range(store.partitions(parent.id))
+            )
+        upsert = history.Upsert(current, latest, terms, contract)
         snapshot = store.write(
-            upsert.table,
+            upsert.table(),
             kind="merge",
             source=extract.name,
             source_sha256=validated.sha256,
@@ -358,8 +361,8 @@ def _merge(
         returned_customers=upsert.returned,
         duplicate_ids_in_extract=len(incoming) - len(latest),
         extra_columns=extra,
-        snapshot_rows_before=len(current),
-        snapshot_rows_after=len(upsert.table),
+        snapshot_rows_before=upsert.rows_before,
+        snapshot_rows_after=snapshot.rows,
         snapshot=snapshot,
     )
     return report, validated.cleaned
