@@ -138,8 +138,7 @@ class Upsert:
         self.new_customers = int((~known).sum())
         self.updated_customers = int(known.sum())
         self.churned += int(churned(newcomers, contract).sum())
-        if len(newcomers) or not self.rows_before:
-            yield newcomers
+        yield newcomers
 
 
 def churn_dates(snapshot: pd.DataFrame, contract: Contract) -> pd.Series:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.metrics import roc_auc_score
 
@@ -55,19 +56,12 @@ def keep_scores(
     version replace identical scores)."""
     path = history_file(folder, scoring_date, version)
     source = pq.ParquetFile(ranked)
+    columns = [contract.id_column, *_SCORED]
+    schema = pa.schema([source.schema_arrow.field(c) for c in columns])
     # a row group at a time: a base of tens of millions of customers is gigabytes whole
-    with replacing(path) as temporary:
-        writer: pq.ParquetWriter | None = None
-        try:
-            for batch in source.iter_batches(columns=[contract.id_column, *_SCORED]):
-                if writer is None:
-                    writer = pq.ParquetWriter(temporary, batch.schema)
-                writer.write_batch(batch)
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            raise ValueError(f"{ranked} holds no scores")
+    with replacing(path) as temporary, pq.ParquetWriter(temporary, schema) as writer:
+        for batch in source.iter_batches(columns=columns):
+            writer.write_batch(batch)
     return path
 
 

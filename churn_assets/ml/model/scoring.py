@@ -8,6 +8,7 @@ dimensions of the risk segments, and its `carry` columns.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import pyarrow.parquet
 
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.files import replacing
+from churn_assets.ml.model import ranking
 
 SCORES_FILE = "churn_scores"
 #: Segments smaller than this share of the base are left out of the top list: a segment of
@@ -86,9 +88,7 @@ def score_columns(
 
 def rank(scores: pd.DataFrame, model_version: str) -> pd.DataFrame:
     """Scored customers most at risk first (rank 1), with the version that scored them."""
-    # A stable sort on the probability alone: ties keep the snapshot's order, and sorting on
-    # the ID as well costs seconds per million customers (string comparisons).
-    order = np.argsort(-scores["churn_probability"].to_numpy(), kind="stable")
+    order = ranking.descending_order(scores["churn_probability"].to_numpy())
     scores = scores.take(order).reset_index(drop=True)
     scores.insert(0, "rank", np.arange(1, len(scores) + 1, dtype=np.int64))
     scores["model_version"] = model_version
@@ -121,13 +121,20 @@ def segment_totals(scores: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     return grouped.agg(customers="size", expected_churners="sum").reset_index()
 
 
+_TOTALS = ("customers", "expected_churners")
+
+
+def _segment_keys(totals: pd.DataFrame) -> list[str]:
+    """The segment columns of `segment_totals`."""
+    return [c for c in totals.columns if c not in _TOTALS]
+
+
 def combined_totals(parts: list[pd.DataFrame]) -> pd.DataFrame:
     """`segment_totals` of partitions as one of the whole base."""
     if len(parts) == 1:
         return parts[0]
     totals = pd.concat(parts, ignore_index=True)
-    by = [c for c in totals.columns if c not in ("customers", "expected_churners")]
-    return totals.groupby(by, observed=True, sort=False).sum().reset_index()
+    return totals.groupby(_segment_keys(totals), observed=True, sort=False).sum().reset_index()
 
 
 def top_segments(totals: pd.DataFrame, limit: int = 10) -> pd.DataFrame:
@@ -137,9 +144,10 @@ def top_segments(totals: pd.DataFrame, limit: int = 10) -> pd.DataFrame:
     is what sizes it.
     """
     customers = int(totals["customers"].sum())
-    by = [c for c in totals.columns if c not in ("customers", "expected_churners")]
     segments = totals.assign(mean_probability=totals["expected_churners"] / totals["customers"])
-    segments = segments[[*by, "customers", "mean_probability", "expected_churners"]]
+    segments = segments[
+        [*_segment_keys(totals), "customers", "mean_probability", "expected_churners"]
+    ]
     floor = max(_MIN_SEGMENT_CUSTOMERS, int(_MIN_SEGMENT_SHARE * customers))
     large = segments.loc[segments["customers"] >= min(floor, customers)]
     return (
@@ -164,28 +172,27 @@ def write_scores(scores: pd.DataFrame | Iterable[pa.Table], folder: Path) -> Sco
     files = ScoreFiles(folder / f"{SCORES_FILE}.parquet", folder / f"{SCORES_FILE}.csv")
     if isinstance(scores, pd.DataFrame):
         scores = [pa.Table.from_pandas(scores, preserve_index=False)]
-    with replacing(files.parquet) as parquet_file, replacing(files.csv) as csv_file:
-        parquet: pyarrow.parquet.ParquetWriter | None = None
-        csv: pyarrow.csv.CSVWriter | None = None
-        try:
-            for batch in scores:
-                index = batch.schema.get_field_index("churn_probability")
-                # pyarrow writes CSV an order of magnitude faster than pandas' float
-                # formatting; no value here needs quotes (levels and reasons hold no commas),
-                # and one that did would raise rather than corrupt the file.
-                rounded = batch.set_column(
-                    index, "churn_probability", pyarrow.compute.round(batch.column(index), 6)
-                )
-                if parquet is None or csv is None:
-                    parquet = pyarrow.parquet.ParquetWriter(parquet_file, batch.schema)
-                    options = pyarrow.csv.WriteOptions(quoting_style="none")
-                    csv = pyarrow.csv.CSVWriter(csv_file, rounded.schema, write_options=options)
-                parquet.write_table(batch)
-                csv.write_table(rounded)
-        finally:
-            for writer in (parquet, csv):
-                if writer is not None:
-                    writer.close()
-        if parquet is None:
-            raise ValueError("no scores to write")
+    batches = iter(scores)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("no scores to write")
+    probability = first.schema.get_field_index("churn_probability")
+
+    def rounded(batch: pa.Table) -> pa.Table:
+        column = pyarrow.compute.round(batch.column(probability), 6)
+        return batch.set_column(probability, "churn_probability", column)
+
+    # pyarrow writes CSV an order of magnitude faster than pandas' float formatting; no value
+    # here needs quotes (levels and reasons hold no commas), and one that did would raise
+    # rather than corrupt the file.
+    options = pyarrow.csv.WriteOptions(quoting_style="none")
+    with (
+        replacing(files.parquet) as parquet_file,
+        replacing(files.csv) as csv_file,
+        pyarrow.parquet.ParquetWriter(parquet_file, first.schema) as parquet,
+        pyarrow.csv.CSVWriter(csv_file, rounded(first).schema, write_options=options) as csv,
+    ):
+        for batch in itertools.chain([first], batches):
+            parquet.write_table(batch)
+            csv.write_table(rounded(batch))
     return files
