@@ -8,6 +8,11 @@ it, so an operator's own export needs a contract, not a code change.
 
 Mistakes in the contract itself are reported one per line with the key's path
 (`features.tenure.min: ...`), because the person editing it needs to find the key.
+
+A contract is input like any other (whoever can write CHURN_CONTRACT_PATH or a run's artifact
+writes it), so what it can make the platform do is bounded before it is read: the file's size,
+the number of features and levels, the size and shape of a `blank` rule, repeated keys and
+YAML aliases, and names that would collide with the API's request models.
 """
 
 from __future__ import annotations
@@ -15,16 +20,28 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import keyword
 import math
-from collections.abc import Mapping
+import os
+import re
+import stat
+from collections.abc import Hashable, Mapping
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
+import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 #: The ID column's name when the contract declares none: a stable hash of each row.
 ROW_ID = "row_id"
@@ -39,6 +56,30 @@ RESERVED = (ROW_ID, *HISTORY_COLUMNS)
 MISSING = "missing"
 DEFAULT_FILE = "telco.yaml"
 
+#: The largest contract read, in bytes. A contract declares columns, it holds no data: the
+#: shipped ones are a few KB and a thousand features with their levels fit in a fraction of
+#: this, while reading and checking one costs about a second a megabyte (a 54 MB file took
+#: minutes and gigabytes).
+MAX_CONTRACT_BYTES = 2**20
+#: How deep YAML may nest: a contract needs four levels (features, a feature, its levels).
+#: Deeper nesting is refused before the document is built, which recurses once per level
+#: (libyaml's builder crashes the process at some hundred thousand, Python's raises
+#: RecursionError at a thousand).
+MAX_YAML_DEPTH = 16
+#: The most features a contract declares: wider than any real export, and it bounds the API's
+#: request model and every per-feature loop of a run.
+MAX_FEATURES = 1000
+#: The most levels (and export codes in `map`) one category lists: the API enumerates them.
+MAX_LEVELS = 1000
+#: How large a `blank` rule may be. A real rule is a few terms ("tenure * MonthlyCharges",
+#: "(a + b + c) / 3"); a sum of 30 features is about 300 characters, 59 nodes and 30 levels
+#: deep. The length is checked before the text is parsed (Python's parser and the recursive
+#: `_evaluate` overflow their stacks on thousands of terms); depth and node count bound the
+#: recursion and the work a rule costs on every request.
+MAX_BLANK_CHARS = 500
+MAX_BLANK_DEPTH = 32
+MAX_BLANK_NODES = 100
+
 
 class ContractError(ValueError):
     """The contract file cannot be used; the message names the file and each offending key."""
@@ -46,7 +87,38 @@ class ContractError(ValueError):
 
 #: A name the contract gives a column: the API's field and the model's feature use it as is.
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: Names pydantic gives its own members: as a request field, `model_config` is swallowed by the
+#: model's configuration, `model_fields_set` and `model_extra` read back the model's own
+#: property, `model_dump` and `model_validate*` refuse to build, and the other members (`json`,
+#: `copy`, `schema`, the metaclass's `register`, `mro`...) are shadowed with a warning on every
+#: build. The whole `model_` prefix is pydantic's protected namespace, where new members appear
+#: with new versions.
+_PYDANTIC_MEMBERS = frozenset(dir(BaseModel)) | frozenset(dir(type(BaseModel)))
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a field of the API's request body, or None when it can."""
+    if name.startswith("_"):
+        return f"{name!r} starts with an underscore, which pydantic keeps private"
+    if name.startswith("model_") or name in _PYDANTIC_MEMBERS:
+        return (
+            f"{name!r} collides with the API's request models (pydantic's `model_` names and "
+            "BaseModel members): give the column another name with `rename`"
+        )
+    if keyword.iskeyword(name):
+        return f"{name!r} is a Python keyword, which a blank rule cannot name"
+    return None
+
+
+def _field_name(name: str) -> str:
+    if problem := name_problem(name):
+        raise ValueError(problem)
+    return name
+
+
 Name = Annotated[str, Field(pattern=_NAME)]
+#: A name that becomes a field of the API's request body (the ID and the features).
+FieldName = Annotated[str, Field(pattern=_NAME), AfterValidator(_field_name)]
 
 
 class _Strict(BaseModel):
@@ -84,13 +156,19 @@ class FeatureSpec(_Strict):
     blank: str | None = Field(
         None,
         description='What a blank number means: "missing", or an expression over other '
-        'numbers such as "tenure * MonthlyCharges". Unset: a blank is refused.',
+        'numbers such as "tenure * MonthlyCharges" (+ - * / and parentheses). Where the '
+        "expression has no finite value for a customer (TotalCharges / tenure at tenure 0), "
+        "the number is kept missing. Unset: a blank is refused.",
     )
     map: dict[str, str] | None = Field(
-        None, description="Export code -> level, applied before levels are checked (categories)."
+        None,
+        max_length=MAX_LEVELS,
+        description="Export code -> level, applied before levels are checked (categories).",
     )
     levels: tuple[str, ...] | None = Field(
-        None, description="The allowed levels in encoding order; unset: learned from training."
+        None,
+        max_length=MAX_LEVELS,
+        description="The allowed levels in encoding order; unset: learned from training.",
     )
     bands: tuple[float, ...] | None = Field(
         None, description="Upper band edges when the feature is a segment (numbers)."
@@ -128,11 +206,11 @@ class Contract(_Strict):
     """A validated contract; its derived views are what the rest of the platform reads."""
 
     version: int = Field(1, ge=1, description="Bump when callers of the API must change.")
-    id: Name | None = Field(None, description="The customer ID column, if any.")
+    id: FieldName | None = Field(None, description="The customer ID column, if any.")
     target: TargetSpec
     rename: dict[str, str] = Field(default_factory=dict, description="Export name -> name.")
     drop: tuple[str, ...] = Field((), description="Export columns never read.")
-    features: dict[Name, FeatureSpec] = Field(min_length=1)
+    features: dict[FieldName, FeatureSpec] = Field(min_length=1, max_length=MAX_FEATURES)
     segments: tuple[str, ...] = Field((), description="What churn_scores groups customers by.")
     carry: tuple[str, ...] = Field((), description="Features copied into churn_scores.")
 
@@ -272,11 +350,23 @@ class Contract(_Strict):
         return labels
 
     def blank_fill(self, column: str, values: Mapping[str, Any]) -> Any:
-        """The value a blank `column` stands for, from the other features' `values`."""
+        """The value a blank `column` stands for, from the other features' `values` (scalars,
+        arrays or Series): NaN, kept missing, where the rule has no finite value."""
         expression = self.features[column].blank
         if expression in (None, MISSING):
             return np.nan
-        return _evaluate(_parsed(str(expression)), values)
+        # A rule like TotalCharges / tenure has no value at tenure 0: the customer's number is
+        # kept missing, as `blank: missing` keeps it (LightGBM reads NaN as missing, and
+        # training and the API fill alike), rather than an infinity the model would split on
+        # or refusing the whole run or request for one customer.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            filled = _evaluate(_parsed(str(expression)), values)
+        if isinstance(filled, pd.Series):
+            return filled.where(np.isfinite(filled))
+        finite = np.isfinite(filled)
+        if np.ndim(filled) == 0:
+            return filled if finite else np.nan
+        return np.where(finite, filled, np.nan)
 
 
 @cache
@@ -292,12 +382,27 @@ def _number(value: float | None) -> str:
 _OPERATORS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide}
 
 
+#: What a blank rule is written with; anything else (quotes, backslashes, other operators,
+#: newlines) is refused before Python's parser sees it.
+_EXPRESSION_CHARS = re.compile(r"[A-Za-z0-9_.+\-*/() ]*")
+
+
 def _check_expression(column: str, expression: str, features: Mapping[str, FeatureSpec]) -> None:
     """A blank rule may only do arithmetic on numbers that are never blank themselves."""
+    key = f"features.{column}.blank"
+    if len(expression) > MAX_BLANK_CHARS:
+        raise ValueError(
+            f"{key} is {len(expression):,} characters long, over the limit of {MAX_BLANK_CHARS}"
+        )
+    if not _EXPRESSION_CHARS.fullmatch(expression):
+        raise ValueError(f"{key} may only hold names, numbers, spaces and + - * / ( )")
     try:
         tree = ast.parse(expression, mode="eval")
-    except SyntaxError:
-        raise ValueError(f"features.{column}.blank {expression!r} is not an expression") from None
+    # the length limit keeps the parser's own stack limits out of reach; should one be
+    # reached, it is this rule's mistake all the same
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise ValueError(f"{key} is not an arithmetic expression") from None
+    _check_size(key, tree.body)
     for node in ast.walk(tree.body):
         if isinstance(node, ast.Name):
             spec = features.get(node.id)
@@ -312,25 +417,146 @@ def _check_expression(column: str, expression: str, features: Mapping[str, Featu
         elif isinstance(node, ast.Constant):
             if not isinstance(node.value, int | float) or isinstance(node.value, bool):
                 raise ValueError(f"features.{column}.blank: only numbers as constants")
+            if not _finite(node.value):
+                raise ValueError(f"{key}: a number in it is too large")
         elif not isinstance(node, ast.operator | ast.Load | ast.UnaryOp | ast.USub):
             raise ValueError(f"features.{column}.blank: only arithmetic is allowed")
+    _check_constants(key, tree.body)
+
+
+def _check_size(key: str, root: ast.expr) -> None:
+    """Refuse a rule deeper or larger than the limits (walked without recursion)."""
+    nodes = 0
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_BLANK_DEPTH:
+            raise ValueError(f"{key} nests deeper than {MAX_BLANK_DEPTH} levels")
+        if nodes > MAX_BLANK_NODES:
+            raise ValueError(f"{key} has more than {MAX_BLANK_NODES} terms and operations")
+        stack.extend(
+            (child, depth + 1)
+            for child in ast.iter_child_nodes(node)
+            if isinstance(child, ast.expr)  # not the operators and Load markers
+        )
+
+
+def _check_constants(key: str, root: ast.expr) -> None:
+    """Refuse a division by a constant zero, and constant parts with no finite value."""
+    for node in ast.walk(root):
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and _constant(node.right)
+            and _value(node.right) == 0
+        ):
+            raise ValueError(f"{key} divides by zero")
+        if isinstance(node, ast.expr) and _constant(node) and not _finite(_value(node)):
+            raise ValueError(f"{key} has no finite value: a constant part of it overflows")
+
+
+def _constant(node: ast.expr) -> bool:
+    return not any(isinstance(inner, ast.Name) for inner in ast.walk(node))
+
+
+def _value(node: ast.expr) -> Any:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _evaluate(node, {})
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _evaluate(node: ast.expr, values: Mapping[str, Any]) -> Any:
     if isinstance(node, ast.Name):
         return values[node.id]
-    if isinstance(node, ast.Constant):
-        return node.value
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return float(node.value)  # integers as floats: no silent int64 wrap-around
     if isinstance(node, ast.UnaryOp):
         return -_evaluate(node.operand, values)
     assert isinstance(node, ast.BinOp)  # _check_expression allowed nothing else
     return _OPERATORS[type(node.op)](_evaluate(node.left, values), _evaluate(node.right, values))
 
 
+class _RefusedYamlError(Exception):
+    """YAML that parses but that a contract may not use; the message says what and where."""
+
+
+if TYPE_CHECKING:
+    from yaml import SafeLoader as _SafeLoader
+else:  # libyaml reads a contract at the size limit in a second, pure Python in six
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _ContractLoader(_SafeLoader):
+    """YAML as a contract may use it: no key twice in a mapping, no aliases, shallow.
+
+    YAML keeps the last of a repeated key, so a second `tenure:` would silently replace the
+    first; an alias lets a few lines expand into a structure far larger than the file.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # a node is met twice only through an alias (*name) of its anchor (&name)
+        if node in self.constructed_objects or node in self.recursive_objects:
+            raise _RefusedYamlError(
+                f"reuses the YAML anchor at line {node.start_mark.line + 1}: a contract may "
+                "not use aliases"
+            )
+        return super().construct_object(node, deep=deep)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = {}
+        lines: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _RefusedYamlError(f"uses a YAML merge key (<<) at line {line}")
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                raise _RefusedYamlError(f"has a key that is not a name at line {line}")
+            if key in lines:
+                shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
+                raise _RefusedYamlError(
+                    f"repeats the key {shown} at line {line} (first at line {lines[key]}); "
+                    "YAML would keep only the last"
+                )
+            lines[key] = line
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+def _check_nesting(text: str) -> None:
+    """Refuse YAML nested deeper than MAX_YAML_DEPTH, from the parser's events (which come
+    without recursion) before a document is built from them."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_ContractLoader):
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise _RefusedYamlError(
+                    f"nests deeper than {MAX_YAML_DEPTH} levels at line {event.start_mark.line + 1}"
+                )
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+
+
 def parse_contract(text: str, source: str) -> Contract:
     """A contract from YAML text; `source` names it in errors."""
+    if len(text) > MAX_CONTRACT_BYTES:
+        raise ContractError(
+            f"contract {source} is {len(text):,} characters, over the limit of "
+            f"{MAX_CONTRACT_BYTES:,}: a contract declares columns, it holds no data"
+        )
     try:
-        document = yaml.safe_load(text)
+        _check_nesting(text)
+        document = yaml.load(text, Loader=_ContractLoader)
+    except _RefusedYamlError as refused:
+        raise ContractError(f"contract {source} {refused}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -355,15 +581,39 @@ def load_contract(path: Path | None) -> Contract:
     if path is None:
         return default_contract()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = _read_limited(Path(path)).decode("utf-8")
     except FileNotFoundError:
         raise ContractError(
             f"contract {path} does not exist: set CHURN_CONTRACT_PATH to your contract, or "
             "draft one with `churn contract infer YOUR_EXPORT.csv`"
         ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ContractError(f"contract {path} cannot be read: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ContractError(
+            f"contract {path} is not UTF-8 text (byte {error.start:,} cannot be decoded)"
+        ) from None
+    except OSError as error:
+        raise ContractError(f"contract {path} cannot be read: {error.strerror}") from None
     return parse_contract(text, str(path))
+
+
+def _read_limited(path: Path) -> bytes:
+    """The file's bytes, refused unless it is a regular file of at most MAX_CONTRACT_BYTES."""
+    # non-blocking open: a FIFO named like a contract would otherwise wait for a writer
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise ContractError(f"contract {path} is not a regular file")
+        os.set_blocking(descriptor, True)
+        # read one byte past the limit: the file may have grown since fstat
+        data = handle.read(MAX_CONTRACT_BYTES + 1)
+    if info.st_size > MAX_CONTRACT_BYTES or len(data) > MAX_CONTRACT_BYTES:
+        size = max(info.st_size, len(data))
+        raise ContractError(
+            f"contract {path} is {size:,} bytes, over the limit of {MAX_CONTRACT_BYTES:,} "
+            f"({MAX_CONTRACT_BYTES / 2**20:g} MiB): a contract declares columns, it holds no data"
+        )
+    return data
 
 
 @cache

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from churn_assets.ml.data.contract import RESERVED, parse_contract
+from churn_assets.ml.data.contract import RESERVED, name_problem, parse_contract
 from churn_assets.ml.data.reading import CustomerDataError, open_regular
 
 #: Rows read to draft a contract: enough to see every level of a category.
@@ -32,10 +32,11 @@ _NEGATIVE_CODES = ("no", "n", "false", "0", "stayed", "active", "retained")
 
 
 def identifier(name: str) -> str:
-    """A plain name for a column: letters, digits and underscores, not starting with a digit."""
+    """A plain name for a column: letters, digits and underscores, not starting with a digit,
+    and none the platform or the API's request models keep for themselves."""
     plain = re.sub(r"\W+", "_", name.strip()).strip("_") or "column"
-    plain = f"c_{plain}" if plain[0].isdigit() else plain
-    return f"{plain}_" if plain in RESERVED else plain
+    plain = f"c_{plain}" if plain[0].isdigit() or plain.startswith("model_") else plain
+    return f"{plain}_" if plain in RESERVED or name_problem(plain) else plain
 
 
 def _numbers(text: pd.Series) -> pd.Series | None:
