@@ -10,7 +10,7 @@ import pytest
 from churn_assets.ml.data.contract import HISTORY_COLUMNS, default_contract
 from churn_assets.ml.data.landing import LandingCursor, merge_extract, ready_extracts
 from churn_assets.ml.data.reading import CustomerDataError, read_customer_csv
-from churn_assets.ml.data.snapshots import SnapshotInfo, SnapshotStore
+from churn_assets.ml.data.snapshots import LEFTOVER_AGE_S, SnapshotInfo, SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.files import replacing
 from churn_assets_tests.conftest import local_store, seeded_store
@@ -226,10 +226,13 @@ def test_replacing_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None
 
 def test_the_next_merge_removes_what_a_killed_merge_left(tmp_path: Path) -> None:
     store, _ = _snapshot(tmp_path)
-    # what a write leaves when its process is killed before the move: a temporary sibling
+    # what a write leaves when its process is killed before the move: a temporary sibling,
+    # untouched since (a younger one may be another writer's write in progress)
     root = Path(store.uri.removeprefix("file://"))
     leftover = root / "data" / f"{'0' * 64}.parquet.4242.tmp"
     leftover.write_bytes(b"PAR1half-writ")
+    then = time.time() - LEFTOVER_AGE_S - 60
+    os.utime(leftover, (then, then))
     merge_extract(store, _extract(tmp_path / "week.csv", 10, 5))
     assert not leftover.exists()
     assert len(store.all()) == 2

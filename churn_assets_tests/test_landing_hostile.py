@@ -8,6 +8,7 @@ echoed; the good extract beside it is still merged; the snapshot is never half-w
 import os
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ import pytest
 
 from churn_assets.definitions import defs
 from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.history import today
 from churn_assets.ml.data.landing import LandingCursor, merge_extract, ready_extracts
 from churn_assets.ml.data.limits import MAX_ID_CHARS, ExtractLimits
 from churn_assets.ml.data.reading import CustomerDataError, read_customer_csv
@@ -260,3 +262,41 @@ def test_the_line_limit_is_a_setting(tmp_path: Path, export_lines: list[str]) ->
         read_customer_csv(path, "", TELCO, max_line_bytes=2048)
     limits = ChurnSettings(CHURN_MAX_LINE_BYTES=4096, CHURN_MAX_EXTRACT_MB=1).extract_limits
     assert limits == ExtractLimits(max_file_bytes=2**20, max_line_bytes=4096)
+
+
+def test_an_extract_dated_in_the_future_is_refused_by_name_and_date(tmp_path: Path) -> None:
+    store = _snapshot(tmp_path)
+    before = store.current_id()
+    assert before is not None
+    future = _good(tmp_path, "week03_2062-01-15.delta.csv")
+    with pytest.raises(CustomerDataError) as error:
+        merge_extract(store, future)
+    message = str(error.value)
+    assert "week03_2062-01-15.delta.csv" in message and "2062-01-15" in message, message
+    assert "CHURN_MAX_EXTRACT_AHEAD_DAYS" in message, message
+    assert f"the current snapshot {before[:SHORT_ID]} was not changed" in message
+    assert store.current_id() == before and len(store.all()) == 1
+    # the store was not poisoned: today's extract still merges
+    report, _ = merge_extract(store, _good(tmp_path, f"week03_{today()}.delta.csv", seed=4))
+    assert store.current_id() == report.snapshot.id != before
+
+
+def test_how_far_ahead_an_extract_may_be_dated_is_a_setting(tmp_path: Path) -> None:
+    seeded = _snapshot(tmp_path)
+    tomorrow = _good(tmp_path, f"w_{today() + timedelta(days=1)}.csv")
+    strict = SnapshotStore.from_settings(
+        ChurnSettings(CHURN_STATE_DIR=tmp_path / "state", CHURN_MAX_EXTRACT_AHEAD_DAYS=0)
+    )
+    assert strict.uri == seeded.uri
+    with pytest.raises(CustomerDataError, match=f"{tomorrow.name} is dated"):
+        merge_extract(strict, tomorrow)
+    report, _ = merge_extract(seeded, tomorrow)  # the default allows a day ahead (time zones)
+    assert seeded.current_id() == report.snapshot.id
+
+
+def test_a_seed_dated_in_the_future_is_refused_and_no_snapshot_is_made(tmp_path: Path) -> None:
+    store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / "state"))
+    seed = _good(tmp_path, "customers_2062-01-15.csv")
+    with pytest.raises(CustomerDataError, match=r"customers_2062-01-15\.csv is dated 2062-01-15"):
+        store.sync_seed(seed, ChurnSettings().extract_limits)
+    assert store.all() == [] and store.current_id() is None

@@ -1,5 +1,9 @@
 """Snapshots through the real graph and CLI: a wrong extract undone, a version reproduced."""
 
+import json
+import os
+import time
+from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -11,8 +15,9 @@ from churn_assets import cli
 from churn_assets.definitions import defs
 from churn_assets.ml.data import snapshots
 from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.data.landing import merge_extract
 from churn_assets.ml.data.reading import CustomerDataError, read_customer_csv
-from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.data.snapshots import SnapshotError, SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets_tests.conftest import (
@@ -154,9 +159,9 @@ def test_prune_keeps_what_a_version_was_built_on_and_history_starts_after_a_prun
             source=f"w{week}.csv",
             source_sha256="",
             parent=chain[-1],
-            as_of=DAY + timedelta(weeks=week),
+            as_of=DAY + timedelta(days=week),
         )
-        store.point_to(made.id, "test")
+        store.point_to(made.id, "test", replacing=store.pointer())
         chain.append(made.id)
     # a version trained on week 2 needs weeks 0-2; week 3 is current
     assert store.prune(keep=1, in_use={chain[2]: ["5"]}) == []
@@ -195,7 +200,113 @@ def test_a_bad_row_past_the_first_partitions_fails_the_import_and_leaves_nothing
     path.write_bytes(b"\r\n".join(lines))
     store = local_store(tmp_path / "state")
     not_utf8 = r"not UTF-8: line 19002, byte \d+ is 0xff"
-    with pytest.raises(CustomerDataError, match=not_utf8), store.locked():
+    with pytest.raises(CustomerDataError, match=not_utf8):
         store.sync_seed(path, ChurnSettings().extract_limits)
     assert store.all() == [] and store.current_id() is None
     assert [p.name for p in (tmp_path / "state" / "snapshots").rglob("*") if p.is_file()] == []
+
+
+def _two_snapshots(tmp_path: Path) -> tuple[SnapshotStore, str, str]:
+    """A store whose first snapshot was replaced by a merge: (store, first, current)."""
+    store = seeded_store(tmp_path, generate_customers(30, 1))
+    first = store.current_id()
+    report, _ = merge_extract(store, write_customers(generate_customers(5, 2), tmp_path / "w.csv"))
+    assert first is not None and store.current_id() == report.snapshot.id != first
+    return store, first, report.snapshot.id
+
+
+def test_restore_refuses_a_snapshot_whose_bytes_were_altered_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHURN_STATE_DIR", str(tmp_path))
+    store, first, current = _two_snapshots(tmp_path)
+    path = Path(store.data_uri(first).removeprefix("file://"))
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")  # still Parquet-shaped
+    code, out, err = _churn(capsys, "snapshots", "restore", first[:8])
+    assert code == 1, out
+    assert f"snapshot {first[:12]}" in err and "does not match its SHA-256" in err, err
+    assert f"the current snapshot stays {current[:12]}" in err, err
+    assert store.current_id() == current
+
+
+def _plant_pointer(store: SnapshotStore, named: str) -> Path:
+    pointer = Path(store.uri.removeprefix("file://")) / "CURRENT.json"
+    pointer.write_text(json.dumps({"id": named, "moved_at": "", "reason": "planted"}))
+    return pointer
+
+
+def test_a_pointer_naming_a_path_is_refused_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "deep" / "state"
+    monkeypatch.setenv("CHURN_STATE_DIR", str(state))
+    store, first, _ = _two_snapshots(state)
+    # an entry outside the store, where `../../../x` from its meta folder lands
+    outside = tmp_path / "deep" / "x.json"
+    assert Path(store.uri.removeprefix("file://"), "meta", "../../../x.json").resolve() == outside
+    outside.write_text(json.dumps({**asdict(store.info(first)), "id": "../../../x"}))
+    _plant_pointer(store, "../../../x")
+    with pytest.raises(SnapshotError, match=r"CURRENT\.json .*'\.\./\.\./\.\./x'.*64 lowercase"):
+        store.current()
+    code, _, err = _churn(capsys, "snapshots", "restore", first[:8])
+    assert code == 1 and "CURRENT.json" in err and "../../../x" in err, err
+    _plant_pointer(store, first.upper())  # hex, but not as the store names snapshots
+    with pytest.raises(SnapshotError, match=r"CURRENT\.json names '[0-9A-F]{64}'"):
+        store.current_id()
+
+
+@pytest.mark.parametrize("field", ["parent", "id"])
+def test_an_entry_naming_a_path_is_refused_by_file(tmp_path: Path, field: str) -> None:
+    store, _, current = _two_snapshots(tmp_path)
+    meta = Path(store.uri.removeprefix("file://")) / "meta" / f"{current}.json"
+    entry = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**entry, field: "../../../x"}))
+    with pytest.raises(SnapshotError, match=rf"meta/{current}\.json .*'\.\./\.\./\.\./x'"):
+        store.lineage(current)
+    with pytest.raises(SnapshotError, match=rf"meta/{current}\.json"):
+        store.all()
+
+
+def test_a_stray_file_among_the_entries_is_refused_by_name(tmp_path: Path) -> None:
+    store, _, _ = _two_snapshots(tmp_path)
+    stray = Path(store.uri.removeprefix("file://")) / "meta" / "notes.json"
+    stray.write_text("{}")
+    with pytest.raises(SnapshotError, match=r"meta/notes\.json .*not a snapshot ID"):
+        store.all()
+
+
+def test_prune_refuses_to_keep_fewer_than_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHURN_STATE_DIR", str(tmp_path))
+    store, first, current = _two_snapshots(tmp_path)
+    for keep in ("0", "-3"):
+        code, _, err = _churn(capsys, "snapshots", "prune", "--keep", keep)
+        assert code == 2 and f"--keep: {keep} is not 1 or more" in err, err
+    with pytest.raises(SnapshotError, match="keep 0 snapshots"):
+        store.prune(keep=0, in_use={})
+    assert [s.id for s in store.all()] == [first, current]
+    code, out, err = _churn(capsys, "snapshots", "prune", "--keep", "1")
+    assert code == 0 and f"pruned {first[:12]}" in out, err
+    assert [s.id for s in store.all()] == [current]
+
+
+def test_a_write_removes_only_temporary_files_too_old_to_be_a_write_in_progress(
+    tmp_path: Path,
+) -> None:
+    store = seeded_store(tmp_path, generate_customers(30, 1))
+    data = Path(store.uri.removeprefix("file://")) / "data"
+    killed, in_progress = data / "incoming.killed.tmp", data / "incoming.other-writer.tmp"
+    for path in (killed, in_progress):
+        path.write_bytes(b"PAR1half-writ")
+    then = time.time() - snapshots.LEFTOVER_AGE_S - 60
+    os.utime(killed, (then, then))
+    store.write(
+        generate_customers(5, 2),
+        kind="file",
+        source="a.csv",
+        source_sha256="",
+        parent=None,
+        as_of=DAY,
+    )
+    assert not killed.exists() and in_progress.read_bytes() == b"PAR1half-writ"

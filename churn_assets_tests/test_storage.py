@@ -78,8 +78,8 @@ def test_a_write_appears_whole_under_its_name_and_replaces_the_old(where: Locati
     assert _names(where) == ["table.bin"]
 
 
-def _store(where: Location, tmp_path: Path) -> SnapshotStore:
-    return SnapshotStore(where, tmp_path / "snapshots.lock", default_contract())
+def _store(where: Location) -> SnapshotStore:
+    return SnapshotStore(where, default_contract(), ChurnSettings().max_extract_ahead_days)
 
 
 def test_a_snapshot_in_chunks_is_the_snapshot_whole_and_reads_back_a_partition_at_a_time(
@@ -87,7 +87,7 @@ def test_a_snapshot_in_chunks_is_the_snapshot_whole_and_reads_back_a_partition_a
 ) -> None:
     monkeypatch.setattr(snapshots, "PARTITION_ROWS", 1000)
     frame = generate_customers(3500, 5)
-    store = _store(where, tmp_path)
+    store = _store(where)
     whole = store.write(
         frame, kind="file", source="a.csv", source_sha256="", parent=None, as_of=DAY
     )
@@ -122,7 +122,62 @@ def test_a_snapshot_whose_chunks_fail_half_way_leaves_nothing_behind(
         yield frame.iloc[1500:2500]
         raise InterruptedWriteError
 
-    store = _store(where, tmp_path)
+    store = _store(where)
     with pytest.raises(InterruptedWriteError):
         store.write(chunks(), kind="file", source="a.csv", source_sha256="", parent=None, as_of=DAY)
     assert _names(where) == [] and store.all() == []
+
+
+def _three(store: SnapshotStore) -> list[str]:
+    return [
+        store.write(
+            generate_customers(20, seed),
+            kind="file",
+            source="a.csv",
+            source_sha256="",
+            parent=None,
+            as_of=DAY,
+        ).id
+        for seed in (1, 2, 3)
+    ]
+
+
+def test_the_pointer_moves_only_from_the_version_a_writer_read(where: Location) -> None:
+    # two writers on one store: nothing they share but the store itself
+    ours, theirs = _store(where), _store(location(where.uri, ChurnSettings()))
+    x, y, _ = _three(ours)
+    none_yet = ours.pointer()
+    assert none_yet == snapshots.Pointer(None, None)
+    ours.point_to(x, "first", replacing=none_yet)
+    with pytest.raises(snapshots.PointerMovedError, match=r"CURRENT\.json .* since it named none"):
+        theirs.point_to(y, "also first", replacing=none_yet)  # created meanwhile: refused
+    assert theirs.current_id() == x
+
+    read = ours.pointer()
+    moved = theirs.point_to(y, "theirs", replacing=theirs.pointer())
+    with pytest.raises(snapshots.PointerMovedError, match=f"since it named {x[:12]}"):
+        ours.point_to(x, "ours, on a stale read", replacing=read)
+    assert ours.pointer() == moved and ours.current_id() == y
+    # a failed move wrote nothing: the store holds the pointer and the snapshots only
+    assert sum(name.endswith(".tmp") for name in _names(where)) == 0
+
+
+def test_a_prune_that_a_move_overtakes_puts_back_what_it_unlisted(where: Location) -> None:
+    store = _store(where)
+    x, y, z = _three(store)
+    before = store.pointer()
+    store.point_to(z, "current", replacing=before)
+    stale = store.pointer()
+    store.point_to(x, "restored meanwhile", replacing=stale)
+    # a prune that read the pointer before that restore would take x, the new current
+    with pytest.raises(snapshots.PointerMovedError):
+        store._prune(1, [], stale)
+    assert [s.id for s in store.all()] == [x, y, z]
+    assert store.read(x).shape[0] == 20  # its data untouched, its bytes its name
+    # prune moves the pointer onto itself: a move made on a pointer read before it is refused
+    read = store.pointer()
+    assert [s.id for s in store.prune(1, [])] == [y]  # x is current, z the newest
+    assert store.current_id() == x
+    with pytest.raises(snapshots.PointerMovedError):
+        store.point_to(z, "made on the pointer read before the prune", replacing=read)
+    assert store.current_id() == x

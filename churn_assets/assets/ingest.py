@@ -75,12 +75,9 @@ def _chosen_snapshot(
     limits = settings.extract_limits
     if config.snapshot:
         return store.resolve(config.snapshot)
-    with store.locked():
-        if config.path:
-            return store.write_export(
-                Path(config.path), limits, kind="file", parent=store.current_id()
-            )
-        current = store.sync_seed(settings.data_path, limits)
+    if config.path:
+        return store.write_export(Path(config.path), limits, kind="file", parent=store.current_id())
+    current = store.sync_seed(settings.data_path, limits)
     if current is None:
         # the message read_customer_csv gives for a missing file, with what to do about it
         reading.read_customer_csv(settings.data_path, "", store.contract)

@@ -3,21 +3,74 @@
 Snapshots (CHURN_SNAPSHOT_URI) and run outputs (CHURN_IO_URI) are folders of the artifact
 store: on one machine a local folder, in the deployed stack a prefix in MinIO, so a run in
 another container or pod reads what an earlier one wrote.
+
+A file that several writers replace (the snapshots' pointer) is replaced by compare-and-set
+on the store itself, so writers agree whatever machine and state folder they run from:
+on S3 a conditional PUT (If-Match / If-None-Match, which pyarrow's filesystem cannot send,
+so boto3 writes that one object), locally a rename under an fcntl lock beside the file.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+from pydantic import SecretStr
 
 from churn_assets.ml.settings import ChurnSettings
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+#: What S3 answers a conditional write whose condition failed: 412 when the object is not the
+#: version named (or exists, for If-None-Match), 409 when another conditional write to it is
+#: in progress, 404 when If-Match names an object that is gone.
+_CONFLICTS = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"}
+
+
+class VersionConflictError(RuntimeError):
+    """A compare-and-set write refused: the file is not the version it was read as."""
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A small file's bytes and its version, what a compare-and-set write must name."""
+
+    #: None: there is no such file.
+    data: bytes | None
+    #: The ETag on S3, the SHA-256 of the bytes locally; None when there is no file.
+    version: str | None
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """The endpoint and credentials pyarrow's S3 filesystem was given, for boto3's client."""
+
+    endpoint_url: str | None
+    access_key: str | None
+    secret_key: SecretStr | None
+    region: str
+
+    def client(self) -> BaseClient:
+        import boto3  # only S3 stores need it
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key.get_secret_value() if self.secret_key else None,
+            region_name=self.region,
+        )
 
 
 @dataclass(frozen=True)
@@ -27,6 +80,8 @@ class Location:
     root: str
     #: The same folder as a URI: file:///... or s3://bucket/prefix.
     uri: str
+    #: How boto3 reaches the same bucket (S3 only): for conditional writes.
+    s3: S3Access | None = field(default=None, repr=False, compare=False)
 
     @property
     def local(self) -> bool:
@@ -72,6 +127,68 @@ class Location:
         else:
             self.filesystem.move(staged.temporary, f"{folder}/{staged.name}")
 
+    def read_versioned(self, path: str) -> Versioned:
+        """A small file's bytes with the version `replace_versioned` compares against."""
+        if self.s3 is not None:
+            from botocore.exceptions import ClientError
+
+            bucket, key = path.split("/", 1)
+            try:
+                found = self.s3.client().get_object(Bucket=bucket, Key=key)
+            except ClientError as error:
+                if _s3_code(error) in {"NoSuchKey", "404"}:
+                    return Versioned(None, None)
+                raise
+            return Versioned(found["Body"].read(), str(found["ETag"]))
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            return Versioned(None, None)
+        return Versioned(data, hashlib.sha256(data).hexdigest())
+
+    def replace_versioned(self, path: str, data: bytes, version: str | None) -> str:
+        """Write `path` whole if it is still at `version` (None: if there is no such file);
+        returns the new version, or raises VersionConflictError and writes nothing."""
+        if self.s3 is not None:
+            from botocore.exceptions import ClientError
+
+            bucket, key = path.split("/", 1)
+            condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
+            try:
+                done = self.s3.client().put_object(Bucket=bucket, Key=key, Body=data, **condition)
+            except ClientError as error:
+                if _s3_code(error) in _CONFLICTS:
+                    raise VersionConflictError(
+                        f"{self.uri_of(path)} changed since it was read"
+                    ) from None
+                raise
+            return str(done["ETag"])
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # The lock lives beside the file, in the store, so every process that writes this
+        # store takes the same one, whatever its own state folder; it is held for a read and
+        # a rename, never while a snapshot is written.
+        with target.with_name(f"{target.name}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if self.read_versioned(path).version != version:
+                    raise VersionConflictError(f"{self.uri_of(path)} changed since it was read")
+                temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")
+                try:
+                    temporary.write_bytes(data)
+                    temporary.replace(target)
+                finally:
+                    temporary.unlink(missing_ok=True)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return hashlib.sha256(data).hexdigest()
+
+
+def _s3_code(error: ClientError) -> str:
+    """The S3 error code of a failed request (for a HEAD-like answer, its HTTP status)."""
+    response: Any = error.response
+    return str(response.get("Error", {}).get("Code", ""))
+
 
 @dataclass
 class Staged:
@@ -86,15 +203,21 @@ def location(uri: str, settings: ChurnSettings) -> Location:
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         endpoint = urlparse(settings.mlflow_s3_endpoint_url or "")
-        secret = settings.aws_secret_access_key
-        filesystem = pafs.S3FileSystem(
+        access = S3Access(
+            endpoint_url=settings.mlflow_s3_endpoint_url or None,
             access_key=settings.aws_access_key_id,
-            secret_key=secret.get_secret_value() if secret else None,
-            endpoint_override=endpoint.netloc or None,
-            scheme=endpoint.scheme or "https",
+            secret_key=settings.aws_secret_access_key,
             region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         )
-        return Location(filesystem, f"{parsed.netloc}{parsed.path}".rstrip("/"), uri.rstrip("/"))
+        filesystem = pafs.S3FileSystem(
+            access_key=access.access_key,
+            secret_key=access.secret_key.get_secret_value() if access.secret_key else None,
+            endpoint_override=endpoint.netloc or None,
+            scheme=endpoint.scheme or "https",
+            region=access.region,
+        )
+        root = f"{parsed.netloc}{parsed.path}".rstrip("/")
+        return Location(filesystem, root, uri.rstrip("/"), access)
     path = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
     return Location(pafs.LocalFileSystem(), str(path), path.as_uri())
 

@@ -12,7 +12,8 @@ cleared, and the earlier churn stays readable in older snapshots.
 An extract's kind is the word `full` or `delta` in its name (week48.full.csv), else
 CHURN_EXTRACT_KIND (delta); its date is the first ISO date in its name (2026-11-20), else the
 day it is merged. History never goes backwards: an extract dated before the current snapshot
-is refused.
+is refused, and so is one dated more than CHURN_MAX_EXTRACT_AHEAD_DAYS after today, which
+would otherwise refuse every extract after it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import enum
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from churn_assets.ml.data.contract import CHURN_DATE, FIRST_SEEN, Contract
+from churn_assets.ml.data.reading import CustomerDataError
 
 _KIND = re.compile(r"(?:^|[._\-\s])(full|delta)(?:[._\-\s]|$)", re.IGNORECASE)
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
@@ -61,6 +63,18 @@ def terms_of(path: Path, default_kind: ExtractKind) -> ExtractTerms:
         with contextlib.suppress(ValueError):
             as_of = date(*map(int, found.groups()))
     return ExtractTerms(ExtractKind(kind.group(1).lower()) if kind else default_kind, as_of)
+
+
+def check_not_ahead(name: str, as_of: date, max_ahead_days: int) -> None:
+    """Refuse a date more than `max_ahead_days` after today (a typo, a wrong clock): the
+    snapshot would be ahead of every extract that follows, and history never goes back."""
+    latest = today() + timedelta(days=max_ahead_days)
+    if as_of > latest:
+        raise CustomerDataError(
+            f"{name} is dated {as_of}, after {latest}: today ({today()}) plus the "
+            f"{max_ahead_days} day(s) CHURN_MAX_EXTRACT_AHEAD_DAYS allows; it would refuse "
+            "every extract dated before it"
+        )
 
 
 def churned(frame: pd.DataFrame, contract: Contract) -> pd.Series:

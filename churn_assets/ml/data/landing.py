@@ -7,7 +7,8 @@ a new ID is added, and customers the extract does not mention stay as they are. 
 validated completely before anything is written; the merged table becomes a new snapshot and
 only then the current one (see `churn_assets.ml.data.snapshots`), so a bad or interrupted merge
 leaves the current snapshot as it was, and a wrong one can be undone with `churn snapshots
-restore`.
+restore`. If another writer (another machine's merge) moves the pointer while an extract is
+merged, the merge is built again on the new current snapshot: neither undoes the other.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from churn_assets.ml.data.reading import (
     open_regular,
     read_customer_csv,
 )
-from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotInfo, SnapshotStore
+from churn_assets.ml.data.snapshots import SHORT_ID, Pointer, SnapshotInfo, SnapshotStore
 from churn_assets.ml.registry.tracking import stream_sha256
 
 #: Hashes the cursor remembers; far more than a weekly drop needs, small enough for a cursor.
@@ -290,9 +291,11 @@ def merge_extract(
     name says; see churn_assets.ml.data.history), which decides the churns it records. A `seed`
     file (CHURN_DATA_PATH) whose content is new is imported first, and with no snapshot at all
     the extract alone starts one, so a new installation can be fed from the landing folder.
-    Columns the contract does not declare are not read. Returns what changed and the extract's
+    Columns the contract does not declare are not read. An extract dated more than the
+    store's `max_ahead_days` after today is refused. Returns what changed and the extract's
     cleaned rows (what drift is measured on). Any CustomerDataError says that the current
-    snapshot was not changed, which is true of every one.
+    snapshot was not changed, which is true of every one; so does a SnapshotError when other
+    writers kept moving the pointer (SnapshotStore.retry_moves).
     """
     limits = limits or ExtractLimits()
     terms = terms or history.terms_of(extract, history.ExtractKind.delta)
@@ -323,8 +326,14 @@ def _merge(
     incoming = raw[list(contract.columns)]
     ids = incoming[contract.id_column].str.strip()
     latest = incoming.loc[~ids.duplicated(keep="last")]
-    with store.locked():
-        parent = store.sync_seed(seed, limits) if seed else store.current()
+    if seed:
+        store.sync_seed(seed, limits)
+
+    def attempt(pointer: Pointer) -> tuple[history.Upsert, SnapshotInfo]:
+        # Built on the pointer as read, and moved only if no other writer moved it since
+        # (another machine's merge, say): otherwise this runs again on the new current
+        # snapshot, so neither merge undoes the other.
+        parent = None if pointer.id is None else store.info(pointer.id)
         if parent is not None and terms.as_of.isoformat() < parent.as_of:
             raise CustomerDataError(
                 f"extract {extract.name} is dated {terms.as_of}, before the current snapshot's "
@@ -348,7 +357,10 @@ def _merge(
             parent=None if parent is None else parent.id,
             as_of=terms.as_of,
         )
-        store.point_to(snapshot.id, f"merged {extract.name}")
+        store.point_to(snapshot.id, f"merged {extract.name}", replacing=pointer)
+        return upsert, snapshot
+
+    upsert, snapshot = store.retry_moves(f"merge of extract {extract.name}", attempt)
     report = MergeReport(
         extract=str(extract),
         extract_sha256=validated.sha256,

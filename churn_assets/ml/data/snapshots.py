@@ -3,9 +3,15 @@
 A snapshot is the customer table (the export's columns, as the export wrote them) stored once
 as Parquet under the SHA-256 of those bytes and never written again; `CURRENT.json` names the
 one training reads. A merge writes a new snapshot and moves the pointer, `restore` moves it
-back, so a valid but wrong extract is undone by moving a pointer, and the exact bytes any model
-version was trained on stay readable for as long as a registered version names them (pruning
-never removes those).
+back (once the snapshot's bytes match its name), so a valid but wrong extract is undone by
+moving a pointer, and the exact bytes any model version was trained on stay readable for as
+long as a registered version names them (pruning never removes those).
+
+Writers share no lock: CI and a cluster may write one store from machines and state folders of
+their own. The pointer moves by compare-and-set on the store itself (storage.replace_versioned):
+a merge remembers the pointer it built on and moves it only if it is unchanged, else builds
+again on the new current snapshot, so no writer's move silently undoes another's. Every ID read
+from the store (the pointer, an entry, its parent) must be a SHA-256 before it names a file.
 
 The store is a folder of the artifact store: <state>/snapshots by default, CHURN_SNAPSHOT_URI
 (e.g. s3://churn/snapshots on MinIO) in the deployed stack. pyarrow's filesystems give both
@@ -20,15 +26,17 @@ snapshot and the current one. Extracts then build on whatever is current.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -60,10 +68,43 @@ _HASH_BLOCK = 1 << 24
 SHORT_ID = 12
 _CURRENT = "CURRENT.json"
 _SEED = "SEED.json"
+_ID = re.compile(r"[0-9a-f]{64}")
+#: How many times a pointer move is tried while other writers' moves overtake it.
+MOVE_ATTEMPTS = 5
+#: Seconds after which a temporary file in the store is a killed writer's leftover: a write in
+#: progress keeps changing its file (and on S3 it appears only complete, just before its move).
+LEFTOVER_AGE_S = 3600.0
+
+T = TypeVar("T")
 
 
 class SnapshotError(RuntimeError):
-    """A snapshot that is not in the store, or a name that matches more than one."""
+    """A snapshot that is not in the store, a name that matches more than one, or a file of
+    the store that is not what the store writes."""
+
+
+class PointerMovedError(SnapshotError):
+    """Another writer moved the pointer since it was read; this move was not made."""
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """CURRENT.json as read: the snapshot it names (None: none yet) and the version of the
+    file, which a move must name to replace it."""
+
+    id: str | None
+    version: str | None
+
+
+def _checked_id(value: object, source: str | None = None) -> str:
+    """`value` if it is a snapshot ID; anything else (read from `source`, a file of the store)
+    is refused before it names a file."""
+    if isinstance(value, str) and _ID.fullmatch(value):
+        return value
+    shown = repr(str(value)[:80])
+    if source is None:
+        raise SnapshotError(f"{shown} is not a snapshot ID (64 lowercase hex digits)")
+    raise SnapshotError(f"{source} names {shown}, not a snapshot ID (64 lowercase hex digits)")
 
 
 @dataclass(frozen=True)
@@ -190,47 +231,82 @@ class _Hashing(io.RawIOBase):
 class SnapshotStore:
     """One owner for every write of snapshots and the pointer; readers only read."""
 
-    def __init__(self, where: storage.Location, lock_path: Path | None, contract: Contract) -> None:
+    def __init__(self, where: storage.Location, contract: Contract, max_ahead_days: int) -> None:
         #: What new snapshots hold; reading an older one under another contract is the data
         #: checks' to refuse, column by column.
         self.contract = contract
+        #: How many days after today a snapshot may be dated (CHURN_MAX_EXTRACT_AHEAD_DAYS).
+        self.max_ahead_days = max_ahead_days
         self._where = where
-        self._lock_path = lock_path
         self.uri = where.uri
 
     @classmethod
     def from_settings(cls, settings: ChurnSettings) -> SnapshotStore:
         where = storage.location(settings.snapshot_uri, settings)
-        lock = settings.local_state / "snapshots.lock"
-        return cls(where, lock, settings.contract())
+        return cls(where, settings.contract(), settings.max_extract_ahead_days)
 
     @classmethod
     def reader(cls, uri: str, contract: Contract) -> SnapshotStore:
-        """The store at `uri` for reading only (a Dask worker's): credentials come from the
-        process's own environment, never over the wire; writing needs `from_settings`."""
-        return cls(storage.location(uri, ChurnSettings()), None, contract)
+        """The store at `uri` for reading (a Dask worker's): credentials come from the
+        process's own environment, never over the wire."""
+        settings = ChurnSettings()
+        return cls(storage.location(uri, settings), contract, settings.max_extract_ahead_days)
 
     # -- reading ---------------------------------------------------------------------------
+
+    def _parsed(self, path: str, data: bytes) -> dict[str, object]:
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise SnapshotError(f"{self._where.uri_of(path)} is not the JSON object it should be")
+        return parsed
 
     def _read_json(self, path: str) -> dict[str, object] | None:
         if not self._where.exists(path):
             return None
         with self._where.filesystem.open_input_stream(path) as stream:
-            return dict(json.loads(stream.read()))
+            return self._parsed(path, stream.read())
+
+    def _file(self, folder: str, snapshot_id: str) -> str:
+        """A snapshot's entry (meta) or data path; only an ID makes one."""
+        extension = "json" if folder == "meta" else "parquet"
+        return self._where.path(folder, f"{_checked_id(snapshot_id)}.{extension}")
 
     def data_uri(self, snapshot_id: str) -> str:
         """Where a snapshot's Parquet file lives, as MLflow records the dataset's source."""
-        return f"{self.uri}/data/{snapshot_id}.parquet"
+        return f"{self.uri}/data/{_checked_id(snapshot_id)}.parquet"
 
     def info(self, snapshot_id: str) -> SnapshotInfo:
-        data = self._read_json(self._where.path("meta", f"{snapshot_id}.json"))
+        path = self._file("meta", snapshot_id)
+        data = self._read_json(path)
         if data is None:
             raise SnapshotError(f"snapshot {snapshot_id[:SHORT_ID]} is not in {self.uri}")
-        return SnapshotInfo(**data)  # type: ignore[arg-type]
+        source = self._where.uri_of(path)
+        try:
+            info = SnapshotInfo(**data)  # type: ignore[arg-type]
+        except TypeError:
+            raise SnapshotError(f"{source} does not hold a snapshot's entry") from None
+        if _checked_id(info.id, source) != snapshot_id:
+            raise SnapshotError(f"{source} holds the entry of another snapshot, {info.id[:12]}")
+        if info.parent is not None:
+            _checked_id(info.parent, source)
+        return info
+
+    def pointer(self) -> Pointer:
+        """The pointer as it is now, with the version a move must replace."""
+        path = self._where.path(_CURRENT)
+        found = self._where.read_versioned(path)
+        if found.data is None:
+            return Pointer(None, None)
+        record = self._parsed(path, found.data)
+        if "id" in record and record["id"] is None:  # pruned while no snapshot was current
+            return Pointer(None, found.version)
+        return Pointer(_checked_id(record.get("id"), self._where.uri_of(path)), found.version)
 
     def current_id(self) -> str | None:
-        pointer = self._read_json(self._where.path(_CURRENT))
-        return None if pointer is None else str(pointer["id"])
+        return self.pointer().id
 
     def current(self) -> SnapshotInfo | None:
         snapshot_id = self.current_id()
@@ -240,7 +316,7 @@ class SnapshotStore:
         """Every snapshot, oldest first."""
         selector = pafs.FileSelector(self._where.path("meta"), allow_not_found=True)
         names = [
-            f.base_name.removesuffix(".json")
+            _checked_id(f.base_name.removesuffix(".json"), self._where.uri_of(f.path))
             for f in self._where.filesystem.get_file_info(selector)
             if f.is_file and f.base_name.endswith(".json")
         ]
@@ -286,7 +362,7 @@ class SnapshotStore:
 
         Read in blocks, so checking a snapshot of any size takes a few megabytes of memory.
         """
-        path = self._where.path("data", f"{snapshot_id}.parquet")
+        path = self._file("data", snapshot_id)
         if not self._where.exists(path):
             raise SnapshotError(f"snapshot {snapshot_id[:SHORT_ID]} has no data in {self.uri}")
         digest = hashlib.sha256()
@@ -302,7 +378,7 @@ class SnapshotStore:
 
     def partitions(self, snapshot_id: str) -> int:
         """How many partitions (Parquet row groups of PARTITION_ROWS rows) a snapshot has."""
-        path = self._where.path("data", f"{snapshot_id}.parquet")
+        path = self._file("data", snapshot_id)
         return int(pq.ParquetFile(path, filesystem=self._where.filesystem).num_row_groups)
 
     def read_partition(
@@ -316,7 +392,7 @@ class SnapshotStore:
         """One partition of a snapshot, as `read` gives the whole, its index continuing the
         rows before it; what a worker reads. Not checked against the name: `verified` is
         called once, by whoever hands the partitions out, not once per partition."""
-        path = self._where.path("data", f"{snapshot_id}.parquet")
+        path = self._file("data", snapshot_id)
         return self._frame(path, snapshot_id, index, categorical, columns)
 
     def _frame(
@@ -358,31 +434,24 @@ class SnapshotStore:
         frame.attrs[SOURCE_SHA256] = snapshot_id
         return frame
 
-    # -- writing (under the lock) ----------------------------------------------------------
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """One writer at a time, whichever process: a merge reads the pointer, then moves it."""
-        if self._lock_path is None:
-            raise SnapshotError(f"{self.uri} was opened for reading only")
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock_path.open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                self._remove_leftovers()
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    # -- writing ---------------------------------------------------------------------------
 
     def _remove_leftovers(self) -> None:
-        """Every writer holds the lock, so a temporary file seen now was left by a kill."""
+        """Temporary files untouched for LEFTOVER_AGE_S, left by a killed writer; a younger
+        one may be another writer's write in progress (writers share no lock)."""
+        cutoff = time.time() - LEFTOVER_AGE_S
         for folder in ("data", "meta", ""):
             selector = pafs.FileSelector(
                 self._where.path(folder) if folder else self._where.root, allow_not_found=True
             )
             for found in self._where.filesystem.get_file_info(selector):
-                if found.is_file and found.base_name.endswith(".tmp"):
-                    self._where.filesystem.delete_file(found.path)
+                if (
+                    found.is_file
+                    and found.base_name.endswith(".tmp")
+                    and found.mtime is not None
+                    and found.mtime.timestamp() < cutoff
+                ):
+                    self._delete(found.path)  # unless another writer was first
 
     def _write(self, path: str, data: bytes) -> None:
         with (
@@ -408,8 +477,13 @@ class SnapshotStore:
         the table's size, and a table gives the same bytes, so the same ID, however it was
         chunked. A table without history columns (an export read as it is) starts its
         history on `as_of`. The same content gives the same ID, so writing it again changes
-        nothing and keeps the first entry.
+        nothing and keeps the first entry. A date more than `max_ahead_days` after today is
+        refused (CustomerDataError) before anything is written.
         """
+        history.check_not_ahead(
+            f"extract {source}" if kind == "merge" else source, as_of, self.max_ahead_days
+        )
+        self._remove_leftovers()
         chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
         names = columns(self.contract)
         # One string type and no pandas metadata: the bytes depend on the values and the date
@@ -430,7 +504,7 @@ class SnapshotStore:
                 for table in _partitions(tables):
                     parquet.write_table(table, row_group_size=PARTITION_ROWS)
             snapshot_id = sink.digest.hexdigest()
-            known = self._where.exists(self._where.path("meta", f"{snapshot_id}.json"))
+            known = self._where.exists(self._file("meta", snapshot_id))
             staged.name = None if known else f"{snapshot_id}.parquet"
         if known:
             return self.info(snapshot_id)
@@ -447,8 +521,7 @@ class SnapshotStore:
             contract=self.contract.digest,
         )
         # The entry goes last: a snapshot is listed only once its data is complete.
-        meta = self._where.path("meta", f"{snapshot_id}.json")
-        self._write(meta, json.dumps(asdict(info), indent=2).encode())
+        self._write(self._file("meta", snapshot_id), _entry(info))
         return info
 
     def write_export(
@@ -465,23 +538,62 @@ class SnapshotStore:
                 as_of=history.terms_of(path, history.ExtractKind.full).as_of,
             )
 
-    def point_to(self, snapshot_id: str, reason: str) -> None:
-        """Make `snapshot_id` the one training reads."""
+    def point_to(self, snapshot_id: str, reason: str, *, replacing: Pointer) -> Pointer:
+        """Make `snapshot_id` the one training reads, if the pointer is still `replacing`.
+
+        Raises PointerMovedError, and moves nothing, if another writer moved it since.
+        """
         self.info(snapshot_id)  # refuses a name that is not in the store
+        return self._move(snapshot_id, reason, replacing)
+
+    def _move(self, snapshot_id: str | None, reason: str, replacing: Pointer) -> Pointer:
         pointer = {
             "id": snapshot_id,
+            "previous": replacing.id,
             "moved_at": datetime.now(UTC).isoformat(timespec="microseconds"),
             "reason": reason,
         }
-        self._write(self._where.path(_CURRENT), json.dumps(pointer, indent=2).encode())
+        try:
+            version = self._where.replace_versioned(
+                self._where.path(_CURRENT),
+                json.dumps(pointer, indent=2).encode(),
+                replacing.version,
+            )
+        except storage.VersionConflictError:
+            raise PointerMovedError(
+                f"{_CURRENT} in {self.uri} was moved by another writer since it named "
+                f"{(replacing.id or 'none')[:SHORT_ID]}; {(snapshot_id or 'none')[:SHORT_ID]} "
+                "was not made current"
+            ) from None
+        return Pointer(snapshot_id, version)
+
+    def retry_moves(self, what: str, attempt: Callable[[Pointer], T]) -> T:
+        """`attempt` on the pointer as it is now, and again on the new one each time another
+        writer's move overtakes its own (PointerMovedError), up to MOVE_ATTEMPTS times."""
+        for _ in range(MOVE_ATTEMPTS):
+            try:
+                return attempt(self.pointer())
+            except PointerMovedError:
+                continue
+        raise SnapshotError(
+            f"{what}: other writers moved {_CURRENT} in {self.uri} each of the "
+            f"{MOVE_ATTEMPTS} times it tried; it made nothing current (run it again)"
+        )
 
     def sync_seed(self, seed: Path, limits: ExtractLimits) -> SnapshotInfo | None:
         """The current snapshot, after importing the seed file if its content is new.
 
         The seed's size and modification time are remembered with its hash, so an unchanged
-        seed is not read again on every run. Call it holding the lock.
+        seed is not read again on every run.
         """
-        current = self.current()
+        return self.retry_moves(
+            f"import of seed {seed.name}", lambda pointer: self._sync_seed(seed, limits, pointer)
+        )
+
+    def _sync_seed(
+        self, seed: Path, limits: ExtractLimits, pointer: Pointer
+    ) -> SnapshotInfo | None:
+        current = None if pointer.id is None else self.info(pointer.id)
         if not seed.is_file():
             return current
         status = seed.stat()
@@ -514,7 +626,8 @@ class SnapshotStore:
                     parent=None if current is None else current.id,
                     as_of=history.terms_of(seed, history.ExtractKind.full).as_of,
                 )
-                self.point_to(current.id, f"seed {seed} changed")
+                if current.id != pointer.id:
+                    self.point_to(current.id, f"seed {seed} changed", replacing=pointer)
         record = {
             "size": status.st_size,
             "mtime_ns": status.st_mtime_ns,
@@ -525,10 +638,10 @@ class SnapshotStore:
         return current
 
     def _kept(self, snapshot_id: str) -> SnapshotInfo | None:
-        try:
-            return self.info(snapshot_id)
-        except SnapshotError:
+        """The entry, or None if it was pruned; a damaged one is an error, not a pruning."""
+        if not self._where.exists(self._file("meta", snapshot_id)):
             return None
+        return self.info(snapshot_id)
 
     def lineage(
         self, snapshot_id: str, known: Mapping[str, SnapshotInfo] | None = None
@@ -546,35 +659,79 @@ class SnapshotStore:
         return chain[::-1]
 
     def prune(self, keep: int, in_use: Iterable[str]) -> list[SnapshotInfo]:
-        """Delete snapshots beyond the `keep` newest that nothing needs; returns what went.
+        """Delete snapshots beyond the `keep` newest (1 or more) that nothing needs; returns
+        what went.
 
         Needed: the current snapshot, and every snapshot a registered model version names
         together with the ones it was built on (a point-in-time version was trained on its
         whole lineage), so `churn reproduce` keeps working for every version in the registry.
-        Takes the writers' lock itself, as a restore does.
         """
-        with self.locked():
-            snapshots = self.all()
-            known = {s.id: s for s in snapshots}
-            protected = {self.current_id() or ""}
-            for snapshot_id in in_use:
-                protected |= {s.id for s in self.lineage(snapshot_id, known)}
-            newest = {s.id for s in snapshots[-keep:]} if keep > 0 else set()
-            removed = [s for s in snapshots if s.id not in protected and s.id not in newest]
+        if keep < 1:
+            raise SnapshotError(
+                f"cannot keep {keep} snapshots: keep 1 or more (the newest is always kept)"
+            )
+        needed = list(in_use)
+        return self.retry_moves("prune", lambda pointer: self._prune(keep, needed, pointer))
+
+    def _prune(self, keep: int, in_use: list[str], pointer: Pointer) -> list[SnapshotInfo]:
+        snapshots = self.all()
+        known = {s.id: s for s in snapshots}
+        protected = {pointer.id or ""}
+        for snapshot_id in in_use:
+            protected |= {s.id for s in self.lineage(snapshot_id, known)}
+        newest = {s.id for s in snapshots[-keep:]}
+        removed = [s for s in snapshots if s.id not in protected and s.id not in newest]
+        if not removed:
+            return []
+        # The entries first: a snapshot half-deleted is no longer listed, and no restore can
+        # name it. Then the pointer is moved onto itself, which refuses every move made on a
+        # pointer read before (a restore that resolved a removed snapshot tries again and
+        # finds it gone); if a move came first, the entries are put back and pruning starts
+        # over from the new pointer, before any data is gone.
+        # Deleting what another pruning deleted first is no error.
+        for snapshot in removed:
+            self._delete(self._file("meta", snapshot.id))
+        try:
+            self._move(pointer.id, f"pruned {len(removed)} snapshot(s)", pointer)
+        except PointerMovedError:
             for snapshot in removed:
-                # the entry first: a snapshot half-deleted is no longer listed
-                self._where.filesystem.delete_file(self._where.path("meta", f"{snapshot.id}.json"))
-                self._where.filesystem.delete_file(
-                    self._where.path("data", f"{snapshot.id}.parquet")
-                )
+                if self._where.exists(self._file("data", snapshot.id)):
+                    self._write(self._file("meta", snapshot.id), _entry(snapshot))
+            raise
+        for snapshot in removed:
+            if not self._where.exists(self._file("meta", snapshot.id)):  # not written again
+                self._delete(self._file("data", snapshot.id))
         return removed
+
+    def _delete(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._where.filesystem.delete_file(path)
+
+
+def _entry(info: SnapshotInfo) -> bytes:
+    return json.dumps(asdict(info), indent=2).encode()
 
 
 def restore(store: SnapshotStore, name: str) -> tuple[str | None, SnapshotInfo]:
-    """Move the pointer to the snapshot `name` names; returns the one it left and the new."""
-    with store.locked():
-        target = store.resolve(name)
-        previous = store.current_id()
-        if previous != target.id:
-            store.point_to(target.id, f"restored from {(previous or 'none')[:SHORT_ID]}")
-    return previous, target
+    """Move the pointer to the snapshot `name` names, once its bytes match its name; returns
+    the one it left and the new.
+
+    A merge landing meanwhile is not undone unseen: the move is made on the pointer it reads
+    last, and the snapshot it leaves is the one returned.
+    """
+    target = store.resolve(name)
+    try:
+        store.verified(target.id)
+    except SnapshotError as error:
+        current = (store.current_id() or "none")[:SHORT_ID]
+        raise SnapshotError(
+            f"restore refused: {error}; the current snapshot stays {current}"
+        ) from None
+
+    def attempt(pointer: Pointer) -> str | None:
+        if pointer.id != target.id:
+            reason = f"restored from {(pointer.id or 'none')[:SHORT_ID]}"
+            store.point_to(target.id, reason, replacing=pointer)
+        return pointer.id
+
+    return store.retry_moves(f"restore of {target.short_id}", attempt), target
