@@ -1,4 +1,5 @@
-# The training stack: the Dagster code location, webserver and daemon, and the MLflow server.
+# The training stack: the Dagster code location, webserver and daemon, the Dask cluster, the
+# MLflow server and its read-only proxy, and the deploy check (preflight).
 # Built from uv.lock with every group but dev. Build: docker build -t churn-platform .
 # Base images pinned by digest (the tag says which release it is); uv from PyPI, hash-checked.
 FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS build
@@ -19,9 +20,14 @@ RUN useradd --create-home --uid 10001 churn \
     && chown -R churn /opt/dagster /data
 COPY --from=build /opt/venv /opt/venv
 COPY deploy/dagster/dagster.yaml deploy/dagster/workspace.yaml /opt/dagster/dagster_home/
+# The deploy check and the API's read-only MLflow door run from this image (docker-compose.yml).
+COPY deploy/preflight.py deploy/mlflow_read_proxy.py /opt/churn/deploy/
 ARG GIT_SHA=unknown
+# Models load only through our own signed format: MLflow may never unpickle one, even where a
+# deployment forgets to say so.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     CHURN_GIT_SHA=$GIT_SHA
 USER churn
