@@ -134,14 +134,16 @@ def run_graph(csv: Path, work: Path, dask_env: dict[str, str]) -> dict[str, Any]
     dg_cli = str(Path(dagster).parent / "dg")
     command = [dg_cli, "launch", "-m", "churn_assets.definitions", "--job", "churn_training"]
     measured = measure(command, env)
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    from churn_assets.ml.registry import artifacts, signing, tracking
+    from churn_assets.ml.settings import ChurnSettings
 
-    uri = f"sqlite:///{state}/mlflow.db"
-    tags = MlflowClient(uri, uri).get_model_version("churn-classifier", "1").tags
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    model = mlflow.sklearn.load_model("models:/churn-classifier/1")
+    settings = ChurnSettings(CHURN_STATE_DIR=state)
+    version = tracking.client(settings).get_model_version("churn-classifier", "1")
+    tags = version.tags
+    verifier = signing.verifier(settings)
+    model = artifacts.load_version(
+        verifier, version, settings.tracking_uri, attested=False
+    ).pipeline
     return {
         "seconds": measured.wall_s,
         "peak_bytes": measured.peak_bytes,

@@ -143,39 +143,55 @@ def generated_snapshot(rows: int, state: Path) -> tuple[Any, Any]:
     from churn_assets.ml.settings import ChurnSettings
 
     store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=state))
-    with store.locked():
-        info = store.write(
-            generate_chunks(rows, SEED, PARTITION_ROWS),
-            kind="file",
-            source="bench-scale",
-            source_sha256="",
-            parent=None,
-            as_of=history.today(),
-        )
-        store.point_to(info.id, "bench-scale")
+    info = store.write(
+        generate_chunks(rows, SEED, PARTITION_ROWS),
+        kind="file",
+        source="bench-scale",
+        source_sha256="",
+        parent=None,
+        as_of=history.today(),
+    )
+    store.point_to(info.id, "bench-scale", replacing=store.pointer())
     return store, info
 
 
-def trained_model(frame: pd.DataFrame, contract: Any, tracking_uri: str) -> tuple[Any, Any]:
-    """A model fitted on a sample of `frame`, logged to `tracking_uri`, as scoring loads it."""
+def trained_model(frame: pd.DataFrame, contract: Any, work: Path) -> tuple[Any, Any]:
+    """A model fitted on a sample of `frame`, registered, signed and promoted in the embedded
+    store of `work`, as scoring loads it."""
     import mlflow
 
     from churn_assets.ml.cluster.partitioned_scoring import ScoringModel
+    from churn_assets.ml.evaluation.gate import GateResult, GateThresholds
     from churn_assets.ml.evaluation.metrics import DECISION_THRESHOLD
     from churn_assets.ml.model.features import fit_preprocessor
     from churn_assets.ml.model.hyperparameters import DEFAULTS
     from churn_assets.ml.model.training import TrainingChoices, train_churn_model
-    from churn_assets.ml.registry import tracking
+    from churn_assets.ml.registry import model_registry, signing, tracking
     from churn_assets.ml.settings import ChurnSettings
 
     train = frame.sample(n=min(TRAIN_ROWS, len(frame)), random_state=SEED)
     preprocessor = fit_preprocessor(train, contract)
     choices = TrainingChoices.from_settings(ChurnSettings())
     trained = train_churn_model(preprocessor, train, contract, DEFAULTS, choices)
-    mlflow.set_tracking_uri(tracking_uri)
+    settings = ChurnSettings(CHURN_STATE_DIR=work)
+    tracking.configure_mlflow(settings)
     with mlflow.start_run() as run:
         uri = tracking.log_model(trained.pipeline, tracking.input_example(train, contract))
-    model = ScoringModel(tracking_uri, uri, run.info.run_id, "1", DECISION_THRESHOLD)
+    registry = model_registry.open_registry(settings)
+    version = str(registry.register(uri, {}).version)
+    # The benchmark measures scoring, not the gate: a verdict with no criteria passes, and
+    # promotion signs the attestation every scoring task checks.
+    registry.record_verdict(version, GateResult([], GateThresholds.from_settings(settings)), None)
+    registry.promote(version)
+    verify_key = signing.verifier(settings).pem()
+    model = ScoringModel(
+        settings.tracking_uri,
+        settings.model_name,
+        version,
+        run.info.run_id,
+        DECISION_THRESHOLD,
+        verify_key,
+    )
     return model, trained.pipeline
 
 
@@ -209,7 +225,7 @@ def run(rows: int, work: Path) -> None:
     raw = partitioned.SnapshotTable.of(store, info.id)
     table = partitioned.clean_table(raw, InProcess(), str(work / "cleaned"))
     frame = table.read()
-    model, pipeline = trained_model(frame, table.contract, f"sqlite:///{work / 'mlflow.db'}")
+    model, pipeline = trained_model(frame, table.contract, work)
     active = scoring.active_customers(frame, table.contract)
     del frame
     booster = pipeline.named_steps["model"].booster_

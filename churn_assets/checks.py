@@ -96,6 +96,13 @@ class GateOverrideConfig(dg.Config):
         ge=0, le=1, description="AUC loss allowed against the best recent production version."
     )
     beat_baseline: bool = Field(False, description="Require beating the baseline's AUC.")
+    max_plausible_auc: float = Field(
+        0.99,
+        gt=0.5,
+        le=1,
+        description="AUC (of the model, or of its strongest feature alone) above which the "
+        "target is taken to have leaked; 1 lets a perfect model through.",
+    )
     reason: str = Field(min_length=10, description="Why this model may pass a looser gate.")
     requested_by: str = Field(min_length=1, description="Who asked for the override.")
 
@@ -113,6 +120,12 @@ class QualityGateConfig(dg.Config):
     beat_baseline: bool | None = Field(
         None, description="Require a higher AUC than the logistic-regression baseline."
     )
+    max_plausible_auc: float | None = Field(
+        None,
+        gt=0.5,
+        le=1,
+        description="AUC above which the target has leaked (model or one feature; lower only).",
+    )
     override: GateOverrideConfig | None = Field(
         None,
         description="Gate below the deployment's floor on purpose; recorded on the version.",
@@ -125,6 +138,7 @@ class QualityGateConfig(dg.Config):
             min_accuracy=self.min_accuracy,
             max_auc_drop=self.max_auc_drop,
             beat_baseline=self.beat_baseline,
+            max_plausible_auc=self.max_plausible_auc,
         )
 
     def gate_override(self, run_id: str) -> GateOverride | None:
@@ -132,7 +146,9 @@ class QualityGateConfig(dg.Config):
             return None
         o = self.override
         return GateOverride(
-            GateThresholds(o.min_auc, o.min_accuracy, o.max_auc_drop, o.beat_baseline),
+            GateThresholds(
+                o.min_auc, o.min_accuracy, o.max_auc_drop, o.beat_baseline, o.max_plausible_auc
+            ),
             reason=o.reason,
             requested_by=o.requested_by,
             dagster_run_id=run_id,
@@ -144,6 +160,7 @@ def _thresholds_metadata(thresholds: GateThresholds, prefix: str) -> dict[str, f
         f"{prefix}_min_auc": thresholds.min_auc,
         f"{prefix}_min_accuracy": thresholds.min_accuracy,
         f"{prefix}_max_auc_drop": thresholds.max_auc_drop,
+        f"{prefix}_max_plausible_auc": thresholds.max_plausible_auc,
     }
 
 

@@ -142,6 +142,23 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attest(args: argparse.Namespace) -> int:
+    from churn_assets.ml.registry import model_registry as registry
+
+    settings = ChurnSettings()
+    try:
+        attestation = registry.open_registry(settings).attest(args.version, args.by)
+    except registry.WRITE_REFUSALS as refusal:
+        print(f"attest refused: {refusal}", file=sys.stderr)
+        return 1
+    print(
+        f"{settings.model_name} version {args.version}: recorded verdict passed, pipeline read "
+        "as skops of the pinned types, contract digest as recorded; signed with key "
+        f"{attestation['key_id']} for {args.by}"
+    )
+    return 0
+
+
 def _snapshots(args: argparse.Namespace) -> int:
     from churn_assets.ml.data import snapshots
     from churn_assets.ml.registry import model_registry as registry
@@ -164,6 +181,17 @@ def _snapshots(args: argparse.Namespace) -> int:
         return 1
     print(snapshots_table(store, registry.open_registry(settings).versions_by_snapshot()))
     return 0
+
+
+def _keep(text: str) -> int:
+    """`--keep`: a whole number, 1 or more (the newest snapshot is never pruned)."""
+    try:
+        keep = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+    if keep < 1:
+        raise argparse.ArgumentTypeError(f"{keep} is not 1 or more: the newest is always kept")
+    return keep
 
 
 def snapshots_table(store: snapshots.SnapshotStore, trained: dict[str, list[str]]) -> str:
@@ -426,6 +454,21 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_attest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    attest = commands.add_parser(
+        "attest",
+        help="sign a version registered before versions were signed, after checking it",
+        description="A version registered before this platform signed its models has no "
+        "manifest or attestation, and the API, scoring and evaluation refuse it. This checks "
+        "its recorded gate verdict is passed, reads its pipeline the safe way (skops, pinned "
+        "types, never pickle) and compares its contract with the digest recorded when it was "
+        "registered, then signs it with CHURN_SIGNING_KEY. Example: churn attest 3 --by alice",
+    )
+    attest.add_argument("version", help="the registered version, e.g. 3")
+    attest.add_argument("--by", required=True, help="who vouches for it (kept in the record)")
+    attest.set_defaults(handler=_attest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="churn", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -494,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     mlflow_ui.add_argument("--port", type=int, default=5000)
     mlflow_ui.set_defaults(handler=_mlflow_ui)
 
+    _add_attest(commands)
+
     rollback = commands.add_parser(
         "rollback", help="move production back to the version it replaced"
     )
@@ -518,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prune",
         help="delete snapshots beyond the newest CHURN_SNAPSHOT_KEEP that no model version uses",
     )
-    prune.add_argument("--keep", type=int, help="newest snapshots to keep (>= 1)")
+    prune.add_argument("--keep", type=_keep, help="newest snapshots to keep (>= 1)")
 
     outcomes = commands.add_parser(
         "realized",

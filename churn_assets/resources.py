@@ -6,6 +6,8 @@ executes a run picks the stores.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,13 +30,15 @@ from churn_assets.ml.cluster.runners import InProcess, OnCluster, PartitionRunne
 from churn_assets.ml.evaluation.gate import GateThresholds
 from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.registry import model_registry as registry
-from churn_assets.ml.registry import tracking
+from churn_assets.ml.registry import signing, tracking
 from churn_assets.ml.registry.model_registry import ModelRegistry
 from churn_assets.ml.settings import ChurnSettings
 
 if TYPE_CHECKING:
     from distributed import Client
 
+#: The kind of record that signs a pickled run output (churn_assets.ml.registry.signing).
+OUTPUT_KIND = "churn.output/v1"
 #: Run tag naming a run whose outputs this run reads for the assets it does not materialize
 #: itself (instead of each asset's latest materialization).
 INPUTS_FROM_RUN_TAG = "churn/inputs_from_run"
@@ -83,6 +87,11 @@ class ChurnSettingsResource(dg.ConfigurableResource):
     gate_history: int | None = Field(
         default=None,
         description="CHURN_GATE_HISTORY: recent production versions the gate compares with.",
+    )
+    max_plausible_auc: float | None = Field(
+        default=None,
+        description="CHURN_MAX_PLAUSIBLE_AUC: gate, AUC (model or one feature alone) above "
+        "which the target has leaked.",
     )
     calibration: CalibrationMode | None = Field(
         default=None, description="CHURN_CALIBRATION: auto, always or never."
@@ -195,7 +204,9 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
     The folder is on the artifact store (CHURN_IO_URI: s3://churn/runs in the deployed
     stack), so a run in another container or pod reads what an earlier run wrote; by default
     it is <DAGSTER_HOME>/storage/churn_runs. Tables are Parquet (pandas dtypes and `attrs`
-    kept), everything else a pickle.
+    kept), everything else a pickle, signed with training's key beside it (`.pkl.sig`): a
+    pickle is code, and the store can be written by more hands than the run's, so none is
+    unpickled unless the signature over its path and digest verifies.
 
     An input produced in the same run (or the parent run of a re-execution) is read from that
     run's folder. An input the run does not produce is read from the materialization the
@@ -248,8 +259,17 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
             if table:
                 obj.to_parquet(target, index=True, filesystem=where.filesystem)
             else:
+                data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
                 with where.filesystem.open_output_stream(target) as stream:
-                    pickle.dump(obj, stream, protocol=pickle.HIGHEST_PROTOCOL)
+                    stream.write(data)
+        if not table:
+            signed = {"kind": OUTPUT_KIND, "path": path, "sha256": hashlib.sha256(data).hexdigest()}
+            text, signature = signing.signer(ChurnSettings()).sign(signed)
+            with (
+                where.writing(f"{path}.sig") as target,
+                where.filesystem.open_output_stream(target) as stream,
+            ):
+                stream.write(json.dumps({"record": text, "signature": signature}).encode())
         context.add_output_metadata(
             {"path": dg.MetadataValue.path(where.uri_of(path)), "stored_by_run": context.run_id}
         )
@@ -274,8 +294,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         context.log.info(f"reading {key.to_user_string()} produced by run {run_id}")
         if path.endswith(".parquet"):
             return pd.read_parquet(path, filesystem=where.filesystem)
-        with where.filesystem.open_input_file(path) as handle:
-            return pickle.load(handle)
+        return _verified_unpickle(where, path)
 
     def _recorded(self, context: dg.InputContext, key: dg.AssetKey) -> tuple[str, str]:
         instance = context.instance
@@ -316,6 +335,30 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
                 allow_retries=False,
             )
         return entry.run_id, str(recorded.value)
+
+
+def _verified_unpickle(where: storage.Location, path: str) -> Any:
+    """A run output's pickle, unpickled only if training's key signed its path and bytes."""
+    what = f"the stored output {where.uri_of(path)}"
+    try:
+        with where.filesystem.open_input_file(f"{path}.sig") as handle:
+            envelope = json.loads(handle.read(64 * 1024))
+        with where.filesystem.open_input_file(path) as handle:
+            data = handle.read()
+        verifier = signing.verifier(ChurnSettings())
+        record = verifier.record(OUTPUT_KIND, envelope["record"], envelope["signature"], what)
+    except (OSError, ValueError, KeyError, TypeError, signing.SignatureError) as error:
+        raise dg.Failure(
+            f"not reading {what}: it carries no valid signature of this platform's key "
+            f"({type(error).__name__}: {error}); materialize it again",
+            allow_retries=False,
+        ) from None
+    if record.get("path") != path or record.get("sha256") != hashlib.sha256(data).hexdigest():
+        raise dg.Failure(
+            f"not reading {what}: it is not the file its run wrote; materialize it again",
+            allow_retries=False,
+        )
+    return pickle.loads(data)  # signed by this platform's training key, checked just above
 
 
 def _real_run_id(upstream: dg.OutputContext | None) -> str | None:

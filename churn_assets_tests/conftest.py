@@ -1,8 +1,10 @@
 """Shared fixtures: a temporary MLflow store, Dagster instance and customer file per test."""
 
 import fcntl
+import functools
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +17,8 @@ import dagster as dg
 import mlflow
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mlflow.tracking import MlflowClient
 
 from churn_assets.checks import customer_data_contract, extract_drift, quality_gate, realized_auc
@@ -26,6 +30,7 @@ from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.registry import artifacts, signing, tracking
 from churn_assets.ml.registry.tracking import file_sha256
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import RunScopedIOManager, churn_resources
@@ -65,6 +70,36 @@ SAMPLE_SEED = 42
 SETTINGS_ENV = [field.alias or name.upper() for name, field in ChurnSettings.model_fields.items()]
 
 
+@functools.cache
+def signing_key_pem() -> str:
+    """One Ed25519 key for a test session's hand-made registries and the processes they start
+    (as CHURN_SIGNING_KEY)."""
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def session_signer() -> signing.Signer:
+    return signing.signer(ChurnSettings(CHURN_SIGNING_KEY=signing_key_pem()))
+
+
+def verified_pipeline(state_dir: Path, version: str | None = None) -> Any:
+    """A version's pipeline (production's by default) read as every consumer reads it: from
+    the files its signed manifest lists, production's only with its gate attestation."""
+    settings = ChurnSettings(CHURN_STATE_DIR=state_dir)
+    client = tracking.client(settings)
+    name = settings.model_name
+    if version is None:
+        found = client.get_model_version_by_alias(name, settings.production_alias)
+    else:
+        found = client.get_model_version(name, version)
+    verifier = signing.verifier(settings)
+    return artifacts.load_version(
+        verifier, found, settings.tracking_uri, attested=version is None
+    ).pipeline
+
+
 @dataclass
 class ChurnEnv:
     root: Path
@@ -91,8 +126,7 @@ def seeded_store(folder: Path, frame: pd.DataFrame) -> SnapshotStore:
     """A local store whose current snapshot is `frame`, imported as CHURN_DATA_PATH would be."""
     store = local_store(folder)
     seed = write_customers(frame, folder / "seed.csv")
-    with store.locked():
-        store.sync_seed(seed, ChurnSettings().extract_limits)
+    store.sync_seed(seed, ChurnSettings().extract_limits)
     return store
 
 
@@ -109,15 +143,14 @@ def cleaned_table(
     store = local_store(folder)
     if contract is not None:
         store.contract = contract
-    with store.locked():
-        info = store.write(
-            frame.astype(str),
-            kind="file",
-            source="test",
-            source_sha256="0" * 64,
-            parent=None,
-            as_of=date(2026, 11, 1),
-        )
+    info = store.write(
+        frame.astype(str),
+        kind="file",
+        source="test",
+        source_sha256="0" * 64,
+        parent=None,
+        as_of=date(2026, 11, 1),
+    )
     raw = partitioned.SnapshotTable.of(store, info.id)
     return partitioned.clean_table(raw, InProcess(), str(folder / "cleaned"))
 
@@ -251,6 +284,28 @@ class PromotedStore:
     @property
     def tracking_uri(self) -> str:
         return f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+
+def copied_store(store: PromotedStore, folder: Path) -> PromotedStore:
+    """A copy of the promoted store, artifacts included, that a test may tamper with.
+
+    MLflow's database names each artifact by its absolute path, so a copy of the folder alone
+    would still read (and a tampering test write) the shared store's files: every path under
+    the old folder is moved to the copy.
+    """
+    shutil.copytree(store.state_dir, folder)
+    moves = {str(store.state_dir): str(folder), str(store.state_dir.resolve()): str(folder)}
+    with sqlite3.connect(folder / "mlflow.db") as database:
+        tables = database.execute("select name from sqlite_master where type = 'table'")
+        for (table,) in tables.fetchall():
+            for _, column, kind, *_ in database.execute(f"pragma table_info('{table}')"):
+                if kind.upper().startswith(("VARCHAR", "TEXT")):
+                    for old, new in moves.items():
+                        database.execute(
+                            f'update "{table}" set "{column}" = replace("{column}", ?, ?)',
+                            (old, new),
+                        )
+    return PromotedStore(folder, store.holdout)
 
 
 @contextmanager

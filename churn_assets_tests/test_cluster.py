@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,32 +22,32 @@ from churn_assets.ml.cluster.partitioned_scoring import ScoringModel
 from churn_assets.ml.cluster.runners import ClusterError, OnCluster
 from churn_assets.ml.data import snapshots
 from churn_assets.ml.data.synthetic import generate_customers
-from churn_assets.ml.evaluation import report
 from churn_assets.ml.evaluation.decision import THRESHOLD_TAG
 from churn_assets.ml.model import scoring, training
+from churn_assets.ml.registry import signing
 from churn_assets.ml.registry.model_registry import GATE_TAG
+from churn_assets.ml.settings import ChurnSettings
 from churn_assets_tests.conftest import (
     ChurnEnv,
     PromotedStore,
     cleaned_table,
     failure_messages,
     materialize_graph,
+    verified_pipeline,
 )
 from churn_assets_tests.processes import wait_until
 
 MODEL = "churn-classifier"
 
 
-def _production_model(tracking_uri: str) -> tuple[ScoringModel, Any]:
-    """The production version as the scoring tasks load it, and its pipeline. report.load_model
-    reads MLflow's process-wide URIs: a test worker may not have built the shared store, so set
-    them."""
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    production = _production(tracking_uri)
-    model_uri = f"models:/{MODEL}/{production.version}"
-    model = ScoringModel(tracking_uri, model_uri, production.run_id, production.version, 0.5)
-    return model, report.load_model(model_uri)
+def _production_model(store: PromotedStore) -> tuple[ScoringModel, Any]:
+    """The production version as the scoring tasks load it, and its pipeline."""
+    production = _production(store.tracking_uri)
+    verify_key = signing.verifier(ChurnSettings(CHURN_STATE_DIR=store.state_dir)).pem()
+    model = ScoringModel(
+        store.tracking_uri, MODEL, production.version, production.run_id, 0.5, verify_key
+    )
+    return model, verified_pipeline(store.state_dir)
 
 
 def _cluster(scheduler: str | None, workers: int, timeout_s: float) -> ClusterSettings:
@@ -179,7 +178,7 @@ def test_a_worker_killed_mid_scoring_is_survived(
             ],
             tmp_path / "workers.log",
         )
-        model, pipeline = _production_model(promoted_store.tracking_uri)
+        model, pipeline = _production_model(promoted_store)
         table = cleaned_table(generate_customers(60_000, seed=11), tmp_path, 500, monkeypatch)
         active = scoring.active_customers(table.read(), table.contract)
         expected = pd.Series(
@@ -229,7 +228,7 @@ def test_a_cluster_past_its_timeout_fails_cleanly(
     promoted_store: PromotedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A hung or slow cluster fails the step with the setting to change."""
-    model, _ = _production_model(promoted_store.tracking_uri)
+    model, _ = _production_model(promoted_store)
     table = cleaned_table(generate_customers(2_000, seed=3), tmp_path, 100, monkeypatch)
     # loading MLflow and the model in the worker alone takes seconds
     cluster = _cluster(None, 1, timeout_s=0.2)

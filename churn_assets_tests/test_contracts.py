@@ -28,8 +28,13 @@ from churn_assets.ml.data.synthetic import (
 )
 from churn_assets.ml.model.features import model_inputs
 from churn_assets.ml.registry import tracking
-from churn_assets.ml.registry.model_registry import CONTRACT_TAG, load_pipeline
-from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
+from churn_assets.ml.registry.model_registry import CONTRACT_TAG
+from churn_assets_tests.conftest import (
+    ChurnEnv,
+    failure_messages,
+    materialize_graph,
+    verified_pipeline,
+)
 from serving.app import create_app
 from serving.settings import Settings
 
@@ -45,7 +50,7 @@ MINIMAL = "target: {column: Churn, positive: ['Yes']}\nfeatures: {x: {type: numb
     ("text", "mistake"),
     [
         ("- a list", "must be a mapping"),
-        ("target: [", "is not valid YAML at line 1, column 10"),
+        ("target: [", "is not valid YAML at line 2, column 1"),
         ("features: {x: {type: number}}", "target: Field required"),
         (MINIMAL.replace("number", "text"), "features.x.type: Input should be"),
         (MINIMAL.replace("{type: number}", "{type: number, levels: [a]}"), "levels cannot"),
@@ -171,7 +176,7 @@ def test_an_own_export_with_a_renamed_id_trains_and_promotes(
     mlflow.set_tracking_uri(churn_env.settings.tracking_uri)
     logged = tracking.load_run_contract(run_id)
     assert logged is not None and logged.digest == contract.digest  # the version carries it
-    pipeline = load_pipeline(churn_env.settings.model_name, version)
+    pipeline = verified_pipeline(churn_env.state_dir, version)
     assert model_inputs(pipeline) == list(contract.feature_columns)
 
     store = SnapshotStore.from_settings(churn_env.settings)

@@ -14,6 +14,7 @@ from churn_assets_tests.conftest import (
     failure_messages,
     materialize_graph,
     mlflow_runs,
+    verified_pipeline,
 )
 from churn_assets_tests.test_serving import customer_payloads
 from serving.app import create_app
@@ -113,7 +114,7 @@ def _check_scores_and_api(
             assert p["churn"] == (p["churn_probability"] >= threshold)
         # The API's reasons are the pipeline's reasons for the same customer.
         explained = client.post("/predict?reasons=2", json=payloads[0]).json()
-        pipeline = mlflow.sklearn.load_model(f"models:/{NAME}/1")
+        pipeline = verified_pipeline(churn_env.state_dir, "1")
         (expected,) = reasons.frame_reasons(pipeline, holdout.head(1), 2)
         assert [r["feature"] for r in explained["reasons"]] == [r["feature"] for r in expected]
         for got, want in zip(explained["reasons"], expected, strict=True):

@@ -18,7 +18,9 @@ from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.data.synthetic import generate_customers
 from churn_assets.ml.evaluation import drift, realized
 from churn_assets.ml.model import batch, scoring
-from churn_assets_tests.conftest import PromotedStore, cleaned_table
+from churn_assets.ml.registry import signing
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets_tests.conftest import PromotedStore, cleaned_table, verified_pipeline
 
 TELCO = default_contract()
 
@@ -155,9 +157,7 @@ def test_scores_files_are_written_as_parquet_and_csv(tmp_path: Path) -> None:
 def test_batch_probabilities_equal_the_logged_pipeline(promoted_store: PromotedStore) -> None:
     """churn_scores' matrix skips sklearn; it must give the pipeline's very probabilities,
     for categoricals and plain text, an unseen level and a blank number included."""
-    mlflow.set_tracking_uri(promoted_store.tracking_uri)
-    mlflow.set_registry_uri(promoted_store.tracking_uri)
-    pipeline = mlflow.sklearn.load_model("models:/churn-classifier@production")
+    pipeline = verified_pipeline(promoted_store.state_dir)
     holdout = promoted_store.holdout.copy()
     assert isinstance(holdout["Contract"].dtype, pd.CategoricalDtype)
     holdout["Contract"] = holdout["Contract"].cat.add_categories(["Five year"])
@@ -180,13 +180,18 @@ def test_a_base_scored_a_partition_at_a_time_is_ranked_as_in_one_piece(
     mlflow.set_tracking_uri(promoted_store.tracking_uri)
     mlflow.set_registry_uri(promoted_store.tracking_uri)
     production = MlflowClient().get_model_version_by_alias("churn-classifier", "production")
-    uri = f"models:/churn-classifier/{production.version}"
     model = ScoringModel(
-        promoted_store.tracking_uri, uri, production.run_id, production.version, 0.3
+        promoted_store.tracking_uri,
+        "churn-classifier",
+        production.version,
+        production.run_id,
+        0.3,
+        signing.verifier(ChurnSettings(CHURN_STATE_DIR=promoted_store.state_dir)).pem(),
     )
     table = cleaned_table(generate_customers(9_000, seed=5), tmp_path, 2_000, monkeypatch)
     active = scoring.active_customers(table.read(), TELCO)
-    probability = batch.churn_probability(mlflow.sklearn.load_model(uri), active)
+    pipeline = verified_pipeline(promoted_store.state_dir)
+    probability = batch.churn_probability(pipeline, active)
     whole = scoring.rank_customers(active, TELCO, probability, production.version, 0.3)
     assert whole["churn_probability"].duplicated().any()  # ties whose order must hold
 

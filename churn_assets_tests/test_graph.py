@@ -17,7 +17,9 @@ from fastapi.testclient import TestClient
 from churn_assets import cli
 from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
+from churn_assets.ml.registry import artifacts as signed
 from churn_assets.ml.registry import model_registry as registry
+from churn_assets.ml.registry import signing
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import INPUTS_FROM_RUN_TAG
 from churn_assets_tests.conftest import (
@@ -68,7 +70,7 @@ def _assert_snapshot_recorded(env: ChurnEnv, tags: dict[str, str], run: Any) -> 
 
 
 def test_whole_graph_registers_evaluates_gates_and_promotes(
-    churn_env: ChurnEnv, instance: dg.DagsterInstance
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = materialize_graph(churn_env, instance)
     assert result.success, failure_messages(result)
@@ -84,6 +86,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     assert float(tags["holdout_accuracy"]) >= 0.78
     assert 0 < float(tags["holdout_f1"]) < 1
     assert tags[registry.GATE_TAG] == registry.GATE_PASSED
+    _assert_signed(churn_env, result.run_id, tags["snapshot_id"])
     assert tags[registry.COMPARED_WITH_TAG] == "none"
     assert tags[registry.PREVIOUS_TAG] == "none"
     assert 0 < float(tags["decision_threshold"]) < 1  # the cost-based threshold travels along
@@ -117,13 +120,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     assert (churn_env.state_dir / "mlartifacts").is_dir()
     assert not (churn_env.root / "mlruns").exists()
 
-    # the production alias serves probabilities from the raw export's columns
-    model = mlflow.pyfunc.load_model(f"models:/{NAME}@production")
-    sample = pd.read_csv(churn_env.data_path).head(20)
-    sample["TotalCharges"] = pd.to_numeric(sample["TotalCharges"], errors="coerce").fillna(0)
-    probabilities = np.asarray(model.predict(sample[list(TELCO.feature_columns)]))
-    assert probabilities.shape == (20, 2)
-    assert np.allclose(probabilities.sum(axis=1), 1)
+    _assert_pyfunc_serves(churn_env, monkeypatch)
 
     # what the Dagster UI shows
     assert _metadata(result, "raw_customers")["dagster/row_count"].value == 7043
@@ -153,6 +150,32 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
         "realized_auc": True,  # nothing to judge yet: no outcomes have arrived
     }
     assert_no_mlflow_run_left_running(churn_env)
+
+
+def _assert_pyfunc_serves(env: ChurnEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production alias serves probabilities from the raw export's columns through MLflow's
+    own pyfunc too, as `mlflow models serve` does: that reader must be let deserialize, since
+    every process of ours turns MLflow's loaders off (tracking.NO_PICKLE)."""
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@production")
+    sample = pd.read_csv(env.data_path).head(20)
+    sample["TotalCharges"] = pd.to_numeric(sample["TotalCharges"], errors="coerce").fillna(0)
+    probabilities = np.asarray(model.predict(sample[list(TELCO.feature_columns)]))
+    assert probabilities.shape == (20, 2)
+    assert np.allclose(probabilities.sum(axis=1), 1)
+
+
+def _assert_signed(env: ChurnEnv, run_id: str, snapshot_id: str) -> None:
+    """What the tags say, signed: files at registration, verdict by the gate, and promotion's."""
+    verifier = signing.verifier(env.settings)
+    version = env.client.get_model_version(NAME, "1")
+    manifest = signed.verified_manifest(verifier, version)
+    assert set(manifest["files"]) >= {signed.PIPELINE_FILE, signed.CONTRACT_FILE}
+    assert manifest["facts"]["dagster_run_id"] == run_id
+    assert signed.verified_verdict(verifier, version)["passed"] is True
+    attestation = signed.verified_attestation(verifier, version)
+    assert (attestation["signed_by"], attestation["promoted_by_run"]) == ("promotion", run_id)
+    assert attestation["registered"]["snapshot_id"] == snapshot_id
 
 
 def test_failed_gate_leaves_production_untouched_and_promotion_alone_is_refused(

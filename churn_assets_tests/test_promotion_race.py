@@ -20,6 +20,7 @@ from churn_assets.ml.evaluation.gate import GateThresholds, evaluate_gate
 from churn_assets.ml.evaluation.report import EvaluationReport
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry.locks import registry_lock
+from churn_assets_tests.conftest import session_signer, signing_key_pem
 from churn_assets_tests.processes import REPO, base_env, postgres_databases, wait_until
 
 NAME = "churn-classifier"
@@ -46,12 +47,12 @@ def _store(uri: str) -> registry.ModelRegistry:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return registry.ModelRegistry(
-        MlflowClient(uri, uri), NAME, "production", registry_lock(uri, None, NAME)
+        MlflowClient(uri, uri), NAME, "production", registry_lock(uri, None, NAME), session_signer
     )
 
 
 def _gated(store: registry.ModelRegistry, source: Path, against: str | None) -> str:
-    version = str(store.client.create_model_version(NAME, source=source.as_uri()).version)
+    version = str(store.register(source.as_uri(), {}).version)
     report = EvaluationReport(NAME, version, "run", 1000, {"auc": 0.86, "accuracy": 0.8}, {})
     thresholds = GateThresholds(min_auc=0.82, min_accuracy=0.78, max_auc_drop=0.01)
     store.record_verdict(version, evaluate_gate(report, thresholds), against)
@@ -63,11 +64,12 @@ def _race(uri: str, tmp_path: Path) -> None:
     store.client.create_registered_model(NAME)
     source = tmp_path / "artifacts"
     source.mkdir()
+    (source / "MLmodel").write_text("artifact_path: model\nflavors: {}\n")
     champion = _gated(store, source, None)
     store.promote(champion)
     candidates = [_gated(store, source, champion) for _ in range(PROCESSES)]
     go = tmp_path / "go"
-    env = base_env(MLFLOW_TRACKING_URI=uri)
+    env = base_env(MLFLOW_TRACKING_URI=uri, CHURN_SIGNING_KEY=signing_key_pem())
     promoters = [
         subprocess.Popen(
             [sys.executable, "-c", PROMOTER, version, str(go)],

@@ -19,6 +19,7 @@ from churn_assets.ml.model.features import fit_preprocessor
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry.locks import registry_lock
 from churn_assets.ml.registry.tracking import SKOPS_TRUSTED_TYPES
+from churn_assets_tests.conftest import session_signer
 
 TELCO = default_contract()
 
@@ -31,7 +32,12 @@ THRESHOLDS = GateThresholds(min_auc=0.82, min_accuracy=0.78, max_auc_drop=0.01)
 
 def open_store(uri: str) -> registry.ModelRegistry:
     return registry.ModelRegistry(
-        MlflowClient(uri, uri), NAME, ALIAS, registry_lock(uri, None, NAME), lock_timeout_s=60
+        MlflowClient(uri, uri),
+        NAME,
+        ALIAS,
+        registry_lock(uri, None, NAME),
+        session_signer,
+        lock_timeout_s=60,
     )
 
 
@@ -78,7 +84,7 @@ def report(version: str, auc: float, recent: dict[str, float] | None = None) -> 
 
 def _version(client: registry.ModelRegistry, gate: str | None = None, against: str = "none") -> str:
     source = Path(client.client.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
-    version = str(client.client.create_model_version(NAME, source=source.as_uri()).version)
+    version = str(client.register(source.as_uri(), {}).version)
     if gate is not None:
         auc = 0.86 if gate == "passed" else 0.5
         result = evaluate_gate(report(version, auc), THRESHOLDS)

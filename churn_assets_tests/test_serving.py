@@ -4,7 +4,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.model import reasons
-from churn_assets_tests.conftest import PromotedStore
+from churn_assets_tests.conftest import PromotedStore, verified_pipeline
 from serving.app import create_app
 from serving.model import FastScorer
 from serving.schemas import Customer
@@ -47,9 +46,7 @@ def client(promoted_store: PromotedStore) -> Iterator[TestClient]:
 
 
 def test_fast_path_equals_logged_pipeline_on_whole_holdout(promoted_store: PromotedStore) -> None:
-    mlflow.set_tracking_uri(promoted_store.tracking_uri)
-    mlflow.set_registry_uri(promoted_store.tracking_uri)
-    pipeline = mlflow.sklearn.load_model("models:/churn-classifier@production")
+    pipeline = verified_pipeline(promoted_store.state_dir)
     holdout = promoted_store.holdout
     expected = pipeline.predict_proba(holdout[list(TELCO.feature_columns)])[:, 1]
     customers = [Customer(**p) for p in customer_payloads(holdout)]
@@ -199,9 +196,7 @@ def test_openapi_documents_every_route_with_a_response_model(client: TestClient)
 def test_reasons_on_request_equal_the_pipelines_exact_contributions(
     client: TestClient, payloads: list, promoted_store: PromotedStore
 ) -> None:
-    mlflow.set_tracking_uri(promoted_store.tracking_uri)
-    mlflow.set_registry_uri(promoted_store.tracking_uri)
-    pipeline = mlflow.sklearn.load_model("models:/churn-classifier@production")
+    pipeline = verified_pipeline(promoted_store.state_dir)
     holdout = promoted_store.holdout.head(20)
     expected = reasons.frame_reasons(pipeline, holdout, 3)
 

@@ -6,6 +6,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: A scope key the server protocol (serving/protocol.py) sets when a request's connection ends
+#: before its answer went out: the status it is counted under instead of the one the app chose
+#: (499 the client went away, 408 its body was cut off), since that answer never arrived.
+CUT_SHORT = "churn.cut_short"
 
 
 class ApiMetrics:
@@ -29,6 +33,14 @@ class ApiMetrics:
         )
         self.model_version = Gauge(
             "churn_api_model_version", "Registry version being served.", registry=self.registry
+        )
+        # What to alert on: 1 while production names a version this API does not serve,
+        # `refused` (not signed or not attested by the gate) or `failed` (could not load).
+        self.production_not_served = Gauge(
+            "churn_api_production_not_served",
+            "Production names a version this API does not serve, by outcome.",
+            ["outcome"],
+            registry=self.registry,
         )
 
 
@@ -56,6 +68,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            status = scope.get(CUT_SHORT, status)
             route = getattr(scope.get("route"), "path", "unmatched")
             requests, latency, errors = self._children(route, status)
             requests.inc()

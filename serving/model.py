@@ -14,15 +14,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from mlflow.tracking import MlflowClient
 
-from churn_assets.ml.data.contract import MISSING, Contract, default_contract
+from churn_assets.ml.data.contract import MISSING, Contract
 from churn_assets.ml.evaluation import decision
 from churn_assets.ml.model.calibration import CalibratedChurnClassifier
 from churn_assets.ml.model.features import encoded_levels, model_inputs, output_features
 from churn_assets.ml.model.reasons import Explainer
+from churn_assets.ml.registry import artifacts, signing, tracking
 from churn_assets.ml.registry import model_registry as registry
-from churn_assets.ml.registry import tracking
+from churn_assets.ml.registry.signing import SignatureError
 from serving.schemas import RequestModels, request_models
 from serving.settings import Settings
 
@@ -156,6 +156,9 @@ class LoadFailure:
     """Production points at a version this process could not load: it serves the old one."""
 
     version: str
+    #: "refused" (not signed, not attested, not the files training signed) or "failed"
+    outcome: str
+    #: Why, in words that name no URI, path or credential (the log has the stack).
     error: str
     at: datetime
 
@@ -181,7 +184,11 @@ class ModelWatcher:
                 client = tracking.client(self.settings)
                 version = registry.production_version(client, name, alias)
             except Exception as error:  # network, database: keep serving what we have
-                self._checked(reachable=False, error=f"{type(error).__name__}: {error}")
+                # The error's text can hold the store's URI and its password: the log has it
+                # (once per kind of failure), the API's answers name only its kind.
+                if self.registry.reachable or self.registry.error != type(error).__name__:
+                    log.warning("registry check failed: %s", error)
+                self._checked(reachable=False, error=type(error).__name__)
                 return
             if version is None:
                 self._checked(reachable=True, error=f"{name} has no {alias!r} version yet")
@@ -191,15 +198,14 @@ class ModelWatcher:
                 self.load_failure = None
                 return
             try:
-                loaded = _load(client, name, alias, version, self.settings.threshold)
+                loaded = _load(self.settings, alias, version)
+            except SignatureError as error:
+                # Not a fault to retry: production names a version this code will not serve.
+                # One line per version an operator can alert on (and /metrics counts it).
+                self._failed(str(version.version), "refused", str(error))
+                return
             except Exception as error:
-                failed = str(version.version)
-                if self.load_failure is None or self.load_failure.version != failed:
-                    # once per version: the next checks retry quietly
-                    log.exception("loading %s version %s failed", name, failed)
-                reason = f"{type(error).__name__}: {str(error)[:500]}"
-                self.load_failure = LoadFailure(failed, reason, datetime.now(UTC))
-                self.registry.error = f"loading version {failed} failed: {reason}"
+                self._failed(str(version.version), "failed", type(error).__name__)
                 return
             previous = self.current
             self.load_failure = None
@@ -214,6 +220,17 @@ class ModelWatcher:
     def _checked(self, reachable: bool, error: str | None) -> None:
         self.registry = RegistryState(datetime.now(UTC), reachable, error)
 
+    def _failed(self, version: str, outcome: str, reason: str) -> None:
+        """Keep serving what we have; say once per version why the new one is not served."""
+        name = self.settings.model_name
+        if self.load_failure is None or self.load_failure.version != version:
+            # once per version: the next checks retry quietly; the stack goes to the log only
+            if outcome == "refused":
+                log.error("refused to serve %s version %s: %s", name, version, reason)
+            else:
+                log.exception("loading %s version %s failed", name, version)
+        self.load_failure = LoadFailure(version, outcome, reason, datetime.now(UTC))
+
 
 def _threshold(tags: dict[str, str], configured: float | None) -> tuple[float, str]:
     """An operator's CHURN_DECISION_THRESHOLD wins; else the version's cost-based one."""
@@ -226,21 +243,21 @@ def _threshold(tags: dict[str, str], configured: float | None) -> tuple[float, s
     return decision.version_threshold(tags), source
 
 
-def _load(
-    client: MlflowClient, name: str, alias: str, version: Any, threshold: float | None
-) -> LoadedModel:
+def _load(settings: Settings, alias: str, version: Any) -> LoadedModel:
+    """The version, only if its files are the ones training signed and its gate attestation
+    says it passed; its pipeline and contract are read from those checked files alone."""
     tags = version.tags or {}
-    # the contract the version was trained under (versions from before contracts: telco's)
-    logged = tracking.load_run_contract(str(version.run_id)) if version.run_id else None
-    contract = logged or default_contract()
-    pipeline = registry.load_pipeline(name, str(version.version))
+    name = settings.model_name
+    verifier = signing.verifier(settings)
+    verified = artifacts.load_version(verifier, version, settings.tracking_uri, attested=True)
+    pipeline, contract = verified.pipeline, verified.contract
     if model_inputs(pipeline) != list(contract.feature_columns):
         raise ValueError(
             f"version {version.version} reads {model_inputs(pipeline)} but its data contract "
             f"declares {list(contract.feature_columns)}"
         )
     holdout = {k.removeprefix("holdout_"): float(tags[k]) for k in _HOLDOUT_TAGS if k in tags}
-    chosen, source = _threshold(tags, threshold)
+    chosen, source = _threshold(tags, settings.threshold)
     return LoadedModel(
         name=name,
         alias=alias,

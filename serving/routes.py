@@ -256,15 +256,20 @@ async def ready(request: Request) -> JSONResponse:
     watcher: ModelWatcher = request.app.state.watcher
     model, registry, failure = watcher.current, watcher.registry, watcher.load_failure
     serving = None if model is None else model.version
+    # What a probe needs, in words that carry no URI, path, credential or stack (the log
+    # has those): the version served, and why another is not.
     if failure is not None:
+        why = "refuses to serve it" if failure.outcome == "refused" else "could not load it"
         detail = (
-            f"degraded: production is version {failure.version}, which failed to load "
+            f"degraded: production is version {failure.version} and this API {why} "
             f"({failure.error}); serving version {serving or 'none'}"
         )
     elif model is None:
         detail = registry.error or "no model loaded yet"
+        if not registry.reachable:
+            detail = f"registry unreachable ({detail})"
     elif not registry.reachable:
-        detail = f"serving version {model.version}; registry unreachable: {registry.error}"
+        detail = f"serving version {model.version}; registry unreachable ({registry.error})"
     else:
         detail = f"serving version {model.version}"
     body = Readiness(
@@ -328,4 +333,9 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics = _metrics(request)
     if watcher.current is not None:
         metrics.model_version.set(float(watcher.current.version))
+    failure = watcher.load_failure
+    for outcome in ("refused", "failed"):
+        metrics.production_not_served.labels(outcome).set(
+            float(failure is not None and failure.outcome == outcome)
+        )
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

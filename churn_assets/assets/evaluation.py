@@ -1,16 +1,20 @@
 """Evaluation: the registered candidate scored on the holdout beside the production model."""
 
+from dataclasses import replace
+from typing import Any
+
 import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
 from churn_assets.ml.data.splitting import CustomerSplits
-from churn_assets.ml.evaluation import plots
+from churn_assets.ml.evaluation import leakage, plots
 from churn_assets.ml.evaluation import report as evaluation
 from churn_assets.ml.evaluation.decision import Economics, value_curve
 from churn_assets.ml.model import baseline, calibration, training
+from churn_assets.ml.registry import artifacts, signing, tracking
 from churn_assets.ml.registry import model_registry as registry_versions
-from churn_assets.ml.registry import tracking
+from churn_assets.ml.registry.signing import SignatureError
 from churn_assets.ml.registry.tracking import ModelCandidate
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
@@ -28,8 +32,25 @@ def evaluation_report(
     churn_settings = settings.get()
     model_registry = registry.open()
     holdout = customer_splits.holdout
-    # Score what the registry serves, not the in-memory object, so a broken artifact fails here.
-    candidate_model = evaluation.load_model(churn_model.uri)
+    # Score what the registry serves, not the in-memory object, so a broken artifact fails
+    # here: read as every consumer reads a version, from the files its signed manifest lists.
+    try:
+        verifier = signing.verifier(churn_settings)
+        candidate_model = artifacts.load_version(
+            verifier,
+            model_registry.version(churn_model.version),
+            model_registry.store,
+            attested=False,
+        ).pipeline
+        production_version, recent_models = _recent_production(
+            model_registry, verifier, churn_settings.gate_history, customer_splits
+        )
+    except SignatureError as refusal:
+        raise dg.Failure(
+            description=f"not evaluated: {refusal} (a version registered before models were "
+            "signed is attested by `churn attest VERSION`, after a check)",
+            allow_retries=False,
+        ) from refusal
     candidate_probability = training.churn_probability(candidate_model, holdout)
     calibrated = getattr(candidate_model.named_steps["model"], "calibrated", False)
     uncalibrated_probability = (
@@ -39,24 +60,6 @@ def evaluation_report(
     y = holdout[target].to_numpy()
     economics = Economics(churn_settings.offer_cost, churn_settings.saved_customer_value)
     decision = value_curve(y, candidate_probability, economics)
-    # Production and the versions promoted before it, on this holdout: the gate's no-slide
-    # reference (see churn_assets.ml.evaluation.gate).
-    # Production is read once: the version the verdict records as compared with is the one
-    # scored here, and promotion's compare-and-set refuses if the alias moved since.
-    production = model_registry.production()
-    production_version = None if production is None else str(production.version)
-    recent = model_registry.recent_production_versions_from(production, churn_settings.gate_history)
-    # a version trained under another data contract reads other columns: it cannot score this
-    # holdout, so the gate compares the candidate with the versions of its own contract only
-    digest = customer_splits.contract.digest
-    recent = [
-        v for v in recent if registry_versions.contract_digest(model_registry.version(v)) == digest
-    ]
-    # Loaded once each: scored on the holdout here and on the out-of-time rows below.
-    recent_models = {
-        version: evaluation.load_model(f"models:/{churn_model.name}/{version}")
-        for version in recent
-    }
     recent_probability = {
         version: training.churn_probability(model, holdout)
         for version, model in recent_models.items()
@@ -97,6 +100,9 @@ def evaluation_report(
         recent_probability,
         oot,
     )
+    # Too good to be true is judged on the candidate's strongest features alone as well
+    alone = leakage.features_alone(candidate_model, customer_splits.train, holdout, target)
+    report = replace(report, feature_alone=None if alone is None else alone.auc)
     curves = {f"candidate v{churn_model.version}": candidate_probability}
     if uncalibrated_probability is not None:
         curves[f"candidate v{churn_model.version} before calibration"] = uncalibrated_probability
@@ -151,9 +157,10 @@ def evaluation_report(
             **report.confusion,
             "production_version": report.production_version or "none",
             "production_auc": (report.production or {}).get("auc", float("nan")),
-            "recent_production_versions": ", ".join(recent) or "none",
+            "recent_production_versions": ", ".join(recent_models) or "none",
             "best_recent_production_auc": report.best_recent_production()[1] or float("nan"),
             "baseline_auc": (report.baseline or {}).get("auc", float("nan")),
+            **({"strongest_feature_alone_auc": alone.strongest[1]} if alone is not None else {}),
             "calibration_applied": calibrated,
             "uncalibrated_brier": (report.uncalibrated or report.candidate)["brier"],
             **decision.summary(),
@@ -163,3 +170,33 @@ def evaluation_report(
             ),
         },
     )
+
+
+def _recent_production(
+    model_registry: registry_versions.ModelRegistry,
+    verifier: signing.Verifier,
+    gate_history: int,
+    customer_splits: CustomerSplits,
+) -> tuple[str | None, dict[str, Any]]:
+    """Production's version, and it and the versions promoted before it, loaded: the gate's
+    no-slide reference (see churn_assets.ml.evaluation.gate).
+
+    Production is read once: the version the verdict records as compared with is the one
+    scored here, and promotion's compare-and-set refuses if the alias moved since.
+    """
+    production = model_registry.production()
+    production_version = None if production is None else str(production.version)
+    recent = model_registry.recent_production_versions_from(production, gate_history)
+    # a version trained under another data contract reads other columns: it cannot score this
+    # holdout, so the gate compares the candidate with the versions of its own contract only
+    digest = customer_splits.contract.digest
+    versions = [model_registry.version(v) for v in recent]
+    # Loaded once each: scored on the holdout and on the out-of-time rows. Only versions the
+    # gate attested are a reference (a refused one put in their place could lower the bar).
+    return production_version, {
+        str(v.version): artifacts.load_version(
+            verifier, v, model_registry.store, attested=True
+        ).pipeline
+        for v in versions
+        if registry_versions.contract_digest(v) == digest
+    }

@@ -13,6 +13,8 @@ from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.evaluation import decision, realized
 from churn_assets.ml.model import scoring
+from churn_assets.ml.registry import artifacts, signing
+from churn_assets.ml.registry.signing import SignatureError
 from churn_assets.resources import (
     ChurnSettingsResource,
     DaskResource,
@@ -48,12 +50,23 @@ def churn_scores(
             allow_retries=False,
         )
     version = str(production.version)
+    # Checked here before a task starts, so a version the gate did not attest fails the step
+    # with its reason, once; every worker checks the files it reads again.
+    verifier = signing.verifier(churn_settings)
+    try:
+        artifacts.verified_manifest(verifier, production)
+        artifacts.verified_attestation(verifier, production)
+    except SignatureError as refusal:
+        raise dg.Failure(
+            description=f"not scoring with production: {refusal}", allow_retries=False
+        ) from refusal
     model = ScoringModel(
         churn_settings.tracking_uri,
-        f"models:/{churn_settings.model_name}/{version}",
-        str(production.run_id),
+        churn_settings.model_name,
         version,
+        str(production.run_id),
         decision.version_threshold(production.tags or {}),
+        verifier.pem(),
     )
     table = cleaned_customers
     folder = io_manager.folder_uri(context.run_id, context.asset_key)

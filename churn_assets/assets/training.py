@@ -193,10 +193,11 @@ def churn_model(
     mlflow.log_text(contract.to_yaml(), tracking.CONTRACT_ARTIFACT)
     tracking.log_png(importance_png, "training/feature_importance.png")
     # input_example takes the feature columns of its first rows itself
-    model_uri = tracking.log_model(
-        trained.pipeline, tracking.input_example(customer_splits.train, contract)
-    )
+    example = tracking.input_example(customer_splits.train, contract)
+    model_uri = tracking.log_model(trained.pipeline, example)
     # The version this run evaluates, gates and promotes: carried to them as this output.
+    # Its manifest is signed only once the pipeline read back from the store scores the
+    # example exactly as the one fitted here (skops files are not byte-reproducible).
     version = registry.open().register(
         model_uri,
         tags={
@@ -206,6 +207,7 @@ def churn_model(
             registry_tags.CONTRACT_VERSION_TAG: str(contract.version),
             registry_tags.DAGSTER_RUN_TAG: context.run_id,
         },
+        check=tracking.same_predictions(trained.pipeline, example),
     )
     candidate = ModelCandidate(churn_settings.model_name, str(version.version), run.info.run_id)
     return dg.Output(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from churn_assets.ml.data.contract import Contract, load_contract
@@ -93,8 +93,21 @@ class ChurnSettings(BaseSettings):
     dask_memory_limit: str = Field("auto", alias="CHURN_DASK_MEMORY_LIMIT")
     dask_min_rows: int = Field(2_000_000, alias="CHURN_DASK_MIN_ROWS", ge=0)
     dask_timeout_s: float = Field(3600.0, alias="CHURN_DASK_TIMEOUT_S", gt=0)
+    # Signed artifacts and verdicts (churn_assets/ml/registry/signing.py): the Ed25519 private
+    # key only training holds, and the public key every loader verifies with. Each is a PEM
+    # file's path or the PEM text itself; unset, both live in <state>/signing, made on first use.
+    signing_key: SecretStr | None = Field(None, alias="CHURN_SIGNING_KEY")
+    verify_key: str | None = Field(None, alias="CHURN_VERIFY_KEY")
+    max_plausible_auc: float = Field(0.99, alias="CHURN_MAX_PLAUSIBLE_AUC", gt=0.5, le=1)
+    max_extract_ahead_days: int = Field(1, alias="CHURN_MAX_EXTRACT_AHEAD_DAYS", ge=0)
     git_sha: str | None = Field(None, alias="CHURN_GIT_SHA")
     mlflow_ui_url: str | None = Field(None, alias="CHURN_MLFLOW_UI_URL")
+
+    @field_validator("signing_key", "verify_key", mode="before")
+    @classmethod
+    def _blank_key_means_none(cls, value: object) -> object:
+        """CHURN_SIGNING_KEY= (as compose passes an unset variable) is no key, not an empty one."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def ui_url(self) -> str:

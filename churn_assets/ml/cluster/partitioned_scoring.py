@@ -41,23 +41,39 @@ class ScoringModel:
     """The registered version a task loads: sent to workers as these strings, never pickled."""
 
     tracking_uri: str
-    #: models:/<name>/<version>
-    uri: str
-    #: The version's MLflow run: a version number reused by another registry never hits a
-    #: model cached for the first.
-    run_id: str
+    name: str
     version: str
+    #: The version's MLflow run: a version number reused by another registry never hits a
+    #: model cached for the first, nor passes for it.
+    run_id: str
     threshold: float
+    #: The public key (PEM) the version's manifest and attestation are verified with on the
+    #: worker, which reads the files from the store itself.
+    verify_key: str
 
 
 @functools.lru_cache(maxsize=2)
-def _pipeline(tracking_uri: str, model_uri: str, run_id: str) -> Any:
-    """The registered pipeline, loaded once per process and version."""
-    import mlflow
+def _pipeline(model: ScoringModel) -> Any:
+    """The registered pipeline, verified and loaded once per process and version."""
+    import os
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    return mlflow.sklearn.load_model(model_uri)
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from churn_assets.ml.registry import artifacts, signing, tracking
+
+    os.environ.update(tracking.NO_PICKLE)
+    mlflow.set_tracking_uri(model.tracking_uri)
+    mlflow.set_registry_uri(model.tracking_uri)
+    version = MlflowClient(model.tracking_uri, model.tracking_uri).get_model_version(
+        model.name, model.version
+    )
+    if version.run_id != model.run_id:
+        raise signing.SignatureError(
+            f"{model.name} version {model.version} is no longer the version the step scored"
+        )
+    verifier = signing.verifier_from_pem(model.verify_key)
+    return artifacts.load_version(verifier, version, model.tracking_uri, attested=True).pipeline
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,7 @@ def _score(
     from churn_assets.ml.model import reasons as explained
 
     active = scoring.active_customers(table.read_partition(index), table.contract)
-    pipeline = _pipeline(model.tracking_uri, model.uri, model.run_id)
+    pipeline = _pipeline(model)
     probability = batch.churn_probability(pipeline, active) if len(active) else np.empty(0)
     why = explained.frame_reasons(pipeline, active, reasons) if reasons and len(active) else None
     scores = scoring.score_columns(active, table.contract, probability, model.threshold, why)

@@ -32,6 +32,9 @@ class GateThresholds:
     max_auc_drop: float
     #: Also require a higher holdout AUC than the logistic-regression baseline's.
     beat_baseline: bool = False
+    #: Above this AUC, for the candidate or its strongest feature alone, the target has
+    #: leaked (see churn_assets.ml.evaluation.leakage); lowering it is the stricter way.
+    max_plausible_auc: float = 0.99
 
     @classmethod
     def from_settings(cls, settings: ChurnSettings) -> GateThresholds:
@@ -40,6 +43,7 @@ class GateThresholds:
             settings.min_accuracy,
             settings.max_auc_drop,
             settings.gate_beat_baseline,
+            settings.max_plausible_auc,
         )
 
     def with_changes(self, **changes: Any) -> GateThresholds:
@@ -57,6 +61,10 @@ class GateThresholds:
             looser.append(f"max_auc_drop {self.max_auc_drop:g} > floor {floor.max_auc_drop:g}")
         if floor.beat_baseline and not self.beat_baseline:
             looser.append("beat_baseline off < floor on")
+        if self.max_plausible_auc > floor.max_plausible_auc:
+            looser.append(
+                f"max_plausible_auc {self.max_plausible_auc:g} > floor {floor.max_plausible_auc:g}"
+            )
         return looser
 
 
@@ -140,6 +148,21 @@ class GateResult:
             sort_keys=True,
         )
 
+    def signed_record(self) -> dict[str, Any]:
+        """What the gate signs on the version: the verdict, its thresholds and figures, and
+        the override it passed under (its reason clipped, so the record fits a tag)."""
+        override = None
+        if self.override is not None:
+            override = {**asdict(self.override), "reason": self.override.reason[:500]}
+        return {
+            "passed": self.passed,
+            "judged_on": self.judged_on,
+            "thresholds": json.loads(self.record()),
+            "figures": {c.name: c.value for c in self.criteria},
+            "failed": [c.name for c in self.criteria if not c.passed],
+            "override": override,
+        }
+
 
 def evaluate_gate(
     report: EvaluationReport, thresholds: GateThresholds, override: GateOverride | None = None
@@ -170,6 +193,18 @@ def evaluate_gate(
     if thresholds.beat_baseline and baseline is not None:
         reference = baseline["auc"]
         criteria.append(GateCriterion("auc > baseline auc", auc, reference, auc > reference))
+    ceiling = thresholds.max_plausible_auc
+    criteria.append(GateCriterion("auc <= max_plausible_auc", auc, ceiling, auc <= ceiling))
+    if alone := report.feature_alone:
+        feature = max(alone, key=alone.__getitem__)
+        criteria.append(
+            GateCriterion(
+                f"auc of {feature!r} alone <= max_plausible_auc",
+                alone[feature],
+                ceiling,
+                alone[feature] <= ceiling,
+            )
+        )
     return GateResult(
         criteria, thresholds, reference_version, reference_auc, override, report.judged_on
     )

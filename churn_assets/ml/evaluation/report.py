@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 
@@ -79,6 +77,9 @@ class EvaluationReport:
     #: The same comparison on the newest complete window training did not see (see
     #: churn_assets.ml.data.point_in_time); None while history is too short for one.
     out_of_time: OutOfTime | None = None
+    #: Holdout AUC of each of the candidate's most important features used alone (see
+    #: churn_assets.ml.evaluation.leakage), most important first.
+    feature_alone: dict[str, float] | None = None
 
     @property
     def judged_on(self) -> str:
@@ -227,11 +228,6 @@ class EvaluationReport:
             f"({d.get('expected_value_target_all_per_1000_customers', 0):,.0f} per 1,000) for an "
             "offer to everyone and 0 for none.",
         ]
-
-
-def load_model(model_uri: str) -> Any:
-    """A registered model's pipeline, loaded back from the registry as consumers load it."""
-    return mlflow.sklearn.load_model(model_uri)
 
 
 def build_report(

@@ -16,7 +16,7 @@ a verdict. Moving the alias is a compare-and-set under a lock every writer share
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,8 +28,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_
 from mlflow.tracking import MlflowClient
 
 from churn_assets.ml.data.contract import default_contract
-from churn_assets.ml.registry import locks, tracking
+from churn_assets.ml.registry import artifacts, locks, signing, tracking
 from churn_assets.ml.registry.locks import RegistryLock
+from churn_assets.ml.registry.signing import SignatureError, Signer
 from churn_assets.ml.settings import ChurnSettings
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class PromotionLostError(RuntimeError):
 #: Every way an alias move ends without moving it, each with a message for people.
 WRITE_REFUSALS: tuple[type[Exception], ...] = (
     PromotionRefusedError,
+    SignatureError,
     PromotionLostError,
     locks.LockTimeoutError,
     locks.LockUnavailableError,
@@ -125,9 +127,17 @@ class ModelRegistry:
     name: str
     alias: str
     lock: RegistryLock
+    #: Training's key, asked for only by the writes that sign (a sensor refusing a version
+    #: never makes the embedded default's key pair).
+    signing_key: Callable[[], Signer]
     lock_timeout_s: float = 60.0
 
     # -- reads ---------------------------------------------------------------------------
+    @property
+    def store(self) -> str:
+        """The tracking and registry URI this registry reads and writes."""
+        return str(self.client.tracking_uri)
+
     def production(self) -> ModelVersion | None:
         return production_version(self.client, self.name, self.alias)
 
@@ -183,14 +193,25 @@ class ModelRegistry:
         return chosen[:count]
 
     # -- versions and their verdicts -----------------------------------------------------
-    def register(self, model_uri: str, tags: Mapping[str, str]) -> ModelVersion:
-        """A new version of the logged model, born with a pending gate verdict.
+    def register(
+        self,
+        model_uri: str,
+        tags: Mapping[str, str],
+        check: Callable[[Any], None] | None = None,
+    ) -> ModelVersion:
+        """A new version of the logged model, born with a pending gate verdict and a signed
+        manifest of its files (`check` sees the pipeline as read back, before it is signed).
 
         MLflow registers through its process-wide registry URI, which `open_registry` (via
         `tracking.client`) points at this registry's store.
         """
         version = mlflow.register_model(model_uri, self.name, tags={**tags, GATE_TAG: GATE_PENDING})
-        return self.client.get_model_version(self.name, str(version.version))
+        number = str(version.version)
+        registered = self.client.get_model_version(self.name, number)
+        self.tag(
+            number, artifacts.sign_manifest(self.signing_key(), registered, self.store, tags, check)
+        )
+        return self.client.get_model_version(self.name, number)
 
     def tag(self, version: str, tags: Mapping[str, str]) -> None:
         """Facts about a version (holdout metrics, its decision threshold)."""
@@ -198,7 +219,7 @@ class ModelRegistry:
             self.client.set_model_version_tag(self.name, version, key, value)
 
     def record_verdict(self, version: str, result: GateResult, compared_with: str | None) -> None:
-        """Write the gate verdict on the version; promotion trusts nothing else."""
+        """Write the gate verdict on the version, signed: promotion trusts nothing else."""
         tags = {
             COMPARED_WITH_TAG: compared_with or NO_VERSION,
             GATE_THRESHOLDS_TAG: result.record(),
@@ -206,6 +227,8 @@ class ModelRegistry:
         }
         if result.override is not None:
             tags[GATE_OVERRIDE_TAG] = _clip(result.override.to_json())
+        verdict = {**result.signed_record(), "compared_with": compared_with or NO_VERSION}
+        tags |= artifacts.sign_verdict(self.signing_key(), self.version(version), verdict)
         self.tag(version, tags)
         # The verdict last: a version reads as passed only once its record is complete.
         self.tag(version, {GATE_TAG: GATE_PASSED if result.passed else GATE_FAILED})
@@ -238,15 +261,27 @@ class ModelRegistry:
             if current is not None and str(current.version) == str(candidate.version):
                 previous = candidate.tags.get(PREVIOUS_TAG)
                 return AliasMove(self.name, self.alias, version, previous, changed=False)
-            gate = candidate.tags.get(GATE_TAG)
-            if gate != GATE_PASSED:
+            signer = self.signing_key()
+            # The signed records, not the tags: a tag says what anyone with the store wrote.
+            refused = (
+                f"{self.name} version {version} cannot become {self.alias!r}: its quality gate is"
+            )
+            try:
+                artifacts.verified_manifest(signer.verifier, candidate)
+                verdict = artifacts.verified_verdict(signer.verifier, candidate)
+            except SignatureError as error:
+                recorded = candidate.tags.get(GATE_TAG) or "not evaluated"
                 raise PromotionRefusedError(
-                    f"{self.name} version {version} cannot become {self.alias!r}: its quality "
-                    f"gate is {gate or 'not evaluated'}; only a version that passed the gate "
-                    "is promoted"
+                    f"{refused} {recorded}, and no verdict of this platform's gate says "
+                    f"otherwise ({error}); only a version that passed the gate is promoted"
+                ) from error
+            if not verdict.get("passed"):
+                raise PromotionRefusedError(
+                    f"{refused} failed (its signed verdict); only a version that passed the "
+                    "gate is promoted"
                 )
             current_version = str(current.version) if current is not None else NO_VERSION
-            compared_with = candidate.tags.get(COMPARED_WITH_TAG)
+            compared_with = verdict.get("compared_with")
             if compared_with != current_version:
                 reason = (
                     f"{self.name} version {version} was evaluated against production version "
@@ -258,7 +293,18 @@ class ModelRegistry:
                 self.tag(version, {PROMOTION_REFUSED_TAG: _clip(reason)})
                 raise PromotionRefusedError(reason)
             self._refuse_breaking_contract(candidate, current)
-            self.tag(version, {PREVIOUS_TAG: current_version})
+            attestation = artifacts.sign_attestation(
+                signer,
+                candidate,
+                verdict,
+                {
+                    "signed_by": "promotion",
+                    "promoted_by_run": dagster_run_id or "",
+                    "previous_version": current_version,
+                    "signed_at": datetime.now(UTC).isoformat(),
+                },
+            )
+            self.tag(version, {PREVIOUS_TAG: current_version, **attestation})
             self.client.set_registered_model_alias(self.name, self.alias, version)
             self._verify_alias(version)
             promoted = {PROMOTED_AT_TAG: datetime.now(UTC).isoformat()}
@@ -311,27 +357,94 @@ class ModelRegistry:
                     "version; name one with --to VERSION"
                 )
             chosen = self.version(target)
-            if to_version is not None and chosen.tags.get(GATE_TAG) != GATE_PASSED:
+            chosen_version, current_version = str(chosen.version), str(current.version)
+            if chosen_version == current_version:
+                return AliasMove(self.name, self.alias, chosen_version, current_version, False)
+            signer = self.signing_key()
+            try:
+                verdict = artifacts.verified_verdict(signer.verifier, chosen)
+            except SignatureError as error:
+                raise PromotionRefusedError(
+                    f"{self.name} version {target} has no signed verdict of the quality gate "
+                    f"({error}); not rolling back to it"
+                ) from error
+            if not verdict.get("passed"):
                 raise PromotionRefusedError(
                     f"{self.name} version {target} never passed the quality gate; not rolling "
                     "back to it"
                 )
-            chosen_version, current_version = str(chosen.version), str(current.version)
-            if chosen_version == current_version:
-                return AliasMove(self.name, self.alias, chosen_version, current_version, False)
             # A rollback is what an operator reaches for when production is in trouble; moving
             # the alias to a version the API cannot load would turn trouble into an outage.
             try:
-                load_pipeline(self.name, chosen_version)
+                artifacts.load_version(signer.verifier, chosen, self.store, attested=False)
             except Exception as error:
                 raise PromotionRefusedError(
                     f"{self.name} version {chosen_version} cannot be loaded "
                     f"({type(error).__name__}: {str(error)[:300]}); not rolling back to it"
                 ) from error
+            attestation = artifacts.sign_attestation(
+                signer,
+                chosen,
+                verdict,
+                {
+                    "signed_by": "rollback",
+                    "rolled_back_from": current_version,
+                    "signed_at": datetime.now(UTC).isoformat(),
+                },
+            )
+            self.tag(chosen_version, attestation)
             self.tag(current_version, {ROLLED_BACK_TO_TAG: chosen_version})
             self.client.set_registered_model_alias(self.name, self.alias, chosen_version)
             self._verify_alias(chosen_version)
         return AliasMove(self.name, self.alias, chosen_version, current_version, changed=True)
+
+    def attest(self, version: str, operator: str) -> dict[str, Any]:
+        """Sign, on an operator's word, a version registered before versions were signed:
+        only one whose recorded verdict is passed, whose pipeline reads as a skops file of
+        the pinned types and whose contract has the digest recorded at registration.
+        Returns the attestation."""
+        with self.lock.hold(self.lock_timeout_s):
+            legacy = self.version(version)
+            tags = legacy.tags or {}
+            what = f"{self.name} version {version}"
+            if artifacts.MANIFEST_TAG in tags:
+                raise PromotionRefusedError(
+                    f"{what} was signed when it was registered: it is attested by promotion "
+                    "(production_promotion) or a rollback, not by hand"
+                )
+            if tags.get(GATE_TAG) != GATE_PASSED or GATE_THRESHOLDS_TAG not in tags:
+                raise PromotionRefusedError(
+                    f"{what}'s recorded quality gate is {tags.get(GATE_TAG) or 'not evaluated'}"
+                    "; only a version that passed the gate is attested"
+                )
+            signer = self.signing_key()
+            facts = {k: tags[k] for k in (SNAPSHOT_TAG, CONTRACT_TAG, DAGSTER_RUN_TAG) if k in tags}
+            self.tag(version, artifacts.sign_manifest(signer, legacy, self.store, facts))
+            signed = self.version(version)
+            try:  # every file it is served from, read as the API will read it
+                loaded = artifacts.load_version(signer.verifier, signed, self.store, attested=False)
+                if loaded.contract.digest != contract_digest(signed):
+                    raise SignatureError(
+                        f"{what}'s contract is not the one recorded when it was registered"
+                    )
+            except SignatureError:
+                for key in (artifacts.MANIFEST_TAG, artifacts.MANIFEST_SIGNATURE_TAG):
+                    self.client.delete_model_version_tag(self.name, version, key)
+                raise
+            verdict = {
+                "passed": True,
+                "thresholds": json.loads(tags[GATE_THRESHOLDS_TAG]),
+                "figures": {k: v for k, v in tags.items() if k.startswith("holdout_")},
+                "override": override_of(legacy),
+                "compared_with": tags.get(COMPARED_WITH_TAG, NO_VERSION),
+                "recorded_verdict": _clip(tags.get(GATE_REASON_TAG, ""))[:1000],
+            }
+            stamp = {"signed_by": "attest", "operator": operator}
+            attestation = artifacts.sign_attestation(
+                signer, signed, verdict, {**stamp, "signed_at": datetime.now(UTC).isoformat()}
+            )
+            self.tag(version, artifacts.sign_verdict(signer, signed, verdict) | attestation)
+            return json.loads(attestation[artifacts.ATTESTATION_TAG])
 
     def _verify_alias(self, version: str) -> None:
         after = self.production()
@@ -350,20 +463,6 @@ def contract_digest(version: ModelVersion) -> str:
     return (version.tags or {}).get(CONTRACT_TAG) or default_contract().digest
 
 
-def load_pipeline(name: str, version: str) -> Any:
-    """A version's logged preprocessor+model pipeline, checked to be one this code scores.
-
-    What the API loads and what a rollback checks first, so a version that passes here is one
-    the API can serve. Uses MLflow's process-wide URIs (`tracking.client` sets them).
-    """
-    uri = f"models:/{name}/{version}"
-    pipeline = mlflow.sklearn.load_model(uri)
-    steps = getattr(pipeline, "named_steps", {})
-    if "preprocess" not in steps or "model" not in steps:
-        raise ValueError(f"{uri} is not a preprocess+model pipeline")
-    return pipeline
-
-
 def open_registry(settings: ChurnSettings) -> ModelRegistry:
     """The registry the settings point at, with the lock every writer of it shares."""
     return ModelRegistry(
@@ -375,6 +474,7 @@ def open_registry(settings: ChurnSettings) -> ModelRegistry:
             settings.registry_lock.get_secret_value() if settings.registry_lock else None,
             settings.model_name,
         ),
+        lambda: signing.signer(settings),
         settings.registry_lock_timeout_s,
     )
 

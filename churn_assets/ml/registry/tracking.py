@@ -7,12 +7,15 @@ import os
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.pandas_dataset import PandasDataset
@@ -64,9 +67,16 @@ _HASH_CHUNK = 1 << 20
 MODEL_REQUIREMENTS = ("lightgbm", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 
 
+#: MLflow's own switch for its loaders' pickle and skops paths, off in every process of ours:
+#: models are read only through churn_assets.ml.registry.artifacts (signed, skops, pinned types).
+NO_PICKLE = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+#: A signed version's few files are copied on every load: no progress bars on stderr for that.
+_QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
 def configure_mlflow(settings: ChurnSettings) -> str:
     """Point this process's MLflow client at the configured store; returns the tracking URI."""
-    os.environ.update(settings.mlflow_environment())
+    os.environ.update(settings.mlflow_environment() | NO_PICKLE | _QUIET)
     if settings.uses_local_store:
         settings.local_artifact_root.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -154,16 +164,48 @@ def log_model(pipeline: Pipeline, example: pd.DataFrame) -> str:
         # MLflow's hint about integer columns that might hold missing values does not apply.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         signature = infer_signature(example, pipeline.predict_proba(example))
-    info = mlflow.sklearn.log_model(
-        sk_model=pipeline,
-        name=MODEL_ARTIFACT,
-        signature=signature,
-        input_example=example,
-        pyfunc_predict_fn="predict_proba",
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        pip_requirements=[f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS],
-    )
+    with _own_model_loadable():
+        info = mlflow.sklearn.log_model(
+            sk_model=pipeline,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=example,
+            pyfunc_predict_fn="predict_proba",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            pip_requirements=[f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS],
+        )
     return str(info.model_uri)
+
+
+@contextmanager
+def _own_model_loadable() -> Iterator[None]:
+    """MLflow checks a model it logs by loading its own temporary copy of it (the serving
+    input example is scored); that copy is this process's bytes, so its loader may run."""
+    switch = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+    before = os.environ.get(switch)
+    os.environ[switch] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[switch]
+        else:
+            os.environ[switch] = before
+
+
+def same_predictions(pipeline: Pipeline, example: pd.DataFrame) -> Callable[[Any], None]:
+    """A check that a pipeline read back from the store is `pipeline`: the same probabilities
+    on the logged example, to the last bit."""
+    expected = pipeline.predict_proba(example)
+
+    def check(stored: Any) -> None:
+        if not np.array_equal(stored.predict_proba(example), expected):
+            raise RuntimeError(
+                "the logged pipeline does not score the input example as the fitted one did: "
+                "the artifact store holds something else; not signing it"
+            )
+
+    return check
 
 
 def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
