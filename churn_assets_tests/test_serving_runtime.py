@@ -7,11 +7,13 @@ TRAINING_ONLY = ("dagster", "dagster_mlflow", "matplotlib", "sqlalchemy", "pyarr
 
 
 def test_serving_imports_and_builds_with_dagster_absent(slim_python: Path, tmp_path: Path) -> None:
+    # serving.protocol is what `python -m serving` runs: httptools must be in the group too
     code = (
         "import importlib.util, sys\n"
         f"absent = [m for m in {TRAINING_ONLY!r} if importlib.util.find_spec(m)]\n"
         "assert not absent, absent\n"
         "from serving.app import create_app\n"
+        "from serving.protocol import LimitedHttpToolsProtocol\n"
         "app = create_app()\n"
         "assert 'dagster' not in sys.modules\n"
         "print(sorted(app.openapi()['paths']))\n"

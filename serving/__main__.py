@@ -1,4 +1,4 @@
-"""`python -m serving`: one uvicorn worker serving `create_app()`."""
+"""`python -m serving`: one uvicorn worker serving `create_app()`, with bounded connections."""
 
 import sys
 
@@ -6,6 +6,7 @@ import uvicorn
 
 from churn_assets.ml.ports import port_in_use
 from serving.app import create_app
+from serving.protocol import LimitedHttpToolsProtocol
 from serving.settings import Settings
 
 
@@ -23,6 +24,10 @@ def main() -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        # httptools with deadlines and a header ceiling (serving/protocol.py), never h11
+        http=LimitedHttpToolsProtocol.configured(settings),
+        timeout_keep_alive=settings.idle_timeout_s,
+        limit_concurrency=settings.max_connections,
         access_log=settings.access_log,
         server_header=False,
         log_level="info",

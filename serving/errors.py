@@ -5,8 +5,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from serving.schemas import ErrorBody, ErrorDetail, ErrorResponse
 
@@ -21,6 +22,9 @@ class ApiError(Exception):
 
 #: The error code of a request body over CHURN_MAX_BODY_BYTES, however it was refused.
 BODY_TOO_LARGE = "body_too_large"
+#: The status of a request whose client went away before its answer (nginx's): never sent,
+#: only counted in /metrics, apart from the server's own errors.
+CLIENT_CLOSED_REQUEST = 499
 #: Field errors listed in one response; a 10,000-row batch can have ten of thousands.
 _MAX_DETAILS = 20
 
@@ -84,6 +88,12 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _client_gone(_: Request, exc: Exception) -> Response:
+    """The body's sender left mid-way: no traceback, no 500. The server protocol logs it."""
+    assert isinstance(exc, ClientDisconnect)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path)
     return JSONResponse(_body("internal_error", "internal error; see the server log"), 500)
@@ -93,4 +103,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -57,3 +57,45 @@ class Settings(ChurnSettings):
     @classmethod
     def _blank_threshold_means_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    # Connections (serving/protocol.py): how long a client may take, and how much it may send
+    # before its body, so slow or silent clients cannot hold connections open.
+    idle_timeout_s: int = Field(
+        5,
+        alias="CHURN_API_IDLE_TIMEOUT_S",
+        ge=1,
+        description=(
+            "Close a connection that starts no request for this long: a new one, or a "
+            "keep-alive one between requests (uvicorn's timeout_keep_alive)."
+        ),
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        alias="CHURN_API_HEADER_TIMEOUT_S",
+        gt=0,
+        description="A request's headers must arrive within this long of its first byte, else 408.",
+    )
+    body_timeout_s: float = Field(
+        60.0,
+        alias="CHURN_API_BODY_TIMEOUT_S",
+        gt=0,
+        description=(
+            "A request's whole body must arrive within this long of its headers, else 408 "
+            "(the default: a 16 MiB body at 280 KB/s)."
+        ),
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        alias="CHURN_API_MAX_HEADER_BYTES",
+        ge=1024,
+        description="A request line and headers over this are refused with 431.",
+    )
+    max_connections: int = Field(
+        1000,
+        alias="CHURN_API_MAX_CONNECTIONS",
+        ge=1,
+        description=(
+            "Requests are answered 503 once this many connections are open or requests in "
+            "flight (uvicorn's limit_concurrency)."
+        ),
+    )
