@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -27,7 +26,7 @@ from churn_assets.ml.data.synthetic import (
     write_customers,
 )
 from churn_assets.ml.model.features import model_inputs
-from churn_assets.ml.registry import tracking
+from churn_assets.ml.registry import artifacts, signing
 from churn_assets.ml.registry.model_registry import CONTRACT_TAG
 from churn_assets_tests.conftest import (
     ChurnEnv,
@@ -170,12 +169,15 @@ def test_an_own_export_with_a_renamed_id_trains_and_promotes(
     _ibm_export(churn_env.data_path.parent).replace(churn_env.data_path)
     _train_on(churn_env, instance, monkeypatch, IBM)
 
-    version, run_id = _production(churn_env)
+    version, _ = _production(churn_env)
     tags = churn_env.client.get_model_version(churn_env.settings.model_name, version).tags
     assert tags[CONTRACT_TAG] == contract.digest
-    mlflow.set_tracking_uri(churn_env.settings.tracking_uri)
-    logged = tracking.load_run_contract(run_id)
-    assert logged is not None and logged.digest == contract.digest  # the version carries it
+    settings = churn_env.settings
+    registered = churn_env.client.get_model_version(settings.model_name, version)
+    logged = artifacts.verified_contract(
+        signing.verifier(settings), registered, settings.tracking_uri
+    )
+    assert logged.digest == contract.digest  # the version carries it, signed
     pipeline = verified_pipeline(churn_env.state_dir, version)
     assert model_inputs(pipeline) == list(contract.feature_columns)
 

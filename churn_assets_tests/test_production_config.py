@@ -13,7 +13,13 @@ import pytest
 
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.settings import ChurnSettings
-from churn_assets_tests.conftest import ChurnEnv, failure_messages, materialize_graph
+from churn_assets_tests.conftest import (
+    ChurnEnv,
+    failure_messages,
+    materialize_graph,
+    session_signer,
+    signing_key_pem,
+)
 from churn_assets_tests.processes import (
     POSTGRES,
     base_env,
@@ -72,7 +78,8 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
             monkeypatch.setenv(
                 "CHURN_REGISTRY_LOCK", f"postgresql://postgres@127.0.0.1:5432/{mlflow_db}"
             )
-            for name, value in s3_env.items():
+            # training's key as a deployment hands it over (never made in a state folder)
+            for name, value in {**s3_env, "CHURN_SIGNING_KEY": signing_key_pem()}.items():
                 monkeypatch.setenv(name, value)
             storage = {
                 "postgres": {
@@ -117,7 +124,7 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow")["Contents"]]
             assert any(k.endswith("MLmodel") for k in keys)
             assert any(k.endswith("evaluation/report.json") for k in keys)
-            assert not (churn_env.state_dir / "mlflow.db").exists()
+            assert not any((churn_env.state_dir / n).exists() for n in ("mlflow.db", "signing"))
             # the snapshot the version learned from is in S3 too, and read back intact
             store = SnapshotStore.from_settings(ChurnSettings())
             (snapshot,) = store.all()
@@ -132,6 +139,8 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
                 MLFLOW_TRACKING_URI=tracking_uri,
                 CHURN_API_PORT=str(api_port),
                 CHURN_STATE_DIR=str(tmp_path / "api-state"),
+                # the public half only, as compose and Kubernetes give the API
+                CHURN_VERIFY_KEY=session_signer().verifier.pem(),
                 **s3_env,
             )
             payload = json.dumps(customer_payloads(churn_env_holdout(churn_env))[0])

@@ -147,6 +147,8 @@ def test_slim_api_keeps_serving_when_mlflow_server_stops(
     server = mlflow_server_command(promoted_store.tracking_uri, mlflow_port)
     api_env = base_env(
         MLFLOW_TRACKING_URI=f"http://127.0.0.1:{mlflow_port}",
+        # the public key training signed with: all the API needs to verify it
+        CHURN_VERIFY_KEY=str(promoted_store.state_dir / "signing" / "verify-key.pem"),
         CHURN_REFRESH_INTERVAL_S="0.5",
         CHURN_API_PORT=str(api_port),
     )

@@ -171,8 +171,8 @@ def test_ready_is_degraded_while_production_cannot_be_loaded(
         assert (body["ready"], body["degraded"]) == (False, True)
         assert (body["model_version"], body["production_version"]) == ("1", str(version))
         # a version registered by hand carries no signed manifest: refused before any read
-        assert f"production is version {version} and this API refuses to serve it" in (
-            body["detail"]
+        assert (
+            f"production is version {version} and this API refuses to serve it" in (body["detail"])
         )
         assert "manifest is not signed" in body["detail"]
         info = client.get("/model").json()

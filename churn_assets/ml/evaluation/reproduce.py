@@ -26,8 +26,8 @@ from churn_assets.ml.evaluation import metrics
 from churn_assets.ml.model import features, training
 from churn_assets.ml.model.calibration_mode import CalibrationMode
 from churn_assets.ml.model.hyperparameters import DEFAULTS, Hyperparameters
+from churn_assets.ml.registry import artifacts, signing, tracking
 from churn_assets.ml.registry import model_registry as registry
-from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
 
 #: Holdout metrics compared; what the evaluation logs as holdout_<name>.
@@ -91,8 +91,10 @@ def reproduce(settings: ChurnSettings, version: str) -> Reproduction:
     run = tracking.client(settings).get_run(str(model_version.run_id))
     params = run.data.params
     store = SnapshotStore.from_settings(settings)
-    # the contract the version was trained under, whatever CHURN_CONTRACT_PATH says today
-    store.contract = tracking.load_run_contract(run.info.run_id) or store.contract
+    # the contract the version was trained under, whatever CHURN_CONTRACT_PATH says today,
+    # from the file its manifest signed
+    verifier = signing.verifier(settings)
+    store.contract = artifacts.verified_contract(verifier, model_version, settings.tracking_uri)
     contract = store.contract
     holdout_fraction, seed = float(params["holdout_fraction"]), int(params["split_seed"])
     # the caps the version was split under (none recorded: it was trained before caps)

@@ -279,6 +279,29 @@ def _fetch(name: str, version: ModelVersion, key: str, folder: Path, store: str)
     raise SignatureError(f"{_what(name, str(version.version))}'s file {key} is missing")
 
 
+def _checked_copy(
+    verifier: Verifier, version: ModelVersion, key: str, folder: Path, store: str
+) -> Path:
+    """One file the version's signed manifest lists, copied and found to be the one signed."""
+    listed: dict[str, str] = verified_manifest(verifier, version)["files"]
+    path = _fetch(str(version.name), version, key, folder, store)
+    if tracking.file_sha256(path) != listed[key]:
+        what = _what(str(version.name), str(version.version))
+        raise SignatureError(f"{what}'s file {key} is not the file training signed")
+    return path
+
+
+def verified_contract(verifier: Verifier, version: ModelVersion, store: str) -> Contract:
+    """The data contract a version was trained under, from the file its manifest signed
+    (versions from before contracts: the telco contract)."""
+    listed = verified_manifest(verifier, version)["files"]
+    if CONTRACT_FILE not in listed:
+        return default_contract()
+    with tempfile.TemporaryDirectory(prefix="churn-contract-") as folder:
+        path = _checked_copy(verifier, version, CONTRACT_FILE, Path(folder), store)
+        return _contract({CONTRACT_FILE: path}, _what(str(version.name), str(version.version)))
+
+
 def load_version(
     verifier: Verifier, version: ModelVersion, store: str, *, attested: bool
 ) -> VerifiedModel:
@@ -296,14 +319,11 @@ def load_version(
     if PIPELINE_FILE not in listed:
         raise SignatureError(f"{what}'s manifest lists no pipeline file")
     with tempfile.TemporaryDirectory(prefix="churn-load-") as folder:
-        files: dict[str, Path] = {}
-        for key in (PIPELINE_FILE, CONTRACT_FILE):
-            if key not in listed:
-                continue
-            path = _fetch(name, version, key, Path(folder), store)
-            if tracking.file_sha256(path) != listed[key]:
-                raise SignatureError(f"{what}'s file {key} is not the file training signed")
-            files[key] = path
+        files = {
+            key: _checked_copy(verifier, version, key, Path(folder), store)
+            for key in (PIPELINE_FILE, CONTRACT_FILE)
+            if key in listed
+        }
         pipeline = read_pipeline(files[PIPELINE_FILE], what)
         contract = _contract(files, what)
     return VerifiedModel(name, number, pipeline, contract, manifest, attestation)

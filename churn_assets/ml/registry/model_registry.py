@@ -324,8 +324,9 @@ class ModelRegistry:
             return
         if contract_digest(candidate) == contract_digest(current):
             return
-        newer = tracking.load_run_contract(str(candidate.run_id)) or default_contract()
-        older = tracking.load_run_contract(str(current.run_id)) or default_contract()
+        verifier = self.signing_key().verifier
+        newer = artifacts.verified_contract(verifier, candidate, self.store)
+        older = artifacts.verified_contract(verifier, current, self.store)
         breaks = older.breaking_changes(newer)
         if not breaks or newer.version > older.version:
             return

@@ -25,7 +25,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
-from churn_assets.ml.data.contract import Contract, parse_contract
+from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.settings import ChurnSettings
 
 if TYPE_CHECKING:  # scikit-learn alone is 2 s of imports that `churn production` never uses
@@ -214,15 +214,6 @@ def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
         return dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}"))
     except (MlflowException, OSError):
         return None
-
-
-def load_run_contract(run_id: str) -> Contract | None:
-    """The data contract a run trained under, or None for runs from before contracts."""
-    try:
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{CONTRACT_ARTIFACT}")
-    except (MlflowException, OSError):
-        return None
-    return parse_contract(text, f"runs:/{run_id}/{CONTRACT_ARTIFACT}")
 
 
 #: Rows the training dataset's column types are inferred from (see SnapshotDataset).
