@@ -206,18 +206,22 @@ def sign_verdict(
     return {VERDICT_TAG: text, VERDICT_SIGNATURE_TAG: signature}
 
 
-def verified_verdict(verifier: Verifier, version: ModelVersion) -> dict[str, Any]:
-    """The version's signed gate verdict (passed or not); refused if missing or not ours."""
+def _bound_record(
+    verifier: Verifier, version: ModelVersion, kind: str, tag: str, signature_tag: str, label: str
+) -> dict[str, Any]:
+    """A record the version carries under `tag`, signed by us for it and for its files."""
     what = _what(str(version.name), str(version.version))
     tags = version.tags or {}
-    verdict = verifier.record(
-        signing.VERDICT_KIND,
-        tags.get(VERDICT_TAG),
-        tags.get(VERDICT_SIGNATURE_TAG),
-        f"{what}'s gate verdict",
+    record = verifier.record(kind, tags.get(tag), tags.get(signature_tag), f"{what}'s {label}")
+    _signed_for(record, version, what, label)
+    return record
+
+
+def verified_verdict(verifier: Verifier, version: ModelVersion) -> dict[str, Any]:
+    """The version's signed gate verdict (passed or not); refused if missing or not ours."""
+    return _bound_record(
+        verifier, version, signing.VERDICT_KIND, VERDICT_TAG, VERDICT_SIGNATURE_TAG, "gate verdict"
     )
-    _signed_for(verdict, version, what, "gate verdict")
-    return verdict
 
 
 def sign_attestation(
@@ -251,13 +255,14 @@ def verified_attestation(verifier: Verifier, version: ModelVersion) -> dict[str,
             f"{what} has no signed gate attestation: only a version promoted by "
             "production_promotion, chosen by a rollback or attested by `churn attest` is served"
         )
-    attestation = verifier.record(
+    attestation = _bound_record(
+        verifier,
+        version,
         signing.ATTESTATION_KIND,
-        tags.get(ATTESTATION_TAG),
-        tags.get(ATTESTATION_SIGNATURE_TAG),
-        f"{what}'s gate attestation",
+        ATTESTATION_TAG,
+        ATTESTATION_SIGNATURE_TAG,
+        "gate attestation",
     )
-    _signed_for(attestation, version, what, "gate attestation")
     if attestation.get("verdict") != PASSED:
         raise SignatureError(f"{what}'s gate attestation does not say it passed")
     return attestation

@@ -11,6 +11,11 @@ A version is registered with the gate verdict `pending`; evaluation turns it int
 out (or the failure sensor does, for a worker that was killed), so no version is left without
 a verdict. Moving the alias is a compare-and-set under a lock every writer shares
 (`churn_assets.ml.registry.locks`), re-read after the move.
+
+Tags are for people; what decides is signed (`churn_assets.ml.registry.signing`): the manifest
+of a version's files at registration, the gate's verdict, and the attestation that promotion,
+a rollback or `churn attest` signs. Promotion and rollback believe the signed verdict, never
+the `quality_gate` tag, and consumers serve only an attested version.
 """
 
 from __future__ import annotations
