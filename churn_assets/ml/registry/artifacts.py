@@ -2,9 +2,9 @@
 
 The one way this code turns a registered version into a pipeline. What MLflow's `MLmodel` says
 about the files (their serialization format, the types to trust) is never believed: the
-pipeline is read from `model.skops` with skops and the types pinned here, and only after every
-file the signed manifest lists was copied into a private folder and found to have the digest
-training signed. Pickle is never an option, whatever the artifact declares.
+pipeline is read from `model.skops` with skops and the types pinned here, and only after the
+manifest's signature verified and each file read was copied into a private folder and found
+to have the digest training signed. Pickle is never an option, whatever the artifact declares.
 
 Each load copies the files first (MLflow would hand a local store's own path back, which a
 writer could change between the check and the read), so what is checked is what is read.
@@ -51,7 +51,7 @@ class VerifiedModel:
     pipeline: Any
     contract: Contract
     manifest: dict[str, Any]
-    #: The signed gate verdict, when the caller asked for one.
+    #: The signed attestation that the gate let it through, when the caller asked for one.
     attestation: dict[str, Any] | None
 
 
@@ -285,10 +285,9 @@ def _fetch(name: str, version: ModelVersion, key: str, folder: Path, store: str)
 
 
 def _checked_copy(
-    verifier: Verifier, version: ModelVersion, key: str, folder: Path, store: str
+    version: ModelVersion, listed: Mapping[str, str], key: str, folder: Path, store: str
 ) -> Path:
-    """One file the version's signed manifest lists, copied and found to be the one signed."""
-    listed: dict[str, str] = verified_manifest(verifier, version)["files"]
+    """One file a verified manifest lists (`listed`), copied and found to be the one signed."""
     path = _fetch(str(version.name), version, key, folder, store)
     if tracking.file_sha256(path) != listed[key]:
         what = _what(str(version.name), str(version.version))
@@ -303,7 +302,7 @@ def verified_contract(verifier: Verifier, version: ModelVersion, store: str) -> 
     if CONTRACT_FILE not in listed:
         return default_contract()
     with tempfile.TemporaryDirectory(prefix="churn-contract-") as folder:
-        path = _checked_copy(verifier, version, CONTRACT_FILE, Path(folder), store)
+        path = _checked_copy(version, listed, CONTRACT_FILE, Path(folder), store)
         return _contract({CONTRACT_FILE: path}, _what(str(version.name), str(version.version)))
 
 
@@ -325,7 +324,7 @@ def load_version(
         raise SignatureError(f"{what}'s manifest lists no pipeline file")
     with tempfile.TemporaryDirectory(prefix="churn-load-") as folder:
         files = {
-            key: _checked_copy(verifier, version, key, Path(folder), store)
+            key: _checked_copy(version, listed, key, Path(folder), store)
             for key in (PIPELINE_FILE, CONTRACT_FILE)
             if key in listed
         }
