@@ -228,6 +228,19 @@ def _disconnect_lines(server: Server) -> list[str]:
     return [line for line in server.log_text().splitlines() if "went away" in line]
 
 
+def _assert_one_disconnect(server: Server, route: str, before: int, lines_before: int) -> None:
+    """The request left is counted once as 499, never 500, and logged as one line."""
+    wait_until(
+        "the disconnect counted",
+        lambda: server.requests_counted(route, 499) == before + 1,
+        timeout=PATIENCE_S,
+    )
+    assert server.requests_counted(route, 500) == 0
+    lines = _disconnect_lines(server)[lines_before:]
+    assert len(lines) == 1 and f"POST {route}" in lines[0], lines
+    assert "Traceback" not in server.log_text()
+
+
 def test_a_client_gone_mid_body_is_one_log_line_and_a_499(server: Server, payloads: list) -> None:
     body = json.dumps(payloads[0]).encode()
     before = server.requests_counted("/predict", 499)
@@ -235,15 +248,7 @@ def test_a_client_gone_mid_body_is_one_log_line_and_a_499(server: Server, payloa
     with server.connect() as leaving:
         leaving.sendall(_head("/predict", len(body)) + body[:10])
         time.sleep(0.3)  # the server has the headers and the route awaits the rest
-    wait_until(
-        "the disconnect counted",
-        lambda: server.requests_counted("/predict", 499) == before + 1,
-        timeout=PATIENCE_S,
-    )
-    assert server.requests_counted("/predict", 500) == 0
-    lines = _disconnect_lines(server)[lines_before:]
-    assert len(lines) == 1 and "POST /predict" in lines[0], lines
-    assert "Traceback" not in server.log_text()
+    _assert_one_disconnect(server, "/predict", before, lines_before)
 
 
 def test_a_client_gone_before_its_answer_is_one_log_line_and_a_499(
@@ -256,15 +261,7 @@ def test_a_client_gone_before_its_answer_is_one_log_line_and_a_499(
     lines_before = len(_disconnect_lines(server))
     with server.connect() as leaving:
         leaving.sendall(_head(path, len(body)) + body)
-    wait_until(
-        "the disconnect counted",
-        lambda: server.requests_counted("/predict/batch", 499) == before + 1,
-        timeout=PATIENCE_S,
-    )
-    assert server.requests_counted("/predict/batch", 500) == 0
-    lines = _disconnect_lines(server)[lines_before:]
-    assert len(lines) == 1 and "POST /predict/batch" in lines[0], lines
-    assert "Traceback" not in server.log_text()
+    _assert_one_disconnect(server, "/predict/batch", before, lines_before)
 
 
 def test_connections_over_the_limit_get_503(promoted_store: PromotedStore, tmp_path: Path) -> None:

@@ -443,7 +443,7 @@ class ModelRegistry:
                 "figures": {k: v for k, v in tags.items() if k.startswith("holdout_")},
                 "override": override_of(legacy),
                 "compared_with": tags.get(COMPARED_WITH_TAG, NO_VERSION),
-                "recorded_verdict": _clip(tags.get(GATE_REASON_TAG, ""))[:1000],
+                "recorded_verdict": tags.get(GATE_REASON_TAG, "")[:1000],
             }
             stamp = {"signed_by": "attest", "operator": operator}
             attestation = artifacts.sign_attestation(
