@@ -30,6 +30,7 @@ from churn_assets.ml.data.contract_inference import infer_contract
 from churn_assets.ml.data.splitting import features_and_target
 from churn_assets.ml.data.synthetic import generate_for_contract
 from churn_assets.ml.model.features import fit_preprocessor, output_features
+from serving.columns import BatchReader
 from serving.model import FastScorer
 from serving.schemas import request_models
 
@@ -176,7 +177,9 @@ def test_the_api_scores_a_blank_whose_rule_has_no_value_as_missing() -> None:
     missing_column = output_features(preprocessor).index("monthly")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        matrix = scorer.matrix([blank, customer(tenure=2, total=5.0, plan="plus", monthly=None)])
+        reader = BatchReader(request_models(contract), scorer.levels)
+        both = [blank, customer(tenure=2, total=5.0, plan="plus", monthly=None)]
+        matrix = scorer.matrix(reader.of_customers(both))
     assert np.isnan(matrix[0, missing_column])  # was inf
     assert matrix[1, missing_column] == 2.5
 
@@ -309,7 +312,7 @@ def test_names_near_pydantic_own_build_request_models_that_read_them_back() -> N
 
 def test_a_drafted_contract_renames_columns_the_api_cannot_take(tmp_path: Path) -> None:
     export = tmp_path / "export.csv"
-    rows = [f"C{i},{'Yes' if i % 3 else 'No'},{i},{i * 2},{i % 4}" for i in range(40)]
+    rows = [f"C{i},{'Yes' if i % 3 else 'No'},{i * 7 % 40},{i * 2},{i % 4}" for i in range(40)]
     export.write_text("customerID,Churn,model_config,class,json\n" + "\n".join(rows) + "\n")
     contract = parse_contract(infer_contract(export), "draft")
     assert contract.rename == {"model_config": "c_model_config", "class": "class_", "json": "json_"}

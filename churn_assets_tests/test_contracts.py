@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from churn_assets.ml.data import synthetic, validation
@@ -19,7 +20,6 @@ from churn_assets.ml.data.contract import (
     parse_contract,
 )
 from churn_assets.ml.data.reading import read_customer_csv
-from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import (
     generate_customers,
     generate_for_contract,
@@ -28,6 +28,7 @@ from churn_assets.ml.data.synthetic import (
 from churn_assets.ml.model.features import model_inputs
 from churn_assets.ml.registry import artifacts, signing
 from churn_assets.ml.registry.model_registry import CONTRACT_TAG
+from churn_assets.ml.stores import snapshot_store
 from churn_assets_tests.conftest import (
     ChurnEnv,
     failure_messages,
@@ -49,27 +50,113 @@ MINIMAL = "target: {column: Churn, positive: ['Yes']}\nfeatures: {x: {type: numb
     ("text", "mistake"),
     [
         ("- a list", "must be a mapping"),
-        ("target: [", "is not valid YAML at line 2, column 1"),
-        ("features: {x: {type: number}}", "target: Field required"),
-        (MINIMAL.replace("number", "text"), "features.x.type: Input should be"),
-        (MINIMAL.replace("{type: number}", "{type: number, levels: [a]}"), "levels cannot"),
-        (MINIMAL.replace("{type: number}", "{type: number, min: 5, max: 1}"), "min 5.0 is above"),
-        (MINIMAL + "segments: [x]\n", "segment 'x' is a number: give it bands"),
-        (MINIMAL + "segments: [y]\n", "segments names ['y'], which are not features"),
-        (MINIMAL + "drop: [x]\n", "drop lists ['x'], which the contract reads"),
-        (MINIMAL + "colour: red\n", "colour: Extra inputs are not permitted"),
+        ("target: [", "is not valid YAML at line 2, column 1: check the indentation"),
+        ("features: {x: {type: number}}", "target: missing: add `target: {column: Churn,"),
+        (
+            MINIMAL.replace("number", "text"),
+            "features.x.type: 'text' is not a type: use integer, number or category",
+        ),
+        (MINIMAL.replace("{type: number}", "number"), "write the feature as {type: number}"),
+        (
+            MINIMAL.replace("{type: number}", "{type: number, levls: [a]}"),
+            "features.x.levls: 'levls' is not a key of a feature (did you mean 'levels'?)",
+        ),
+        (
+            MINIMAL.replace("{type: number}", "{type: number, min: abc}"),
+            "features.x.min: 'abc' is not a number: write one, e.g. min: 0",
+        ),
+        (
+            MINIMAL.replace("{type: number}", "{type: number, levels: [a]}"),
+            "levels cannot be used with type number: remove it, or change the type",
+        ),
+        (
+            MINIMAL.replace("{type: number}", "{type: number, min: 5, max: 1}"),
+            "min 5 is above max 1: swap them",
+        ),
+        (
+            MINIMAL.replace("{type: number}", "{type: category, levels: [a, b, a]}"),
+            "levels lists ['a'] twice: list each level once",
+        ),
+        (
+            MINIMAL.replace("['Yes']", "[Yes]"),
+            "target.positive.0: True is read by YAML as true/false, not text: quote it as the "
+            'export writes it, e.g. "Yes"',
+        ),
+        (
+            MINIMAL.replace("['Yes']", "[]"),
+            'target.positive: empty: list the code(s) that mean churned, e.g. positive: ["Yes"]',
+        ),
+        (MINIMAL + "segments: [x]\n", "segment 'x' is a number: give it bands (upper edges"),
+        (
+            MINIMAL + "segments: [y]\n",
+            "segments names ['y'], which are not features: add them to features, or remove",
+        ),
+        (MINIMAL + "drop: [x]\n", "drop lists ['x'], which the contract reads: remove them"),
+        (
+            MINIMAL + "colour: red\n",
+            "colour: 'colour' is not a key of the contract: use version, id, target, rename",
+        ),
         (MINIMAL.replace("{type: number}", "{type: number, blank: 'x * y'}"), "uses 'x'"),
         (MINIMAL.replace("{type: number}", "{type: number, blank: '__import__(1)'}"), "only"),
-        (MINIMAL.replace("features: {x:", "features: {'Tenure Months':"), "should match pattern"),
+        (
+            MINIMAL.replace("features: {x:", "features: {'Tenure Months':"),
+            "1 name(s) ('Tenure Months') are not plain identifiers",
+        ),
         (MINIMAL.replace("features: {x:", "features: {first_seen:"), "reserved"),
-        (MINIMAL + "id: Churn\n", "distinct names"),
+        (MINIMAL + "id: Churn\n", "'Churn' is both the id and the target: "),
+        (MINIMAL + "id: x\n", "'x' is both the id and a feature: "),
+        (
+            MINIMAL.replace("{x: {type: number}}", "\n  x: {type: number}\n  x: {type: integer}"),
+            "repeats the key 'x' at line 4 (first at line 3); YAML would keep only the last, "
+            "so keep one of them",
+        ),
     ],
 )
-def test_each_mistake_in_a_contract_is_named_by_its_key(text: str, mistake: str) -> None:
+def test_each_mistake_in_a_contract_is_named_by_its_key_with_its_fix(
+    text: str, mistake: str
+) -> None:
     with pytest.raises(ContractError) as error:
         parse_contract(text, "mine.yaml")
     assert "contract mine.yaml" in str(error.value)
     assert mistake in str(error.value)
+
+
+def test_export_names_in_a_contract_are_one_mistake_with_the_rename_block_to_paste() -> None:
+    text = (
+        "id: Customer ID\n"
+        "target: {column: Churn Label, positive: ['Yes']}\n"
+        "rename: {Senior Citizen: senior}\n"
+        "features:\n"
+        "  Tenure Months: {type: integer, min: 0}\n"
+        "  senior: {type: category}\n"
+        "  Monthly Charges: {type: number, min: 0}\n"
+    )
+    with pytest.raises(ContractError) as error:
+        parse_contract(text, "mine.yaml")
+    header, sentence, *block = str(error.value).splitlines()
+    assert header == "contract mine.yaml has 1 mistake(s):"  # not one regex error per name
+    assert sentence.startswith(
+        "  4 name(s) ('Customer ID', 'Churn Label', 'Tenure Months', 'Monthly Charges') are "
+        "not plain identifiers"
+    )
+    assert sentence.endswith("use the new names in id, target and features:")
+    rename = yaml.safe_load("\n".join(line.removeprefix("      ") for line in block))["rename"]
+    assert rename == {
+        "Senior Citizen": "senior",  # the contract's own, kept
+        "Customer ID": "Customer_ID",
+        "Churn Label": "Churn_Label",
+        "Tenure Months": "Tenure_Months",
+        "Monthly Charges": "Monthly_Charges",
+    }
+    # pasting the block and using its names where the contract had the export's fixes it
+    document = yaml.safe_load(text)
+    document["rename"] = rename
+    document["id"] = rename[document["id"]]
+    document["target"]["column"] = rename[document["target"]["column"]]
+    document["features"] = {rename.get(k, k): v for k, v in document["features"].items()}
+    fixed = yaml.safe_dump(document, sort_keys=False)
+    contract = parse_contract(fixed, "fixed.yaml")
+    assert contract.id == "Customer_ID" and contract.target_column == "Churn_Label"
 
 
 def test_the_shipped_contract_describes_the_telco_export_exactly() -> None:
@@ -138,13 +225,15 @@ def test_contract_infer_drafts_what_a_user_edits(tmp_path: Path) -> None:
     # the draft reads and validates its own export
     raw = read_customer_csv(export, "x", contract)
     assert all(r.passed for r in validation.validate(raw, contract))
+    assert "City" in contract.drop  # "Los Angeles" in every row
     checked = subprocess.run(
-        [CHURN, "contract", "check", str(draft)],
+        [CHURN, "contract", "check", str(draft), "--data", str(export)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert checked.returncode == 0 and "target: Churn_Label" in checked.stdout
+    assert "passed: a run's data checks would pass this file" in checked.stdout
 
 
 def _train_on(
@@ -181,7 +270,7 @@ def test_an_own_export_with_a_renamed_id_trains_and_promotes(
     pipeline = verified_pipeline(churn_env.state_dir, version)
     assert model_inputs(pipeline) == list(contract.feature_columns)
 
-    store = SnapshotStore.from_settings(churn_env.settings)
+    store = snapshot_store(churn_env.settings)
     current = store.current()
     assert current is not None
     snapshot = store.read(current.id)
@@ -201,7 +290,7 @@ def test_an_own_export_without_an_id_trains_on_row_hashes(
     write_customers(frame, churn_env.data_path)
     result = _train_on(churn_env, instance, monkeypatch, BANK)
 
-    store = SnapshotStore.from_settings(churn_env.settings)
+    store = snapshot_store(churn_env.settings)
     current = store.current()
     assert current is not None
     snapshot = store.read(current.id)

@@ -7,7 +7,9 @@ preprocessor, drift profiles, reasons, segments, the generator and the API are a
 it, so an operator's own export needs a contract, not a code change.
 
 Mistakes in the contract itself are reported one per line with the key's path
-(`features.tenure.min: ...`), because the person editing it needs to find the key.
+(`features.tenure.min: ...`), because the person editing it needs to find the key, each as a
+sentence that says how to fix it; names that are not identifiers (`Tenure Months`, as exports
+write them) are reported together, with the `rename` block that fixes them all.
 
 A contract is input like any other (whoever can write CHURN_CONTRACT_PATH or a run's artifact
 writes it), so what it can make the platform do is bounded before it is read: the file's size,
@@ -18,6 +20,7 @@ YAML aliases, and names that would collide with the API's request models.
 from __future__ import annotations
 
 import ast
+import difflib
 import hashlib
 import json
 import keyword
@@ -110,6 +113,14 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def identifier(name: str) -> str:
+    """A plain name for an export's column: letters, digits and underscores, not starting with
+    a digit, and none the platform or the API's request models keep for themselves."""
+    plain = re.sub(r"\W+", "_", name.strip()).strip("_") or "column"
+    plain = f"c_{plain}" if plain[0].isdigit() or plain.startswith("model_") else plain
+    return f"{plain}_" if plain in RESERVED or name_problem(plain) else plain
+
+
 def _field_name(name: str) -> str:
     if problem := name_problem(name):
         raise ValueError(problem)
@@ -137,7 +148,10 @@ class TargetSpec(_Strict):
     @model_validator(mode="after")
     def _disjoint(self) -> TargetSpec:
         if self.negative is not None and (both := set(self.positive) & set(self.negative)):
-            raise ValueError(f"codes {sorted(both)} are both positive and negative")
+            raise ValueError(
+                f"codes {sorted(both)} are both positive and negative: a code means churned "
+                "or stayed, so keep each in one list"
+            )
         return self
 
     def churned(self, code: str) -> bool:
@@ -181,20 +195,29 @@ class FeatureSpec(_Strict):
         category_only = {"map": self.map, "levels": self.levels}
         wrong = numeric_only if self.type == "category" else category_only
         if given := [key for key, value in wrong.items() if value is not None]:
-            raise ValueError(f"{', '.join(given)} cannot be used with type {self.type}")
+            raise ValueError(
+                f"{', '.join(given)} cannot be used with type {self.type}: remove "
+                f"{'it' if len(given) == 1 else 'them'}, or change the type"
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}: swap them")
         if self.levels is not None:
             if not self.levels:
                 raise ValueError("levels is empty: list them, or leave levels out to learn them")
             if len(set(self.levels)) != len(self.levels):
-                raise ValueError("levels are listed twice")
+                twice = sorted({level for level in self.levels if self.levels.count(level) > 1})
+                raise ValueError(f"levels lists {twice} twice: list each level once")
             if self.map and (unknown := set(self.map.values()) - set(self.levels)):
-                raise ValueError(f"map gives level(s) {sorted(unknown)} that levels lacks")
+                raise ValueError(
+                    f"map gives level(s) {sorted(unknown)} that levels lacks: add them to "
+                    "levels, or map those codes to a listed level"
+                )
         if self.bands is not None and (
             not self.bands or list(self.bands) != sorted(set(self.bands))
         ):
-            raise ValueError("bands must be increasing edges, at least one")
+            raise ValueError(
+                "bands must be increasing upper edges, at least one: e.g. bands: [12, 24, 48]"
+            )
         return self
 
     @property
@@ -218,22 +241,48 @@ class Contract(_Strict):
     def _consistent(self) -> Contract:
         named = [*([self.id] if self.id else []), self.target.column, *self.features]
         if len(set(named)) != len(named):
-            raise ValueError("the id, the target and the features must have distinct names")
+            roles = [
+                *([(self.id, "the id")] if self.id else []),
+                (self.target.column, "the target"),
+                *((name, "a feature") for name in self.features),
+            ]
+            twice = next(n for n in named if named.count(n) > 1)
+            where = " and ".join(role for name, role in roles if name == twice)
+            raise ValueError(
+                f"{twice!r} is both {where}: the id, the target and the features must have "
+                "distinct names, so keep it in one place"
+            )
         if clash := [n for n in self.features if n in RESERVED] + (
             [self.id] if self.id in RESERVED else []
         ):
-            raise ValueError(f"{clash} are reserved for the platform's own columns")
+            raise ValueError(
+                f"{clash} are reserved for the platform's own columns: map the export's "
+                "column to another name in `rename`"
+            )
         if len(set(self.rename.values())) != len(self.rename):
-            raise ValueError("rename maps two export columns to one name")
+            new = next(n for n in self.rename.values() if list(self.rename.values()).count(n) > 1)
+            olds = sorted(old for old, name in self.rename.items() if name == new)
+            raise ValueError(
+                f"rename maps {olds} to one name {new!r}: give each column its own name"
+            )
         if both := set(self.drop) & (set(named) | set(self.rename) | set(self.rename.values())):
-            raise ValueError(f"drop lists {sorted(both)}, which the contract reads")
+            raise ValueError(
+                f"drop lists {sorted(both)}, which the contract reads: remove them from drop, "
+                "or from the rest of the contract"
+            )
         for key, columns in (("segments", self.segments), ("carry", self.carry)):
             if unknown := [c for c in columns if c not in self.features]:
-                raise ValueError(f"{key} names {unknown}, which are not features")
+                raise ValueError(
+                    f"{key} names {unknown}, which are not features: add them to features, "
+                    f"or remove them from {key}"
+                )
         for column in self.segments:
             spec = self.features[column]
             if spec.numeric and spec.bands is None:
-                raise ValueError(f"segment {column!r} is a number: give it bands")
+                raise ValueError(
+                    f"segment {column!r} is a number: give it bands (upper edges, e.g. "
+                    "bands: [12, 24, 48]), or remove it from segments"
+                )
         for column, spec in self.features.items():
             if spec.blank not in (None, MISSING):
                 _check_expression(column, spec.blank, self.features)
@@ -523,7 +572,7 @@ class _ContractLoader(_SafeLoader):
                 shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
                 raise _RefusedYamlError(
                     f"repeats the key {shown} at line {line} (first at line {lines[key]}); "
-                    "YAML would keep only the last"
+                    "YAML would keep only the last, so keep one of them"
                 )
             lines[key] = line
             mapping[key] = self.construct_object(value_node, deep=deep)
@@ -545,6 +594,116 @@ def _check_nesting(text: str) -> None:
             depth -= 1
 
 
+#: The keys each part of a contract takes, for the sentence that names a stray key.
+_KEYS: dict[str, tuple[str, ...]] = {
+    "the contract": tuple(Contract.model_fields),
+    "target": tuple(TargetSpec.model_fields),
+    "a feature": tuple(FeatureSpec.model_fields),
+}
+_TYPES = ("integer", "number", "category")
+_NUMBER_ERRORS = frozenset({"float_parsing", "float_type", "int_parsing", "int_type"})
+_LIST_ERRORS = frozenset({"tuple_type", "list_type"})
+
+
+def _mistakes(errors: list[Any], document: dict[Any, Any]) -> list[str]:
+    """Each validation error as one sentence that says what to do; names that are not plain
+    identifiers as one sentence with the `rename` block that fixes them all."""
+    lines = []
+    unplain: dict[str, str] = {}
+    inner = {tuple(error["loc"][:-1]) for error in errors if error["loc"]}
+    for error in errors:
+        given = error.get("input")
+        if error["type"] == "too_short" and tuple(error["loc"]) in inner:
+            continue  # its items were refused, and are named
+        if error["type"] == "string_pattern_mismatch" and isinstance(given, str):
+            unplain.setdefault(given, identifier(given))
+            continue
+        loc = tuple(str(part) for part in error["loc"])
+        sentence = _mistake(loc, error["type"], given, error["msg"])
+        lines.append(f"{'.'.join(loc)}: {sentence}" if loc else sentence)
+    if unplain:
+        lines.insert(0, _rename_mistake(unplain, document))
+    return lines
+
+
+#: Sentences for mistakes at a fixed key: (pydantic's error type, the key's path).
+_FIXED_MISTAKES = {
+    ("missing", ("target",)): 'missing: add `target: {column: Churn, positive: ["Yes"]}`, '
+    "naming the export's churn column and the code(s) that mean churned",
+    ("missing", ("features",)): "missing: list the columns a model reads under `features`, "
+    "or draft a contract with `churn contract infer YOUR_EXPORT.csv`",
+    ("missing", ("target", "column")): "missing: name the export's churn column, e.g. "
+    "column: Churn",
+    ("missing", ("target", "positive")): "missing: list the code(s) that mean churned, e.g. "
+    'positive: ["Yes"]',
+    ("too_short", ("target", "positive")): "empty: list the code(s) that mean churned, e.g. "
+    'positive: ["Yes"]',
+    ("too_short", ("features",)): "empty: list at least one column a model reads",
+}
+
+
+def _mistake(loc: tuple[str, ...], kind: str, given: Any, message: str) -> str:
+    """One validation error as a sentence with its fix; pydantic's own where none is known."""
+    if fixed := _FIXED_MISTAKES.get((kind, loc)):
+        return fixed
+    shown = repr(given) if len(repr(given)) <= 40 else repr(given)[:37] + "..."
+    feature = len(loc) >= 2 and loc[0] == "features"
+    sentence = str(message).removeprefix("Value error, ")
+    if kind == "missing" and loc[-1] == "type":
+        sentence = f"missing: add it ({', '.join(_TYPES)})"
+    elif kind == "literal_error" and feature and loc[-1] == "type":
+        sentence = (
+            f"{shown} is not a type: use integer, number or category (a column of free text "
+            "is no feature: list it under drop)"
+        )
+    elif kind == "extra_forbidden":
+        part = "a feature" if feature else "target" if loc[0] == "target" else "the contract"
+        keys = _KEYS[part]
+        close = difflib.get_close_matches(loc[-1], keys, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        sentence = f"{loc[-1]!r} is not a key of {part}{hint}: use {', '.join(keys)}"
+    elif kind in _NUMBER_ERRORS:
+        sentence = f"{shown} is not a number: write one, e.g. {loc[-1]}: 0"
+    elif kind in {"model_type", "dict_type"} and feature and len(loc) == 2:
+        typed = given if given in _TYPES else "number"
+        sentence = f"{shown} is not a mapping: write the feature as {{type: {typed}}}"
+    elif kind == "model_type" and loc == ("target",):
+        sentence = f'{shown} is not a mapping: write {{column: {given}, positive: ["Yes"]}}'
+    elif kind in _LIST_ERRORS:
+        sentence = f"{shown} is not a list: write [{_quoted(given)}]"
+    elif kind == "string_type" and isinstance(given, bool | int | float):
+        sentence = (
+            f"{shown} is read by YAML as {'true/false' if isinstance(given, bool) else 'a number'}"
+            f", not text: quote it as the export writes it, e.g. {_quoted(given)}"
+        )
+    return sentence
+
+
+def _quoted(value: Any) -> str:
+    """A YAML value as the quoted text it stood for: an unquoted Yes reads as true."""
+    if isinstance(value, bool):
+        return '"Yes"' if value else '"No"'
+    return json.dumps(str(value)) if isinstance(value, int | float) else str(value)
+
+
+def _rename_mistake(unplain: dict[str, str], document: dict[Any, Any]) -> str:
+    """The sentence for names with spaces or symbols, and the `rename` block to paste."""
+    had = document.get("rename")
+    merged = {**(had if isinstance(had, dict) else {})}
+    for old, new in unplain.items():
+        merged.setdefault(old, new)
+    block = yaml.safe_dump(
+        {"rename": merged}, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+    names = ", ".join(repr(name) for name in unplain)
+    return (
+        f"{len(unplain)} name(s) ({names}) are not plain identifiers (letters, digits and _, "
+        "not starting with a digit), as the API's fields and the model's features must be: "
+        "keep the export's names in this `rename` block and use the new names in id, target "
+        "and features:\n" + "\n".join(f"      {line}" for line in block.splitlines())
+    )
+
+
 def parse_contract(text: str, source: str) -> Contract:
     """A contract from YAML text; `source` names it in errors."""
     if len(text) > MAX_CONTRACT_BYTES:
@@ -560,17 +719,16 @@ def parse_contract(text: str, source: str) -> Contract:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ContractError(f"contract {source} is not valid YAML{where}") from None
+        raise ContractError(
+            f"contract {source} is not valid YAML{where}: check the indentation and quoting "
+            "there (a value holding ': ' or ' #' needs quotes)"
+        ) from None
     if not isinstance(document, dict):
         raise ContractError(f"contract {source} must be a mapping of keys (id, target, features)")
     try:
         return Contract.model_validate(document)
     except ValidationError as error:
-        lines = [
-            f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: "
-            + e["msg"].removeprefix("Value error, ")
-            for e in error.errors()
-        ]
+        lines = [f"  {line}" for line in _mistakes(error.errors(), document)]
         raise ContractError(
             f"contract {source} has {len(lines)} mistake(s):\n" + "\n".join(lines)
         ) from None
@@ -589,7 +747,8 @@ def load_contract(path: Path | None) -> Contract:
         ) from None
     except UnicodeDecodeError as error:
         raise ContractError(
-            f"contract {path} is not UTF-8 text (byte {error.start:,} cannot be decoded)"
+            f"contract {path} is not UTF-8 text (byte {error.start:,} cannot be decoded): "
+            "save it as UTF-8"
         ) from None
     except OSError as error:
         raise ContractError(f"contract {path} cannot be read: {error.strerror}") from None
@@ -603,7 +762,10 @@ def _read_limited(path: Path) -> bytes:
     with os.fdopen(descriptor, "rb") as handle:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
-            raise ContractError(f"contract {path} is not a regular file")
+            raise ContractError(
+                f"contract {path} is not a regular file: point CHURN_CONTRACT_PATH at the YAML "
+                "file itself"
+            )
         os.set_blocking(descriptor, True)
         # read one byte past the limit: the file may have grown since fstat
         data = handle.read(MAX_CONTRACT_BYTES + 1)
