@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from dagster_steps import step_windows
 from proc_memory import descendants, rss_bytes
+from progress import run_quietly, stage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -138,11 +139,12 @@ def generated_snapshot(rows: int, state: Path) -> tuple[Any, Any]:
     """`rows` customers generated in chunks into a new snapshot store under `state`, the
     snapshot its current one; the store and the snapshot's entry."""
     from churn_assets.ml.data import history
-    from churn_assets.ml.data.snapshots import PARTITION_ROWS, SnapshotStore
+    from churn_assets.ml.data.snapshots import PARTITION_ROWS
     from churn_assets.ml.data.synthetic import generate_chunks
     from churn_assets.ml.settings import ChurnSettings
+    from churn_assets.ml.stores import snapshot_store
 
-    store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=state))
+    store = snapshot_store(ChurnSettings(CHURN_STATE_DIR=state))
     info = store.write(
         generate_chunks(rows, SEED, PARTITION_ROWS),
         kind="file",
@@ -208,24 +210,28 @@ def main() -> None:
     out_of_core_rows = parse_rows(args.out_of_core_rows)
     if rows:
         with tempfile.TemporaryDirectory(prefix="churn-scale-") as folder:
-            run(rows, Path(folder))
+            run(args.rows, rows, Path(folder))
     if out_of_core_rows:
         with tempfile.TemporaryDirectory(prefix="churn-scale-ooc-") as folder:
-            out_of_core(out_of_core_rows, Path(folder), workers=2)
+            out_of_core(f"{args.out_of_core_rows} out of core", out_of_core_rows, Path(folder), 2)
 
 
-def run(rows: int, work: Path) -> None:
+def run(label: str, rows: int, work: Path) -> None:
     """Data, model and every scoring path, with the stores and partitions in `work`."""
     from churn_assets.ml.cluster.runners import InProcess
     from churn_assets.ml.data import partitioned
     from churn_assets.ml.model import scoring
+    from churn_assets.ml.stores import open_location
 
     started = time.perf_counter()
-    store, info = generated_snapshot(rows, work / "state")
-    raw = partitioned.SnapshotTable.of(store, info.id)
-    table = partitioned.clean_table(raw, InProcess(), str(work / "cleaned"))
-    frame = table.read()
-    model, pipeline = trained_model(frame, table.contract, work)
+    with stage(label, f"generating {rows:,} customers into a snapshot"):
+        store, info = generated_snapshot(rows, work / "state")
+    with stage(label, "cleaning the snapshot a partition at a time"):
+        raw = partitioned.SnapshotTable.of(store, info.id, open_location)
+        table = partitioned.clean_table(raw, InProcess(), str(work / "cleaned"))
+    with stage(label, f"training a model on {TRAIN_ROWS:,} of them, registering it", chatty=True):
+        frame = table.read()
+        model, pipeline = trained_model(frame, table.contract, work)
     active = scoring.active_customers(frame, table.contract)
     del frame
     booster = pipeline.named_steps["model"].booster_
@@ -235,7 +241,7 @@ def run(rows: int, work: Path) -> None:
         f"{booster.num_trees()} trees; {len(active):,} active customers to score",
         flush=True,
     )
-    results, merging = measure(table, active, pipeline, booster, model, work)
+    results, merging = measure(label, table, active, pipeline, booster, model, work)
     report(results, len(active), booster.num_trees(), table.partitions)
     print(
         f"\nruns merged into the ranked Parquet and CSV files: {merging.seconds:.1f} s "
@@ -244,7 +250,13 @@ def run(rows: int, work: Path) -> None:
 
 
 def measure(
-    table: Any, active: pd.DataFrame, pipeline: Any, booster: Any, model: Any, work: Path
+    label: str,
+    table: Any,
+    active: pd.DataFrame,
+    pipeline: Any,
+    booster: Any,
+    model: Any,
+    work: Path,
 ) -> tuple[list[Result], Result]:
     from churn_assets.ml.cluster import partitioned_scoring
     from churn_assets.ml.cluster.engine import ClusterSettings, open_client
@@ -254,36 +266,45 @@ def measure(
     results: list[Result] = []
     rows = len(active)
     with PeakMemory() as memory:
-        matrix = batch.model_matrix(pipeline, active)
-        del active
-        memory.reset()
-        t = time.perf_counter()
-        booster.predict(matrix, raw_score=True)
-        name = "raw Booster.predict (2 threads, matrix prebuilt)"
-        results.append(
-            Result(name, time.perf_counter() - t, rows, memory.describe(), memory.largest())
-        )
-        del matrix
+        with stage(label, "scoring with raw Booster.predict"):
+            matrix = batch.model_matrix(pipeline, active)
+            del active
+            memory.reset()
+            t = time.perf_counter()
+            booster.predict(matrix, raw_score=True)
+            name = "raw Booster.predict (2 threads, matrix prebuilt)"
+            results.append(
+                Result(name, time.perf_counter() - t, rows, memory.describe(), memory.largest())
+            )
+            del matrix
 
-        memory.reset()
-        t = time.perf_counter()
-        in_process = partitioned_scoring.score_table(table, InProcess(), model, str(work / "runs"))
-        name = "in process (churn_scores below CHURN_DASK_MIN_ROWS)"
-        results.append(
-            Result(name, time.perf_counter() - t, rows, memory.describe(), memory.largest())
-        )
-        memory.reset()
-        t = time.perf_counter()
-        scoring.write_scores(in_process.batches(), work / "scores")
-        name = "runs merged into the files"
-        merging = Result(name, time.perf_counter() - t, rows, memory.describe(), memory.largest())
-        expected = in_process.read()
+        with stage(label, "scoring in process"):
+            memory.reset()
+            t = time.perf_counter()
+            runs = str(work / "runs")
+            in_process = partitioned_scoring.score_table(table, InProcess(), model, runs)
+            name = "in process (churn_scores below CHURN_DASK_MIN_ROWS)"
+            results.append(
+                Result(name, time.perf_counter() - t, rows, memory.describe(), memory.largest())
+            )
+        with stage(label, "merging the runs into the ranked files"):
+            memory.reset()
+            t = time.perf_counter()
+            scoring.write_scores(in_process.batches(), work / "scores")
+            name = "runs merged into the files"
+            merging = Result(
+                name, time.perf_counter() - t, rows, memory.describe(), memory.largest()
+            )
+            expected = in_process.read()
 
         for workers in (1, 2):
             cluster = ClusterSettings(
                 scheduler=None, workers=workers, memory_limit="auto", min_rows=0, timeout_s=3600
             )
-            with open_client(cluster) as client:
+            with (
+                stage(label, f"scoring on a LocalCluster of {workers} worker(s)"),
+                open_client(cluster) as client,
+            ):
                 memory.reset()
                 t = time.perf_counter()
                 on_cluster = partitioned_scoring.score_table(
@@ -342,14 +363,15 @@ def _graph_env(work: Path, workers: int) -> dict[str, str]:
     return env
 
 
-def out_of_core(rows: int, work: Path, workers: int) -> None:
+def out_of_core(label: str, rows: int, work: Path, workers: int) -> None:
     """The whole graph on `rows` customers generated in chunks into a snapshot: every step
     that touches all customers works a partition at a time on a LocalCluster of `workers`."""
     env = _graph_env(work, workers)
     (work / "dagster_home").mkdir(parents=True)
     with PeakMemory() as memory:
         t = time.perf_counter()
-        store, info = generated_snapshot(rows, work / "state")
+        with stage(label, f"generating {rows:,} customers into a snapshot, in chunks"):
+            store, info = generated_snapshot(rows, work / "state")
         generation = Result(
             "generated in chunks into a snapshot, one process",
             time.perf_counter() - t,
@@ -361,15 +383,10 @@ def out_of_core(rows: int, work: Path, workers: int) -> None:
         # MLflow database before the clock starts.
         warm = "from churn_assets.ml import settings; from churn_assets.ml.registry import "
         warm += "tracking; tracking.ensure_experiment(settings.ChurnSettings())"
-        subprocess.run([sys.executable, "-c", warm], cwd=REPO, env=env, check=True)
         dagster = Path(sys.executable).parent
-        subprocess.run(
-            [str(dagster / "dagster"), "instance", "migrate"],
-            cwd=REPO,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        with stage(label, "creating the Dagster and MLflow stores (not timed)"):
+            run_quietly([sys.executable, "-c", warm], REPO, env)
+            run_quietly([str(dagster / "dagster"), "instance", "migrate"], REPO, env)
         config = {"ops": {"raw_customers": {"config": {"snapshot": info.id}}}}
         command = [
             str(dagster / "dg"),
@@ -383,7 +400,8 @@ def out_of_core(rows: int, work: Path, workers: int) -> None:
         ]
         memory.reset()
         t = time.perf_counter()
-        with (work / "run.log").open("wb") as log:
+        what = f"dg launch --job churn_training, {workers} Dask workers (log: {work / 'run.log'})"
+        with stage(label, what), (work / "run.log").open("wb") as log:
             finished = subprocess.run(
                 command, check=False, cwd=REPO, env=env, stdout=log, stderr=log
             )

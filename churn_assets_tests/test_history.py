@@ -17,6 +17,7 @@ from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.data.synthetic_history import make_history, write_history
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets.sensors import realized_retrain
 from churn_assets_tests.conftest import ChurnEnv, failure_messages, merge_through_graph
 
@@ -28,7 +29,7 @@ WEEKS = 6
 def _landed(tmp_path: Path, kind: ExtractKind) -> tuple[SnapshotStore, object]:
     history = make_history(1500, WEEKS, kind, seed=3)
     files = write_history(history, tmp_path / "demo", kind)
-    store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / "state"))
+    store = snapshot_store(ChurnSettings(CHURN_STATE_DIR=tmp_path / "state"))
     for extract in files[1:]:
         merge_extract(store, extract, seed=files[0], terms=terms_of(extract, ExtractKind.delta))
     return store, history
@@ -67,7 +68,7 @@ def test_a_full_extract_of_stayers_records_the_missing_as_churned_a_delta_does_n
     leaving = active.sample(25, random_state=1)[TELCO.id_column]
     stayers = active.loc[~active[TELCO.id_column].isin(leaving)]
     for kind, folder in ((ExtractKind.delta, "delta"), (ExtractKind.full, "full")):
-        store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / folder))
+        store = snapshot_store(ChurnSettings(CHURN_STATE_DIR=tmp_path / folder))
         path = write_customers(stayers, tmp_path / f"base_2026-11-09.{kind.value}.csv")
         report, _ = merge_extract(store, path, seed=seed)
         snapshot = store.read(report.snapshot.id).set_index(TELCO.id_column)
@@ -88,7 +89,7 @@ def test_history_does_not_go_backwards_and_a_returning_customer_is_active_again(
 ) -> None:
     base = generate_customers(100, 6).assign(Churn="No")
     seed = write_customers(base, tmp_path / "customers_2026-11-02.csv")
-    store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / "state"))
+    store = snapshot_store(ChurnSettings(CHURN_STATE_DIR=tmp_path / "state"))
     left = base.head(1).assign(Churn="Yes")
     merge_extract(store, write_customers(left, tmp_path / "w1_2026-11-09.csv"), seed=seed)
     came_back = base.head(1)
@@ -170,7 +171,7 @@ def test_an_extract_lands_a_partition_at_a_time_as_into_one_table(
     files = write_history(history, tmp_path / "demo", kind)
 
     def land(name: str) -> tuple[list[pd.DataFrame], list[tuple[int, ...]]]:
-        store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / name))
+        store = snapshot_store(ChurnSettings(CHURN_STATE_DIR=tmp_path / name))
         tables, counts = [], []
         for extract in files[1:]:
             report, _ = merge_extract(

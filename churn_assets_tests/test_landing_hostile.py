@@ -23,6 +23,7 @@ from churn_assets.ml.data.reading import CustomerDataError, read_customer_csv
 from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import ChurnSettingsResource
 from churn_assets.sensors import incoming_extracts
 from churn_assets_tests.conftest import seeded_store
@@ -284,7 +285,7 @@ def test_an_extract_dated_in_the_future_is_refused_by_name_and_date(tmp_path: Pa
 def test_how_far_ahead_an_extract_may_be_dated_is_a_setting(tmp_path: Path) -> None:
     seeded = _snapshot(tmp_path)
     tomorrow = _good(tmp_path, f"w_{today() + timedelta(days=1)}.csv")
-    strict = SnapshotStore.from_settings(
+    strict = snapshot_store(
         ChurnSettings(CHURN_STATE_DIR=tmp_path / "state", CHURN_MAX_EXTRACT_AHEAD_DAYS=0)
     )
     assert strict.uri == seeded.uri
@@ -295,7 +296,7 @@ def test_how_far_ahead_an_extract_may_be_dated_is_a_setting(tmp_path: Path) -> N
 
 
 def test_a_seed_dated_in_the_future_is_refused_and_no_snapshot_is_made(tmp_path: Path) -> None:
-    store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=tmp_path / "state"))
+    store = snapshot_store(ChurnSettings(CHURN_STATE_DIR=tmp_path / "state"))
     seed = _good(tmp_path, "customers_2062-01-15.csv")
     with pytest.raises(CustomerDataError, match=r"customers_2062-01-15\.csv is dated 2062-01-15"):
         store.sync_seed(seed, ChurnSettings().extract_limits)

@@ -4,6 +4,7 @@ customers, whichever partition a problem or a duplicate ID falls in."""
 
 import dataclasses
 import itertools
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churn_assets.ml import stores
 from churn_assets.ml.cluster.runners import InProcess
 from churn_assets.ml.data import cleaning, partitioned, splitting, validation
 from churn_assets.ml.data.contract import default_contract, load_contract
@@ -189,3 +191,23 @@ def test_a_key_bound_set_too_tight_is_widened_never_a_short_sample(
     whole = splitting.split_customers(table.read(), TELCO, 0.2, 42, caps)
     pd.testing.assert_frame_equal(split.train, whole.train)
     pd.testing.assert_frame_equal(split.holdout, whole.holdout)
+
+
+def test_a_table_sent_to_a_worker_carries_no_credentials_and_opens_with_the_workers_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tables reach Dask workers pickled: the store's secret stays behind, and the worker
+    opens the files with the credentials of its own environment when it reads them."""
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "churn")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-drivers-secret")
+    table = cleaned_table(generate_customers(2000, 23), tmp_path, 1000, monkeypatch)
+    sent = pickle.dumps(table)
+    assert b"the-drivers-secret" not in sent
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-workers-secret")
+    received = pickle.loads(sent)
+    assert received.open_location is stores.open_location
+    s3 = received.open_location("s3://churn/runs").s3
+    assert s3 is not None and s3.secret_key is not None
+    assert s3.secret_key.get_secret_value() == "the-workers-secret"
+    pd.testing.assert_frame_equal(received.read(), table.read())

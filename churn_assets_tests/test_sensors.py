@@ -11,7 +11,7 @@ import pytest
 from churn_assets.definitions import defs
 from churn_assets.ml.data.landing import LandingCursor
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
-from churn_assets.ml.registry.tracking import file_sha256
+from churn_assets.ml.files import file_sha256
 from churn_assets.resources import ChurnSettingsResource
 from churn_assets.sensors import EXTRACT_SHA256_TAG, EXTRACT_TAG, incoming_extracts
 

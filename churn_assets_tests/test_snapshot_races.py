@@ -17,6 +17,7 @@ from churn_assets.ml.data.landing import merge_extract
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets_tests.processes import REPO, base_env, free_port, running, stop, wait_until
 
 TELCO = default_contract()
@@ -46,11 +47,12 @@ import json, sys, time
 from pathlib import Path
 from churn_assets.ml.data.landing import merge_extract
 from churn_assets.ml.data.reading import CustomerDataError
-from churn_assets.ml.data.snapshots import SnapshotError, SnapshotStore
+from churn_assets.ml.data.snapshots import SnapshotError
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 
 ready, go, *extracts = sys.argv[1:]
-store = SnapshotStore.from_settings(ChurnSettings())
+store = snapshot_store(ChurnSettings())
 Path(ready).touch()
 for _ in range(6000):
     if Path(go).exists():
@@ -96,7 +98,7 @@ def _extract(path: Path, rows: int, seed: int, prefix: str) -> Path:
 
 
 def _store(env: dict[str, str], state: Path) -> SnapshotStore:
-    return SnapshotStore.from_settings(ChurnSettings(**env, CHURN_STATE_DIR=state))
+    return snapshot_store(ChurnSettings(**env, CHURN_STATE_DIR=state))
 
 
 def test_two_writers_with_their_own_state_folders_lose_no_merge(

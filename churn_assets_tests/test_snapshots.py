@@ -20,6 +20,7 @@ from churn_assets.ml.data.reading import CustomerDataError, read_customer_csv
 from churn_assets.ml.data.snapshots import SnapshotError, SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets_tests.conftest import (
     ChurnEnv,
     failure_messages,
@@ -55,7 +56,7 @@ def test_a_poisoned_extract_is_undone_by_restore_and_the_version_reproduces(
 ) -> None:
     trained = materialize_graph(churn_env, instance)
     assert trained.success, failure_messages(trained)
-    store = SnapshotStore.from_settings(ChurnSettings())
+    store = snapshot_store(ChurnSettings())
     good = store.current()
     assert good is not None
     good_bytes = _parquet(store, good.id)

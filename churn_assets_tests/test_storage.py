@@ -19,6 +19,7 @@ from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.storage import Location, location
+from churn_assets.ml.stores import s3_access
 from churn_assets_tests.processes import base_env, free_port, running
 
 TELCO = default_contract()
@@ -35,7 +36,7 @@ def where(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Location]:
     if request.param == "folder":
-        yield location(str(tmp_path / "store"), ChurnSettings())
+        yield location(str(tmp_path / "store"), s3_access(ChurnSettings()))
         return
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -50,7 +51,7 @@ def where(
         ).create_bucket(Bucket="churn")
         for name, value in {**KEYS, "MLFLOW_S3_ENDPOINT_URL": url}.items():
             monkeypatch.setenv(name, value)
-        yield location("s3://churn/store", ChurnSettings())
+        yield location("s3://churn/store", s3_access(ChurnSettings()))
 
 
 def _names(where: Location) -> list[str]:
@@ -144,7 +145,7 @@ def _three(store: SnapshotStore) -> list[str]:
 
 def test_the_pointer_moves_only_from_the_version_a_writer_read(where: Location) -> None:
     # two writers on one store: nothing they share but the store itself
-    ours, theirs = _store(where), _store(location(where.uri, ChurnSettings()))
+    ours, theirs = _store(where), _store(location(where.uri, s3_access(ChurnSettings())))
     x, y, _ = _three(ours)
     none_yet = ours.pointer()
     assert none_yet == snapshots.Pointer(None, None)

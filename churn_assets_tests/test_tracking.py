@@ -1,6 +1,5 @@
 """MLflow configuration from the environment and `.env`, and the clean-up of orphaned runs."""
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -69,13 +68,6 @@ def test_git_sha_prefers_the_configured_value(
 ) -> None:
     monkeypatch.setenv("CHURN_GIT_SHA", "abc123")
     assert tracking.git_sha(ChurnSettings()) == "abc123"
-
-
-def test_file_hash_is_sha256_of_every_byte(tmp_path: Path) -> None:
-    content = os.urandom(3 * 1024 * 1024 + 17)  # spans several read chunks
-    path = tmp_path / "f.csv"
-    path.write_bytes(content)
-    assert tracking.file_sha256(path) == hashlib.sha256(content).hexdigest()
 
 
 def test_failure_sensor_ends_runs_a_dead_worker_left_running(

@@ -1,12 +1,34 @@
-"""Files other processes read while they are being replaced (the snapshot, the scores)."""
+"""Files: the SHA-256 of their bytes, and replacing one that other processes read (the
+snapshot, the scores)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
+
+_HASH_CHUNK = 1 << 20
+
+
+class Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return stream_sha256(handle)
+
+
+def stream_sha256(handle: Readable, chunk: int = _HASH_CHUNK) -> str:
+    """The SHA-256 of everything left in `handle`, read `chunk` bytes at a time."""
+    digest = hashlib.sha256()
+    while block := handle.read(chunk):
+        digest.update(block)
+    return digest.hexdigest()
 
 
 @contextmanager

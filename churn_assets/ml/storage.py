@@ -7,14 +7,13 @@ another container or pod reads what an earlier one wrote.
 A file that several writers replace (the snapshots' pointer) is replaced by compare-and-set
 on the store itself, so writers agree whatever machine and state folder they run from:
 on S3 a conditional PUT (If-Match / If-None-Match, which pyarrow's filesystem cannot send,
-so boto3 writes that one object), locally a rename under an fcntl lock beside the file.
+so boto3 writes that one object), locally a rename under a file lock (filelock's flock)
+beside the file.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +24,6 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 from pydantic import SecretStr
-
-from churn_assets.ml.settings import ChurnSettings
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -54,7 +51,8 @@ class Versioned:
 
 @dataclass(frozen=True)
 class S3Access:
-    """The endpoint and credentials pyarrow's S3 filesystem was given, for boto3's client."""
+    """How the S3 store (MinIO) is reached: endpoint, credentials and region, for pyarrow's
+    filesystem and boto3's client alike. Built from the settings by `stores.s3_access`."""
 
     endpoint_url: str | None
     access_key: str | None
@@ -168,19 +166,18 @@ class Location:
         # The lock lives beside the file, in the store, so every process that writes this
         # store takes the same one, whatever its own state folder; it is held for a read and
         # a rename, never while a snapshot is written.
-        with target.with_name(f"{target.name}.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        from filelock import FileLock  # training's; the API never replaces the pointer
+
+        # a kernel lock (flock), freed when its holder dies; never filelock's marker file
+        with FileLock(target.with_name(f"{target.name}.lock"), fallback_to_soft=False):
+            if self.read_versioned(path).version != version:
+                raise VersionConflictError(f"{self.uri_of(path)} changed since it was read")
+            temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")
             try:
-                if self.read_versioned(path).version != version:
-                    raise VersionConflictError(f"{self.uri_of(path)} changed since it was read")
-                temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")
-                try:
-                    temporary.write_bytes(data)
-                    temporary.replace(target)
-                finally:
-                    temporary.unlink(missing_ok=True)
+                temporary.write_bytes(data)
+                temporary.replace(target)
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                temporary.unlink(missing_ok=True)
         return hashlib.sha256(data).hexdigest()
 
 
@@ -198,34 +195,28 @@ class Staged:
     name: str | None = None
 
 
-def location(uri: str, settings: ChurnSettings) -> Location:
-    """A folder path or file:// URI, or s3://bucket/prefix with the MLflow S3 settings."""
+def location(uri: str, s3: S3Access) -> Location:
+    """A folder path or file:// URI, or s3://bucket/prefix reached with `s3`."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        endpoint = urlparse(settings.mlflow_s3_endpoint_url or "")
-        access = S3Access(
-            endpoint_url=settings.mlflow_s3_endpoint_url or None,
-            access_key=settings.aws_access_key_id,
-            secret_key=settings.aws_secret_access_key,
-            region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        )
+        endpoint = urlparse(s3.endpoint_url or "")
         filesystem = pafs.S3FileSystem(
-            access_key=access.access_key,
-            secret_key=access.secret_key.get_secret_value() if access.secret_key else None,
+            access_key=s3.access_key,
+            secret_key=s3.secret_key.get_secret_value() if s3.secret_key else None,
             endpoint_override=endpoint.netloc or None,
             scheme=endpoint.scheme or "https",
-            region=access.region,
+            region=s3.region,
         )
         root = f"{parsed.netloc}{parsed.path}".rstrip("/")
-        return Location(filesystem, root, uri.rstrip("/"), access)
+        return Location(filesystem, root, uri.rstrip("/"), s3)
     path = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
     return Location(pafs.LocalFileSystem(), str(path), path.as_uri())
 
 
-def location_of_file(recorded: str, settings: ChurnSettings) -> tuple[Location, str]:
+def location_of_file(recorded: str, s3: S3Access) -> tuple[Location, str]:
     """The filesystem and path of one file recorded as a local path or an s3:// URI."""
     if recorded.startswith("s3://"):
         folder, name = recorded.rsplit("/", 1)
-        where = location(folder, settings)
+        where = location(folder, s3)
         return where, where.path(name)
     return Location(pafs.LocalFileSystem(), "/", "file:///"), recorded

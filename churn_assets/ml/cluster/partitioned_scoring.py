@@ -22,10 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from churn_assets.ml import storage
-from churn_assets.ml.data.partitioned import CleanedTable
+from churn_assets.ml.data.partitioned import CleanedTable, Opener
 from churn_assets.ml.model import ranking
-from churn_assets.ml.settings import ChurnSettings
 
 if TYPE_CHECKING:
     from churn_assets.ml.cluster.runners import PartitionRunner
@@ -105,7 +103,7 @@ def _score(
     run = ranking.sort_descending(
         pa.Table.from_pandas(scores, preserve_index=False), "churn_probability"
     )
-    where = storage.location(uri, ChurnSettings())
+    where = table.open_location(uri)
     with where.writing(where.path(_run_file(index))) as target:
         pq.write_table(run, target, filesystem=where.filesystem, row_group_size=_RUN_GROUP_ROWS)
     return _ScoredPart(
@@ -124,6 +122,8 @@ class ScoredTable:
 
     uri: str
     partitions: int
+    #: How this process opens `uri`.
+    open_location: Opener
     model_version: str
     rows: int
     probability_sum: float
@@ -135,7 +135,7 @@ class ScoredTable:
 
     def batches(self, batch_rows: int = ranking.BATCH_ROWS) -> Iterator[pa.Table]:
         """The base ranked (`rank` 1 most at risk, then the version), a batch at a time."""
-        where = storage.location(self.uri, ChurnSettings())
+        where = self.open_location(self.uri)
         with contextlib.ExitStack() as files:
             opened = [
                 pq.ParquetFile(
@@ -171,7 +171,7 @@ class ScoredTable:
 
     def remove(self) -> None:
         """Drop the runs once the scores files hold them: they are a run's scratch."""
-        where = storage.location(self.uri, ChurnSettings())
+        where = self.open_location(self.uri)
         where.filesystem.delete_dir(where.root)
 
 
@@ -194,6 +194,7 @@ def score_table(
     return ScoredTable(
         uri,
         table.partitions,
+        table.open_location,
         model.version,
         sum(p.rows for p in parts),
         sum(p.probability_sum for p in parts),

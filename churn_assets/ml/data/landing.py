@@ -34,7 +34,7 @@ from churn_assets.ml.data.reading import (
     read_customer_csv,
 )
 from churn_assets.ml.data.snapshots import SHORT_ID, Pointer, SnapshotInfo, SnapshotStore
-from churn_assets.ml.registry.tracking import stream_sha256
+from churn_assets.ml.files import stream_sha256
 
 #: Hashes the cursor remembers; far more than a weekly drop needs, small enough for a cursor.
 _SEEN_LIMIT = 1000

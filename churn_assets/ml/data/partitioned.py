@@ -13,6 +13,7 @@ into exactly what one pass over the whole table gives (`validation.merge`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,10 +24,14 @@ from churn_assets.ml import storage
 from churn_assets.ml.data import cleaning, splitting, validation
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.snapshots import SnapshotStore
-from churn_assets.ml.settings import ChurnSettings
 
 if TYPE_CHECKING:
     from churn_assets.ml.cluster.runners import PartitionRunner
+
+#: Opens a folder URI with the credentials of the process that calls it, so none travel with
+#: a table to a Dask worker: a module-level function (pickled by its name), such as
+#: `churn_assets.ml.stores.open_location`.
+Opener = Callable[[str], storage.Location]
 
 
 @dataclass(frozen=True)
@@ -39,16 +44,19 @@ class SnapshotTable:
     partitions: int
     #: The contract it is read under (the run's, which may not be the environment's).
     contract: Contract
+    #: How a process reading a partition opens `uri`.
+    open_location: Opener
 
     @classmethod
-    def of(cls, store: SnapshotStore, snapshot_id: str) -> SnapshotTable:
+    def of(cls, store: SnapshotStore, snapshot_id: str, open_location: Opener) -> SnapshotTable:
         store.verified(snapshot_id)
         info = store.info(snapshot_id)
-        return cls(store.uri, snapshot_id, info.rows, store.partitions(snapshot_id), store.contract)
+        partitions = store.partitions(snapshot_id)
+        return cls(store.uri, snapshot_id, info.rows, partitions, store.contract, open_location)
 
     def read_partition(self, index: int) -> pd.DataFrame:
         """Partition `index` as an export is read: low-cardinality columns categorical."""
-        store = SnapshotStore.reader(self.uri, self.contract)
+        store = SnapshotStore.reader(self.open_location(self.uri), self.contract)
         return store.read_partition(self.snapshot_id, index, categorical=True)
 
 
@@ -73,6 +81,8 @@ class CleanedTable:
     snapshot_id: str
     contract: Contract
     partitions: int
+    #: How a process reading a partition opens `uri`.
+    open_location: Opener
     #: Customers in the table, and of them how many of each class (0, 1).
     rows: int
     class_counts: tuple[int, int]
@@ -84,7 +94,7 @@ class CleanedTable:
 
     def read_partition(self, index: int) -> pd.DataFrame:
         """Partition `index`'s customers, typed as in the whole table."""
-        where = storage.location(self.uri, ChurnSettings())
+        where = self.open_location(self.uri)
         frame = pd.read_parquet(where.path(_part_file(index)), filesystem=where.filesystem)
         for column, levels in self.levels.items():
             frame[column] = frame[column].cat.set_categories(levels)
@@ -120,7 +130,7 @@ def _id_hashes(ids: pd.Series) -> np.ndarray:
 def _clean(index: int, table: SnapshotTable, uri: str) -> _CleanedPart:
     contract = table.contract
     cleaned, report = cleaning.clean_partition(table.read_partition(index), table.contract)
-    where = storage.location(uri, ChurnSettings())
+    where = table.open_location(uri)
     with where.writing(where.path(_part_file(index))) as target:
         cleaned.to_parquet(target, index=False, filesystem=where.filesystem)
     return _CleanedPart(
@@ -134,9 +144,11 @@ def _clean(index: int, table: SnapshotTable, uri: str) -> _CleanedPart:
     )
 
 
-def _ids_among(index: int, uri: str, contract: Contract, hashes: np.ndarray) -> pd.DataFrame:
+def _ids_among(
+    index: int, uri: str, open_location: Opener, contract: Contract, hashes: np.ndarray
+) -> pd.DataFrame:
     """The partition's customers (ID and class) whose ID hashes to one of `hashes`."""
-    where = storage.location(uri, ChurnSettings())
+    where = open_location(uri)
     columns = [contract.id_column, contract.target_column]
     frame = pd.read_parquet(
         where.path(_part_file(index)), columns=columns, filesystem=where.filesystem
@@ -166,6 +178,7 @@ def clean_table(table: SnapshotTable, runner: PartitionRunner, uri: str) -> Clea
             _ids_among,
             range(table.partitions),
             uri=uri,
+            open_location=table.open_location,
             contract=contract,
             hashes=shared,
         )
@@ -186,6 +199,7 @@ def clean_table(table: SnapshotTable, runner: PartitionRunner, uri: str) -> Clea
         table.snapshot_id,
         contract,
         table.partitions,
+        table.open_location,
         rows,
         (int(classes[0]), int(classes[1])),
         cleaning.merge_reports([p.report for p in parts], rows, across),

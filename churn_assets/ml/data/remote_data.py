@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import boto3
+if TYPE_CHECKING:
+    from churn_assets.ml.storage import S3Access
 
-from churn_assets.ml.settings import ChurnSettings
 
-
-def fetch_s3(uri: str, destination: Path, settings: ChurnSettings) -> int:
+def fetch_s3(uri: str, destination: Path, s3: S3Access) -> int:
     """Download `s3://bucket/key` to `destination` in one rename; returns its size in bytes.
 
     A failed or interrupted download leaves no partial file at `destination`.
@@ -23,16 +23,7 @@ def fetch_s3(uri: str, destination: Path, settings: ChurnSettings) -> int:
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
         raise ValueError(f"{uri!r} is not an s3://bucket/key URI")
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.mlflow_s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=(
-            settings.aws_secret_access_key.get_secret_value()
-            if settings.aws_secret_access_key
-            else None
-        ),
-    )
+    client = s3.client()
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.{os.getpid()}.download")
     try:

@@ -57,7 +57,7 @@ from churn_assets.ml.data.reading import (
     open_export,
     read_dtype,
 )
-from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.files import stream_sha256
 
 #: Rows per partition of a snapshot: a Parquet row group, the unit a reader or a Dask worker
 #: takes at a time. pyarrow's own default, so a snapshot written in chunks has, byte for byte,
@@ -241,16 +241,10 @@ class SnapshotStore:
         self.uri = where.uri
 
     @classmethod
-    def from_settings(cls, settings: ChurnSettings) -> SnapshotStore:
-        where = storage.location(settings.snapshot_uri, settings)
-        return cls(where, settings.contract(), settings.max_extract_ahead_days)
-
-    @classmethod
-    def reader(cls, uri: str, contract: Contract) -> SnapshotStore:
-        """The store at `uri` for reading (a Dask worker's): credentials come from the
-        process's own environment, never over the wire."""
-        settings = ChurnSettings()
-        return cls(storage.location(uri, settings), contract, settings.max_extract_ahead_days)
+    def reader(cls, where: storage.Location, contract: Contract) -> SnapshotStore:
+        """The store at `where` for reading snapshots (a Dask worker's): it lands none, so no
+        limit on how far ahead a snapshot may be dated applies."""
+        return cls(where, contract, max_ahead_days=0)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -365,11 +359,9 @@ class SnapshotStore:
         path = self._file("data", snapshot_id)
         if not self._where.exists(path):
             raise SnapshotError(f"snapshot {snapshot_id[:SHORT_ID]} has no data in {self.uri}")
-        digest = hashlib.sha256()
         with self._where.filesystem.open_input_stream(path) as stream:
-            while block := stream.read(_HASH_BLOCK):
-                digest.update(block)
-        if digest.hexdigest() != snapshot_id:
+            digest = stream_sha256(stream, _HASH_BLOCK)
+        if digest != snapshot_id:
             raise SnapshotError(
                 f"snapshot {snapshot_id[:SHORT_ID]} in {self.uri} does not match its SHA-256: "
                 "the stored file was changed or damaged"

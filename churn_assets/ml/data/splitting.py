@@ -1,7 +1,7 @@
 """Train/holdout split keyed by customer, so a customer stays on one side as data grows.
 
 Each side is kept whole up to its cap (CHURN_TRAIN_MAX_ROWS, CHURN_HOLDOUT_MAX_ROWS) and as
-a stratified sample of that size past it (churn_assets.ml.model.sampling), so a table of any
+a stratified sample of that size past it (churn_assets.ml.data.sampling), so a table of any
 size is split a partition at a time: each partition sends its counts and only its customers
 whose sampling key is under a bound that leaves enough of each class, and `merge_split`
 keeps the smallest keys. One partition (a table split whole) and many give the same rows.
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from churn_assets.ml.data import sampling
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.reading import SOURCE_SHA256
-from churn_assets.ml.model import sampling
 
 #: Share of customers held out for evaluation, and the seed fixing which ones.
 HOLDOUT_FRACTION = 0.2

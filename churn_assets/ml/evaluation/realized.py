@@ -27,11 +27,12 @@ from sklearn.metrics import roc_auc_score
 
 from churn_assets.ml.data import history
 from churn_assets.ml.data.contract import CHURN_DATE, Contract
-from churn_assets.ml.data.snapshots import SnapshotError, SnapshotStore
+from churn_assets.ml.data.snapshots import SnapshotError
 from churn_assets.ml.evaluation.decision import Economics, version_economics
 from churn_assets.ml.files import replacing
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 
 HISTORY_FOLDER = "history"
 _FILE = "churn_scores.parquet"
@@ -202,7 +203,7 @@ def realized_now(settings: ChurnSettings) -> tuple[str, pd.DataFrame]:
 
     Each version is valued with its own costs (the settings' for versions without them).
     """
-    store = SnapshotStore.from_settings(settings)
+    store = snapshot_store(settings)
     current = store.current()
     if current is None:
         raise SnapshotError(f"no snapshot in {store.uri} yet, so nothing was scored")

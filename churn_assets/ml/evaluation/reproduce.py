@@ -15,7 +15,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from churn_assets.ml.data import cleaning, point_in_time
-from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.splitting import (
     CustomerSplits,
     SplitCaps,
@@ -29,6 +28,7 @@ from churn_assets.ml.model.hyperparameters import DEFAULTS, Hyperparameters
 from churn_assets.ml.registry import artifacts, signing, tracking
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 
 #: Holdout metrics compared; what the evaluation logs as holdout_<name>.
 COMPARED = ("auc", "accuracy", "f1", "precision", "recall", "brier", "log_loss")
@@ -90,7 +90,7 @@ def reproduce(settings: ChurnSettings, version: str) -> Reproduction:
         )
     run = tracking.client(settings).get_run(str(model_version.run_id))
     params = run.data.params
-    store = SnapshotStore.from_settings(settings)
+    store = snapshot_store(settings)
     # the contract the version was trained under, whatever CHURN_CONTRACT_PATH says today,
     # from the file its manifest signed
     verifier = signing.verifier(settings)

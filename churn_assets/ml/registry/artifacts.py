@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from churn_assets.ml.data.contract import Contract, ContractError, default_contract, parse_contract
+from churn_assets.ml.files import file_sha256
 from churn_assets.ml.registry import signing, tracking
 from churn_assets.ml.registry.signing import SignatureError, Signer, Verifier
 
@@ -145,7 +146,7 @@ def sign_manifest(
         files = _all_files(name, number, version.run_id, Path(folder), store)
         if check is not None and PIPELINE_FILE in files:
             check(read_pipeline(files[PIPELINE_FILE], _what(name, number)))
-        digests = {key: tracking.file_sha256(path) for key, path in files.items()}
+        digests = {key: file_sha256(path) for key, path in files.items()}
     text, signature = signer.sign(
         {
             "kind": signing.MANIFEST_KIND,
@@ -289,7 +290,7 @@ def _checked_copy(
 ) -> Path:
     """One file a verified manifest lists (`listed`), copied and found to be the one signed."""
     path = _fetch(str(version.name), version, key, folder, store)
-    if tracking.file_sha256(path) != listed[key]:
+    if file_sha256(path) != listed[key]:
         what = _what(str(version.name), str(version.version))
         raise SignatureError(f"{what}'s file {key} is not the file training signed")
     return path

@@ -10,7 +10,6 @@ leave the registry locked.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -37,21 +36,23 @@ class RegistryLock(Protocol):
     def hold(self, timeout_s: float) -> AbstractContextManager[None]: ...
 
 
-def _acquire(attempt: Callable[[], bool], what: str, timeout_s: float) -> None:
-    """Try without blocking until `attempt` succeeds or `timeout_s` has passed.
+def _timed_out(what: str, timeout_s: float) -> LockTimeoutError:
+    return LockTimeoutError(f"{what} still held by another writer after {timeout_s:g} s")
 
-    Polling rather than a blocking call keeps the wait bounded for both kinds of lock.
-    """
+
+def _acquire(attempt: Callable[[], bool], what: str, timeout_s: float) -> None:
+    """Try without blocking until `attempt` succeeds or `timeout_s` has passed: a bounded wait."""
     deadline = time.monotonic() + timeout_s
     while not attempt():
         if time.monotonic() > deadline:
-            raise LockTimeoutError(f"{what} still held by another writer after {timeout_s:g} s")
+            raise _timed_out(what, timeout_s)
         time.sleep(_POLL_S)
 
 
 @dataclass(frozen=True)
 class FileLock:
-    """An exclusive `flock` on a file: shared by every process on the machine that holds it."""
+    """An exclusive `flock` on a file (through filelock): shared by every process on the
+    machine that holds the file."""
 
     path: Path
 
@@ -60,21 +61,17 @@ class FileLock:
 
     @contextmanager
     def hold(self, timeout_s: float) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as handle:
+        import filelock  # training stack only: the API never moves the alias
 
-            def attempt() -> bool:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return False
-                return True
-
-            _acquire(attempt, self.describe(), timeout_s)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        # flock or nothing: on a filesystem without flock, filelock would fall back to a
+        # marker file, which the kernel does not free when its holder is killed.
+        lock = filelock.FileLock(self.path, fallback_to_soft=False)
+        try:
+            held = lock.acquire(timeout=timeout_s)
+        except filelock.Timeout:
+            raise _timed_out(self.describe(), timeout_s) from None
+        with held:
+            yield
 
 
 @dataclass(frozen=True)
