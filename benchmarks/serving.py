@@ -3,16 +3,22 @@
 Trains and promotes a model in a temporary store (or uses --state-dir), starts both servers
 with one uvicorn worker each, drives them with the same asyncio load generator (raw
 keep-alive HTTP/1.1, so the client is not the bottleneck), and prints throughput and latency
-for single rows at 1 and 16 concurrent clients and for 1,000-row batches, the ratios between
-the two servers, the cost of asking this API for 3 reasons per customer (`?reasons=3`, exact
-LightGBM contributions) in each scenario, and the in-process scoring ceiling. Then, on this
+for single rows at 1 and 16 concurrent clients and for 1,000-row batches (as JSON, and as CSV,
+which both servers accept), the ratios between the two servers, the cost of asking this API for
+3 reasons per customer (`?reasons=3`, exact LightGBM contributions) in each scenario, and the
+in-process scoring ceiling (the model's own speed on columns already read). Then, on this
 API alone: how long after the production alias moves the API answers from the new version
 (five swaps, in refresh intervals), and how fast `/health` answers while a 50 MB body is
 refused and while a 10,000-customer batch with reasons is handled. Run: `make bench-serving`.
+
+The model is trained into the store the environment names (MLFLOW_TRACKING_URI, else the state
+folder's SQLite file), and both servers read that store, with the same signing keys.
 """
 
 import argparse
 import asyncio
+import csv
+import io
 import json
 import os
 import shutil
@@ -21,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +42,8 @@ REASONS = 3
 #: The API's alias check in this benchmark: short, so five swaps take seconds, not minutes.
 REFRESH_S = 2.0
 SWAPS = 5
+BATCH_JSON = f"{BATCH_ROWS}-row batch, 2 clients"
+BATCH_CSV = f"{BATCH_ROWS}-row CSV batch, 2 clients"
 
 
 @dataclass
@@ -57,10 +66,15 @@ class Result:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
 
-def _request(port: int, path: str, body: bytes) -> bytes:
+JSON, CSV = "application/json", "text/csv"
+#: How many lines of a server's log a failed start shows.
+LOG_LINES = 30
+
+
+def _request(port: int, path: str, body: bytes, media: str) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: {media}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -88,8 +102,10 @@ async def _client(port: int, request: bytes, rows: int, stop_at: float, result: 
         writer.close()
 
 
-def drive(port: int, path: str, body: bytes, rows: int, clients: int, seconds: float) -> Result:
-    request = _request(port, path, body)
+def drive(
+    port: int, path: str, body: bytes, rows: int, clients: int, seconds: float, media: str = JSON
+) -> Result:
+    request = _request(port, path, body, media)
 
     async def run() -> Result:
         result = Result(0, 0, seconds, [], 0)
@@ -108,18 +124,50 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+class ServerStartError(RuntimeError):
+    """A server exited, never answered, or answers without the promoted model; the message
+    says why and shows the end of its log."""
+
+
+def _log_tail(log: Path) -> str:
+    lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+    return f"last {len(lines)} lines of {log}:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _wait(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until `url` answers 200; a server that exits or never answers fails with its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}")
+            raise ServerStartError(
+                f"{' '.join(map(str, process.args[:3]))} exited with {process.returncode}; "
+                + _log_tail(log)
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(url)
+    raise ServerStartError(f"{url} did not answer within {timeout:g} s; " + _log_tail(log))
+
+
+def _wait_ready(port: int, process: subprocess.Popen, log: Path) -> None:
+    """Until this API serves the promoted version. It checks the registry before it answers
+    at all, so once /health answers, /ready says within a few alias checks whether it will:
+    a version it cannot serve (another store, other keys) fails now, with the API's reason
+    and its log, rather than after minutes of waiting."""
+    _wait(f"http://127.0.0.1:{port}/health", process, log)
+    deadline = time.monotonic() + 3 * REFRESH_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5):
+                return
+        except urllib.error.HTTPError as answer:  # 503: not ready, and why
+            detail = json.loads(answer.read()).get("detail", "")
+        if time.monotonic() > deadline:
+            raise ServerStartError(f"the API is not ready: {detail}; " + _log_tail(log))
+        time.sleep(0.2)
 
 
 def _train(state_dir: Path) -> None:
@@ -145,8 +193,6 @@ def _train(state_dir: Path) -> None:
 
 
 def _payloads(state_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    sys.path.insert(0, str(REPO))
-
     from churn_assets.ml.data.cleaning import clean_customers
     from churn_assets.ml.data.contract import default_contract
     from churn_assets.ml.data.reading import read_customer_csv
@@ -163,15 +209,27 @@ def _payloads(state_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return records[0], records
 
 
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    """Rows as a CSV body: a header line, a line each (a blank cell for a missing number)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return text.getvalue().encode()
+
+
 def _ceiling(state_dir: Path, records: list[dict[str, Any]]) -> tuple[float, float]:
-    """In-process rows/s: the fast path, and the logged sklearn pipeline on a DataFrame."""
+    """In-process rows/s: the model's own speed (the fast path on columns already read from
+    a body, which is what the API adds its parsing and HTTP to), and the logged sklearn
+    pipeline on a DataFrame."""
     import pandas as pd
 
     from churn_assets.ml.data.contract import default_contract
     from churn_assets.ml.registry import artifacts, signing
     from churn_assets.ml.settings import ChurnSettings
+    from serving.columns import BatchReader
     from serving.model import FastScorer
-    from serving.schemas import Customer
+    from serving.schemas import SHIPPED
 
     settings = ChurnSettings(CHURN_STATE_DIR=state_dir)
     version = _registry_client(state_dir).get_model_version_by_alias(MODEL, "production")
@@ -181,7 +239,8 @@ def _ceiling(state_dir: Path, records: list[dict[str, Any]]) -> tuple[float, flo
     ).pipeline
     contract = default_contract()
     scorer = FastScorer(pipeline, contract)
-    customers = [Customer(**r) for r in records]
+    body = json.dumps({"customers": records}).encode()
+    columns = BatchReader(SHIPPED, scorer.levels).read_json(body, len(records))
     frame = pd.DataFrame(records)[list(contract.feature_columns)]
 
     def rate(fn: Any) -> float:
@@ -192,7 +251,7 @@ def _ceiling(state_dir: Path, records: list[dict[str, Any]]) -> tuple[float, flo
             runs += 1
         return runs * len(records) / (time.perf_counter() - start)
 
-    return rate(lambda: scorer.score(customers)), rate(lambda: pipeline.predict_proba(frame))
+    return rate(lambda: scorer.score(columns)), rate(lambda: pipeline.predict_proba(frame))
 
 
 def _ready_version(port: int) -> str | None:
@@ -247,10 +306,17 @@ def measure_swaps(port: int, state_dir: Path) -> list[float]:
     return seconds
 
 
+def _tracking_uri(state_dir: Path) -> str:
+    """The store training wrote to: MLFLOW_TRACKING_URI when set, else the state folder's."""
+    from churn_assets.ml.settings import ChurnSettings
+
+    return ChurnSettings(CHURN_STATE_DIR=state_dir).tracking_uri
+
+
 def _registry_client(state_dir: Path) -> Any:
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{state_dir / 'mlflow.db'}"
+    uri = _tracking_uri(state_dir)
     return MlflowClient(uri, uri)
 
 
@@ -320,11 +386,11 @@ def report(
 ) -> None:
     print()
     print("one uvicorn worker each, same registered version, same load generator")
-    header = f"{'scenario':<28}{'server':<8}{'req/s':>9}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+    header = f"{'scenario':<32}{'server':<8}{'req/s':>9}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
     print(header + f"{'failed':>8}")
     for (name, server), r in sorted(results.items(), key=lambda item: scenarios.index(item[0][0])):
         print(
-            f"{name:<28}{server:<8}{r.rps:>9.0f}{r.rows_per_s:>11.0f}"
+            f"{name:<32}{server:<8}{r.rps:>9.0f}{r.rows_per_s:>11.0f}"
             f"{r.percentile(50):>9.2f}{r.percentile(99):>9.2f}{r.failures:>8}"
         )
     print()
@@ -346,13 +412,18 @@ def report(
         / results[("single row, 16 clients", "mlflow")].rps
     )
     p99 = results[("single row, 16 clients", "ours")].percentile(99)
-    batch_rows = results[(f"{BATCH_ROWS}-row batch, 2 clients", "ours")].rows_per_s
+    batch_rows = results[(BATCH_JSON, "ours")].rows_per_s
+    csv_rows = results[(BATCH_CSV, "ours")].rows_per_s
     print()
     print(f"target single-row throughput >= 25x mlflow: {single_ratio:.1f}x")
     print(f"target p99 at 16 clients < 15 ms: {p99:.2f} ms")
     print(
         f"target 1,000-row batches >= 100,000 rows/s, half the in-process ceiling: "
         f"{batch_rows:,.0f} rows/s, {batch_rows / fast:.2f} of the ceiling"
+    )
+    print(
+        f"target 1,000-row CSV batches within 0.8 of the in-process ceiling: "
+        f"{csv_rows:,.0f} rows/s, {csv_rows / fast:.2f} of the ceiling"
     )
 
 
@@ -364,13 +435,15 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="churn-bench-"))
     state_dir = args.state_dir or workdir / "state"
+    sys.path.insert(0, str(REPO))  # the platform's modules, as `make` runs this script
+    tracking_uri = _tracking_uri(state_dir)
     if args.state_dir is None:
-        print(f"training a model in {state_dir} ...", flush=True)
+        print(f"training a model in {state_dir} (MLflow store {tracking_uri}) ...", flush=True)
         _train(state_dir)
     single, batch = _payloads(state_dir)
-    tracking_uri = f"sqlite:///{state_dir / 'mlflow.db'}"
     bin_dir = Path(sys.executable).parent
     ours_port, mlflow_port = _free_port(), _free_port()
+    # The store and signing keys training used: the environment's, with the same state folder.
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri,
@@ -405,8 +478,8 @@ def main() -> None:
         ),
     }
     try:
-        _wait(f"http://127.0.0.1:{ours_port}/ready", servers["ours"])
-        _wait(f"http://127.0.0.1:{mlflow_port}/ping", servers["mlflow"])
+        _wait_ready(ours_port, servers["ours"], logs / "ours.log")
+        _wait(f"http://127.0.0.1:{mlflow_port}/ping", servers["mlflow"], logs / "mlflow.log")
         columns = [k for k in single if k != "customerID"]
 
         def mlflow_body(rows: list[dict[str, Any]]) -> bytes:
@@ -415,39 +488,47 @@ def main() -> None:
 
         scenarios = {
             "single row, 1 client": (
-                ("/predict", json.dumps(single).encode()),
-                ("/invocations", mlflow_body([single])),
+                ("/predict", json.dumps(single).encode(), JSON),
+                ("/invocations", mlflow_body([single]), JSON),
                 1,
                 1,
             ),
             "single row, 16 clients": (
-                ("/predict", json.dumps(single).encode()),
-                ("/invocations", mlflow_body([single])),
+                ("/predict", json.dumps(single).encode(), JSON),
+                ("/invocations", mlflow_body([single]), JSON),
                 1,
                 16,
             ),
-            f"{BATCH_ROWS}-row batch, 2 clients": (
-                ("/predict/batch", json.dumps({"customers": batch}).encode()),
-                ("/invocations", mlflow_body(batch)),
+            BATCH_JSON: (
+                ("/predict/batch", json.dumps({"customers": batch}).encode(), JSON),
+                ("/invocations", mlflow_body(batch), JSON),
+                len(batch),
+                2,
+            ),
+            BATCH_CSV: (
+                ("/predict/batch", _csv(batch), CSV),
+                ("/invocations", _csv([{c: r[c] for c in columns} for r in batch]), CSV),
                 len(batch),
                 2,
             ),
         }
         results: dict[tuple[str, str], Result] = {}
         for name, (ours, theirs, rows, clients) in scenarios.items():
-            for server, port, (path, body) in (
+            for server, port, (path, body, media) in (
                 ("ours", ours_port, ours),
                 ("mlflow", mlflow_port, theirs),
             ):
-                drive(port, path, body, rows, clients, 1.0)  # warm-up
-                results[(name, server)] = drive(port, path, body, rows, clients, args.seconds)
+                drive(port, path, body, rows, clients, 1.0, media)  # warm-up
+                results[(name, server)] = drive(
+                    port, path, body, rows, clients, args.seconds, media
+                )
         # Reasons are opt-in (?reasons=3): their cost, against the same scenario without.
         for name, (ours, _, rows, clients) in scenarios.items():
-            path, body = ours
+            path, body, media = ours
             explained = f"{path}?reasons={REASONS}"
-            drive(ours_port, explained, body, rows, clients, 1.0)
+            drive(ours_port, explained, body, rows, clients, 1.0, media)
             results[(name, "reasons")] = drive(
-                ours_port, explained, body, rows, clients, args.seconds
+                ours_port, explained, body, rows, clients, args.seconds, media
             )
         swaps = measure_swaps(ours_port, state_dir)
         fifty_mb = b'{"customers": [' + b" " * (50 * 2**20) + b"]}"
@@ -494,4 +575,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ServerStartError as error:
+        sys.exit(f"bench-serving: {error}")

@@ -1,20 +1,27 @@
 """The API in process (TestClient, lifespan included) on a real MLflow store and model."""
 
+import json
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
 
 from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.model import reasons
 from churn_assets_tests.conftest import PromotedStore, verified_pipeline
 from serving.app import create_app
+from serving.columns import BatchReader
 from serving.model import FastScorer
-from serving.schemas import Customer
+from serving.schemas import SHIPPED
 from serving.settings import Settings
 
 TELCO = default_contract()
@@ -46,13 +53,21 @@ def client(promoted_store: PromotedStore) -> Iterator[TestClient]:
 
 
 def test_fast_path_equals_logged_pipeline_on_whole_holdout(promoted_store: PromotedStore) -> None:
+    """JSON and CSV bodies read into columns score as the logged pipeline scores the frame."""
     pipeline = verified_pipeline(promoted_store.state_dir)
     holdout = promoted_store.holdout
     expected = pipeline.predict_proba(holdout[list(TELCO.feature_columns)])[:, 1]
-    customers = [Customer(**p) for p in customer_payloads(holdout)]
-    fast = FastScorer(pipeline, TELCO).score(customers)
-    assert len(fast) == len(holdout) > 1000
-    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-9)
+    scorer = FastScorer(pipeline, TELCO)
+    reader = BatchReader(SHIPPED, scorer.levels)
+    payloads = customer_payloads(holdout)
+    as_json = orjson.dumps({"customers": payloads})
+    as_csv = pd.DataFrame(payloads).to_csv(index=False).encode()
+    for columns in (reader.read_json(as_json, len(holdout)), reader.read_csv(as_csv, len(holdout))):
+        fast = scorer.score(columns)
+        assert len(fast) == len(holdout) > 1000
+        np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-9)
+    one = reader.of_customers([SHIPPED.customer.model_validate(payloads[0])])
+    np.testing.assert_allclose(scorer.score(one), expected[:1], rtol=0, atol=1e-9)
 
 
 def test_blank_total_charges_is_billed_so_far(client: TestClient, payloads: list) -> None:
@@ -220,3 +235,63 @@ def test_reasons_on_request_equal_the_pipelines_exact_contributions(
     error = _error(client.post("/predict?reasons=99", json=payloads[0]), 422)
     assert error["details"][0]["field"] == "query.reasons"
     assert "less than or equal to 19" in error["details"][0]["problem"]
+
+
+def _logged_input_example(store: PromotedStore) -> list[dict[str, Any]]:
+    """The customers training logged as version 1's MLflow input example."""
+    uri = store.tracking_uri
+    root = MlflowClient(uri, uri).get_model_version_download_uri("churn-classifier", "1")
+    with tempfile.TemporaryDirectory() as folder:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{root}/input_example.json", dst_path=folder, tracking_uri=uri
+        )
+        example = json.loads(Path(path).read_text())
+    return [dict(zip(example["columns"], row, strict=True)) for row in example["data"]]
+
+
+def test_openapi_examples_are_the_versions_logged_input_example(
+    client: TestClient, promoted_store: PromotedStore
+) -> None:
+    logged = _logged_input_example(promoted_store)[:3]
+    paths = client.get("/openapi.json").json()["paths"]
+    single = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    batch = paths["/predict/batch"]["post"]["requestBody"]["content"]
+    assert single == logged[0]  # real customers, not the schema's maxima
+    assert batch["application/json"]["example"] == {"customers": logged}
+    # each example is a request the API answers, and the CSV one is the same customers
+    assert client.post("/predict", json=single).status_code == 200
+    from_json = client.post("/predict/batch", json=batch["application/json"]["example"])
+    from_csv = client.post(
+        "/predict/batch",
+        content=batch["text/csv"]["example"],
+        headers={"Content-Type": "text/csv"},
+    )
+    assert from_json.status_code == 200
+    assert from_csv.json() == from_json.json()
+
+
+def test_the_api_key_is_a_security_scheme_the_docs_authorize_with(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    ((name, scheme),) = spec["components"]["securitySchemes"].items()
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-API-Key")
+    for path, method in (("/predict", "post"), ("/predict/batch", "post"), ("/model", "get")):
+        operation = spec["paths"][path][method]
+        assert operation["security"] == [{name: []}], path
+        assert all(p["name"] != "x-api-key" for p in operation.get("parameters", []))
+    for path in ("/health", "/ready", "/metrics"):
+        assert "security" not in spec["paths"][path]["get"], path
+
+
+def test_the_docs_own_scripts_are_counted_under_their_route(client: TestClient) -> None:
+    html = client.get("/docs").text
+    scripts = [part.split('"')[0] for part in html.split('src="')[1:] if part.startswith("/")]
+    assert scripts
+    for script in scripts:
+        assert client.get(script).status_code == 200
+    assert client.get("/static-offline-docs/missing.js").status_code == 404
+    assert client.get("/nowhere").status_code == 404
+    text = client.get("/metrics").text
+    route = 'route="/static-offline-docs/{path}"'
+    assert f'churn_api_requests_total{{{route},status="200"}} {len(scripts)}.0' in text
+    assert f'churn_api_requests_total{{{route},status="404"}} 1.0' in text
+    assert 'churn_api_requests_total{route="unmatched",status="404"} 1.0' in text

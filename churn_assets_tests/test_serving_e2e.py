@@ -203,3 +203,13 @@ def test_fuzzed_requests_never_get_a_server_error(promoted_store: PromotedStore)
                 case.call_and_validate(checks=[not_a_server_error])
 
             fuzz()
+
+
+def test_python_m_serving_says_where_it_serves(tmp_path: Path) -> None:
+    """`make serve` prints one line with the URL (before a model is loaded, here none)."""
+    port = free_port()
+    env = base_env(CHURN_STATE_DIR=str(tmp_path / "state"), CHURN_API_PORT=str(port))
+    log = tmp_path / "api.log"
+    with running(api_command(), env, f"http://127.0.0.1:{port}/health", log):
+        pass
+    assert f"churn API on http://127.0.0.1:{port} (docs: /docs)" in log.read_text().splitlines()

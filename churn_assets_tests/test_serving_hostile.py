@@ -138,6 +138,20 @@ def test_a_body_over_the_limit_is_refused_declared_or_streamed(
         assert small.status_code == 200
 
 
+@pytest.mark.parametrize("media", ["application/json", "text/csv"])
+def test_a_declared_oversized_body_is_refused_before_anything_else_runs(
+    promoted_store: PromotedStore, payloads: list, media: str
+) -> None:
+    """Before routing and the API-key check (Starlette's own limit runs after both), with our
+    error body and the connection closed while the client may still be sending."""
+    body = b"x" * 5000
+    with _client(promoted_store, max_body_bytes=4096, api_key="let-me-in") as client:
+        answer = client.post("/predict/batch", content=body, headers={"Content-Type": media})
+        assert _error(answer, 413)["code"] == "body_too_large"  # not the 401 of a missing key
+        assert answer.headers["connection"] == "close"
+        assert _error(client.post("/nowhere", content=body), 413)["code"] == "body_too_large"
+
+
 def test_many_invalid_rows_list_a_bounded_number_of_errors(
     promoted_store: PromotedStore, payloads: list
 ) -> None:

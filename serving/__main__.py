@@ -20,6 +20,8 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    # What serves there and where its docs are, before the model loads (a minute, remotely).
+    print(f"churn API on {url(settings.host, settings.port)} (docs: /docs)", flush=True)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -32,6 +34,11 @@ def main() -> None:
         server_header=False,
         log_level="info",
     )
+
+
+def url(host: str, port: int) -> str:
+    """The address the API serves on (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 if __name__ == "__main__":

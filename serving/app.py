@@ -13,10 +13,11 @@ from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import models_json_schema
 
 from serving.body_limit import BodySizeLimit
+from serving.columns import example_csv
 from serving.errors import install_error_handlers
 from serving.metrics import ApiMetrics, MetricsMiddleware
 from serving.model import ModelWatcher
-from serving.routes import router
+from serving.routes import CSV, router
 from serving.schemas import SHIPPED
 from serving.settings import Settings
 
@@ -49,10 +50,12 @@ async def _watch(watcher: ModelWatcher) -> None:
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document plus the request models the routes parse themselves: those of the
-    served version's data contract (the shipped contract's until a version is loaded)."""
+    served version's data contract (the shipped contract's until a version is loaded), with
+    customers from the input example training logged with that version as examples."""
     current = app.state.watcher.current
     requests = SHIPPED if current is None else current.requests
-    if app.openapi_schema is None or app.state.openapi_contract != requests.contract.digest:
+    key = (requests.contract.digest, None if current is None else current.version)
+    if app.openapi_schema is None or app.state.openapi_key != key:
         document = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
@@ -62,9 +65,24 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         )
         components = document.setdefault("components", {}).setdefault("schemas", {})
         components.update(definitions.get("$defs", {}))
+        if current is not None and current.examples:
+            _add_examples(document["paths"], list(current.examples))
         app.openapi_schema = document
-        app.state.openapi_contract = requests.contract.digest
+        app.state.openapi_key = key
     return app.openapi_schema
+
+
+def _add_examples(paths: dict[str, Any], customers: list[dict[str, Any]]) -> None:
+    """Each request body's example, so /docs' "Try it out" starts from real customers."""
+    bodies = {
+        ("/predict", "application/json"): customers[0],
+        ("/predict/batch", "application/json"): {"customers": customers},
+        ("/predict/batch", CSV): example_csv(customers),
+    }
+    for (path, media), example in bodies.items():
+        content = paths[path]["post"]["requestBody"]["content"]
+        if media in content:
+            content[media]["example"] = example
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

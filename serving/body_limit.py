@@ -2,12 +2,19 @@
 
 A declared Content-Length over the limit is refused before the app runs or a byte of the body is
 read, with our JSON error body and `Connection: close` (the client may still be sending); a body
-without one is counted as it arrives and refused once over the limit. Starlette 1.10 and FastAPI
-0.165 have a limit of their own (`max_body_size`), but it lets routing and the route's
-dependencies run first, answers a plain-text "Content Too Large" rather than our error body, and
-keeps the connection open while the rest of the upload is read and dropped (checked with both
-pinned versions). uvicorn has none, and a reverse proxy in front (which has one) is not always
-there.
+without one is counted as it arrives and refused once over the limit.
+
+What the pinned versions offer instead, and why it is not used (checked with Starlette 1.10.0 and
+FastAPI 0.165.0): Starlette's `RequestBodyLimitMiddleware`, which `Starlette(max_body_size=...)`,
+`FastAPI(max_body_size=...)` and a route's or mount's `max_body_size` install, counts the body
+only once the route first reads it, so routing, the API-key check and the served-model dependency
+run first; a declared Content-Length over the limit is answered with a plain-text "Content Too
+Large" that replaces whatever the app's error handlers answer (a streamed body over it does reach
+them); and it sends no `Connection: close`, so uvicorn reads the unread rest of the upload as the
+next request (it logs "Invalid HTTP request received" and resets the connection). Starlette's
+other limits, `Request.form(max_part_size=..., max_files=..., max_fields=...)`, bound multipart
+forms only, not JSON or CSV bodies. uvicorn has no body limit, and a reverse proxy in front (which
+has one) is not always there.
 """
 
 from __future__ import annotations

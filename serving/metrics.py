@@ -44,6 +44,16 @@ class ApiMetrics:
         )
 
 
+def _mounted(scope: Any, root: str) -> str:
+    """The route of a request a mounted app answered (the docs' scripts and styles, which
+    fastapi-offline serves from a StaticFiles mount): FastAPI's router sets no `route` for a
+    mount, only the mount's prefix onto the root path. Else `unmatched`."""
+    mounted = scope.get("root_path", "")
+    if mounted != root and mounted.startswith(root):
+        return f"{mounted[len(root) :]}/{{path}}"
+    return "unmatched"
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by route template (not raw path: bounded labels)."""
 
@@ -58,6 +68,7 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        root = scope.get("root_path", "")
 
         async def send_with_status(message: Any) -> None:
             nonlocal status
@@ -69,7 +80,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             status = scope.get(CUT_SHORT, status)
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = getattr(scope.get("route"), "path", None) or _mounted(scope, root)
             requests, latency, errors = self._children(route, status)
             requests.inc()
             latency.observe(time.perf_counter() - start)

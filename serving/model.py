@@ -6,14 +6,16 @@ assignment, so requests in flight finish on the model they started with and none
 """
 
 import logging
-import operator
+import tempfile
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+from pydantic import ValidationError
 
 from churn_assets.ml.data.contract import MISSING, Contract
 from churn_assets.ml.evaluation import decision
@@ -23,6 +25,7 @@ from churn_assets.ml.model.reasons import Explainer
 from churn_assets.ml.registry import artifacts, signing, tracking
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry.signing import SignatureError
+from serving.columns import BatchReader, Columns
 from serving.schemas import RequestModels, request_models
 from serving.settings import Settings
 
@@ -30,15 +33,18 @@ log = logging.getLogger("serving.model")
 
 _HOLDOUT_TAGS = ("holdout_auc", "holdout_accuracy", "holdout_f1")
 _PARALLEL_ROWS = 500
+#: The input example MLflow logs beside the model; the manifest lists (and signs) it.
+_EXAMPLE_FILE = f"{artifacts.MODEL_PREFIX}input_example.json"
+_EXAMPLE_ROWS = 3
 
 
 class FastScorer:
-    """Scores validated customers straight into LightGBM, skipping pandas and sklearn.
+    """Scores customers' columns straight into LightGBM, skipping pandas and sklearn.
 
     The matrix is built exactly as the logged preprocessor builds it (category codes from the
-    fitted encoder, numeric columns passed through, in the preprocessor's output order), and
-    LightGBM's booster is called as the sklearn wrapper calls it, so scores equal the logged
-    pipeline's; a test holds them to 1e-9 on the whole holdout.
+    fitted encoder, NaN for a level it never saw; numeric columns passed through, in the
+    preprocessor's output order), and LightGBM's booster is called as the sklearn wrapper calls
+    it, so scores equal the logged pipeline's; a test holds them to 1e-9 on the whole holdout.
     """
 
     def __init__(self, pipeline: Any, contract: Contract) -> None:
@@ -49,15 +55,12 @@ class FastScorer:
         }
         _, categorical = transformers["categorical"]
         _, numeric = transformers["numeric"]
-        codes = {
-            column: {level: float(i) for i, level in enumerate(levels)}
-            for column, levels in encoded_levels(preprocess).items()
-        }
         order = output_features(preprocess)
         if sorted(order) != sorted([*categorical, *numeric]):
             raise ValueError(f"unexpected preprocessor output {order}")
-        self._row = operator.attrgetter(*order)  # one C call per customer
-        self._codes = [codes.get(column) for column in order]
+        #: Each category's levels in the fitted encoder's order: what `BatchReader` codes.
+        self.levels = encoded_levels(preprocess)
+        self._level_names = {column: np.array(levels) for column, levels in self.levels.items()}
         self._order = order
         self._contract = contract
         # numbers a blank stands for (the contract's `blank` rules), by matrix position
@@ -72,43 +75,42 @@ class FastScorer:
             model.calibrate_raw if isinstance(model, CalibratedChurnClassifier) else None
         )
         self._explainer = Explainer(self._booster, order)
-        self._categorical = [codes is not None for codes in self._codes]
 
-    def matrix(self, customers: Sequence[Any]) -> np.ndarray:
-        return self._matrix_and_columns(customers)[0]
-
-    def _matrix_and_columns(self, customers: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
-        """Column by column: levels to the encoder's codes, numbers as they are."""
-        columns = list(zip(*map(self._row, customers), strict=True))
-        matrix = np.empty((len(customers), len(self._codes)), dtype=np.float64)
-        for position, (values, codes) in enumerate(zip(columns, self._codes, strict=True)):
-            matrix[:, position] = (
-                [codes[v] for v in values]
-                if codes is not None
-                else np.array(values, dtype=np.float64)  # None (a blank number) -> NaN
-            )
+    def matrix(self, columns: Columns) -> np.ndarray:
+        """Column by column: the encoder's codes the reader found, numbers as they are."""
+        matrix = np.empty((columns.rows, len(self._order)), dtype=np.float64)
+        for position, column in enumerate(self._order):
+            codes = columns.codes.get(column)
+            matrix[:, position] = columns.numbers[column] if codes is None else codes
         for position, column in self._filled:
             blank = np.isnan(matrix[:, position])
             if blank.any():
                 rows = {name: matrix[blank, j] for j, name in enumerate(self._order)}
                 matrix[blank, position] = self._contract.blank_fill(column, rows)
-        return matrix, columns
+        return matrix
 
-    def score(self, customers: Sequence[Any]) -> np.ndarray:
-        return self._probability(self.matrix(customers))
+    def score(self, columns: Columns) -> np.ndarray:
+        return self._probability(self.matrix(columns))
 
     def score_with_reasons(
-        self, customers: Sequence[Any], count: int
+        self, columns: Columns, count: int
     ) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
         """Probabilities and each customer's `count` top reasons, levels as sent, numbers as
         the model saw them (a blank number shows the value its `blank` rule stood for)."""
-        matrix, columns = self._matrix_and_columns(customers)
+        matrix = self.matrix(columns)
         values = [
-            raw if categorical else matrix[:, j]
-            for j, (raw, categorical) in enumerate(zip(columns, self._categorical, strict=True))
+            self._as_sent(columns, column, matrix[:, j]) for j, column in enumerate(self._order)
         ]
-        threads = _threads(len(customers))
+        threads = _threads(columns.rows)
         return self._probability(matrix), self._explainer.top(matrix, values, count, threads)
+
+    def _as_sent(self, columns: Columns, column: str, encoded: np.ndarray) -> Any:
+        """A column's values as its reasons show them: a category as sent, a number as used."""
+        if column in columns.texts:
+            return columns.texts[column]
+        if column in columns.codes:  # a listed level, never unseen: its code names it
+            return self._level_names[column][encoded.astype(np.intp)]
+        return encoded
 
     def _probability(self, matrix: np.ndarray) -> np.ndarray:
         threads = _threads(len(matrix))
@@ -142,6 +144,10 @@ class LoadedModel:
     scorer: FastScorer
     #: The request bodies of the contract the version was trained under.
     requests: RequestModels
+    #: Reads batch bodies (JSON or CSV) into the columns `scorer` takes.
+    reader: BatchReader
+    #: Customers from the input example training logged with the version, for /docs.
+    examples: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -258,6 +264,9 @@ def _load(settings: Settings, alias: str, version: Any) -> LoadedModel:
         )
     holdout = {k.removeprefix("holdout_"): float(tags[k]) for k in _HOLDOUT_TAGS if k in tags}
     chosen, source = _threshold(tags, settings.threshold)
+    requests = request_models(contract)
+    scorer = FastScorer(pipeline, contract)
+    examples = _examples(version, verified.manifest["files"], settings.tracking_uri, requests)
     return LoadedModel(
         name=name,
         alias=alias,
@@ -270,6 +279,34 @@ def _load(settings: Settings, alias: str, version: Any) -> LoadedModel:
         threshold=chosen,
         threshold_source=source,
         loaded_at=datetime.now(UTC),
-        scorer=FastScorer(pipeline, contract),
-        requests=request_models(contract),
+        scorer=scorer,
+        requests=requests,
+        reader=BatchReader(requests, scorer.levels),
+        examples=examples,
     )
+
+
+def _examples(
+    version: Any, listed: dict[str, str], store: str, requests: RequestModels
+) -> tuple[dict[str, Any], ...]:
+    """Up to three customers of the version's logged input example (MLflow's split format),
+    for /docs: read only from the copy its signed manifest vouches for, and only the rows the
+    request model accepts. A version without one (or whose file fails its check) shows none."""
+    if _EXAMPLE_FILE not in listed:
+        return ()
+    try:
+        with tempfile.TemporaryDirectory(prefix="churn-example-") as folder:
+            path = artifacts._checked_copy(version, listed, _EXAMPLE_FILE, Path(folder), store)
+            example = orjson.loads(path.read_bytes())
+        rows = [dict(zip(example["columns"], row, strict=True)) for row in example["data"]]
+    except (SignatureError, OSError, KeyError, TypeError, ValueError):  # ValueError: not JSON
+        log.warning("version %s's input example cannot be shown in /docs", version.version)
+        return ()
+    customers = []
+    for row in rows[:_EXAMPLE_ROWS]:
+        try:
+            customer = requests.customer.model_validate(row)
+        except ValidationError:
+            continue
+        customers.append(customer.model_dump(exclude_none=True))
+    return tuple(customers)

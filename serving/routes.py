@@ -1,18 +1,18 @@
 """HTTP routes: scoring, health, readiness, model information and metrics."""
 
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from churn_assets.ml.model.reasons import MAX_REASONS
+from serving.columns import Columns, validation_error
 from serving.errors import ApiError
 from serving.metrics import ApiMetrics
 from serving.model import LoadedModel, ModelWatcher
@@ -40,8 +40,17 @@ def _metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
+#: The header the key comes in; as a security scheme, /docs has an Authorize button for it.
+API_KEY_HEADER = "X-API-Key"
+_api_key = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,  # a missing key is our 401 and error body, not FastAPI's
+    description="Needed when the API is started with CHURN_API_KEY.",
+)
+
+
 async def require_api_key(
-    request: Request, x_api_key: Annotated[str | None, Header()] = None
+    request: Request, x_api_key: Annotated[str | None, Security(_api_key)] = None
 ) -> None:
     settings = _settings(request)
     if settings.api_key is None:
@@ -51,7 +60,9 @@ async def require_api_key(
     # with characters outside ASCII (a TypeError, a 500, for any client that sends one).
     given = None if x_api_key is None else x_api_key.encode("latin-1", "replace")
     if given is None or not secrets.compare_digest(given, expected):
-        raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header", "X-API-Key")
+        raise ApiError(
+            401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header", API_KEY_HEADER
+        )
 
 
 async def serving_model(request: Request) -> LoadedModel:
@@ -88,45 +99,61 @@ ReasonCount = Annotated[
 _PARSE_INLINE_BYTES = 64 * 1024
 
 
-def json_body(
-    pick: Callable[[LoadedModel], type[BaseModel]],
-) -> Callable[[Request, LoadedModel], Awaitable[Any]]:
-    """Validate the raw body with pydantic's JSON parser, against the served version's contract.
+async def customer_body(request: Request, served: ServedModel) -> Columns:
+    """One customer, validated with pydantic's JSON parser against the served version's
+    contract, as the columns the scorer takes.
 
-    FastAPI decodes JSON to Python objects and validates those, which for a 1,000-customer
-    batch costs more than scoring it; parsing and validating in one pass is about 2.5x faster.
-    The body model is `pick`ed from the version the request is scored with, so a promotion
-    under another data contract changes the fields the API accepts with the model. Errors
-    take FastAPI's usual path (and our error body); the schema is documented in the OpenAPI
-    document by `documented_body`.
+    FastAPI decodes JSON to Python objects and validates those; parsing and validating in one
+    pass is faster. The body model is the version's the request is scored with, so a
+    promotion under another data contract changes the fields the API accepts with the model.
+    Errors take FastAPI's usual path (and our error body).
     """
-
-    async def parse(request: Request, served: ServedModel) -> Any:
-        model = pick(served)
-        raw = await request.body()
-        try:
-            if len(raw) <= _PARSE_INLINE_BYTES:
-                return model.model_validate_json(raw)
-            # A large batch takes tens of milliseconds or more to parse: off the event loop,
-            # so /health and small requests are answered meanwhile.
-            return await run_in_threadpool(model.model_validate_json, raw)
-        except ValidationError as error:
-            raise RequestValidationError(
-                [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
-            ) from None
-
-    return parse
+    model = served.requests.customer
+    raw = await request.body()
+    try:
+        if len(raw) <= _PARSE_INLINE_BYTES:
+            customer = model.model_validate_json(raw)
+        else:  # off the event loop, so /health and small requests are answered meanwhile
+            customer = await run_in_threadpool(model.model_validate_json, raw)
+    except ValidationError as error:
+        raise validation_error(error) from None
+    return served.reader.of_customers([customer])
 
 
-def documented_body(model: str) -> dict[str, Any]:
-    schema_ref = {"$ref": f"#/components/schemas/{model}"}
-    return {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": schema_ref}}}
+async def raw_body(request: Request) -> bytes:
+    """The body's bytes; the batch route reads them in its worker thread."""
+    return await request.body()
+
+
+#: The batch route's columnar body, for bulk callers (see serving.columns).
+CSV = "text/csv"
+_CSV_BODY = (
+    "A header line of field names (or the export's own headers, where the data contract "
+    "renames them), then one line per customer, cells as the export writes them: a blank "
+    "number is read by its `blank` rule, surrounding blanks are stripped. Errors name the "
+    "line, the column, the field and the value. CSV, not Arrow or Parquet: pyarrow is not "
+    "in the API's dependencies."
+)
+
+
+def _is_csv(request: Request) -> bool:
+    media = request.headers.get("content-type", "").split(";", 1)[0]
+    return media.strip().lower() == CSV
+
+
+def documented_body(model: str, csv: bool = False) -> dict[str, Any]:
+    """The request body as the OpenAPI document shows it; `serving.app` adds the served
+    version's own example to each content type."""
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}
     }
+    if csv:
+        content[CSV] = {"schema": {"type": "string", "description": _CSV_BODY}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
-CustomerBody = Annotated[Any, Depends(json_body(lambda served: served.requests.customer))]
-BatchBody = Annotated[Any, Depends(json_body(lambda served: served.requests.batch))]
+CustomerBody = Annotated[Columns, Depends(customer_body)]
+RawBody = Annotated[bytes, Depends(raw_body)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)
 }
@@ -145,19 +172,16 @@ router = APIRouter()
 async def predict(
     customer: CustomerBody, model: ServedModel, request: Request, reasons: ReasonCount = 0
 ) -> Response:
+    customer_id = customer.ids[0]
     if reasons:
         _within_budget(_settings(request), 1, reasons)
-        scores, why = model.scorer.score_with_reasons([customer], reasons)
+        scores, why = model.scorer.score_with_reasons(customer, reasons)
         _metrics(request).rows_scored.inc()
-        body = _prediction(
-            _customer_id(customer, model), float(scores[0]), model.threshold, model.version
-        )
+        body = _prediction(customer_id, float(scores[0]), model.threshold, model.version)
         return _json({**body, "reasons": why[0]})
-    probability = float(model.scorer.score([customer])[0])
+    probability = float(model.scorer.score(customer)[0])
     _metrics(request).rows_scored.inc()
-    return _json(
-        _prediction(_customer_id(customer, model), probability, model.threshold, model.version)
-    )
+    return _json(_prediction(customer_id, probability, model.threshold, model.version))
 
 
 @router.post(
@@ -165,35 +189,33 @@ async def predict(
     response_model=BatchPrediction,
     responses=_ERRORS,
     dependencies=[Depends(require_api_key)],
-    openapi_extra=documented_body("BatchRequest"),
+    openapi_extra=documented_body("BatchRequest", csv=True),
     summary="Churn probabilities of many customers, in request order",
+    description=(
+        'JSON (`{"customers": [...]}`), or CSV for bulk callers (`Content-Type: text/csv`): '
+        "a header line, then a line per customer."
+    ),
 )
 def predict_batch(
-    body: BatchBody, model: ServedModel, request: Request, reasons: ReasonCount = 0
+    body: RawBody, model: ServedModel, request: Request, reasons: ReasonCount = 0
 ) -> Response:
     settings = _settings(request)
-    customers = body.customers
-    if len(customers) > settings.max_batch_size:
-        raise ApiError(
-            413,
-            "batch_too_large",
-            f"{len(customers)} customers exceed the limit of {settings.max_batch_size} per request",
-            "customers",
-        )
-    threshold, version, field = model.threshold, model.version, model.requests.id_field
+    read = model.reader.read_csv if _is_csv(request) else model.reader.read_json
+    customers = read(body, settings.max_batch_size)
+    threshold, version, ids = model.threshold, model.version, customers.ids
     if reasons:
-        _within_budget(settings, len(customers), reasons)
+        _within_budget(settings, customers.rows, reasons)
         scores, why = model.scorer.score_with_reasons(customers, reasons)
         predictions = [
-            {**_prediction(_id(customer, field), p, threshold, version), "reasons": r}
-            for customer, p, r in zip(customers, scores.tolist(), why, strict=True)
+            {**_prediction(customer_id, p, threshold, version), "reasons": r}
+            for customer_id, p, r in zip(ids, scores.tolist(), why, strict=True)
         ]
     else:
         predictions = [
-            _prediction(_id(customer, field), p, threshold, version)
-            for customer, p in zip(customers, model.scorer.score(customers).tolist(), strict=True)
+            _prediction(customer_id, p, threshold, version)
+            for customer_id, p in zip(ids, model.scorer.score(customers).tolist(), strict=True)
         ]
-    _metrics(request).rows_scored.inc(len(customers))
+    _metrics(request).rows_scored.inc(customers.rows)
     return _json({"model_version": version, "threshold": threshold, "predictions": predictions})
 
 
@@ -210,15 +232,6 @@ def _within_budget(settings: Settings, rows: int, reasons: int) -> None:
             "for fewer reasons or send smaller batches",
             "reasons",
         )
-
-
-def _customer_id(customer: Any, model: LoadedModel) -> str | None:
-    return _id(customer, model.requests.id_field)
-
-
-def _id(customer: Any, field: str | None) -> str | None:
-    """The request's ID field, echoed as customerID (None: the contract has no ID)."""
-    return None if field is None else getattr(customer, field)
 
 
 def _prediction(

@@ -1,33 +1,72 @@
 """Request and response bodies, generated from the data contract so no level is written twice."""
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from churn_assets.ml.data.contract import MISSING, Contract, default_contract
 from churn_assets.ml.data.limits import MAX_ID_CHARS
 from churn_assets.ml.data.reading import blank_as_none
 
+#: The longest level of a category whose levels are learned in training.
+MAX_LEVEL_CHARS = 200
+
+
+def aliases(contract: Contract) -> dict[str, str]:
+    """The export's header -> the request field it names, where the contract renames it: a
+    caller may send either name (not both)."""
+    fields = {*([contract.id] if contract.id else []), *contract.features}
+    return {export: name for export, name in contract.rename.items() if name in fields}
+
+
+def _names(contract: Contract, column: str) -> dict[str, Any]:
+    """A renamed field's two accepted names, and a word for the docs."""
+    export = {name: header for header, name in aliases(contract).items()}.get(column)
+    if export is None:
+        return {}
+    return {
+        "validation_alias": AliasChoices(column, export),
+        "description": f"Also accepted as {export!r}, the export's header.",
+    }
+
 
 def _feature_field(contract: Contract, column: str) -> tuple[Any, Any]:
     spec = contract.features[column]
+    names = _names(contract, column)
     if not spec.numeric:
         if spec.levels is None:  # learned in training: the model reads an unknown one as NaN
-            return str, Field(..., min_length=1, max_length=200)
+            return str, Field(..., min_length=1, max_length=MAX_LEVEL_CHARS, **names)
         levels = spec.levels
-        return Literal[levels], Field(..., description=f"One of {list(levels)}.")  # type: ignore[valid-type]
+        described = f"One of {list(levels)}. {names.pop('description', '')}".strip()
+        return Literal[levels], Field(..., description=described, **names)  # type: ignore[valid-type]
     low, high = contract.numeric_range(column)
     ge = low if math.isfinite(low) else None
     le = high if math.isfinite(high) else None
     # Strict: a boolean or a numeric string is a caller's bug, not a number to guess at.
     kind: Any = int if spec.type == "integer" else float
+    limits: dict[str, Any] = {"strict": True, "ge": ge, "le": le}
+    if kind is float:  # an infinity or NaN (pydantic's parser reads 1e400, NaN) is no number
+        limits["allow_inf_nan"] = False
     if spec.blank is None:
-        return kind, Field(..., strict=True, ge=ge, le=le)
+        return kind, Field(..., **limits, **names)
     number: dict[str, Any] = {"type": "number"}
     number.update({k: v for k, v in (("minimum", ge), ("maximum", le)) if v is not None})
     meaning = "kept missing" if spec.blank == MISSING else f"read as {spec.blank}"
+    also = names.pop("description", "")
     return Annotated[
         kind | None,
         # the export writes " " for a blank; cleaning reads it the same
@@ -37,26 +76,59 @@ def _feature_field(contract: Contract, column: str) -> tuple[Any, Any]:
         ),
     ], Field(
         None,
-        strict=True,
-        description=f"Null or blank (as the export writes it) is {meaning}.",
-        ge=ge,
-        le=le,
+        description=f"Null or blank (as the export writes it) is {meaning}. {also}".strip(),
+        **limits,
+        **names,
     )
+
+
+def _one_name_each(contract: Contract) -> Callable[..., Any]:
+    """A model validator refusing a customer that gives one field under both its names."""
+    pairs = [(name, export) for export, name in aliases(contract).items()]
+
+    def check(cls: type[BaseModel], data: Any, handler: Callable[[Any], Any]) -> Any:
+        if isinstance(data, dict):
+            both = [
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "duplicate_field",
+                        "'{name}' and '{export}' name the same field: send one of them",
+                        {"name": name, "export": export},
+                    ),
+                    loc=(export,),
+                    input=data[export],
+                )
+                for name, export in pairs
+                if name in data and export in data
+            ]
+            if both:
+                raise ValidationError.from_exception_data("Customer", both)
+        return handler(data)
+
+    return check
 
 
 def customer_model(contract: Contract) -> type[BaseModel]:
     """One customer as the contract's features; the ID, when the contract has one, is echoed."""
     identity: dict[str, Any] = {}
     if contract.id is not None:
+        names = _names(contract, contract.id)
+        described = f"Echoed back. {names.pop('description', '')}".strip()
         identity[contract.id] = (
             str | None,
-            Field(None, max_length=MAX_ID_CHARS, description="Echoed back."),
+            Field(None, max_length=MAX_ID_CHARS, description=described, **names),
         )
+    validators = (
+        {"one_name_each": model_validator(mode="wrap")(_one_name_each(contract))}
+        if aliases(contract)
+        else {}
+    )
     return create_model(  # type: ignore[call-overload,no-any-return]
         "Customer",
         __config__=ConfigDict(extra="forbid"),
         __doc__=f"One customer as the data contract describes the export (the "
         f"{contract.target_column} column is what we predict).",
+        __validators__=validators,
         **identity,
         **{column: _feature_field(contract, column) for column in contract.feature_columns},
     )
@@ -69,11 +141,6 @@ class RequestModels:
     contract: Contract
     customer: type[BaseModel]
     batch: type[BaseModel]
-
-    @property
-    def id_field(self) -> str | None:
-        """The request's field echoed back as the prediction's customerID (None: no ID)."""
-        return self.contract.id
 
 
 _BUILT: dict[str, RequestModels] = {}

@@ -1,0 +1,545 @@
+"""Batch bodies read straight into the model's columns: JSON, or CSV for bulk callers.
+
+A 1,000-customer batch validated as 1,000 pydantic objects costs more than scoring it. A JSON
+batch is parsed with orjson and checked a column at a time against the served version's data
+contract (fields, types, levels, ranges, lengths); a body that is not plainly valid goes to the
+pydantic request model instead, whose verdict is final and whose errors name the row, the
+field and the value. A test holds the column checks to accepting nothing the model refuses.
+
+CSV (`Content-Type: text/csv`) is the columnar body: a header line of field names, a line per
+customer, cells as an export writes them (surrounding blanks stripped, a blank number read by
+its `blank` rule, a whole number for an integer). It is CSV rather than Arrow or Parquet because
+pyarrow is not in the API's dependency group, which keeps the image slim. Its errors name the
+line, the column, the field and the value.
+
+Either body may name a field by the export's own header where the contract renames it
+(`rename`: "Tenure Months" for tenure); naming one field both ways is refused, naming both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+from churn_assets.ml.data.limits import MAX_ID_CHARS
+from churn_assets.ml.data.reading import blank_as_none
+from serving.errors import ApiError
+from serving.schemas import MAX_LEVEL_CHARS, RequestModels, aliases
+
+_NONE = type(None)
+#: The code of a level the encoder never saw: missing, as the logged pipeline reads it.
+_UNSEEN = float("nan")
+#: What the cells of a CSV number may hold for the fast conversion; anything else ("nan",
+#: "1_000", other scripts' digits, which numpy would read) is judged cell by cell.
+_NUMBER_CHARS = re.compile(r"[^0-9.eE+\- \t]")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Customers as the model reads them, a column each, in request order."""
+
+    rows: int
+    #: Each number as float64, NaN for a blank.
+    numbers: dict[str, np.ndarray]
+    #: Each category as the fitted encoder's code (float64), NaN for a level it never saw.
+    codes: dict[str, np.ndarray]
+    #: Categories as sent, for those whose levels were learned in training (the codes of the
+    #: others name their level).
+    texts: dict[str, Sequence[str]]
+    #: The ID field as sent (None where absent, or when the contract has no ID).
+    ids: Sequence[str | None]
+
+
+def validation_error(error: ValidationError) -> RequestValidationError:
+    """A request model's errors, located in the body, for the API's error handler."""
+    return RequestValidationError(
+        [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+    )
+
+
+def _too_many(rows: int, limit: int, field: str) -> None:
+    if rows > limit:
+        raise ApiError(
+            413,
+            "batch_too_large",
+            f"{rows} customers exceed the limit of {limit} per request",
+            field,
+        )
+
+
+# ---- plain JSON values, a column at a time: None means "let the request model judge" ----
+
+Plain = Callable[[list[Any]], Any]
+#: A category's level -> the fitted encoder's code for it.
+Codes = dict[str, float]
+
+
+def _plain_levels(codes: Codes) -> Plain:
+    """A listed category: codes in one pass, failing on any value that is not a level."""
+    code = codes.__getitem__  # .get would give None, which numpy reads as NaN
+
+    def plain(values: list[Any]) -> Any:
+        try:  # unknown (KeyError) or unhashable (a list, an object): not a level
+            return np.fromiter(map(code, values), np.float64, len(values))
+        except (KeyError, TypeError):
+            return None
+
+    return plain
+
+
+def _plain_text(codes: Codes) -> Plain:
+    """A category whose levels were learned: any text of a sane length, NaN for a new one."""
+    code = codes.get
+
+    def plain(values: list[Any]) -> Any:
+        if set(map(type, values)) != {str}:
+            return None
+        lengths = list(map(len, values))
+        if min(lengths) < 1 or max(lengths) > MAX_LEVEL_CHARS:
+            return None
+        return np.fromiter(map(code, values, repeat(_UNSEEN)), np.float64, len(values)), values
+
+    return plain
+
+
+def _plain_numbers(integer: bool, low: float, high: float, blank: bool) -> Plain:
+    kinds = {int} if integer else {int, float}  # a bool is neither (strict)
+
+    def plain(values: list[Any]) -> Any:
+        present = values
+        types = set(map(type, values))
+        if blank and not types <= kinds:
+            if str in types:  # " " is a blank number, as the export writes one
+                values = [blank_as_none(v) for v in values]
+                types = set(map(type, values))
+            present = [v for v in values if v is not None]
+            types.discard(_NONE)
+        if not types <= kinds or (present and not low <= min(present) <= max(present) <= high):
+            return None
+        return np.array(values, dtype=np.float64)  # None -> NaN
+
+    return plain
+
+
+def _plain_ids(values: list[Any]) -> Any:
+    types = set(map(type, values))
+    if not types <= {str, _NONE}:
+        return None
+    if str in types and max(len(v) for v in values if v is not None) > MAX_ID_CHARS:
+        return None
+    return values
+
+
+# ---- CSV cells, a column at a time: the values, and (row, kind, problem) for each bad cell ----
+
+Problems = list[tuple[int, str, str]]
+Cells = Callable[[tuple[str, ...]], tuple[Any, Problems]]
+
+
+def _one_of(levels: Sequence[str]) -> str:
+    """pydantic's words for a level outside `levels`."""
+    shown = [repr(level) for level in levels]
+    return "Input should be " + (
+        shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    )
+
+
+def _level_cells(levels: Sequence[str], codes: Codes) -> Cells:
+    problem, code = _one_of(levels), codes.__getitem__
+
+    def cells(values: tuple[str, ...]) -> tuple[Any, Problems]:
+        with contextlib.suppress(KeyError):  # a level outside, or blanks around one
+            return np.fromiter(map(code, values), np.float64, len(values)), []
+        stripped = [v.strip() for v in values]
+        problems: Problems = [
+            (row, "literal_error", problem)
+            for row, value in enumerate(stripped)
+            if value not in codes
+        ]
+        return np.array([codes.get(v, _UNSEEN) for v in stripped], dtype=np.float64), problems
+
+    return cells
+
+
+def _text_cells(codes: Codes) -> Cells:
+    code = codes.get
+
+    def cells(values: tuple[str, ...]) -> tuple[Any, Problems]:
+        stripped = [v.strip() for v in values]
+        problems = [
+            (row, "string_too_short", "String should have at least 1 character")
+            if not value
+            else (
+                row,
+                "string_too_long",
+                f"String should have at most {MAX_LEVEL_CHARS} characters",
+            )
+            for row, value in enumerate(stripped)
+            if not 1 <= len(value) <= MAX_LEVEL_CHARS
+        ]
+        codes_ = np.fromiter(map(code, stripped, repeat(_UNSEEN)), np.float64, len(stripped))
+        return (codes_, stripped), problems
+
+    return cells
+
+
+def _number_cells(integer: bool, low: float, high: float, blank: bool) -> Cells:
+    kind = "integer" if integer else "number"
+
+    def cells(values: tuple[str, ...]) -> tuple[Any, Problems]:
+        problems: Problems = []
+        numbers = None
+        if not _NUMBER_CHARS.search("".join(values)):
+            # a blank, or characters that make no number ("1.2.3"): judged cell by cell
+            with contextlib.suppress(ValueError):
+                numbers = np.array(values, dtype=np.float64)
+        if numbers is None:
+            numbers = np.full(len(values), np.nan)
+            for row, value in enumerate(values):
+                text = value.strip()
+                if _NUMBER.fullmatch(text):
+                    numbers[row] = float(text)
+                elif text or not blank:
+                    problems.append(
+                        (row, f"{kind}_parsing", f"Input should be a valid {kind}")
+                        if text
+                        else (row, "missing", "blank, and the contract has no blank rule for it")
+                    )
+        # one problem a cell, the first of: not a number, not finite, not whole, out of range
+        judged = np.zeros(len(values), dtype=bool)
+        judged[[row for row, _, _ in problems]] = True
+        judged |= np.isnan(numbers)
+        checks = [(~np.isfinite(numbers), "finite_number", "Input should be a finite number")]
+        if integer:
+            problem = "Input should be a valid integer, got a number with a fractional part"
+            checks.append((numbers != np.round(numbers), "int_from_float", problem))
+        checks += [
+            (
+                numbers < low,
+                "greater_than_equal",
+                f"Input should be greater than or equal to {low:g}",
+            ),
+            (numbers > high, "less_than_equal", f"Input should be less than or equal to {high:g}"),
+        ]
+        for flagged, code, problem in checks:
+            bad = flagged & ~judged
+            problems.extend((int(row), code, problem) for row in np.flatnonzero(bad))
+            judged |= bad
+        return numbers, problems
+
+    return cells
+
+
+def _id_cells(values: tuple[str, ...]) -> tuple[Any, Problems]:
+    problem = f"String should have at most {MAX_ID_CHARS} characters"
+    problems = [
+        (row, "string_too_long", problem)
+        for row, value in enumerate(values)
+        if len(value) > MAX_ID_CHARS
+    ]
+    return [v or None for v in values], problems
+
+
+class BatchReader:
+    """Reads batch bodies for one data contract's request models, into one model's codes.
+
+    `levels` are the fitted encoder's levels of each category (level i has code i); unset, the
+    contract's listed levels, the encoder's own order for them (a learned one is then unseen).
+    """
+
+    def __init__(
+        self, requests: RequestModels, levels: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        contract = requests.contract
+        levels = contract.listed_levels if levels is None else levels
+        self.requests = requests
+        self._id = contract.id
+        #: export header -> field, where they differ
+        self._aliases = aliases(contract)
+        self._fields = frozenset([*([contract.id] if contract.id else []), *contract.features])
+        self._accepted = self._fields | frozenset(self._aliases)
+        self._codes: dict[str, Codes] = {
+            column: {level: float(i) for i, level in enumerate(levels.get(column, ()))}
+            for column in contract.categorical_features
+        }
+        # A number with a blank rule may be left out, as may the ID; the rest are required.
+        self._required: list[tuple[str, Plain]] = []
+        self._optional: list[tuple[str, Plain]] = []
+        self._cells: dict[str, Cells] = {}
+        for column, spec in contract.features.items():
+            codes = self._codes.get(column, {})
+            if spec.numeric:
+                low, high = contract.numeric_range(column)
+                integer, blank = spec.type == "integer", spec.blank is not None
+                plain = _plain_numbers(integer, low, high, blank)
+                (self._optional if blank else self._required).append((column, plain))
+                self._cells[column] = _number_cells(integer, low, high, blank)
+            elif spec.levels is None:
+                self._required.append((column, _plain_text(codes)))
+                self._cells[column] = _text_cells(codes)
+            else:
+                listed = {level: codes.get(level, _UNSEEN) for level in spec.levels}
+                self._required.append((column, _plain_levels(listed)))
+                self._cells[column] = _level_cells(spec.levels, listed)
+        if contract.id is not None:
+            self._optional.append((contract.id, _plain_ids))
+            self._cells[contract.id] = _id_cells
+        self._needed = [column for column, _ in self._required]
+        self._numeric = contract.numeric_features
+        self._learned = frozenset(
+            c for c, s in contract.features.items() if s.type == "category" and s.levels is None
+        )
+
+    def _columns(self, rows: int, read: dict[str, Any]) -> Columns:
+        """Columns from each field's reading: numbers, codes, or (codes, texts) if learned."""
+        ids = read.pop(self._id) if self._id in read else [None] * rows
+        numbers = {column: read.pop(column) for column in self._numeric if column in read}
+        texts = {}
+        for column in self._learned:
+            read[column], texts[column] = read[column]
+        return Columns(rows, numbers, read, texts, ids)
+
+    # ---- JSON --------------------------------------------------------------------------
+
+    def read_json(self, body: bytes, max_rows: int) -> Columns:
+        """A `{"customers": [...]}` body as columns; invalid ones raise the model's errors."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None  # the request model's parser says what is wrong, as it always has
+        rows = data.get("customers") if type(data) is dict and len(data) == 1 else None
+        if type(rows) is list and rows:
+            _too_many(len(rows), max_rows, "customers")
+            columns = self.plain_columns(rows)
+            if columns is not None:
+                return columns
+        try:
+            batch = self.requests.batch.model_validate_json(body)
+        except ValidationError as error:
+            raise validation_error(error) from None
+        customers = batch.customers  # type: ignore[attr-defined]
+        _too_many(len(customers), max_rows, "customers")
+        return self.of_customers(customers)
+
+    def plain_columns(self, rows: list[Any]) -> Columns | None:
+        """Parsed JSON customers as columns when every value is plainly one the request model
+        accepts as it is; None when any is not (the model then judges the whole body)."""
+        if set(map(type, rows)) != {dict}:
+            return None
+        keys = set().union(*rows)
+        if not keys <= self._accepted:
+            return None
+        if not keys <= self._fields:
+            renamed = self._renamed(rows)
+            if renamed is None:
+                return None
+            rows = renamed
+        read: dict[str, Any] = {}
+        try:
+            for column, plain in self._required:
+                read[column] = plain([row[column] for row in rows])
+        except KeyError:  # a required field left out
+            return None
+        for column, plain in self._optional:
+            read[column] = plain([row.get(column) for row in rows])
+        if any(values is None for values in read.values()):
+            return None
+        return self._columns(len(rows), read)
+
+    def _renamed(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Rows with the export's headers as field names; None if one names a field twice."""
+        names = self._aliases
+        renamed = []
+        for row in rows:
+            fields = {names.get(key, key): value for key, value in row.items()}
+            if len(fields) != len(row):
+                return None
+            renamed.append(fields)
+        return renamed
+
+    def of_customers(self, customers: Sequence[BaseModel]) -> Columns:
+        """Customers the request model validated, as columns (two arrays in all: for one
+        customer, the cost is in the calls, not the values)."""
+        categories, rows = list(self._codes.items()), len(customers)
+        codes = np.array(
+            [
+                code.get(getattr(c, column), _UNSEEN)
+                for column, code in categories
+                for c in customers
+            ],
+            dtype=np.float64,
+        ).reshape(len(categories), rows)
+        numbers = np.array(
+            [getattr(c, column) for column in self._numeric for c in customers],
+            dtype=np.float64,  # None (a blank number) -> NaN
+        ).reshape(len(self._numeric), rows)
+        read: dict[str, Any] = dict(zip(self._numeric, numbers, strict=True))
+        for (column, _), row in zip(categories, codes, strict=True):
+            learned = column in self._learned
+            read[column] = (row, [getattr(c, column) for c in customers]) if learned else row
+        if self._id is not None:
+            read[self._id] = [getattr(c, self._id) for c in customers]
+        return self._columns(rows, read)
+
+    # ---- CSV ---------------------------------------------------------------------------
+
+    def read_csv(self, body: bytes, max_rows: int) -> Columns:
+        """A CSV body (a header line, a line per customer) as columns; errors name the line,
+        the column, the field and the value."""
+        text = _utf8(body).removeprefix("\ufeff")  # a byte-order mark is not part of a name
+        reader = csv.reader(_lines(text))
+        try:
+            records = [record for record in reader if record]  # blank lines are no customers
+        except csv.Error as error:
+            raise _malformed(f"line {reader.line_num}: {error}") from None
+        if not records:
+            raise _malformed("it is empty: send a header line, then a line per customer")
+        header, data = records[0], records[1:]
+        if set(map(len, data)) - {len(header)}:
+            index = next(i for i, record in enumerate(data) if len(record) != len(header))
+            line = _record_lines(text)[index + 1]
+            raise _malformed(
+                f"line {line} has {len(data[index])} field(s) where the header (line 1) has "
+                f"{len(header)}"
+            )
+        fields = self._header(header)
+        if not data:
+            raise ApiError(
+                422, "invalid_request", "the CSV body has a header but no customers", "body"
+            )
+        _too_many(len(data), max_rows, "body")
+        cells = list(zip(*data, strict=True))
+        read: dict[str, Any] = {}
+        problems: list[tuple[int, int, str, str, str]] = []
+        for field, position in fields.items():
+            values, bad = self._cells[field](cells[position])
+            read[field] = values
+            problems.extend(
+                (row, position, kind, problem, cells[position][row]) for row, kind, problem in bad
+            )
+        if problems:
+            lines = _record_lines(text)
+            problems.sort()
+            raise RequestValidationError(
+                [
+                    {
+                        "type": kind,
+                        "loc": ("body", _cell(lines[row + 1], position, header[position])),
+                        "msg": problem,
+                        "input": value,
+                    }
+                    for row, position, kind, problem, value in problems
+                ]
+            )
+        rows = len(data)
+        for column in self._numeric:  # a number with a blank rule may be left out
+            read.setdefault(column, np.full(rows, np.nan))
+        return self._columns(rows, read)
+
+    def _header(self, header: list[str]) -> dict[str, int]:
+        """Each field's column; unknown, repeated and missing fields refused by name."""
+        found: dict[str, int] = {}
+        errors: list[dict[str, Any]] = []
+        for position, name in enumerate(header):
+            field = self._aliases.get(name, name)
+            where = ("body", _cell(1, position, name))
+            if field not in self._fields:
+                errors.append(
+                    {
+                        "type": "extra_forbidden",
+                        "loc": where,
+                        "msg": "Extra inputs are not permitted: not a field of the data contract",
+                        "input": name,
+                    }
+                )
+            elif field in found:
+                first = header[found[field]]
+                errors.append(
+                    {
+                        "type": "duplicate_field",
+                        "loc": where,
+                        "msg": f"{first!r} (column {found[field] + 1}) and {name!r} name the "
+                        f"same field {field!r}: send one of them",
+                        "input": name,
+                    }
+                )
+            else:
+                found[field] = position
+        errors.extend(
+            {
+                "type": "missing",
+                "loc": ("body", f"line 1 (header), {column}"),
+                "msg": "Field required",
+            }
+            for column in self._needed
+            if column not in found
+        )
+        if errors:
+            raise RequestValidationError(errors)
+        return found
+
+
+def example_csv(customers: list[dict[str, Any]]) -> str:
+    """Customers (as JSON bodies hold them) as a CSV body: a header line, a line each."""
+    header = list(dict.fromkeys(key for customer in customers for key in customer))
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([customer.get(key, "") for key in header] for customer in customers)
+    return text.getvalue()
+
+
+def _cell(line: int, position: int, name: str) -> str:
+    return f"line {line}, column {position + 1} ({name})"
+
+
+def _malformed(problem: str) -> ApiError:
+    return ApiError(400, "malformed_csv", f"request body is not valid CSV: {problem}", "body")
+
+
+def _utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = body[: error.start]
+        line, start = before.count(b"\n") + 1, before.rfind(b"\n") + 1
+        raise ApiError(
+            400,
+            "malformed_csv",
+            f"request body is not UTF-8: line {line}, byte {error.start - start + 1} is "
+            f"{body[error.start]:#04x}",
+            "body",
+        ) from None
+
+
+def _lines(text: str) -> Iterable[str]:
+    """The text's lines for the csv module: split on line feeds where no quoted field can hold
+    a line break and no line ends in a lone carriage return (a third faster than reading it as
+    a file, which also handles those)."""
+    if '"' not in text and text.count("\r") == text.count("\r\n"):
+        return text.split("\n")
+    return io.StringIO(text, newline="")
+
+
+def _record_lines(text: str) -> list[int]:
+    """The line each non-blank CSV record starts on (a quoted line break counts as a line),
+    read again only on the way to an error message."""
+    reader = csv.reader(_lines(text))
+    lines, start = [], 1
+    for record in reader:
+        if record:
+            lines.append(start)
+        start = reader.line_num + 1
+    return lines
