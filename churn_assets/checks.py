@@ -11,7 +11,7 @@ from pydantic import Field
 from churn_assets.assets.evaluation import evaluation_report
 from churn_assets.assets.ingest import raw_customers
 from churn_assets.assets.landing import customer_snapshot
-from churn_assets.assets.metadata import table_metadata
+from churn_assets.assets.metadata import table_metadata, ui_metadata
 from churn_assets.assets.monitoring import realized_performance
 from churn_assets.ml.cluster.runners import ClusterError
 from churn_assets.ml.data import partitioned, validation
@@ -35,6 +35,11 @@ from churn_assets.resources import (
 )
 
 RAW_CUSTOMERS = raw_customers.key
+#: Figures of the data contract's rules that are the contract's own requirements, the same in
+#: every run (the rest describe the data judged): shown as one entry, never plotted.
+CONTRACT_FIGURES = frozenset(
+    {"columns_required", "numeric_features", "categorical_features", "min", "max"}
+)
 
 
 @dg.multi_asset_check(
@@ -78,12 +83,15 @@ def customer_data_contract(
             passed=result.passed,
             severity=dg.AssetCheckSeverity.ERROR,
             description=result.summary(),
-            metadata={
-                **found,
-                "violated_columns": len({v.column for v in result.violations}),
-                **result.figures,
-                "contract_digest": raw_customers.contract.digest[:12],
-            },
+            metadata=ui_metadata(
+                {
+                    **found,
+                    "violated_columns": len({v.column for v in result.violations}),
+                    **{k: v for k, v in result.figures.items() if k not in CONTRACT_FIGURES},
+                    "contract_digest": raw_customers.contract.digest[:12],
+                },
+                contract={k: v for k, v in result.figures.items() if k in CONTRACT_FIGURES},
+            ),
         )
 
 
@@ -155,12 +163,13 @@ class QualityGateConfig(dg.Config):
         )
 
 
-def _thresholds_metadata(thresholds: GateThresholds, prefix: str) -> dict[str, float]:
+def _shown(thresholds: GateThresholds) -> dict[str, float | bool]:
     return {
-        f"{prefix}_min_auc": thresholds.min_auc,
-        f"{prefix}_min_accuracy": thresholds.min_accuracy,
-        f"{prefix}_max_auc_drop": thresholds.max_auc_drop,
-        f"{prefix}_max_plausible_auc": thresholds.max_plausible_auc,
+        "min_auc": thresholds.min_auc,
+        "min_accuracy": thresholds.min_accuracy,
+        "max_auc_drop": thresholds.max_auc_drop,
+        "beat_baseline": thresholds.beat_baseline,
+        "max_plausible_auc": thresholds.max_plausible_auc,
     }
 
 
@@ -192,15 +201,15 @@ def quality_gate(
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"refused: {refusal}",
-            metadata={"candidate_version": version, **_thresholds_metadata(floor, "floor")},
+            metadata=ui_metadata(
+                {"candidate_version": version}, thresholds={"floor": _shown(floor)}
+            ),
         )
     result = evaluate_gate(evaluation_report, thresholds, override)
     # The verdict goes on the model version so promotion can verify it in any later run.
     model_registry.record_verdict(version, result, evaluation_report.production_version)
     metadata: dict[str, Any] = {
         "candidate_version": version,
-        **_thresholds_metadata(thresholds, "applied"),
-        **_thresholds_metadata(floor, "floor"),
         "reference_version": result.reference_version or "none",
         "overridden": override is not None,
     }
@@ -216,7 +225,9 @@ def quality_gate(
         passed=result.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=result.summary(),
-        metadata=metadata,
+        metadata=ui_metadata(
+            metadata, thresholds={"applied": _shown(thresholds), "floor": _shown(floor)}
+        ),
     )
 
 
@@ -252,7 +263,7 @@ def extract_drift(
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
             description=f"drift not measured: {reason}",
-            metadata={"extract_rows": len(customer_snapshot)},
+            metadata=ui_metadata({"extract_rows": len(customer_snapshot)}),
         )
     report = drift.compare(
         profile,
@@ -269,19 +280,20 @@ def extract_drift(
         passed=not report.drifted,
         severity=dg.AssetCheckSeverity.WARN,
         description=report.summary(),
-        metadata={
-            "features": table_metadata(table),
-            **({} if report.max_psi is None else {"max_psi": report.max_psi}),
-            "drifted_features": ", ".join(f.feature for f in report.drifted) or "none",
-            "features_judged": len(report.judged),
-            "production_version": str(production.version),
-            "population": drift.POPULATION,
-            "training_rows": report.training_rows,
-            "extract_rows": report.extract_rows,
-            "compared_rows": report.rows,
-            "psi_warn": report.psi_warn,
-            "unseen_warn": report.unseen_warn,
-        },
+        metadata=ui_metadata(
+            {
+                "features": table_metadata(table),
+                "max_psi": report.max_psi,
+                "drifted_features": ", ".join(f.feature for f in report.drifted) or "none",
+                "features_judged": len(report.judged),
+                "production_version": str(production.version),
+                "population": drift.POPULATION,
+                "training_rows": report.training_rows,
+                "extract_rows": report.extract_rows,
+                "compared_rows": report.rows,
+            },
+            thresholds={"psi_warn": report.psi_warn, "unseen_warn": report.unseen_warn},
+        ),
     )
 
 
@@ -320,11 +332,13 @@ def realized_auc(
             f"realized AUC {float(latest['realized_auc']):.3f} of v{version} (scored "
             f"{latest['scoring_date']}) is within bounds"
         ),
-        metadata={
-            "realized_auc": float(latest["realized_auc"]),
-            "model_version": version,
-            "scoring_date": str(latest["scoring_date"]),
-            "min_auc": floor,
-            **({} if holdout is None else {"holdout_auc": holdout}),
-        },
+        metadata=ui_metadata(
+            {
+                "realized_auc": float(latest["realized_auc"]),
+                "model_version": version,
+                "scoring_date": str(latest["scoring_date"]),
+                "holdout_auc": holdout,
+            },
+            thresholds={"min_auc": floor, "max_drop": churn_settings.realized_auc_drop},
+        ),
     )

@@ -24,7 +24,7 @@ from mlflow.entities import RunStatus
 from pydantic import Field, PrivateAttr
 
 from churn_assets import run_workers
-from churn_assets.ml import storage
+from churn_assets.ml import storage, stores
 from churn_assets.ml.cluster.engine import ClusterSettings, open_client
 from churn_assets.ml.cluster.runners import InProcess, OnCluster, PartitionRunner
 from churn_assets.ml.evaluation.gate import GateThresholds
@@ -33,6 +33,7 @@ from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry import signing, tracking
 from churn_assets.ml.registry.model_registry import ModelRegistry
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.uris import without_credentials
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -45,11 +46,14 @@ INPUTS_FROM_RUN_TAG = "churn/inputs_from_run"
 
 
 class ChurnSettingsResource(dg.ConfigurableResource):
-    """Platform settings: the environment (CHURN_*, MLFLOW_*, .env) as the run starts.
+    """Platform settings in force: the environment (CHURN_*, MLFLOW_*, .env) of this process.
 
-    Each field left unset (the default) keeps the environment's value; resource config at
-    launch may set it for one run. The quality gate's thresholds set here may only raise the
-    environment's, which is the deployment's floor (see the quality_gate check).
+    The code location binds it with every field set to the environment's value, read as the
+    location loads (churn_resources), so the resources page shows what runs apply; each run's
+    process loads the location, and so reads them, again. Resource config at launch may set a
+    field for one run. The quality gate's thresholds set here may only raise the environment's,
+    the deployment's floor (see the quality_gate check). A field left unset (None, as in
+    `ChurnSettingsResource()`) keeps the environment's value.
     """
 
     data_path: str | None = Field(
@@ -105,6 +109,15 @@ class ChurnSettingsResource(dg.ConfigurableResource):
     scores_reasons: int | None = Field(
         default=None, description="CHURN_SCORES_REASONS: reasons per customer in churn_scores."
     )
+
+    @classmethod
+    def in_force(cls, settings: ChurnSettings) -> ChurnSettingsResource:
+        """This resource with every field set to its value in `settings` (scores_dir: the
+        folder it resolves to), so the resources page shows the values in force."""
+        values: dict[str, Any] = {name: getattr(settings, name) for name in cls.model_fields}
+        values["scores_dir"] = settings.scores_folder
+        shown: dict[str, Any] = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+        return cls(**shown)
 
     def get(self) -> ChurnSettings:
         """The environment's settings with whatever this resource's config sets instead."""
@@ -232,7 +245,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         if base is None and context.instance is not None:
             base = str(Path(context.instance.storage_directory()) / "churn_runs")
         if base is not None:
-            self._where = storage.location(base, settings)
+            self._where = storage.location(base, stores.s3_access(settings))
 
     @property
     def where(self) -> storage.Location:
@@ -284,7 +297,8 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
             path = table if where.exists(table) else other
         else:
             run_id, recorded = self._recorded(context, key)
-            where, path = storage.location_of_file(recorded, ChurnSettings())
+            s3 = stores.s3_access(ChurnSettings())
+            where, path = storage.location_of_file(recorded, s3)
         if not where.exists(path):
             raise dg.Failure(
                 f"{key.to_user_string()} of run {run_id} is not at {where.uri_of(path)}: "
@@ -393,11 +407,7 @@ def _final_status(context: dg.InitResourceContext) -> str:
     return RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
 
 
-@dg.resource(
-    config_schema=mlflow_tracking.config_schema.config_type,
-    description="dagster-mlflow tracking; ends its MLflow run whenever the resource is released.",
-)
-def _mlflow_tracking_closing(context: dg.InitResourceContext) -> Iterator[MlFlow]:
+def mlflow_run_tracking(context: dg.InitResourceContext) -> Iterator[MlFlow]:
     """dagster-mlflow's `mlflow_tracking`, plus an end to its MLflow run on every release.
 
     `mlflow_tracking` resumes the MLflow run tagged with this Dagster run's ID, so steps in
@@ -408,7 +418,8 @@ def _mlflow_tracking_closing(context: dg.InitResourceContext) -> Iterator[MlFlow
     """
     settings = ChurnSettings()
     tracking.ensure_experiment(settings)
-    resource_generator: Iterator[MlFlow] = mlflow_tracking.resource_fn(context)
+    configured = context.replace_config(_tracking_config(settings))
+    resource_generator: Iterator[MlFlow] = mlflow_tracking.resource_fn(configured)
     mlf = next(resource_generator)
     mlflow.set_tag("git_sha", tracking.git_sha(settings))
     try:
@@ -419,9 +430,8 @@ def _mlflow_tracking_closing(context: dg.InitResourceContext) -> Iterator[MlFlow
             mlflow.end_run(status=_final_status(context))
 
 
-def _tracking_config(_: Any) -> dict[str, Any]:
-    """Resolved at run time (never at import), so the environment picks the MLflow store."""
-    settings = ChurnSettings()
+def _tracking_config(settings: ChurnSettings) -> dict[str, Any]:
+    """`mlflow_tracking`'s config: the experiment and store of the settings of the run."""
     return {
         "experiment_name": settings.experiment_name,
         "mlflow_tracking_uri": settings.tracking_uri,
@@ -430,16 +440,44 @@ def _tracking_config(_: Any) -> dict[str, Any]:
     }
 
 
-mlflow_tracking_resource = _mlflow_tracking_closing.configured(_tracking_config, config_schema={})
+def mlflow_resource(settings: ChurnSettings) -> dg.ResourceDefinition:
+    """`mlflow_run_tracking`, described with the experiment and store it writes to.
+
+    No config of its own: the experiment and store are the settings' (the registry, the
+    checks and the CLI read the same), so run config cannot send one run elsewhere.
+    """
+    return dg.ResourceDefinition(
+        mlflow_run_tracking,
+        description=(
+            f"MLflow tracking into experiment '{settings.experiment_name}' "
+            f"(CHURN_EXPERIMENT_NAME) on {without_credentials(settings.tracking_uri)} "
+            "(MLFLOW_TRACKING_URI, else <state>/mlflow.db). Each Dagster run is one MLflow "
+            "run, opened by dagster-mlflow's mlflow_tracking and ended FINISHED, FAILED or "
+            "KILLED when the run's last step releases it."
+        ),
+    )
 
 
-def churn_resources() -> dict[str, Any]:
-    """Every resource the code location binds, by key (the UI's resources page)."""
-    settings = ChurnSettingsResource()
+def churn_resources(settings: ChurnSettings | None = None) -> dict[str, Any]:
+    """Every resource the code location binds, by key (the UI's resources page).
+
+    Built from the settings in force (the environment, when not given), read when this is
+    called: as the code location loads, the way Dagster shows values read at definition time,
+    so the resources page shows what runs apply. Every process that loads the location (a
+    run's included) reads its own environment; secrets are never among these values.
+    """
+    settings = ChurnSettings() if settings is None else settings
+    churn = ChurnSettingsResource.in_force(settings)
     return {
-        "settings": settings,
-        "registry": ModelRegistryResource(settings=settings),
-        "dask": DaskResource(settings=settings),
-        "io_manager": RunScopedIOManager(),
-        "mlflow": mlflow_tracking_resource,
+        "settings": churn,
+        "registry": ModelRegistryResource(settings=churn),
+        "dask": DaskResource(
+            settings=churn,
+            scheduler_address=settings.dask_scheduler,
+            workers=settings.dask_workers,
+            min_rows=settings.dask_min_rows,
+            timeout_s=settings.dask_timeout_s,
+        ),
+        "io_manager": RunScopedIOManager(base_dir=settings.io_uri),
+        "mlflow": mlflow_resource(settings),
     }

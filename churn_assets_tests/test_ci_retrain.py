@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from churn_assets.cli import without_credentials
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.uris import without_credentials
 from churn_assets_tests.processes import REPO, base_env, free_port, run_command, running
 
 GITHUB = yaml.safe_load((REPO / ".github/workflows/retrain.yml").read_text())

@@ -16,11 +16,12 @@ from fastapi.testclient import TestClient
 
 from churn_assets import cli
 from churn_assets.ml.data.contract import default_contract
-from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
+from churn_assets.ml.data.snapshots import SHORT_ID
 from churn_assets.ml.registry import artifacts as signed
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry import signing
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import INPUTS_FROM_RUN_TAG
 from churn_assets_tests.conftest import (
     TRAINING_ASSETS,
@@ -57,7 +58,7 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 
 def _assert_snapshot_recorded(env: ChurnEnv, tags: dict[str, str], run: Any) -> None:
     """The version names the snapshot it learned from, and its run logs it as a dataset."""
-    store = SnapshotStore.from_settings(ChurnSettings())
+    store = snapshot_store(ChurnSettings())
     current = store.current()
     # the store's current snapshot, seeded from CHURN_DATA_PATH
     assert current is not None and current.kind == "seed"
@@ -125,7 +126,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     # what the Dagster UI shows
     assert _metadata(result, "raw_customers")["dagster/row_count"].value == 7043
     report = _metadata(result, "evaluation_report")
-    assert report["holdout_auc"].value == pytest.approx(float(tags["holdout_auc"]), abs=1e-6)
+    assert report["holdout_auc"].value == pytest.approx(float(tags["holdout_auc"]), abs=1e-4)
     assert "data:image/png;base64," in report["plots"].value
     assert report["production_version"].value == "none"
     promotion = _metadata(result, "production_promotion")
@@ -296,7 +297,9 @@ def test_second_run_is_compared_with_the_champion_and_is_deterministic(
     report = _metadata(second, "evaluation_report")
     assert report["production_version"].value == "1"
     first_tags, second_tags = _tags(churn_env, "1"), _tags(churn_env, "2")
-    assert report["production_auc"].value == pytest.approx(float(first_tags["holdout_auc"]))
+    assert report["production_auc"].value == pytest.approx(
+        float(first_tags["holdout_auc"]), abs=1e-4
+    )
     assert second_tags[registry.COMPARED_WITH_TAG] == "1"
     for metric in ("holdout_auc", "holdout_accuracy", "holdout_f1"):
         assert second_tags[metric] == first_tags[metric]  # same data, same seed

@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
-from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
+from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset, ui_metadata
 from churn_assets.ml.data.splitting import CustomerSplits
 from churn_assets.ml.evaluation import leakage, plots
 from churn_assets.ml.evaluation import report as evaluation
@@ -146,29 +146,44 @@ def evaluation_report(
         },
     )
     run = mlflow.active_run()
+    figures = decision.summary()
+    # the economics every run is judged by: settings, not figures to plot
+    judged_by = {
+        "offer_cost": economics.offer_cost,
+        "saved_customer_value": economics.saved_value,
+        "break_even_probability": figures.pop("break_even_probability"),
+    }
     return dg.Output(
         report,
-        metadata={
-            **model_links(churn_settings, churn_model.name, churn_model.version),
-            **mlflow_links(churn_settings, run.info.experiment_id, run.info.run_id),
-            **{f"holdout_{k}": v for k, v in report.candidate.items()},
-            **({} if oot is None else {f"out_of_time_{k}": v for k, v in oot.candidate.items()}),
-            "judged_on": report.judged_on,
-            **report.confusion,
-            "production_version": report.production_version or "none",
-            "production_auc": (report.production or {}).get("auc", float("nan")),
-            "recent_production_versions": ", ".join(recent_models) or "none",
-            "best_recent_production_auc": report.best_recent_production()[1] or float("nan"),
-            "baseline_auc": (report.baseline or {}).get("auc", float("nan")),
-            **({"strongest_feature_alone_auc": alone.strongest[1]} if alone is not None else {}),
-            "calibration_applied": calibrated,
-            "uncalibrated_brier": (report.uncalibrated or report.candidate)["brier"],
-            **decision.summary(),
-            "report": dg.MetadataValue.md(report.to_markdown()),
-            "plots": dg.MetadataValue.md(
-                "\n\n".join(plots.markdown_image(png, name) for name, png in images.items())
-            ),
-        },
+        metadata=ui_metadata(
+            {
+                **model_links(churn_settings, churn_model.name, churn_model.version),
+                **mlflow_links(churn_settings, run.info.experiment_id, run.info.run_id),
+                **{f"holdout_{k}": v for k, v in report.candidate.items()},
+                **(
+                    {} if oot is None else {f"out_of_time_{k}": v for k, v in oot.candidate.items()}
+                ),
+                "judged_on": report.judged_on,
+                **report.confusion,
+                "production_version": report.production_version or "none",
+                # figures of a model there may not be (yet): left out, never NaN
+                "production_auc": (report.production or {}).get("auc"),
+                "recent_production_versions": ", ".join(recent_models) or "none",
+                "best_recent_production_auc": report.best_recent_production()[1],
+                "baseline_auc": (report.baseline or {}).get("auc"),
+                **(
+                    {"strongest_feature_alone_auc": alone.strongest[1]} if alone is not None else {}
+                ),
+                "calibration_applied": calibrated,
+                "uncalibrated_brier": (report.uncalibrated or report.candidate)["brier"],
+                **figures,
+                "report": dg.MetadataValue.md(report.to_markdown()),
+                "plots": dg.MetadataValue.md(
+                    "\n\n".join(plots.markdown_image(png, name) for name, png in images.items())
+                ),
+            },
+            settings=judged_by,
+        ),
     )
 
 

@@ -9,11 +9,10 @@ from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
-from churn_assets.assets.metadata import frame_metadata, retrain_asset
+from churn_assets.assets.metadata import frame_metadata, retrain_asset, ui_metadata
 from churn_assets.ml.cluster.runners import ClusterError
 from churn_assets.ml.data import partitioned, point_in_time
 from churn_assets.ml.data.partitioned import CleanedTable
-from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.splitting import (
     HOLDOUT_FRACTION,
     SPLIT_SEED,
@@ -21,6 +20,7 @@ from churn_assets.ml.data.splitting import (
     features_and_target,
 )
 from churn_assets.ml.model import features
+from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import ChurnSettingsResource, DaskResource
 
 
@@ -57,7 +57,7 @@ def customer_splits(
                 raise dg.Failure(description=str(error), allow_retries=False) from error
 
     splits = point_in_time.training_splits(
-        SnapshotStore.from_settings(churn_settings),
+        snapshot_store(churn_settings),
         table.snapshot_id,
         config.holdout_fraction,
         config.seed,
@@ -76,18 +76,20 @@ def customer_splits(
         }
     return dg.Output(
         splits,
-        metadata={
-            "dagster/row_count": len(splits.train) + len(splits.holdout),
-            "label": splits.basis,
-            "train_rows": len(splits.train),
-            "train_rows_available": splits.train_available,
-            "holdout_rows": len(splits.holdout),
-            "holdout_rows_available": splits.holdout_available,
-            "train_churn_rate": float(splits.train[target].mean()),
-            "holdout_churn_rate": float(splits.holdout[target].mean()),
-            **out_of_time,
-            "snapshot_id": splits.snapshot_id,
-        },
+        metadata=ui_metadata(
+            {
+                "dagster/row_count": len(splits.train) + len(splits.holdout),
+                "label": splits.basis,
+                "train_rows": len(splits.train),
+                "train_rows_available": splits.train_available,
+                "holdout_rows": len(splits.holdout),
+                "holdout_rows_available": splits.holdout_available,
+                "train_churn_rate": float(splits.train[target].mean()),
+                "holdout_churn_rate": float(splits.holdout[target].mean()),
+                **out_of_time,
+                "snapshot_id": splits.snapshot_id,
+            }
+        ),
     )
 
 
@@ -104,13 +106,15 @@ def preprocessor(mlflow: dg.ResourceParam[MlFlow], customer_splits: CustomerSpli
     output = features.output_features(fitted)
     return dg.Output(
         fitted,
-        metadata={
-            **frame_metadata(train_features),
-            "output_features": ", ".join(output),
-            "categorical_features": len(contract.categorical_features),
-            "numeric_features": len(contract.numeric_features),
-            "contract_digest": contract.digest[:12],
-            "mlflow_artifact": "preprocessor/preprocessor.skops",
-            "mlflow_run_id": mlflow.active_run().info.run_id,
-        },
+        metadata=ui_metadata(
+            {
+                **frame_metadata(train_features),
+                "output_features": ", ".join(output),
+                "categorical_features": len(contract.categorical_features),
+                "numeric_features": len(contract.numeric_features),
+                "contract_digest": contract.digest[:12],
+                "mlflow_artifact": "preprocessor/preprocessor.skops",
+                "mlflow_run_id": mlflow.active_run().info.run_id,
+            }
+        ),
     )

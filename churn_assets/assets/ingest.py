@@ -6,13 +6,14 @@ import dagster as dg
 from pydantic import Field
 
 from churn_assets.assets.landing import customer_snapshot
-from churn_assets.assets.metadata import retrain_asset, table_schema
+from churn_assets.assets.metadata import retrain_asset, table_schema, ui_metadata
 from churn_assets.ml.cluster.runners import ClusterError
 from churn_assets.ml.data import partitioned, reading
 from churn_assets.ml.data.partitioned import SnapshotTable
 from churn_assets.ml.data.snapshots import SnapshotError, SnapshotInfo, SnapshotStore
 from churn_assets.ml.data.snapshots import columns as snapshot_columns
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import open_location, snapshot_store
 from churn_assets.resources import ChurnSettingsResource, DaskResource, RunScopedIOManager
 
 
@@ -36,10 +37,10 @@ def raw_customers(
     # data checks and cleaning read it a partition at a time, on the Dask cluster for big
     # tables, so no step holds the raw table whole.
     churn_settings = settings.get()
-    store = SnapshotStore.from_settings(churn_settings)
+    store = snapshot_store(churn_settings)
     try:
         snapshot = _chosen_snapshot(config, churn_settings, store)
-        table = SnapshotTable.of(store, snapshot.id)
+        table = SnapshotTable.of(store, snapshot.id, open_location)
     except SnapshotError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
     if table.rows == 0:
@@ -54,17 +55,19 @@ def raw_customers(
     return dg.Output(
         table,
         data_version=dg.DataVersion(snapshot.id),
-        metadata={
-            "dagster/row_count": table.rows,
-            "dagster/column_schema": schema,
-            "partitions": table.partitions,
-            "snapshot_id": snapshot.id,
-            "snapshot": dg.MetadataValue.url(store.data_uri(snapshot.id)),
-            "snapshot_kind": snapshot.kind,
-            "snapshot_source": snapshot.source,
-            "snapshot_created_at": snapshot.created_at,
-            "churn_rate": snapshot.churn_rate,
-        },
+        metadata=ui_metadata(
+            {
+                "dagster/row_count": table.rows,
+                "dagster/column_schema": schema,
+                "partitions": table.partitions,
+                "snapshot_id": snapshot.id,
+                "snapshot": dg.MetadataValue.url(store.data_uri(snapshot.id)),
+                "snapshot_kind": snapshot.kind,
+                "snapshot_source": snapshot.source,
+                "snapshot_created_at": snapshot.created_at,
+                "churn_rate": snapshot.churn_rate,
+            }
+        ),
     )
 
 
@@ -110,17 +113,19 @@ def cleaned_customers(
     preview = cleaned.read_partition(0).head(5)
     return dg.Output(
         cleaned,
-        metadata={
-            "dagster/row_count": cleaned.rows,
-            "dagster/column_schema": table_schema(preview),
-            "partitions": cleaned.partitions,
-            "files": dg.MetadataValue.path(folder),
-            "rows_in": report.rows_in,
-            "duplicate_ids_dropped": report.duplicate_ids_dropped,
-            **{f"blanks_filled_{c}": n for c, n in report.blanks_filled.items() if n},
-            "contract_digest": contract.digest[:12],
-            "extra_columns_ignored": ", ".join(report.extra_columns) or "none",
-            "churn_rate": cleaned.class_counts[1] / max(cleaned.rows, 1),
-            "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
-        },
+        metadata=ui_metadata(
+            {
+                "dagster/row_count": cleaned.rows,
+                "dagster/column_schema": table_schema(preview),
+                "partitions": cleaned.partitions,
+                "files": dg.MetadataValue.path(folder),
+                "rows_in": report.rows_in,
+                "duplicate_ids_dropped": report.duplicate_ids_dropped,
+                **{f"blanks_filled_{c}": n for c, n in report.blanks_filled.items() if n},
+                "contract_digest": contract.digest[:12],
+                "extra_columns_ignored": ", ".join(report.extra_columns) or "none",
+                "churn_rate": cleaned.class_counts[1] / max(cleaned.rows, 1),
+                "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+            }
+        ),
     )

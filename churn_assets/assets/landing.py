@@ -6,11 +6,17 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from churn_assets.assets.metadata import GROUP, OWNERS, churn_asset, frame_metadata
+from churn_assets.assets.metadata import (
+    GROUP,
+    OWNERS,
+    churn_asset,
+    frame_metadata,
+    ui_metadata,
+)
 from churn_assets.ml.data import history, landing
 from churn_assets.ml.data.history import ExtractKind
 from churn_assets.ml.data.reading import CustomerDataError
-from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 incoming_extract = dg.AssetSpec(
@@ -57,7 +63,7 @@ def customer_snapshot(
     # production model's data.
     extract = Path(config.extract_path)
     churn_settings = settings.get()
-    store = SnapshotStore.from_settings(churn_settings)
+    store = snapshot_store(churn_settings)
     named = history.terms_of(extract, churn_settings.extract_kind)
     try:
         as_of = date.fromisoformat(config.as_of) if config.as_of else named.as_of
@@ -87,25 +93,27 @@ def customer_snapshot(
     return dg.Output(
         cleaned,
         data_version=dg.DataVersion(report.snapshot.id),
-        metadata={
-            **frame_metadata(cleaned),
-            "extract": dg.MetadataValue.path(report.extract),
-            "extract_sha256": report.extract_sha256,
-            "extract_kind": report.extract_kind,
-            "as_of": report.as_of,
-            "extract_rows": report.extract_rows,
-            "new_customers": report.new_customers,
-            "updated_customers": report.updated_customers,
-            "churned_customers": report.churned_customers,
-            "returned_customers": report.returned_customers,
-            "duplicate_ids_in_extract": report.duplicate_ids_in_extract,
-            "extra_columns_dropped": ", ".join(report.extra_columns) or "none",
-            "snapshot_id": report.snapshot.id,
-            "snapshot": dg.MetadataValue.url(store.data_uri(report.snapshot.id)),
-            "snapshot_parent": report.snapshot.parent or "none",
-            "snapshot_rows_before": report.snapshot_rows_before,
-            "snapshot_rows_after": report.snapshot_rows_after,
-            "snapshot_churn_rate": report.snapshot.churn_rate,
-            "snapshots_pruned": len(pruned),
-        },
+        metadata=ui_metadata(
+            {
+                **frame_metadata(cleaned),
+                "extract": dg.MetadataValue.path(report.extract),
+                "extract_sha256": report.extract_sha256,
+                "extract_kind": report.extract_kind,
+                "as_of": report.as_of,
+                "extract_rows": report.extract_rows,
+                "new_customers": report.new_customers,
+                "updated_customers": report.updated_customers,
+                "churned_customers": report.churned_customers,
+                "returned_customers": report.returned_customers,
+                "duplicate_ids_in_extract": report.duplicate_ids_in_extract,
+                "extra_columns_dropped": ", ".join(report.extra_columns) or "none",
+                "snapshot_id": report.snapshot.id,
+                "snapshot": dg.MetadataValue.url(store.data_uri(report.snapshot.id)),
+                "snapshot_parent": report.snapshot.parent or "none",
+                "snapshot_rows_before": report.snapshot_rows_before,
+                "snapshot_rows_after": report.snapshot_rows_after,
+                "snapshot_churn_rate": report.snapshot.churn_rate,
+                "snapshots_pruned": len(pruned),
+            }
+        ),
     )

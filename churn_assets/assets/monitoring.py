@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 from dagster_mlflow.resources import MlFlow
 
-from churn_assets.assets.metadata import retrain_asset, table_metadata
+from churn_assets.assets.metadata import retrain_asset, table_metadata, ui_metadata
 from churn_assets.assets.scoring import churn_scores
 from churn_assets.ml.data.snapshots import SnapshotError
 from churn_assets.ml.evaluation import plots, realized
@@ -58,13 +58,15 @@ def realized_performance(
         }
     return dg.Output(
         table,
-        metadata={
-            "dagster/row_count": len(table),
-            "outcomes_as_of": as_of,
-            "outcome_window_days": churn_settings.outcome_window_days,
-            "complete_windows": int(table["window_complete"].sum()) if not table.empty else 0,
-            **figures,
-            "realized": table_metadata(table) if not table.empty else "no outcomes yet",
-            **plot,
-        },
+        metadata=ui_metadata(
+            {
+                "dagster/row_count": len(table),
+                "outcomes_as_of": as_of,
+                "complete_windows": int(table["window_complete"].sum()) if not table.empty else 0,
+                **figures,
+                "realized": table_metadata(table) if not table.empty else "no outcomes yet",
+                **plot,
+            },
+            settings={"outcome_window_days": churn_settings.outcome_window_days},
+        ),
     )

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from churn_assets.assets.metadata import model_links, retrain_asset
+from churn_assets.assets.metadata import model_links, retrain_asset, ui_metadata
 from churn_assets.ml.evaluation.report import EvaluationReport
 from churn_assets.ml.registry.model_registry import WRITE_REFUSALS
 from churn_assets.resources import ModelRegistryResource
@@ -28,13 +28,15 @@ def production_promotion(
             allow_retries=False,
         ) from refusal
     return dg.MaterializeResult(
-        metadata={
-            **model_links(registry.settings.get(), move.model_name, move.version),
-            "alias": move.alias,
-            "production_version": move.version,
-            "previous_production_version": move.previous_version or "none",
-            "alias_moved": move.changed,
-            "holdout_auc": evaluation_report.candidate["auc"],
-            "holdout_accuracy": evaluation_report.candidate["accuracy"],
-        }
+        metadata=ui_metadata(
+            {
+                **model_links(registry.settings.get(), move.model_name, move.version),
+                "alias": move.alias,
+                "production_version": move.version,
+                "previous_production_version": move.previous_version or "none",
+                "alias_moved": move.changed,
+                "holdout_auc": evaluation_report.candidate["auc"],
+                "holdout_accuracy": evaluation_report.candidate["accuracy"],
+            }
+        )
     )

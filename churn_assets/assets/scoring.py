@@ -4,17 +4,17 @@ from datetime import date
 
 import dagster as dg
 
-from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata
+from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata, ui_metadata
 from churn_assets.assets.promotion import production_promotion
 from churn_assets.ml.cluster import partitioned_scoring
 from churn_assets.ml.cluster.partitioned_scoring import ScoringModel
 from churn_assets.ml.cluster.runners import ClusterError
 from churn_assets.ml.data.partitioned import CleanedTable
-from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.evaluation import decision, realized
 from churn_assets.ml.model import scoring
 from churn_assets.ml.registry import artifacts, signing
 from churn_assets.ml.registry.signing import SignatureError
+from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import (
     ChurnSettingsResource,
     DaskResource,
@@ -84,7 +84,7 @@ def churn_scores(
     files = scoring.write_scores(scored.batches(), churn_settings.scores_folder)
     # Kept for good, by the date the scored snapshot is true on: realized_performance judges
     # these against the churns that arrive later.
-    store = SnapshotStore.from_settings(churn_settings)
+    store = snapshot_store(churn_settings)
     scored_on = date.fromisoformat(store.info(table.snapshot_id).as_of)
     contract = table.contract
     kept = realized.keep_scores(
@@ -92,21 +92,23 @@ def churn_scores(
     )
     scored.remove()
     return dg.MaterializeResult(
-        metadata={
-            **model_links(churn_settings, churn_settings.model_name, version),
-            "dagster/row_count": scored.rows,
-            "parquet": dg.MetadataValue.path(str(files.parquet)),
-            "csv": dg.MetadataValue.path(str(files.csv)),
-            "scoring_date": scored_on.isoformat(),
-            "kept_as": dg.MetadataValue.path(str(kept)),
-            "mean_churn_probability": scored.probability_sum / scored.rows,
-            "decision_threshold": model.threshold,
-            "customers_to_offer": scored.offered,
-            "reasons_per_customer": churn_settings.scores_reasons,
-            "scored_on": where,
-            "partitions": table.partitions,
-            "expected_churners": scored.probability_sum,
-            "top_risk_segments": table_metadata(scoring.top_segments(scored.segments)),
-            "top_customers": table_metadata(scored.top.drop(columns=["model_version"])),
-        }
+        metadata=ui_metadata(
+            {
+                **model_links(churn_settings, churn_settings.model_name, version),
+                "dagster/row_count": scored.rows,
+                "parquet": dg.MetadataValue.path(str(files.parquet)),
+                "csv": dg.MetadataValue.path(str(files.csv)),
+                "scoring_date": scored_on.isoformat(),
+                "kept_as": dg.MetadataValue.path(str(kept)),
+                "mean_churn_probability": scored.probability_sum / scored.rows,
+                "decision_threshold": model.threshold,
+                "customers_to_offer": scored.offered,
+                "scored_on": where,
+                "partitions": table.partitions,
+                "expected_churners": scored.probability_sum,
+                "top_risk_segments": table_metadata(scoring.top_segments(scored.segments)),
+                "top_customers": table_metadata(scored.top.drop(columns=["model_version"])),
+            },
+            settings={"reasons_per_customer": churn_settings.scores_reasons},
+        )
     )

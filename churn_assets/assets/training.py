@@ -9,8 +9,8 @@ from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
 
-from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset
-from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
+from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset, ui_metadata
+from churn_assets.ml.data.snapshots import SHORT_ID
 from churn_assets.ml.data.splitting import CustomerSplits
 from churn_assets.ml.evaluation import drift, learning_curve, plots
 from churn_assets.ml.model.calibration_mode import CalibrationMode
@@ -20,6 +20,7 @@ from churn_assets.ml.registry import model_registry as registry_tags
 from churn_assets.ml.registry import tracking
 from churn_assets.ml.registry.tracking import ModelCandidate
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
 
@@ -158,7 +159,7 @@ def churn_model(
         }
     )
     # The exact rows behind this version: `churn reproduce` retrains from this snapshot.
-    store = SnapshotStore.from_settings(churn_settings)
+    store = snapshot_store(churn_settings)
     snapshot_id = customer_splits.snapshot_id
     tracking.log_snapshot_input(
         train,
@@ -212,25 +213,27 @@ def churn_model(
     candidate = ModelCandidate(churn_settings.model_name, str(version.version), run.info.run_id)
     return dg.Output(
         candidate,
-        metadata={
-            **model_links(churn_settings, candidate.name, candidate.version),
-            **mlflow_links(churn_settings, run.info.experiment_id, run.info.run_id),
-            **{f"validation_{k}": v for k, v in trained.validation_metrics.items()},
-            "best_iteration": trained.best_iteration,
-            "training_customers": len(train),
-            "training_customers_available": available,
-            "fit_seconds": fit_seconds,
-            **curve_metadata,
-            "calibration_applied": calibration.applied,
-            "validation_calibration_error_before": calibration.validation_ece_before,
-            "validation_calibration_error_after": calibration.validation_ece_after,
-            **tuning_metadata,
-            "git_sha": version.tags["git_sha"],
-            "snapshot_id": customer_splits.snapshot_id,
-            "contract_digest": contract.digest[:12],
-            "contract_version": contract.version,
-            "feature_importance": dg.MetadataValue.md(
-                plots.markdown_image(importance_png, "feature importance")
-            ),
-        },
+        metadata=ui_metadata(
+            {
+                **model_links(churn_settings, candidate.name, candidate.version),
+                **mlflow_links(churn_settings, run.info.experiment_id, run.info.run_id),
+                **{f"validation_{k}": v for k, v in trained.validation_metrics.items()},
+                "best_iteration": trained.best_iteration,
+                "training_customers": len(train),
+                "training_customers_available": available,
+                "fit_seconds": fit_seconds,
+                **curve_metadata,
+                "calibration_applied": calibration.applied,
+                "validation_calibration_error_before": calibration.validation_ece_before,
+                "validation_calibration_error_after": calibration.validation_ece_after,
+                **tuning_metadata,
+                "git_sha": version.tags["git_sha"],
+                "snapshot_id": customer_splits.snapshot_id,
+                "contract_digest": contract.digest[:12],
+                "contract_version": str(contract.version),  # an identifier: text, never plotted
+                "feature_importance": dg.MetadataValue.md(
+                    plots.markdown_image(importance_png, "feature importance")
+                ),
+            }
+        ),
     )

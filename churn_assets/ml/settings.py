@@ -22,6 +22,8 @@ from churn_assets.ml.model.reasons import MAX_REASONS
 SQLITE_FILE = "mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"
 LOCAL_UI_URL = "http://127.0.0.1:5000"
+#: Where `churn mlflow-ui` records the URL it serves, in the state folder, while it runs.
+UI_URL_FILE = "mlflow-ui.url"
 
 
 class ChurnSettings(BaseSettings):
@@ -111,12 +113,24 @@ class ChurnSettings(BaseSettings):
 
     @property
     def ui_url(self) -> str:
-        """Where people open MLflow: the server itself, or what `make mlflow-ui` serves."""
+        """Where people open MLflow, for every link we write: CHURN_MLFLOW_UI_URL, else the
+        tracking server's own UI, else the one `churn mlflow-ui` (`make mlflow-ui PORT=...`)
+        serves now on the local store, else its default address."""
         if self.mlflow_ui_url:
             return self.mlflow_ui_url
+        # A server comes first: a UI still recorded from a local store shows the wrong runs.
         if self.mlflow_tracking_uri and self.mlflow_tracking_uri.startswith("http"):
             return self.mlflow_tracking_uri
-        return LOCAL_UI_URL
+        try:
+            recorded = self.ui_url_file.read_text().strip()
+        except OSError:  # none running: nothing recorded (or no state folder yet)
+            recorded = ""
+        return recorded or LOCAL_UI_URL
+
+    @property
+    def ui_url_file(self) -> Path:
+        """<state>/mlflow-ui.url: the URL `churn mlflow-ui` serves, removed when it stops."""
+        return self.local_state / UI_URL_FILE
 
     def contract(self) -> Contract:
         """The data contract at CHURN_CONTRACT_PATH, else the shipped telco contract."""
