@@ -30,11 +30,19 @@ from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
+from churn_assets.ml.files import file_sha256
 from churn_assets.ml.registry import artifacts, signing, tracking
-from churn_assets.ml.registry.tracking import file_sha256
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import open_location, snapshot_store
 from churn_assets.resources import RunScopedIOManager, churn_resources
-from churn_assets_tests.processes import REPO, uv_executable
+from churn_assets_tests.processes import (
+    POSTGRES_MISSING,
+    REPO,
+    Postgres,
+    postgres_package,
+    postgres_server,
+    uv_executable,
+)
 
 #: What `churn_training` (make run, the weekly schedule) materializes, in graph order.
 TRAINING_ASSETS = (
@@ -119,7 +127,7 @@ class ChurnEnv:
 
 def local_store(folder: Path) -> SnapshotStore:
     """A snapshot store in `folder`, as CHURN_STATE_DIR=folder would configure it."""
-    return SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=folder))
+    return snapshot_store(ChurnSettings(CHURN_STATE_DIR=folder))
 
 
 def seeded_store(folder: Path, frame: pd.DataFrame) -> SnapshotStore:
@@ -151,7 +159,7 @@ def cleaned_table(
         parent=None,
         as_of=date(2026, 11, 1),
     )
-    raw = partitioned.SnapshotTable.of(store, info.id)
+    raw = partitioned.SnapshotTable.of(store, info.id, open_location)
     return partitioned.clean_table(raw, InProcess(), str(folder / "cleaned"))
 
 
@@ -355,6 +363,17 @@ def _promote_once(root: Path, sample_csv: Path) -> Any:
             result = materialize_graph(env, dagster_instance)
             assert result.success, failure_messages(result)
             return result.output_for_node("customer_splits").holdout
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """This session's own PostgreSQL (one per xdist worker, started by the first test that
+    asks), from the dev group's wheel: no system server, nothing on port 5432."""
+    package = postgres_package()
+    if package is None:
+        pytest.fail(POSTGRES_MISSING, pytrace=False)
+    with postgres_server(package) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets_tests.conftest import EXPECTED_PARENTS
 from churn_assets_tests.processes import (
     REPO,
@@ -61,7 +62,7 @@ class DevStack:
     @property
     def snapshots(self) -> SnapshotStore:
         state = Path(self.env["CHURN_STATE_DIR"])
-        return SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=state))
+        return snapshot_store(ChurnSettings(CHURN_STATE_DIR=state))
 
     def snapshot(self) -> pd.DataFrame:
         """The current training snapshot, the export's columns."""

@@ -1,10 +1,10 @@
 """A newcomer's path through the README: hand merges, busy ports, where MLflow keeps things."""
 
 import re
-import shutil
 import socket
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -14,10 +14,10 @@ import pytest
 from churn_assets.definitions import defs
 from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.data.reading import read_customer_csv
-from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets_tests.conftest import PromotedStore
 from churn_assets_tests.processes import REPO, call_json, free_port, run_command, running
 
@@ -47,7 +47,7 @@ def test_make_merge_merges_a_file_by_hand(shell_env: dict[str, str], tmp_path: P
 
     done = run_command(["make", "merge", f"FILE={extract}"], shell_env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    store = SnapshotStore.from_settings(ChurnSettings(CHURN_STATE_DIR=shell_env["CHURN_STATE_DIR"]))
+    store = snapshot_store(ChurnSettings(CHURN_STATE_DIR=shell_env["CHURN_STATE_DIR"]))
     seed, merged = store.all()  # the file at CHURN_DATA_PATH seeded the store, then the merge
     assert (seed.kind, seed.rows, merged.kind, merged.rows) == ("seed", 500, "merge", 540)
     assert store.current_id() == merged.id and merged.source == "by_hand.csv"
@@ -80,7 +80,12 @@ def test_mlflow_ui_opens_the_store_mlflow_tracking_uri_names(
     # a store of one's own, elsewhere than the state folder: a copy of a promoted one
     own = tmp_path / "own" / "store.db"
     own.parent.mkdir()
-    shutil.copy(promoted_store.state_dir / "mlflow.db", own)
+    # SQLite's own copy: the store keeps a write-ahead log, which a copy of the file alone misses
+    with (
+        closing(sqlite3.connect(promoted_store.state_dir / "mlflow.db")) as source,
+        closing(sqlite3.connect(own)) as target,
+    ):
+        source.backup(target)
     port = free_port()
     env = {**shell_env, "MLFLOW_TRACKING_URI": f"sqlite:///{own}"}
     with running(

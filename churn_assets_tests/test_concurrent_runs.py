@@ -13,6 +13,7 @@ import dagster as dg
 from mlflow.tracking import MlflowClient
 
 from churn_assets.ml.registry import model_registry as registry
+from churn_assets_tests.conftest import PromotedStore, copied_store
 from churn_assets_tests.processes import REPO, base_env
 
 NAME = "churn-classifier"
@@ -29,18 +30,22 @@ def _launch(env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
-def test_two_cli_runs_at_once_each_gate_their_own_version(tmp_path: Path, sample_csv: Path) -> None:
+def test_two_cli_runs_at_once_each_gate_their_own_version(
+    tmp_path: Path, sample_csv: Path, promoted_store: PromotedStore
+) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "deploy/dagster/local.yaml", home / "dagster.yaml")  # as `make run`
+    with dg.DagsterInstance.from_config(str(home)):
+        pass  # storage created once, before the two runs race to create it
     data = tmp_path / "telco_churn.csv"
     shutil.copy(sample_csv, data)
     env = base_env(
         DAGSTER_HOME=str(home), CHURN_STATE_DIR=str(tmp_path / "state"), CHURN_DATA_PATH=str(data)
     )
-    # The experiment and the registered model exist before the race, as on any live instance.
-    first = _launch(env, tmp_path / "first.log")
-    assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    # The experiment and the registered model exist before the race, as on any live instance:
+    # the session's store, trained on the same file, with version 1 in production.
+    copied_store(promoted_store, tmp_path / "state")
 
     runs = [_launch(env, tmp_path / f"run{i}.log") for i in range(2)]
     codes = [run.wait(timeout=900) for run in runs]
@@ -59,7 +64,9 @@ def test_two_cli_runs_at_once_each_gate_their_own_version(tmp_path: Path, sample
 
     # each run evaluated, gated and promoted the very version its own churn_model registered
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        for record in instance.get_run_records():
+        records = instance.get_run_records()
+        assert len(records) == 2
+        for record in records:
             run_id = record.dagster_run.run_id
             by_asset = {
                 entry.asset_materialization.asset_key.to_user_string(): (

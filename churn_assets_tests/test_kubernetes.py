@@ -29,7 +29,7 @@ from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import construct_dagster_k8s_job
 
-from churn_assets_tests.processes import postgres_databases
+from churn_assets_tests.processes import Postgres
 from deploy import kubernetes_secrets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -393,7 +393,9 @@ def _secrets_of(container: dict[str, Any]) -> set[str]:
 
 
 @pytest.fixture
-def kubernetes_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def kubernetes_instance(
+    postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
     """The ConfigMap's Dagster instance on a real PostgreSQL, its launcher pointed at a
     kubeconfig instead of the in-cluster service account (nothing here calls the API)."""
     config = yaml.safe_load(INSTANCE["dagster.yaml"])
@@ -413,12 +415,14 @@ def kubernetes_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     config["run_launcher"]["config"].update(
         load_incluster_config=False, kubeconfig_file=str(kubeconfig)
     )
-    with postgres_databases("churn_k8s_dagster") as (database,):
-        config["storage"]["postgres"]["postgres_db"]["db_name"] = database
+    with postgres.databases("churn_k8s_dagster") as (database,):
+        storage = config["storage"]["postgres"]["postgres_db"]
+        assert storage["port"] == 5432  # the cluster's; the test's own server listens elsewhere
+        storage.update(db_name=database, port=postgres.port)
         (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
         for key, value in {
-            "CHURN_POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_USER": "postgres",
+            "CHURN_POSTGRES_HOST": postgres.host,
+            "POSTGRES_USER": postgres.user,
             "POSTGRES_PASSWORD": "",
         }.items():
             monkeypatch.setenv(key, value)

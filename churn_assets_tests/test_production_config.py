@@ -8,11 +8,10 @@ from pathlib import Path
 
 import boto3
 import dagster as dg
-import psycopg2
 import pytest
 
-from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets_tests.conftest import (
     ChurnEnv,
     failure_messages,
@@ -21,12 +20,11 @@ from churn_assets_tests.conftest import (
     signing_key_pem,
 )
 from churn_assets_tests.processes import (
-    POSTGRES,
+    Postgres,
     base_env,
     call_json,
     free_port,
     mlflow_server_command,
-    postgres_databases,
     running,
 )
 from churn_assets_tests.test_serving import customer_payloads
@@ -36,13 +34,14 @@ S3_KEYS = {"AWS_ACCESS_KEY_ID": "churn-test", "AWS_SECRET_ACCESS_KEY": "churn-te
 
 
 @pytest.fixture
-def databases() -> Iterator[tuple[str, ...]]:
-    with postgres_databases("churn_mlflow", "churn_dagster") as names:
+def databases(postgres: Postgres) -> Iterator[tuple[str, ...]]:
+    with postgres.databases("churn_mlflow", "churn_dagster") as names:
         yield names
 
 
 def test_graph_and_api_on_postgres_s3_and_mlflow_server(
     churn_env: ChurnEnv,
+    postgres: Postgres,
     databases: tuple[str, ...],
     slim_python: Path,
     tmp_path: Path,
@@ -61,9 +60,7 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
         s3.create_bucket(Bucket="churn")
         monkeypatch.setenv("CHURN_SNAPSHOT_URI", "s3://churn/snapshots")
         server = [
-            *mlflow_server_command(
-                f"postgresql+psycopg2://postgres@127.0.0.1:5432/{mlflow_db}", mlflow_port
-            ),
+            *mlflow_server_command(postgres.url(mlflow_db, "postgresql+psycopg2"), mlflow_port),
             *("--default-artifact-root", "s3://mlflow/", "--no-serve-artifacts"),
         ]
         with running(
@@ -75,9 +72,7 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
             tracking_uri = f"http://127.0.0.1:{mlflow_port}"
             monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
             # a server hides its database: promotions lock in it explicitly (as compose does)
-            monkeypatch.setenv(
-                "CHURN_REGISTRY_LOCK", f"postgresql://postgres@127.0.0.1:5432/{mlflow_db}"
-            )
+            monkeypatch.setenv("CHURN_REGISTRY_LOCK", postgres.url(mlflow_db))
             # training's key as a deployment hands it over (never made in a state folder)
             for name, value in {**s3_env, "CHURN_SIGNING_KEY": signing_key_pem()}.items():
                 monkeypatch.setenv(name, value)
@@ -85,11 +80,11 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
                 "postgres": {
                     "postgres_db": {
                         "scheme": "postgresql+psycopg2",
-                        "username": "postgres",
+                        "username": postgres.user,
                         "password": "",
-                        "hostname": "127.0.0.1",
+                        "hostname": postgres.host,
                         "db_name": dagster_db,
-                        "port": 5432,
+                        "port": postgres.port,
                     }
                 }
             }
@@ -116,7 +111,7 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
 
             # Dagster's runs are in PostgreSQL, the model's files in S3, the registry on the server
             with (
-                psycopg2.connect(dbname=dagster_db, **POSTGRES) as connection,
+                postgres.connect(dagster_db) as connection,
                 connection.cursor() as c,
             ):
                 c.execute("SELECT count(*) FROM runs")
@@ -126,7 +121,7 @@ def test_graph_and_api_on_postgres_s3_and_mlflow_server(
             assert any(k.endswith("evaluation/report.json") for k in keys)
             assert not any((churn_env.state_dir / n).exists() for n in ("mlflow.db", "signing"))
             # the snapshot the version learned from is in S3 too, and read back intact
-            store = SnapshotStore.from_settings(ChurnSettings())
+            store = snapshot_store(ChurnSettings())
             (snapshot,) = store.all()
             data = f"snapshots/data/{snapshot.id}.parquet"
             assert data in [o["Key"] for o in s3.list_objects_v2(Bucket="churn")["Contents"]]

@@ -21,7 +21,7 @@ from churn_assets.ml.evaluation.report import EvaluationReport
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.registry.locks import registry_lock
 from churn_assets_tests.conftest import session_signer, signing_key_pem
-from churn_assets_tests.processes import REPO, base_env, postgres_databases, wait_until
+from churn_assets_tests.processes import REPO, Postgres, base_env, wait_until
 
 NAME = "churn-classifier"
 PROCESSES = 6
@@ -116,9 +116,9 @@ def test_concurrent_promotions_on_sqlite_leave_one_winner(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def postgres_uri() -> Iterator[str]:
-    with postgres_databases("churn_race") as (name,):
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+def postgres_uri(postgres: Postgres) -> Iterator[str]:
+    with postgres.databases("churn_race") as (name,):
+        yield postgres.url(name, "postgresql+psycopg2")
 
 
 def test_concurrent_promotions_on_postgres_leave_one_winner(

@@ -7,13 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ml.data.snapshots import SHORT_ID, SnapshotStore
+from churn_assets.ml.data.snapshots import SHORT_ID
 from churn_assets.ml.data.synthetic import generate_customers, write_customers
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets_tests.conftest import (
     ChurnEnv,
+    PromotedStore,
     assert_no_mlflow_run_left_running,
+    copied_store,
     failure_messages,
     materialize_graph,
     merge_through_graph,
@@ -43,7 +46,7 @@ def test_extract_is_merged_measured_for_drift_and_retrained_on(
     (event,) = merged.asset_materializations_for_node("customer_snapshot")
     assert event.metadata["new_customers"].value == 1500
     assert event.metadata["snapshot_rows_after"].value == 7043 + 1500
-    store = SnapshotStore.from_settings(ChurnSettings())
+    store = snapshot_store(ChurnSettings())
     assert event.metadata["snapshot_id"].value == store.current_id()
     drift = _drift(merged)
     assert drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
@@ -110,10 +113,14 @@ def test_drift_is_not_measured_before_any_model_is_in_production(
     ids=["unknown-level", "missing-column"],
 )
 def test_malformed_extract_fails_the_merge_and_changes_nothing(
-    churn_env: ChurnEnv, instance: dg.DagsterInstance, damage, expected: str
+    churn_env: ChurnEnv,
+    instance: dg.DagsterInstance,
+    promoted_store: PromotedStore,
+    damage,
+    expected: str,
 ) -> None:
-    assert materialize_graph(churn_env, instance).success
-    store = SnapshotStore.from_settings(ChurnSettings())
+    copied_store(promoted_store, churn_env.state_dir)  # a snapshot, production = version 1
+    store = snapshot_store(ChurnSettings())
     before = store.all()
     current = store.current_id()
     assert current is not None
