@@ -5,14 +5,22 @@ SHELL := /bin/bash
 
 PYTHON ?= python3.11
 UV := .tools/bin/uv
-RUN := $(UV) run --frozen
+# --no-sync: the environment is what the stamps below installed (`uv run` alone would install
+# every group, the dev tools included, before each command).
+RUN := $(UV) run --frozen --no-sync
 
 STATE_DIR := $(or $(CHURN_STATE_DIR),.churn)
 INCOMING := $(or $(CHURN_INCOMING_DIR),data/incoming)
+LOGS := $(STATE_DIR)/logs
 export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
+# Modules are compiled on first import, each process writing the __pycache__ of what it uses:
+# compiling all 20,000 files ahead (uv's --compile-bytecode, as the images do) took three
+# minutes of a newcomer's first `make run` here. A read-only environment would compile on
+# every run, so PYTHONDONTWRITEBYTECODE is not passed on to the commands.
+unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help sync data instance run materialize merge serve bench bench-serving bench-scale dev schedule-on schedule-off \
-	mlflow-ui production rollback snapshots demo-history lint test clean
+.PHONY: help sync sync-dev data instance run materialize merge serve bench bench-serving bench-scale dev \
+	schedule-on schedule-off mlflow-ui production rollback snapshots demo-history lint test clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -20,16 +28,34 @@ help:  ## list the targets
 # uv's version and the SHA-256 of every wheel of it are in deploy/uv-bootstrap.txt: pip refuses
 # anything else, so a tampered download never runs.
 $(UV): deploy/uv-bootstrap.txt
-	$(PYTHON) -m venv .tools
-	.tools/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
-		-r deploy/uv-bootstrap.txt
+	@mkdir -p "$(LOGS)"
+	@echo "bootstrapping uv into .tools (log: $(LOGS)/setup.log)"
+	@{ $(PYTHON) -m venv .tools && .tools/bin/pip install --quiet --disable-pip-version-check \
+		--require-hashes --no-deps -r deploy/uv-bootstrap.txt; } > "$(LOGS)/setup.log" 2>&1 \
+		|| { tail -n 20 "$(LOGS)/setup.log"; exit 1; }
 	@touch $(UV)
 
-# Bytecode compiled at install, as the images do (UV_COMPILE_BYTECODE in the Dockerfiles): where
-# a process may not write __pycache__ (PYTHONDONTWRITEBYTECODE, a read-only environment) every
-# run would compile each module it imports again, 8 of the 19 s of a 7,043-customer run here.
-sync: $(UV)  ## install the locked dependencies into .venv
-	$(UV) sync --frozen --compile-bytecode
+# Two sets from uv.lock, each installed once per change of the lock (a stamp in .venv says so):
+# what running needs (the runtime, training and serving groups: `make run`, `serve`, `dev`...)
+# and everything (the deploy and dev groups too: `make test`, `lint`). --inexact: installing
+# the smaller set never removes the dev tools a `make test` installed.
+.venv/.synced-run: uv.lock pyproject.toml | $(UV)
+	@mkdir -p "$(LOGS)"
+	@echo "installing what running needs from uv.lock (log: $(LOGS)/setup.log)"
+	@$(UV) sync --frozen --inexact --no-default-groups --group training --group serving \
+		>> "$(LOGS)/setup.log" 2>&1 || { tail -n 20 "$(LOGS)/setup.log"; exit 1; }
+	@touch $@
+
+.venv/.synced-dev: uv.lock pyproject.toml | $(UV)
+	@mkdir -p "$(LOGS)"
+	@echo "installing every group from uv.lock, dev tools included (log: $(LOGS)/setup.log)"
+	@$(UV) sync --frozen --inexact >> "$(LOGS)/setup.log" 2>&1 \
+		|| { tail -n 20 "$(LOGS)/setup.log"; exit 1; }
+	@touch $@ .venv/.synced-run
+
+sync: .venv/.synced-run  ## install what running needs into .venv (once per change of uv.lock)
+
+sync-dev: .venv/.synced-dev  ## install every group, dev tools included (make test and lint do)
 
 data: sync  ## synthetic customers for the default data path only; an explicit missing path fails
 	$(RUN) churn ensure-data
@@ -40,9 +66,8 @@ instance:
 	@mkdir -p "$(DAGSTER_HOME)"
 	@test -f "$(DAGSTER_HOME)/dagster.yaml" || cp deploy/dagster/local.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
-run: data instance  ## run the whole asset graph and show the promoted model
-	$(RUN) dg launch -m churn_assets.definitions --job churn_training
-	$(RUN) churn production
+run: sync instance  ## run the whole asset graph: a line per step, the promoted model, the log's path
+	@$(RUN) churn run
 
 materialize: data instance  ## one stage: make materialize SELECT=churn_model [CONFIG=run.yaml] (Dagster selection syntax)
 	@test -n "$(SELECT)" || { echo "usage: make materialize SELECT=<asset selection> [CONFIG=<run config yaml>]"; exit 2; }
@@ -59,7 +84,7 @@ dev: sync  ## Dagster UI + daemon (http://127.0.0.1:3000, PORT=3001 for another)
 	@$(RUN) churn check-port $(or $(PORT),3000) --hint "choose another: make dev PORT=3001"
 	@$(MAKE) --no-print-directory data instance
 	@mkdir -p "$(INCOMING)"
-	$(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p $(or $(PORT),3000)
+	$(RUN) dg dev -w workspace.yaml -h 127.0.0.1 -p $(or $(PORT),3000)
 
 schedule-on: sync instance  ## turn on the weekly retrain (Mondays 06:00 UTC; runs while the daemon runs)
 	$(RUN) dagster schedule start weekly_retrain -m churn_assets.definitions
@@ -67,14 +92,14 @@ schedule-on: sync instance  ## turn on the weekly retrain (Mondays 06:00 UTC; ru
 schedule-off: sync instance  ## turn the weekly retrain off again
 	$(RUN) dagster schedule stop weekly_retrain -m churn_assets.definitions
 
-mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000, PORT=5001 for another) on the store MLFLOW_TRACKING_URI names
+mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000, PORT=5001 for another; Dagster's MLflow links follow it) on the store MLFLOW_TRACKING_URI names
 	$(RUN) churn mlflow-ui --port $(or $(PORT),5000)
 
 serve: sync  ## the churn API on http://127.0.0.1:8000 (PORT=8001 for another; docs at /docs), following production
 	$(if $(PORT),CHURN_API_PORT=$(PORT)) $(RUN) python -m serving
 
-bench: sync  ## pipeline at 7k/100k/1M/10M customers vs a plain script; refreshes the README table
-	$(RUN) python benchmarks/pipeline.py --write-readme
+bench: sync  ## pipeline at 7k/100k/1M/10M customers vs a plain script (WRITE_README=1 refreshes the README table)
+	$(RUN) python benchmarks/pipeline.py $(if $(WRITE_README),--write-readme)
 
 bench-scale: sync  ## scoring at 10M customers (in process, Dask 1 and 2 workers, raw Booster.predict); the whole graph on 100M out of core
 	$(RUN) python benchmarks/scale.py $(if $(ROWS),--rows $(ROWS)) $(if $(OOC_ROWS),--out-of-core-rows $(OOC_ROWS))
@@ -113,7 +138,7 @@ demo-history: sync  ## 8 synthetic weeks in .churn-demo: snapshots, out-of-time 
 	$(DEMO_LAUNCH) --assets realized_performance; \
 	$(RUN) churn snapshots; $(RUN) churn production; $(RUN) churn realized
 
-lint: sync  ## ruff (lint and format) and mypy
+lint: sync-dev  ## ruff (lint and format) and mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy

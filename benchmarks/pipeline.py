@@ -1,8 +1,10 @@
 """Pipeline benchmark: the whole asset graph against a plain script, from 7 thousand to 10 million.
 
-For each size it generates customers (cached under .churn/bench/), then in separate processes:
+For each size it generates customers (cached in <CHURN_STATE_DIR>/bench/, .churn/bench/ unless
+set), then in separate processes:
 
-- the graph as users run it, `dagster job execute -j churn_training` on a new Dagster home
+- the graph as users run it, `churn run` (what `make run` runs; `--launcher dg-launch` for
+  `dg launch --job churn_training`) on a new Dagster home
   and MLflow store (both created before timing starts): wall time, peak memory, and each
   step's time and peak memory (steps read from Dagster's event log, memory sampled from /proc
   every 20 ms);
@@ -22,10 +24,11 @@ different samples (about 0.003 of AUC apart at 100k rows from sampling alone), s
 "more data is not worse" target is judged on the common holdout, where the models meet the
 same customers.
 
-It prints a table per size, a summary with our time over the baseline's, and each target of
-the scale issue with its measured figure and verdict. Run with
-`make bench` (all sizes; `--write-readme` refreshes the README table) or
-`python benchmarks/pipeline.py --sizes 7k,100k`.
+It prints a line per stage as it starts (and its time when it ends), a table per size, a
+summary with our time over the baseline's, and each target of the scale issue with its
+measured figure and verdict. Run with `make bench` (all sizes) or
+`python benchmarks/pipeline.py --sizes 7k,100k`; only `--write-readme`
+(`make bench WRITE_README=1`) rewrites the README's table.
 """
 
 import argparse
@@ -42,6 +45,7 @@ from typing import Any
 
 from dagster_steps import step_windows
 from proc_memory import descendants, rss_bytes
+from progress import run_quietly, stage
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"7k": 7_043, "100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
@@ -92,17 +96,19 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def dataset(rows: int, folder: Path) -> Path:
+def dataset(label: str, rows: int, folder: Path) -> Path:
     path = folder / f"customers_{rows}_{SEED}.csv"
-    if not path.exists():
+    if path.exists():
+        print(f"{label}: data cached in {path}", flush=True)
+        return path
+    with stage(label, f"generating {rows:,} customers into {path}"):
         folder.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         generate = [str(Path(sys.executable).parent / "churn"), "generate-data"]
-        subprocess.run(
+        run_quietly(
             [*generate, "--rows", str(rows), "--seed", str(SEED), "--out", str(partial), "--force"],
-            cwd=REPO,
-            check=True,
-            env=_env(),
+            REPO,
+            _env(),
         )
         partial.rename(path)
     return path
@@ -116,7 +122,17 @@ def _steps(home: Path, measured: Measured) -> list[dict[str, Any]]:
     ]
 
 
-def run_graph(csv: Path, work: Path, dask_env: dict[str, str]) -> dict[str, Any]:
+#: How the graph is launched: as `make run` does, or as Dagster's own CLI does (the screen
+#: of every event, a second resource start after the run), for the difference between them.
+LAUNCHERS = {
+    "churn-run": ["churn", "run"],
+    "dg-launch": ["dg", "launch", "-m", "churn_assets.definitions", "--job", "churn_training"],
+}
+
+
+def run_graph(
+    label: str, csv: Path, work: Path, dask_env: dict[str, str], launcher: str = "churn-run"
+) -> dict[str, Any]:
     home, state = work / "dagster_home", work / "state"
     home.mkdir(parents=True)
     env = _env(
@@ -125,30 +141,32 @@ def run_graph(csv: Path, work: Path, dask_env: dict[str, str]) -> dict[str, Any]
     dagster = str(Path(sys.executable).parent / "dagster")
     # A platform runs against stores that exist: create the Dagster storage and the MLflow
     # database (schema migrations take seconds) before the clock starts.
-    warm = "from churn_assets.ml import settings; from churn_assets.ml.registry import tracking; "
-    warm += "tracking.ensure_experiment(settings.ChurnSettings())"
-    subprocess.run([sys.executable, "-c", warm], cwd=REPO, env=env, check=True)
-    subprocess.run(
-        [dagster, "instance", "migrate"], cwd=REPO, env=env, check=True, capture_output=True
-    )
-    dg_cli = str(Path(dagster).parent / "dg")
-    command = [dg_cli, "launch", "-m", "churn_assets.definitions", "--job", "churn_training"]
-    measured = measure(command, env)
-    from churn_assets.ml.registry import artifacts, signing, tracking
-    from churn_assets.ml.settings import ChurnSettings
+    with stage(label, "graph 1/3, creating the Dagster and MLflow stores (not timed)"):
+        warm = "from churn_assets.ml import settings; from churn_assets.ml.registry import "
+        warm += "tracking; tracking.ensure_experiment(settings.ChurnSettings())"
+        run_quietly([sys.executable, "-c", warm], REPO, env)
+        run_quietly([dagster, "instance", "migrate"], REPO, env)
+    program, *arguments = LAUNCHERS[launcher]
+    command = [str(Path(dagster).parent / program), *arguments]
+    with stage(label, f"graph 2/3, {program} {' '.join(arguments)}"):
+        measured = measure(command, env)
+    with stage(label, "graph 3/3, the promoted model on the common holdout"):
+        from churn_assets.ml.registry import artifacts, signing, tracking
+        from churn_assets.ml.settings import ChurnSettings
 
-    settings = ChurnSettings(CHURN_STATE_DIR=state)
-    version = tracking.client(settings).get_model_version("churn-classifier", "1")
-    tags = version.tags
-    verifier = signing.verifier(settings)
-    model = artifacts.load_version(
-        verifier, version, settings.tracking_uri, attested=False
-    ).pipeline
+        settings = ChurnSettings(CHURN_STATE_DIR=state)
+        version = tracking.client(settings).get_model_version("churn-classifier", "1")
+        tags = version.tags
+        verifier = signing.verifier(settings)
+        model = artifacts.load_version(
+            verifier, version, settings.tracking_uri, attested=False
+        ).pipeline
+        common_auc = common_holdout_auc(model)
     return {
         "seconds": measured.wall_s,
         "peak_bytes": measured.peak_bytes,
         "auc": float(tags["holdout_auc"]),
-        "common_auc": common_holdout_auc(model),
+        "common_auc": common_auc,
         "steps": _steps(home, measured),
     }
 
@@ -172,8 +190,9 @@ def common_holdout_auc(model: Any) -> float:
     return float(roc_auc_score(target, training.churn_probability(model, features)))
 
 
-def run_baseline(csv: Path) -> dict[str, Any]:
-    measured = measure([sys.executable, __file__, "--baseline-child", str(csv)], _env())
+def run_baseline(label: str, csv: Path) -> dict[str, Any]:
+    with stage(label, "baseline, the same work as one plain script"):
+        measured = measure([sys.executable, __file__, "--baseline-child", str(csv)], _env())
     result = json.loads(measured.stdout.strip().splitlines()[-1])
     return {"seconds": measured.wall_s, "peak_bytes": measured.peak_bytes, **result}
 
@@ -334,16 +353,33 @@ def write_readme(table: str) -> None:
     print("README.md table updated")
 
 
+def _state_dir() -> Path:
+    """CHURN_STATE_DIR (environment or .env), as every churn command reads it."""
+    from churn_assets.ml.settings import ChurnSettings
+
+    return ChurnSettings().local_state
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: 7k,100k,1M,10M")
-    parser.add_argument("--data-dir", type=Path, default=REPO / ".churn" / "bench")
-    parser.add_argument("--write-readme", action="store_true", help="refresh the README table")
+    parser.add_argument(
+        "--data-dir", type=Path, help="cache of generated customers (<CHURN_STATE_DIR>/bench)"
+    )
+    parser.add_argument(
+        "--write-readme", action="store_true", help="rewrite the README's table (off by default)"
+    )
     parser.add_argument(
         "--dask-workers",
         default="0",
         help="the graph's scoring: 0 in process (default), N on a LocalCluster of N workers, "
         "'default' by CHURN_DASK_MIN_ROWS",
+    )
+    parser.add_argument(
+        "--launcher",
+        choices=sorted(LAUNCHERS),
+        default="churn-run",
+        help="how the graph is launched: `churn run` as make run does (default), or dg launch",
     )
     parser.add_argument("--baseline-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -356,13 +392,14 @@ def main() -> None:
         dask_env = {}
     elif args.dask_workers != "0":
         dask_env = {"CHURN_DASK_MIN_ROWS": "0", "CHURN_DASK_WORKERS": args.dask_workers}
+    data_dir = args.data_dir or _state_dir() / "bench"
     results = []
     for label in args.sizes.split(","):
         rows = SIZES[label]
-        csv = dataset(rows, args.data_dir)
+        csv = dataset(label, rows, data_dir)
         with tempfile.TemporaryDirectory(prefix=f"bench_{label}_") as work:
-            graph = run_graph(csv, Path(work), dask_env)
-        baseline = run_baseline(csv)
+            graph = run_graph(label, csv, Path(work), dask_env, args.launcher)
+        baseline = run_baseline(label, csv)
         report(label, rows, graph, baseline)
         results.append((label, rows, graph, baseline))
     table = summary_table(results)

@@ -1,25 +1,25 @@
-"""`churn`: synthetic data, production's status, rollback, snapshots and reproduction.
+"""`churn`: run the graph, production's status, rollback, snapshots, contracts, data.
 
-Plain MLflow and pandas only: these commands work where Dagster is not installed (a restore
-then says how to retrain instead of telling Dagster).
+Plain MLflow and pandas, but for `churn run`, which imports Dagster when it runs: the other
+commands work where Dagster is not installed (a restore then says how to retrain instead of
+telling Dagster).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 from churn_assets.ml.data import synthetic, synthetic_history
 from churn_assets.ml.data.contract import ContractError, load_contract
 from churn_assets.ml.data.reading import CustomerDataError
 from churn_assets.ml.ports import port_in_use
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.uris import without_credentials
 
 # MLflow, the snapshot store and the training code are imported by the commands that use
 # them: `churn ensure-data` (every `make run`) and `churn check-port` need none of them, and
@@ -77,23 +77,13 @@ def _production(args: argparse.Namespace) -> int:
     return 0
 
 
-def without_credentials(uri: str) -> str:
-    """A URI fit for a log or a CI summary: user and password, if any, left out."""
-    parsed = urlsplit(uri)
-    if parsed.username is None and parsed.password is None:
-        return uri
-    host = parsed.hostname or ""
-    if parsed.port:
-        host += f":{parsed.port}"
-    return urlunsplit(parsed._replace(netloc=f"***@{host}"))
-
-
 def _fetch_data(args: argparse.Namespace) -> int:
+    from churn_assets.ml import stores
     from churn_assets.ml.data import remote_data
 
     settings = ChurnSettings()
     try:
-        size = remote_data.fetch_s3(args.uri, settings.data_path, settings)
+        size = remote_data.fetch_s3(args.uri, settings.data_path, stores.s3_access(settings))
     except Exception as error:
         print(f"fetch-data: {args.uri}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
@@ -160,11 +150,12 @@ def _attest(args: argparse.Namespace) -> int:
 
 
 def _snapshots(args: argparse.Namespace) -> int:
+    from churn_assets.ml import stores
     from churn_assets.ml.data import snapshots
     from churn_assets.ml.registry import model_registry as registry
 
     settings = ChurnSettings()
-    store = snapshots.SnapshotStore.from_settings(settings)
+    store = stores.snapshot_store(settings)
     try:
         if args.action == "restore":
             return _restore(settings, store, args.snapshot)
@@ -343,8 +334,12 @@ def _realized(args: argparse.Namespace) -> int:
 
 
 def _ensure_data(args: argparse.Namespace) -> int:
-    """Demo data only where nobody asked for a file of their own."""
-    settings = ChurnSettings()
+    return ensure_data(ChurnSettings())
+
+
+def ensure_data(settings: ChurnSettings) -> int:
+    """Demo data only where nobody asked for a file of their own; 2 when the asked-for file
+    is missing."""
     path = settings.data_path
     if path.is_file():
         print(f"using existing {path}")
@@ -364,13 +359,21 @@ def _ensure_data(args: argparse.Namespace) -> int:
         else synthetic.generate_customers(rows),
         path,
     )
-    banner = "#" * 78
     print(
-        f"{banner}\n# {path} did not exist: wrote {rows:,} SYNTHETIC demo customers there.\n"
-        "# The model trained now learns from made-up data. Set CHURN_DATA_PATH to your\n"
-        f"# export to train on real customers.\n{banner}"
+        f"{path} did not exist: wrote {rows:,} SYNTHETIC demo customers there; "
+        "set CHURN_DATA_PATH to your export to train on real customers"
     )
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The whole graph (or another job) from a terminal: a line per step, the log in a file."""
+    status = ensure_data(ChurnSettings())
+    if status:
+        return status
+    from churn_assets import run_console
+
+    return run_console.run(args.job, run_console.load_run_config(args.config), sys.stdout)
 
 
 def _check_port(args: argparse.Namespace) -> int:
@@ -382,7 +385,13 @@ def _check_port(args: argparse.Namespace) -> int:
 
 
 def _mlflow_ui(args: argparse.Namespace) -> int:
-    """The MLflow UI on the store these settings use, wherever MLFLOW_TRACKING_URI points."""
+    """The MLflow UI on the store these settings use, wherever MLFLOW_TRACKING_URI points.
+
+    While it runs, its URL is recorded in <state>/mlflow-ui.url, so the MLflow links Dagster
+    writes into metadata (ChurnSettings.ui_url) open this port, whichever was chosen.
+    """
+    import signal
+
     settings = ChurnSettings()
     location = settings.artifact_location
     if location is None:  # a server: it keeps its own artifacts and serves its own UI
@@ -396,7 +405,10 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
 
     tracking.configure_mlflow(settings)
     command = [
-        shutil.which("mlflow") or "mlflow",
+        # this interpreter's MLflow, found whether or not its scripts folder is on PATH
+        sys.executable,
+        "-m",
+        "mlflow",
         "ui",
         "--backend-store-uri",
         settings.tracking_uri,
@@ -410,24 +422,52 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
         "--workers",
         "1",
     ]
-    return subprocess.call(command)
+    url = f"http://127.0.0.1:{args.port}"
+    record = settings.ui_url_file
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    # make forwards SIGTERM to this process only: the UI stops with it, and the record goes
+    signal.signal(signal.SIGTERM, stop)
+    # nor MLflow's GenAI job runner: eight more processes, slower to start and to stop
+    without_jobs = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(command, env=without_jobs)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(f"{url}\n")
+        store = without_credentials(settings.tracking_uri)
+        print(f"MLflow UI on {url} (store {store}); Dagster's MLflow links open it", flush=True)
+        return server.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
+        record.unlink(missing_ok=True)
 
 
 def _contract(args: argparse.Namespace) -> int:
-    """Draft a contract from an export, or check one and say what it declares."""
-    from churn_assets.ml.data import contract_inference
+    """Draft a contract from an export, or check one, say what it declares and, with --data,
+    judge a file by it as a run's data checks would (exit 1 on problems in the file)."""
+    from churn_assets.ml.data import contract_check, contract_inference
 
     try:
         if args.action == "infer":
             draft = contract_inference.infer_contract(args.file)
-            if args.out is None:
-                print(draft, end="")
-                return 0
-            if args.out.exists() and not args.force:
+            if args.out is not None and args.out.exists() and not args.force:
                 print(f"{args.out} exists; not overwriting it (pass --force)", file=sys.stderr)
                 return 2
-            args.out.write_text(draft, encoding="utf-8")
-            print(f"wrote a draft contract to {args.out}: edit it, then set CHURN_CONTRACT_PATH")
+            if args.out is None:
+                print(draft, end="")
+            else:
+                args.out.write_text(draft, encoding="utf-8")
+                print(
+                    f"wrote a draft contract to {args.out}: edit it, check it against the file "
+                    f"with `churn contract check {args.out} --data {args.file}`, then set "
+                    "CHURN_CONTRACT_PATH"
+                )
             return 0
         settings = ChurnSettings()
         path = args.file or settings.contract_path
@@ -446,12 +486,60 @@ def _contract(args: argparse.Namespace) -> int:
         f"{len(loaded.numeric_features)} numeric"
     )
     print(f"  segments: {', '.join(loaded.segments) or 'none'}")
-    return 0
+    if args.data is None:
+        return 0
+    try:
+        report = contract_check.check_data(
+            args.data, loaded, max_line_bytes=settings.extract_limits.max_line_bytes
+        )
+    except CustomerDataError as error:  # a file a run could not read at all
+        print(error, file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    return 0 if report.passed else 1
+
+
+def _add_contract(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    contract = commands.add_parser(
+        "contract", help="check the data contract (CHURN_CONTRACT_PATH), or draft one from a CSV"
+    )
+    contract.set_defaults(handler=_contract)
+    contract_actions = contract.add_subparsers(dest="action", required=True)
+    check = contract_actions.add_parser("check", help="validate a contract and summarise it")
+    check.add_argument("file", nargs="?", type=Path, help="default: CHURN_CONTRACT_PATH")
+    check.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="also judge this export as a run's data checks would (missing columns, target "
+        "codes, types, levels, ranges; the first lines of each problem); exit 1 on problems",
+    )
+    infer = contract_actions.add_parser(
+        "infer", help="draft a contract from an export (types, levels, ranges, ID, target)"
+    )
+    infer.add_argument("file", type=Path, help="the export (CSV)")
+    infer.add_argument("--out", type=Path, help="write the draft here instead of printing it")
+    infer.add_argument("--force", action="store_true", help="overwrite --out")
 
 
 def _generate(args: argparse.Namespace) -> int:
     synthetic.run(args)
     return 0
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    launch = commands.add_parser(
+        "run",
+        help="run the whole graph here: a line per step, then the version, its gate verdict "
+        "and its scores; the full log in <state>/logs (make run)",
+    )
+    launch.add_argument(
+        "--job", choices=("churn_training", "merge_extract"), default="churn_training"
+    )
+    launch.add_argument(
+        "--config", type=Path, help="run config (YAML or JSON), as `dg launch --config` takes it"
+    )
+    launch.set_defaults(handler=_run)
 
 
 def _add_attest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -470,8 +558,14 @@ def _add_attest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="churn", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="churn",
+        description=__doc__.splitlines()[0],
+        epilog="`churn COMMAND --help` shows a command's options and examples. Most have a "
+        "make target (make help).",
+    )
+    # the helpers make calls (ensure-data, check-port) get no `help`, so they are not listed
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser(
         "generate-data", help="write synthetic customers in the Telco export's schema"
@@ -479,19 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_arguments(generate)
     generate.set_defaults(handler=_generate)
 
-    contract = commands.add_parser(
-        "contract", help="check the data contract (CHURN_CONTRACT_PATH), or draft one from a CSV"
-    )
-    contract.set_defaults(handler=_contract)
-    contract_actions = contract.add_subparsers(dest="action", required=True)
-    check = contract_actions.add_parser("check", help="validate a contract and summarise it")
-    check.add_argument("file", nargs="?", type=Path, help="default: CHURN_CONTRACT_PATH")
-    infer = contract_actions.add_parser(
-        "infer", help="draft a contract from an export (types, levels, ranges, ID, target)"
-    )
-    infer.add_argument("file", type=Path, help="the export (CSV)")
-    infer.add_argument("--out", type=Path, help="write the draft here instead of printing it")
-    infer.add_argument("--force", action="store_true", help="overwrite --out")
+    _add_contract(commands)
 
     weekly = commands.add_parser(
         "generate-history",
@@ -502,10 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ensure = commands.add_parser(
         "ensure-data",
-        help="synthetic demo customers at the default data path if it is missing; an explicit "
-        "CHURN_DATA_PATH that is missing is an error",
+        description="(for make) synthetic demo customers at the default data path if it is "
+        "missing; an explicit CHURN_DATA_PATH that is missing is an error",
     )
     ensure.set_defaults(handler=_ensure_data)
+
+    _add_run(commands)
 
     production = commands.add_parser(
         "production", help="show the production version and its holdout metrics"
@@ -525,14 +609,16 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("uri")
     fetch.set_defaults(handler=_fetch_data)
 
-    check_port = commands.add_parser("check-port", help="exit 2 if a port cannot be listened on")
+    check_port = commands.add_parser(
+        "check-port", description="(for make) exit 2 if a port cannot be listened on"
+    )
     check_port.add_argument("port", type=int)
     check_port.add_argument("--host", default="127.0.0.1")
     check_port.add_argument("--hint", default="choose another port")
     check_port.set_defaults(handler=_check_port)
 
     mlflow_ui = commands.add_parser(
-        "mlflow-ui", help="the MLflow UI on the configured local store (SQLite)"
+        "mlflow-ui", help="the MLflow UI on the local store; Dagster's MLflow links follow it"
     )
     mlflow_ui.add_argument("--port", type=int, default=5000)
     mlflow_ui.set_defaults(handler=_mlflow_ui)
@@ -577,7 +663,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.add_argument("--version", required=True, help="the model version to retrain")
     again.set_defaults(handler=_reproduce)
+    _document(commands)
     return parser
+
+
+#: What each command's --help ends with: commands as people type them.
+EXAMPLES = {
+    "run": "make run\nchurn run --job merge_extract --config merge.yaml",
+    "production": "make production\nchurn production --markdown >> $GITHUB_STEP_SUMMARY",
+    "rollback": "make rollback\nchurn rollback --to 3",
+    "snapshots": "make snapshots\n"
+    "churn snapshots restore 6f01d22a\n"
+    "churn snapshots prune --keep 10",
+    "contract": "churn contract infer export.csv --out my_contract.yaml\n"
+    "churn contract check my_contract.yaml --data export.csv",
+    "generate-data": "churn generate-data --rows 100000 --out data/big.csv",
+    "generate-history": "churn generate-history --weeks 8 --customers 5000 --out history/",
+    "fetch-data": "churn fetch-data s3://churn-data/exports/telco_churn.csv",
+    "mlflow-ui": "make mlflow-ui PORT=5001",
+    "attest": "churn attest 3 --by alice",
+    "realized": "make demo-history && CHURN_STATE_DIR=.churn-demo churn realized",
+    "reproduce": "churn reproduce --version 3",
+}
+
+
+def _document(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Each listed command's help: its one line as description, then its examples."""
+    helps = {action.dest: action.help for action in commands._choices_actions}
+    for name, command in commands.choices.items():
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+        if command.description is None:
+            command.description = helps.get(name)
+        if name in EXAMPLES:
+            command.epilog = "examples:\n" + "\n".join(
+                f"  {line}" for line in EXAMPLES[name].splitlines()
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

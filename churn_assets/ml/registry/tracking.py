@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
+import logging
 import os
+import sqlite3
 import subprocess
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -61,7 +63,6 @@ SKOPS_TRUSTED_TYPES = [
     # the same class as versions logged before ml/ was grouped by concern name it
     "churn_assets.ml.calibration.CalibratedChurnClassifier",
 ]
-_HASH_CHUNK = 1 << 20
 #: What loading the logged pipeline needs. Listed rather than inferred: MLflow's inference
 #: re-loads the model in a subprocess, which costs seconds per training run.
 MODEL_REQUIREMENTS = ("lightgbm", "scikit-learn", "skops", "pandas", "numpy", "scipy")
@@ -74,9 +75,42 @@ NO_PICKLE = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
 _QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
+class _NoPipVersionNotice(logging.Filter):
+    """MLflow warns on each logged model that it cannot find pip's version: uv environments
+    have no pip, and the model's requirements are pinned explicitly (MODEL_REQUIREMENTS)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to resolve installed pip version" not in record.getMessage()
+
+
+_PIP_NOTICE = _NoPipVersionNotice()
+
+
+_WAL_SET: set[str] = set()
+
+
+def write_ahead_log(uri: str) -> None:
+    """A SQLite store in write-ahead-log mode (once per file; the mode stays with the file).
+
+    MLflow commits each tag, parameter and metric on its own, hundreds per training run, and
+    SQLite's default rollback journal syncs the disk on each: 10.6 ms a commit on this
+    machine's disk against 0.19 ms with the log (measured: 200 single-row commits). Readers
+    (the UI, the API) and the writer no longer wait for each other either. A local file only:
+    the log needs shared memory, which network filesystems do not give."""
+    if not uri.startswith("sqlite:///") or uri in _WAL_SET:
+        return
+    path = Path(uri.removeprefix("sqlite:///")).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path, timeout=30)) as database:
+        database.execute("pragma journal_mode=wal")
+    _WAL_SET.add(uri)
+
+
 def configure_mlflow(settings: ChurnSettings) -> str:
     """Point this process's MLflow client at the configured store; returns the tracking URI."""
     os.environ.update(settings.mlflow_environment() | NO_PICKLE | _QUIET)
+    logging.getLogger("mlflow.utils.environment").addFilter(_PIP_NOTICE)
+    write_ahead_log(settings.tracking_uri)
     if settings.uses_local_store:
         settings.local_artifact_root.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -105,18 +139,6 @@ def ensure_experiment(settings: ChurnSettings) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return stream_sha256(handle)
-
-
-def stream_sha256(handle: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := handle.read(_HASH_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def git_sha(settings: ChurnSettings) -> str:
@@ -217,7 +239,7 @@ def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
 
 
 #: Rows the training dataset's column types are inferred from (see SnapshotDataset).
-SCHEMA_SAMPLE_ROWS = 10_000
+SCHEMA_SAMPLE_ROWS = 1_000
 
 
 class SnapshotDataset(PandasDataset):
@@ -227,10 +249,11 @@ class SnapshotDataset(PandasDataset):
     per million training rows here, over three minutes of a ten-million-customer run. Cleaned
     columns hold one type each, so the types come from the first rows, and whether a column
     may be missing (`required`) from the whole column, which pandas answers vectorised. A
-    test holds the result equal to MLflow's own inference.
+    test holds the result equal to MLflow's own inference. MLflow asks for the schema more than
+    once per logged dataset, so it is worked out once.
     """
 
-    @property
+    @functools.cached_property
     def schema(self) -> Schema:
         with warnings.catch_warnings():
             # the contract's integers are never blank (cleaning refuses them)
