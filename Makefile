@@ -23,7 +23,7 @@ unexport PYTHONDONTWRITEBYTECODE
 	schedule-on schedule-off mlflow-ui production rollback snapshots demo-history lint test clean
 
 help:  ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # uv's version and the SHA-256 of every wheel of it are in deploy/uv-bootstrap.txt: pip refuses
 # anything else, so a tampered download never runs.
@@ -84,7 +84,7 @@ dev: sync  ## Dagster UI + daemon (http://127.0.0.1:3000, PORT=3001 for another)
 	@$(RUN) churn check-port $(or $(PORT),3000) --hint "choose another: make dev PORT=3001"
 	@$(MAKE) --no-print-directory data instance
 	@mkdir -p "$(INCOMING)"
-	$(RUN) dg dev -w workspace.yaml -h 127.0.0.1 -p $(or $(PORT),3000)
+	@$(RUN) dg dev -w workspace.yaml -h 127.0.0.1 -p $(or $(PORT),3000)
 
 schedule-on: sync instance  ## turn on the weekly retrain (Mondays 06:00 UTC; runs while the daemon runs)
 	$(RUN) dagster schedule start weekly_retrain -m churn_assets.definitions
@@ -93,10 +93,10 @@ schedule-off: sync instance  ## turn the weekly retrain off again
 	$(RUN) dagster schedule stop weekly_retrain -m churn_assets.definitions
 
 mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000, PORT=5001 for another; Dagster's MLflow links follow it) on the store MLFLOW_TRACKING_URI names
-	$(RUN) churn mlflow-ui --port $(or $(PORT),5000)
+	@$(RUN) churn mlflow-ui --port $(or $(PORT),5000)
 
 serve: sync  ## the churn API on http://127.0.0.1:8000 (PORT=8001 for another; docs at /docs), following production
-	$(if $(PORT),CHURN_API_PORT=$(PORT)) $(RUN) python -m serving
+	@$(if $(PORT),CHURN_API_PORT=$(PORT)) $(RUN) python -m serving
 
 bench: sync  ## pipeline at 7k/100k/1M/10M customers vs a plain script (WRITE_README=1 refreshes the README table)
 	$(RUN) python benchmarks/pipeline.py $(if $(WRITE_README),--write-readme)

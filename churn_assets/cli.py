@@ -534,7 +534,11 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "and its scores; the full log in <state>/logs (make run)",
     )
     launch.add_argument(
-        "--job", choices=("churn_training", "merge_extract"), default="churn_training"
+        "--job",
+        choices=("churn_training", "merge_extract"),
+        default="churn_training",
+        help="churn_training (default): retrain from the current snapshot; merge_extract: merge "
+        "the extract its --config names (ops.customer_snapshot.config.extract_path)",
     )
     launch.add_argument(
         "--config", type=Path, help="run config (YAML or JSON), as `dg launch --config` takes it"
