@@ -13,7 +13,6 @@ monitoring, pools and tags, executed in this process (the code location's execut
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sqlite3
@@ -27,15 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import dagster as dg
 import sqlalchemy
 
 from churn_assets.ml.settings import ChurnSettings
-
-if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion
 
 #: Run tag that lets the printing thread find the run this command started.
 LAUNCH_TAG = "churn/console_launch"
@@ -194,7 +190,6 @@ class RunWatcher:
         self.steps: dict[str, StepLine] = {}
         self.failures: list[StepLine] = []
         self.materialized: dict[str, dict[str, Any]] = {}
-        self.checks: dict[str, tuple[bool, str]] = {}
         self._cursor: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="churn-run-watcher", daemon=True)
@@ -258,8 +253,6 @@ class RunWatcher:
                 }
         elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.asset_check_evaluation_data
-            description = evaluation.description or ""
-            self.checks[evaluation.check_name] = (evaluation.passed, description)
             if not evaluation.passed:
                 step.checks_failed.append(evaluation.check_name)
 
@@ -274,7 +267,7 @@ class RunWatcher:
         print(line, file=self.terminal, flush=True)
 
     def not_run(self, planned: list[str]) -> list[str]:
-        return [key for key in planned if self.steps.get(key, StepLine(key)).seconds is None]
+        return [key for key in planned if key not in self.steps or self.steps[key].seconds is None]
 
 
 def ensure_instance_home(settings: ChurnSettings) -> Path:
@@ -374,7 +367,7 @@ def _training_outcome(
     from churn_assets.ml.registry import model_registry as registry
 
     opened = registry.open_registry(settings)
-    version = _version_of_run(opened, run_id)
+    version = next(reversed(opened.versions_of_run(run_id)), None)
     production = opened.production()
     if version is None:
         state = "finished" if success else "failed"
@@ -425,14 +418,6 @@ def gate_criteria(reason: str | None) -> list[str]:
     return lines
 
 
-def _version_of_run(opened: Any, run_id: str) -> ModelVersion | None:
-    from churn_assets.ml.registry import model_registry as registry
-
-    versions = opened.client.search_model_versions(f"name = '{opened.name}'")
-    mine = [v for v in versions if (v.tags or {}).get(registry.DAGSTER_RUN_TAG) == run_id]
-    return max(mine, key=lambda v: int(v.version), default=None)
-
-
 def _figure(text: str | None) -> str:
     try:
         return f"{float(text):.3f}" if text is not None else "-"
@@ -446,5 +431,5 @@ def load_run_config(path: Path | None) -> dict[str, Any] | None:
         return None
     import yaml
 
-    loaded = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else None
-    return loaded if loaded is not None else json.loads(path.read_text())
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())  # YAML reads JSON too
+    return loaded

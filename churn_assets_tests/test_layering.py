@@ -1,13 +1,12 @@
 """Inside churn_assets/ml, imports run downhill: the data layer imports nothing above it."""
 
 import ast
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
-from churn_assets_tests.processes import REPO, base_env
+from churn_assets_tests.processes import REPO, base_env, run_command
 
 DATA = REPO / "churn_assets" / "ml" / "data"
 DATA_PACKAGE = "churn_assets.ml.data"
@@ -98,14 +97,6 @@ def test_importing_the_whole_data_layer_loads_nothing_above_it() -> None:
         f"above = {ABOVE!r}\n"
         "print(sorted(m for m in sys.modules if m.startswith(above)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_command([sys.executable, "-c", code], base_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"

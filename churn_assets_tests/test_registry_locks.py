@@ -14,7 +14,7 @@ from churn_assets.ml.registry.locks import (
     PostgresAdvisoryLock,
     registry_lock,
 )
-from churn_assets_tests.processes import REPO, base_env, wait_until
+from churn_assets_tests.processes import REPO, base_env, run_command, wait_until
 
 NAME = "churn-classifier"
 HOLDER = """
@@ -70,7 +70,7 @@ def test_the_lock_is_released_when_the_block_fails(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="inside"), lock.hold(1):
         raise ValueError("inside")
     # a second holder, in another process, gets it at once
-    taken = subprocess.run(
+    taken = run_command(
         [
             sys.executable,
             "-c",
@@ -79,12 +79,8 @@ def test_the_lock_is_released_when_the_block_fails(tmp_path: Path) -> None:
             "with FileLock(pathlib.Path(sys.argv[1])).hold(1): print('taken')",
             str(lock.path),
         ],
-        cwd=REPO,
-        env=base_env(),
-        capture_output=True,
-        text=True,
+        base_env(),
         timeout=120,
-        check=False,
     )
     assert taken.returncode == 0, taken.stderr[-3000:]
     assert taken.stdout.strip() == "taken"

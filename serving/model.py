@@ -296,7 +296,7 @@ def _examples(
         return ()
     try:
         with tempfile.TemporaryDirectory(prefix="churn-example-") as folder:
-            path = artifacts._checked_copy(version, listed, _EXAMPLE_FILE, Path(folder), store)
+            path = artifacts.checked_copy(version, listed, _EXAMPLE_FILE, Path(folder), store)
             example = orjson.loads(path.read_bytes())
         rows = [dict(zip(example["columns"], row, strict=True)) for row in example["data"]]
     except (SignatureError, OSError, KeyError, TypeError, ValueError):  # ValueError: not JSON

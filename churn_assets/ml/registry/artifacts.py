@@ -285,7 +285,7 @@ def _fetch(name: str, version: ModelVersion, key: str, folder: Path, store: str)
     raise SignatureError(f"{_what(name, str(version.version))}'s file {key} is missing")
 
 
-def _checked_copy(
+def checked_copy(
     version: ModelVersion, listed: Mapping[str, str], key: str, folder: Path, store: str
 ) -> Path:
     """One file a verified manifest lists (`listed`), copied and found to be the one signed."""
@@ -303,7 +303,7 @@ def verified_contract(verifier: Verifier, version: ModelVersion, store: str) -> 
     if CONTRACT_FILE not in listed:
         return default_contract()
     with tempfile.TemporaryDirectory(prefix="churn-contract-") as folder:
-        path = _checked_copy(version, listed, CONTRACT_FILE, Path(folder), store)
+        path = checked_copy(version, listed, CONTRACT_FILE, Path(folder), store)
         return _contract({CONTRACT_FILE: path}, _what(str(version.name), str(version.version)))
 
 
@@ -325,7 +325,7 @@ def load_version(
         raise SignatureError(f"{what}'s manifest lists no pipeline file")
     with tempfile.TemporaryDirectory(prefix="churn-load-") as folder:
         files = {
-            key: _checked_copy(version, listed, key, Path(folder), store)
+            key: checked_copy(version, listed, key, Path(folder), store)
             for key in (PIPELINE_FILE, CONTRACT_FILE)
             if key in listed
         }

@@ -162,6 +162,11 @@ class ModelRegistry:
                 return []
             raise
 
+    def versions_of_run(self, dagster_run_id: str) -> list[ModelVersion]:
+        """The versions a Dagster run registered, oldest first."""
+        mine = [v for v in self.versions() if (v.tags or {}).get(DAGSTER_RUN_TAG) == dagster_run_id]
+        return sorted(mine, key=lambda v: int(v.version))
+
     def versions_by_snapshot(self) -> dict[str, list[str]]:
         """Each snapshot a version was trained on, and those versions (oldest first)."""
         found: dict[str, list[str]] = {}
@@ -249,9 +254,8 @@ class ModelRegistry:
             f"Dagster run {dagster_run_id} failed before the quality gate judged this version"
         )
         refused = []
-        for version in self.versions():
-            tags = version.tags or {}
-            if tags.get(DAGSTER_RUN_TAG) == dagster_run_id and tags.get(GATE_TAG) == GATE_PENDING:
+        for version in self.versions_of_run(dagster_run_id):
+            if (version.tags or {}).get(GATE_TAG) == GATE_PENDING:
                 self.refuse(str(version.version), reason)
                 refused.append(str(version.version))
         return refused
