@@ -28,6 +28,7 @@ ARG GIT_SHA=unknown
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false \
+    MLFLOW_DISABLE_TELEMETRY=true \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     CHURN_GIT_SHA=$GIT_SHA
 USER churn

@@ -11,6 +11,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -371,9 +372,16 @@ def _run(args: argparse.Namespace) -> int:
     status = ensure_data(ChurnSettings())
     if status:
         return status
-    from churn_assets import run_console
+    from churn_assets import start_up
 
-    return run_console.run(args.job, run_console.load_run_config(args.config), sys.stdout)
+    started = time.perf_counter()
+    path = start_up.announce(ChurnSettings(), args.job, sys.stdout)
+    with start_up.bulk_imports():
+        from churn_assets import run_console
+    config = run_console.load_run_config(args.config)
+    status = run_console.run(args.job, config, path, started)
+    start_up.before_exit()
+    return status
 
 
 def _check_port(args: argparse.Namespace) -> int:

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +31,7 @@ import dagster as dg
 import sqlalchemy
 
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.start_up import bulk_imports, shown_path
 
 #: Run tag that lets the printing thread find the run this command started.
 LAUNCH_TAG = "churn/console_launch"
@@ -48,13 +48,13 @@ def churn_training() -> dg.JobDefinition:
     """The job `make run` launches (module level, so Dagster can reconstruct it)."""
     from churn_assets.definitions import defs
 
-    return defs.get_job_def("churn_training")
+    return defs.resolve_job_def("churn_training")
 
 
 def merge_extract() -> dg.JobDefinition:
     from churn_assets.definitions import defs
 
-    return defs.get_job_def("merge_extract")
+    return defs.resolve_job_def("merge_extract")
 
 
 JOBS = {"churn_training": churn_training, "merge_extract": merge_extract}
@@ -73,20 +73,6 @@ class StepLine:
 
 def short(identifier: str | None) -> str:
     return "-" if not identifier else identifier[:SHORT_ID]
-
-
-def log_path(settings: ChurnSettings, job: str) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return settings.local_state / "logs" / f"{job}-{stamp}.log"
-
-
-def shown_path(path: Path | str) -> str:
-    """A path as the person typed their command: relative to here when it is below here."""
-    resolved = Path(path).resolve()
-    try:
-        return str(resolved.relative_to(Path.cwd()))
-    except ValueError:
-        return str(resolved)
 
 
 @contextmanager
@@ -178,6 +164,16 @@ class HeldLogs:
         self._held.clear()
 
 
+#: The events `RunWatcher` reads.
+_READ = {
+    dg.DagsterEventType.STEP_START,
+    dg.DagsterEventType.STEP_SUCCESS,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+}
+
+
 class RunWatcher:
     """Reads one run's events from the instance as they land and prints a line per step."""
 
@@ -224,7 +220,11 @@ class RunWatcher:
         run_id = self._find_run()
         if run_id is None:
             return
-        connection = self.instance.get_records_for_run(run_id, cursor=self._cursor)
+        # only the kinds it reads: the rest (logs, inputs, outputs, engine events) are most of a
+        # run's events, and decoding them in this thread slows the run in the other
+        connection = self.instance.get_records_for_run(
+            run_id, cursor=self._cursor, of_type=_READ
+        )
         self._cursor = connection.cursor
         for record in connection.records:
             self._take(record.event_log_entry)
@@ -282,13 +282,11 @@ def ensure_instance_home(settings: ChurnSettings) -> Path:
     return home
 
 
-def run(job: str, run_config: dict[str, Any] | None, out: TextIO) -> int:
-    """Launch `job` on this machine's instance and report it on `out`; the exit status."""
+def run(job: str, run_config: dict[str, Any] | None, path: Path, started: float) -> int:
+    """Launch `job` on this machine's instance, its log in `path` (which `start_up.announce`
+    named), and report it on the terminal; the exit status."""
     settings = ChurnSettings()
     ensure_instance_home(settings)
-    path = log_path(settings, job)
-    started = time.perf_counter()
-    print(f"{job}: log in {shown_path(path)}", file=out, flush=True)
     with output_to(path) as terminal:
         try:
             return _launch(settings, job, run_config, terminal, started, path)
@@ -313,8 +311,9 @@ def _launch(
     token = uuid.uuid4().hex
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _sync_at_checkpoints)
     with dg.DagsterInstance.get() as instance:
-        recon = dg.reconstructable(JOBS[job])
-        planned = [node.name for node in recon.get_definition().nodes_in_topological_order]
+        with bulk_imports():  # the code location: MLflow, scikit-learn, LightGBM
+            recon = dg.reconstructable(JOBS[job])
+            planned = [node.name for node in recon.get_definition().nodes_in_topological_order]
         print(
             f"  ok     {'start-up (imports, stores)':<34}{time.perf_counter() - started:6.1f} s",
             file=terminal,
