@@ -3,6 +3,7 @@
 import dagster as dg
 
 from churn_assets.assets import (
+    campaigns,
     evaluation,
     features,
     ingest,
@@ -24,7 +25,7 @@ from churn_assets.sensors import (
 )
 
 churn_assets = dg.load_assets_from_modules(
-    [landing, ingest, features, training, evaluation, promotion, scoring, monitoring],
+    [landing, ingest, features, training, evaluation, promotion, scoring, campaigns, monitoring],
     include_specs=True,
 )
 

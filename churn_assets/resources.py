@@ -109,6 +109,15 @@ class ChurnSettingsResource(dg.ConfigurableResource):
     scores_reasons: int | None = Field(
         default=None, description="CHURN_SCORES_REASONS: reasons per customer in churn_scores."
     )
+    control_fraction: float | None = Field(
+        default=None,
+        description="CHURN_CONTROL_FRACTION: share of a campaign's targets held back at random.",
+    )
+    explore_fraction: float | None = Field(
+        default=None,
+        description="CHURN_EXPLORE_FRACTION: share of customers below the threshold offered at "
+        "random, to learn the offer's effect there.",
+    )
 
     @classmethod
     def in_force(cls, settings: ChurnSettings) -> ChurnSettingsResource:

@@ -222,9 +222,7 @@ class RunWatcher:
             return
         # only the kinds it reads: the rest (logs, inputs, outputs, engine events) are most of a
         # run's events, and decoding them in this thread slows the run in the other
-        connection = self.instance.get_records_for_run(
-            run_id, cursor=self._cursor, of_type=_READ
-        )
+        connection = self.instance.get_records_for_run(run_id, cursor=self._cursor, of_type=_READ)
         self._cursor = connection.cursor
         for record in connection.records:
             self._take(record.event_log_entry)
@@ -395,11 +393,27 @@ def _training_outcome(
         offers = scores.get("customers_to_offer")
         count = f" ({int(offers):,} customers to offer)" if isinstance(offers, int | float) else ""
         lines.append(f"  scores: {shown_path(str(scores['csv']))}{count}")
+    campaign = watcher.materialized.get("retention_campaign", {})
+    if "offers" in campaign:
+        lines.append(f"  campaign {campaign['campaign']}: {campaign_counts(campaign)}")
+        lines.append(f"    offers for the CRM: {shown_path(str(campaign['offers']))}")
     lines.append(
         f"  snapshot {short(tags.get(registry.SNAPSHOT_TAG))} · Dagster run {short(run_id)}"
         f" · MLflow run {short(version.run_id)}"
     )
     return "\n".join(lines)
+
+
+def campaign_counts(figures: dict[str, Any]) -> str:
+    """A campaign's arms in words: `1,197 offered, 132 held back as control, ...`."""
+    words = [
+        ("arm_treatment", "offered"),
+        ("arm_control", "held back as control"),
+        ("arm_explore", "explored below the threshold"),
+        ("arm_held", "left to a running campaign"),
+    ]
+    counts = [(int(figures.get(key, 0)), said) for key, said in words]
+    return ", ".join(f"{n:,} {said}" for n, said in counts if n or said == "offered")
 
 
 def gate_criteria(reason: str | None) -> list[str]:

@@ -54,6 +54,7 @@ TRAINING_ASSETS = (
     "evaluation_report",
     "production_promotion",
     "churn_scores",
+    "retention_campaign",
     "realized_performance",
 )
 #: The lineage users expect: each asset and its upstream assets (in-process and over GraphQL).
@@ -68,6 +69,7 @@ EXPECTED_PARENTS: dict[str, set[str]] = {
     "evaluation_report": {"churn_model", "customer_splits"},
     "production_promotion": {"evaluation_report"},
     "churn_scores": {"production_promotion", "cleaned_customers"},
+    "retention_campaign": {"churn_scores", "cleaned_customers"},
     "realized_performance": {"churn_scores"},
 }
 

@@ -138,6 +138,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
     assert (ranked["model_version"] == "1").all() and ranked["rank"].iloc[0] == 1
     assert Path(scores["csv"].value).parent == churn_env.state_dir.resolve() / "scores"
     assert scores["top_risk_segments"].value.records
+    _assert_campaign(result, ranked)
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         "required_columns": True,
@@ -151,6 +152,24 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
         "realized_auc": True,  # nothing to judge yet: no outcomes have arrived
     }
     assert_no_mlflow_run_left_running(churn_env)
+
+
+def _assert_campaign(result: dg.ExecuteInProcessResult, ranked: pd.DataFrame) -> None:
+    """The scoring's targets split into treatment and control, a few explored below the
+    threshold; the CRM's file holds exactly the offered, with what the scores say of them."""
+    campaign = _metadata(result, "retention_campaign")
+    assert campaign["campaign"].value.endswith("-v1")
+    arms = pd.read_parquet(campaign["assignments"].value)
+    by_arm = arms.groupby("arm")["customerID"].apply(set)
+    targeted = set(ranked.loc[ranked["offer"], "customerID"])
+    assert by_arm["treatment"] | by_arm["control"] == targeted
+    assert 0.05 < len(by_arm["control"]) / len(targeted) < 0.15  # 10% +- 4 sd at ~1,300
+    assert not by_arm["explore"] & targeted and len(by_arm["explore"]) > 0
+    offers = pd.read_csv(campaign["offers"].value, dtype={"customerID": str})
+    assert set(offers["customerID"]) == by_arm["treatment"] | by_arm["explore"]
+    assert {"rank", "churn_probability", "Contract"} <= set(offers.columns)
+    assert campaign["offered"].value == len(offers)
+    assert campaign["arm_control"].value == len(by_arm["control"])
 
 
 def _assert_pyfunc_serves(env: ChurnEnv, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,6 +79,10 @@ class ChurnSettings(BaseSettings):
     )
     offer_cost: float = Field(100.0, alias="CHURN_OFFER_COST", gt=0)
     saved_customer_value: float = Field(500.0, alias="CHURN_SAVED_CUSTOMER_VALUE", gt=0)
+    # Each campaign holds this share of the customers it targets back, at random, to measure
+    # its offers; and offers to this share of those below the threshold (ml/campaigns).
+    control_fraction: float = Field(0.1, alias="CHURN_CONTROL_FRACTION", ge=0, le=0.5)
+    explore_fraction: float = Field(0.02, alias="CHURN_EXPLORE_FRACTION", ge=0, le=0.5)
     # Training rows past which the model is fitted on a stratified sample (ml/model/sampling),
     # and from which churn_model draws the learning curve that justifies it; holdout rows past
     # which evaluation scores a stratified sample (ml/data/splitting).

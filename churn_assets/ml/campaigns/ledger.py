@@ -1,0 +1,189 @@
+"""Every campaign's assignments, kept for good, and the offer file the retention team loads.
+
+A campaign is made from one scoring (the ranked scores file `churn_scores` wrote): its ID is
+the scored snapshot's date and the version that scored it (`2026-12-04-v3`), so running the graph
+again on the same snapshot and model makes the same campaign with the same arms and replaces
+nothing but identical rows. Kept as
+
+    <scores folder>/campaigns/campaign=<ID>/assignments.parquet
+
+one row per customer the campaign assigned (treatment, control, explore, held) with the score
+it was assigned on; the campaign's terms (date, policy, versions, window, counts) are in the
+file's own metadata, so the assignment and what it was made under are one atomic file. The
+customers it offers to, with everything the scores file says of them (rank, probability,
+segments, reasons), are `<scores folder>/campaign_offers.csv`, replaced by each campaign.
+
+The scores are read a row group at a time, so a base of tens of millions of customers is never
+whole in memory; only the customers of campaigns still running are (to hold them back).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.parquet as pq
+
+from churn_assets.ml.campaigns.assignment import Arm, Policy, assign
+from churn_assets.ml.files import replacing
+
+FOLDER = "campaigns"
+OFFERS_FILE = "campaign_offers.csv"
+_ASSIGNMENTS = "assignments.parquet"
+_TERMS_KEY = b"churn.campaign"
+
+
+def campaign_id(scoring_date: date, version: str) -> str:
+    return f"{scoring_date.isoformat()}-v{version}"
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """One campaign's terms and counts, as kept with its assignments."""
+
+    id: str
+    campaign_date: str
+    #: days after `date` in which a churn counts as an outcome of the campaign
+    window_days: int
+    policy: dict[str, float]
+    #: the versions whose policy it applied, by arm name ("production": "3")
+    versions: dict[str, str]
+    #: customers per arm
+    counts: dict[str, int] = field(default_factory=dict)
+    scored: int = 0
+
+    @property
+    def closes(self) -> date:
+        return date.fromisoformat(self.campaign_date) + timedelta(days=self.window_days)
+
+    def running_on(self, day: date) -> bool:
+        return date.fromisoformat(self.campaign_date) <= day < self.closes
+
+    @property
+    def offered(self) -> int:
+        return sum(n for arm, n in self.counts.items() if Arm(arm).offered)
+
+
+def assignments_file(folder: Path, campaign: str) -> Path:
+    return folder / FOLDER / f"campaign={campaign}" / _ASSIGNMENTS
+
+
+def campaigns(folder: Path) -> list[Campaign]:
+    """Every kept campaign, oldest first."""
+    found = []
+    for path in (folder / FOLDER).glob(f"campaign=*/{_ASSIGNMENTS}"):
+        metadata = pq.read_metadata(path).metadata or {}
+        if _TERMS_KEY in metadata:  # else not a file this module wrote
+            found.append(Campaign(**json.loads(metadata[_TERMS_KEY])))
+    return sorted(found, key=lambda c: (c.campaign_date, c.id))
+
+
+def read_assignments(folder: Path, campaign: str) -> pd.DataFrame:
+    return pd.read_parquet(assignments_file(folder, campaign))
+
+
+def running_customers(folder: Path, day: date, besides: str) -> frozenset[str]:
+    """Customers any campaign other than `besides` offered to or held back as control while
+    its window is open on `day` (a customer it held belongs to the campaign that held it)."""
+    running: set[str] = set()
+    for campaign in campaigns(folder):
+        if campaign.id != besides and campaign.running_on(day):
+            frame = read_assignments(folder, campaign.id)
+            assigned = frame.loc[frame["arm"] != Arm.held.value]
+            running.update(assigned.iloc[:, 0].astype(str).str.strip())
+    return frozenset(running)
+
+
+def start(
+    scores: Path,
+    folder: Path,
+    campaign: Campaign,
+    policy: Policy,
+    id_column: str,
+) -> Campaign:
+    """Assign the customers of the ranked scores file `scores` and keep the campaign; returns
+    it with its counts. Targets are the scores' `offer` column (the policy's threshold)."""
+    running = running_customers(folder, date.fromisoformat(campaign.campaign_date), campaign.id)
+    source = pq.ParquetFile(scores)
+    counts = dict.fromkeys([arm.value for arm in Arm], 0)
+    schema = pa.schema(
+        [
+            (id_column, pa.string()),
+            ("arm", pa.string()),
+            ("churn_probability", pa.float64()),
+            ("model_version", pa.string()),
+        ]
+    )
+    scored = 0
+    path = assignments_file(folder, campaign.id)
+    with (
+        replacing(path) as kept_file,
+        replacing(folder / OFFERS_FILE) as offers_file,
+        pq.ParquetWriter(kept_file, schema) as kept,
+    ):
+        offers: pyarrow.csv.CSVWriter | None = None
+        for batch in source.iter_batches():
+            frame = batch.to_pandas()
+            scored += len(frame)
+            arms = assign(
+                campaign.id,
+                frame[id_column].astype(str).str.strip(),
+                frame["offer"].to_numpy(dtype=bool),
+                policy,
+                running,
+            )
+            chosen = arms.notna().to_numpy()
+            rows = frame.loc[chosen]
+            for arm, n in arms[chosen].value_counts().items():
+                counts[str(arm)] += int(n)
+            kept.write_table(
+                pa.Table.from_pandas(
+                    pd.DataFrame(
+                        {
+                            id_column: rows[id_column].astype(str),
+                            "arm": arms[chosen].astype(str),
+                            "churn_probability": rows["churn_probability"].astype(float),
+                            "model_version": rows["model_version"].astype(str),
+                        }
+                    ),
+                    schema=schema,
+                    preserve_index=False,
+                )
+            )
+            offered = arms.isin([a.value for a in Arm if a.offered]).to_numpy()
+            sent = frame.loc[offered].assign(
+                campaign=campaign.id,
+                arm=arms[offered].astype(str),
+                churn_probability=frame.loc[offered, "churn_probability"].round(6),
+            )
+            table = pa.Table.from_pandas(
+                sent[["campaign", "arm", *frame.columns]], preserve_index=False
+            )
+            if offers is None:  # the first batch names the columns, offered to or not
+                options = pyarrow.csv.WriteOptions(quoting_style="needed")
+                offers = pyarrow.csv.CSVWriter(offers_file, table.schema, write_options=options)
+            offers.write_table(table)
+        if offers is None:
+            raise ValueError(f"{scores} holds no scores")
+        offers.close()
+        done = Campaign(**{**asdict(campaign), "counts": counts, "scored": scored})
+        kept.add_key_value_metadata({_TERMS_KEY: json.dumps(asdict(done)).encode()})
+    return done
+
+
+def as_metadata(campaign: Campaign) -> dict[str, Any]:
+    """A campaign's figures under the names the UI and the CLI show."""
+    return {
+        "campaign": campaign.id,
+        "campaign_date": campaign.campaign_date,
+        "window_closes": campaign.closes.isoformat(),
+        "customers_scored": campaign.scored,
+        "offered": campaign.offered,
+        **{f"arm_{arm}": n for arm, n in campaign.counts.items()},
+    }
