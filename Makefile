@@ -20,10 +20,11 @@ export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help sync sync-dev data instance run materialize merge serve bench bench-serving bench-scale dev \
-	schedule-on schedule-off mlflow-ui production rollback snapshots demo-history lint test clean
+	schedule-on schedule-off mlflow-ui production rollback snapshots demo-history demo-campaigns \
+	lint test clean
 
 help:  ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 # uv's version and the SHA-256 of every wheel of it are in deploy/uv-bootstrap.txt: pip refuses
 # anything else, so a tampered download never runs.
@@ -138,6 +139,12 @@ demo-history: sync  ## 8 synthetic weeks in .churn-demo: snapshots, out-of-time 
 	$(DEMO_LAUNCH) --assets realized_performance; \
 	$(RUN) churn snapshots; $(RUN) churn production; $(RUN) churn realized
 
+CAMPAIGNS_DIR := $(abspath .churn-campaigns)
+
+demo-campaigns: sync  ## 8 weeks of campaigns in .churn-campaigns: measured offer effects vs the truth
+	rm -rf "$(CAMPAIGNS_DIR)"
+	@$(RUN) churn demo-campaigns --weeks 8 --customers 5000 --out "$(CAMPAIGNS_DIR)"
+
 lint: sync-dev  ## ruff (lint and format) and mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
@@ -147,4 +154,4 @@ test: lint  ## lint, then the whole test suite
 	$(RUN) pytest -n 2 --dist loadfile  # two workers; a test file runs whole on one (module stacks)
 
 clean:  ## remove local state (MLflow store, Dagster home, snapshots, demo); keeps data/
-	rm -rf "$(STATE_DIR)" "$(DEMO_DIR)"
+	rm -rf "$(STATE_DIR)" "$(DEMO_DIR)" "$(CAMPAIGNS_DIR)"

@@ -8,11 +8,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from churn_assets.assets.campaigns import campaign_effect
 from churn_assets.assets.evaluation import evaluation_report
 from churn_assets.assets.ingest import raw_customers
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import table_metadata, ui_metadata
 from churn_assets.assets.monitoring import realized_performance
+from churn_assets.ml.campaigns import effect
 from churn_assets.ml.cluster.runners import ClusterError
 from churn_assets.ml.data import partitioned, validation
 from churn_assets.ml.data.partitioned import SnapshotTable
@@ -340,5 +342,35 @@ def realized_auc(
                 "holdout_auc": holdout,
             },
             thresholds={"min_auc": floor, "max_drop": churn_settings.realized_auc_drop},
+        ),
+    )
+
+
+@dg.asset_check(
+    asset=campaign_effect,
+    description=(
+        "Warns (does not block) when a campaign whose window closed shows offers pushing "
+        "customers out (the interval of its churn reduction below zero), or when, after "
+        "CHURN_EFFECT_MIN_CAMPAIGNS (3) closed campaigns, their pooled effect is still not "
+        "distinguishable from none."
+    ),
+)
+def offers_work(
+    settings: ChurnSettingsResource, campaign_effect: pd.DataFrame
+) -> dg.AssetCheckResult:
+    churn_settings = settings.get()
+    verdict = effect.offers_verdict(campaign_effect, churn_settings.effect_min_campaigns)
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=verdict.description,
+        metadata=ui_metadata(
+            {
+                "closed_campaigns": verdict.closed,
+                "pooled_reduction": verdict.pooled.reduction if verdict.pooled else None,
+                "pooled_reduction_low": verdict.pooled.reduction_low if verdict.pooled else None,
+                "pooled_reduction_high": verdict.pooled.reduction_high if verdict.pooled else None,
+            },
+            thresholds={"min_campaigns": churn_settings.effect_min_campaigns},
         ),
     )

@@ -334,6 +334,54 @@ def _realized(args: argparse.Namespace) -> int:
     return 0
 
 
+def _campaigns(args: argparse.Namespace) -> int:
+    """Every campaign, its arms and, once outcomes arrived, what its offers did."""
+    from churn_assets.ml.campaigns import ledger, measured
+    from churn_assets.ml.data import snapshots
+
+    settings = ChurnSettings()
+    kept = ledger.campaigns(settings.scores_folder)
+    if not kept:
+        print(f"no campaign in {settings.scores_folder / ledger.FOLDER} yet: make run makes one")
+        return 0
+    try:
+        as_of, effects = measured.measured_now(settings)
+    except snapshots.SnapshotError as error:
+        print(f"churn campaigns: {error}", file=sys.stderr)
+        return 1
+    judged = {e.campaign.id: e for e in effects}
+    print(
+        f"campaigns in {settings.scores_folder / ledger.FOLDER}, outcomes as of {as_of}; "
+        "reduction = control churn - treatment churn, 95% interval"
+    )
+    print(
+        f"  {'campaign':<16}  {'treated':>7}  {'control':>7}  {'explore':>7}  {'held':>6}  "
+        f"{'days':>4}  {'churn T':>7}  {'churn C':>7}  {'reduction [95% interval]':<26}  "
+        f"{'kept/1000':>9}"
+    )
+    for campaign in kept:
+        c = campaign.counts
+        line = (
+            f"  {campaign.id:<16}  {c.get('treatment', 0):>7,}  {c.get('control', 0):>7,}  "
+            f"{c.get('explore', 0):>7,}  {c.get('held', 0):>6,}"
+        )
+        found = judged.get(campaign.id)
+        t = found.targets if found is not None else None
+        if found is None or t is None:
+            line += f"  {'-':>4}  no outcomes yet" if found is None else "  no treated or control"
+        else:
+            days = f"{found.days_observed}" + ("" if found.window_complete else "*")
+            interval = f"{t.reduction:+.3f} [{t.reduction_low:+.3f}, {t.reduction_high:+.3f}]"
+            line += (
+                f"  {days:>4}  {t.churn_rate_offered:>7.1%}  {t.churn_rate_held_back:>7.1%}  "
+                f"{interval:<26}  {1000 * t.reduction:>9.1f}"
+            )
+        print(line)
+    if any(not e.window_complete for e in effects):
+        print("  (* window still open: figures so far)")
+    return 0
+
+
 def _ensure_data(args: argparse.Namespace) -> int:
     return ensure_data(ChurnSettings())
 
@@ -382,6 +430,12 @@ def _run(args: argparse.Namespace) -> int:
     status = run_console.run(args.job, config, path, started)
     start_up.before_exit()
     return status
+
+
+def _demo_campaigns(args: argparse.Namespace) -> int:
+    from churn_assets import demo_campaigns
+
+    return demo_campaigns.run(args)
 
 
 def _check_port(args: argparse.Namespace) -> int:
@@ -569,6 +623,24 @@ def _add_attest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     attest.set_defaults(handler=_attest)
 
 
+def _campaign_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    offers = commands.add_parser(
+        "campaigns",
+        help="every campaign's arms and its offers' measured effect (as campaign_effect)",
+    )
+    offers.set_defaults(handler=_campaigns)
+
+    demo = commands.add_parser(
+        "demo-campaigns",
+        help="weeks of campaigns on a synthetic world that answers offers: measured vs true",
+    )
+    demo.add_argument("--out", type=Path, required=True, help="the demo's state folder")
+    demo.add_argument("--weeks", type=int, default=8, help="weekly extracts after the base")
+    demo.add_argument("--customers", type=int, default=5000, help="customers in the base")
+    demo.add_argument("--seed", type=int, default=42)
+    demo.set_defaults(handler=_demo_campaigns)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="churn",
@@ -593,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synthetic_history.add_arguments(weekly)
     weekly.set_defaults(handler=lambda args: 0 if synthetic_history.run(args) else 1)
+
+    _campaign_commands(commands)
 
     ensure = commands.add_parser(
         "ensure-data",
@@ -695,6 +769,8 @@ EXAMPLES = {
     "mlflow-ui": "make mlflow-ui PORT=5001",
     "attest": "churn attest 3 --by alice",
     "realized": "make demo-history && CHURN_STATE_DIR=.churn-demo churn realized",
+    "campaigns": "make demo-campaigns && CHURN_STATE_DIR=.churn-campaigns churn campaigns",
+    "demo-campaigns": "make demo-campaigns\nchurn demo-campaigns --weeks 8 --out .churn-campaigns",
     "reproduce": "churn reproduce --version 3",
 }
 

@@ -13,7 +13,13 @@ from churn_assets.assets import (
     scoring,
     training,
 )
-from churn_assets.checks import customer_data_contract, extract_drift, quality_gate, realized_auc
+from churn_assets.checks import (
+    customer_data_contract,
+    extract_drift,
+    offers_work,
+    quality_gate,
+    realized_auc,
+)
 from churn_assets.jobs import churn_training, merge_extract
 from churn_assets.resources import churn_resources
 from churn_assets.schedules import weekly_retrain
@@ -31,7 +37,7 @@ churn_assets = dg.load_assets_from_modules(
 
 defs = dg.Definitions(
     assets=churn_assets,
-    asset_checks=[customer_data_contract, quality_gate, extract_drift, realized_auc],
+    asset_checks=[customer_data_contract, quality_gate, extract_drift, realized_auc, offers_work],
     jobs=[churn_training, merge_extract],
     schedules=[weekly_retrain],
     sensors=[incoming_extracts, churn_automation, failed_runs_mlflow_cleanup, realized_retrain],

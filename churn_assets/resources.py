@@ -118,6 +118,11 @@ class ChurnSettingsResource(dg.ConfigurableResource):
         description="CHURN_EXPLORE_FRACTION: share of customers below the threshold offered at "
         "random, to learn the offer's effect there.",
     )
+    effect_min_campaigns: int | None = Field(
+        default=None,
+        description="CHURN_EFFECT_MIN_CAMPAIGNS: complete campaigns after which an effect still "
+        "indistinguishable from none is warned about.",
+    )
 
     @classmethod
     def in_force(cls, settings: ChurnSettings) -> ChurnSettingsResource:

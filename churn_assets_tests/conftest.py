@@ -55,6 +55,7 @@ TRAINING_ASSETS = (
     "production_promotion",
     "churn_scores",
     "retention_campaign",
+    "campaign_effect",
     "realized_performance",
 )
 #: The lineage users expect: each asset and its upstream assets (in-process and over GraphQL).
@@ -70,6 +71,7 @@ EXPECTED_PARENTS: dict[str, set[str]] = {
     "production_promotion": {"evaluation_report"},
     "churn_scores": {"production_promotion", "cleaned_customers"},
     "retention_campaign": {"churn_scores", "cleaned_customers"},
+    "campaign_effect": {"retention_campaign"},
     "realized_performance": {"churn_scores"},
 }
 

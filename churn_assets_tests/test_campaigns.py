@@ -57,9 +57,8 @@ def test_customers_of_a_running_campaign_are_neither_offered_again_nor_explored(
     busy = frozenset(customers.iloc[::2])
     arms = assign("c", customers, targeted, POLICY, busy).to_numpy()
     held = customers.isin(busy).to_numpy()
-    assert (arms[held & targeted] == Arm.held).all()
-    assert pd.isna(arms[held & ~targeted]).all()
-    assert not (arms[~held & targeted] == Arm.held).any()
+    assert (arms[held] == Arm.held).all()
+    assert not (arms[~held] == Arm.held).any()
 
 
 def test_fractions_out_of_range_are_refused() -> None:
@@ -123,11 +122,12 @@ def test_a_later_campaign_holds_the_running_one_until_its_window_closes(tmp_path
     week_later = ledger.start(
         scores, tmp_path, _campaign(date(2026, 12, 11), "4"), POLICY, "customerID"
     )
-    # every target of the first is held; the rest of the targets have nothing to give
-    assert week_later.counts["held"] == first.counts["treatment"] + first.counts["control"]
-    assert week_later.offered == week_later.counts["explore"]
+    # everyone the first assigned is held: all the targets, and the explored
+    assert first.counts["held"] == 0
+    assert week_later.counts["held"] == sum(first.counts.values())
+    assert week_later.counts["treatment"] == week_later.counts["control"] == 0
     closed = ledger.start(scores, tmp_path, _campaign(date(2027, 3, 4), "5"), POLICY, "customerID")
-    # the first closed on 2027-03-04; the second still runs, but held its targets for the first
-    assert closed.counts["held"] == 0
+    # the first closed on 2027-03-04; the second still runs: only those it explored are held
+    assert closed.counts["held"] == week_later.counts["explore"]
     assert closed.counts["treatment"] > 0
     assert [c.id for c in ledger.campaigns(tmp_path)] == [first.id, week_later.id, closed.id]

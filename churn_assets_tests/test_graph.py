@@ -150,6 +150,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
         "churn_rate_plausible": True,
         "quality_gate": True,
         "realized_auc": True,  # nothing to judge yet: no outcomes have arrived
+        "offers_work": True,  # no campaign window has outcomes yet either
     }
     assert_no_mlflow_run_left_running(churn_env)
 

@@ -83,6 +83,9 @@ class ChurnSettings(BaseSettings):
     # its offers; and offers to this share of those below the threshold (ml/campaigns).
     control_fraction: float = Field(0.1, alias="CHURN_CONTROL_FRACTION", ge=0, le=0.5)
     explore_fraction: float = Field(0.02, alias="CHURN_EXPLORE_FRACTION", ge=0, le=0.5)
+    # Complete campaigns after which offers whose effect is still indistinguishable from none
+    # are warned about (the offers_work check).
+    effect_min_campaigns: int = Field(3, alias="CHURN_EFFECT_MIN_CAMPAIGNS", ge=1)
     # Training rows past which the model is fitted on a stratified sample (ml/model/sampling),
     # and from which churn_model draws the learning curve that justifies it; holdout rows past
     # which evaluation scores a stratified sample (ml/data/splitting).

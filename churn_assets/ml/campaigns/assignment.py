@@ -36,8 +36,8 @@ class Arm(enum.StrEnum):
     control = "control"
     #: below the threshold, offered at random to learn the offer's effect there
     explore = "explore"
-    #: targeted, but in a campaign whose window is still open: not offered again until it
-    #: closes (its arm there stands)
+    #: in a campaign whose window is still open (its arm there stands): neither offered again
+    #: nor explored until it closes, and no comparison's member here
     held = "held"
 
     @property
@@ -77,15 +77,13 @@ def assign(
     policy: Policy,
     running: frozenset[str] = frozenset(),
 ) -> pd.Series:
-    """Each customer's arm (None: not in the campaign). `targeted` says whom the policy targets;
-    `running` are customers in a campaign whose window is still open, who are neither offered
-    again nor explored."""
+    """Each customer's arm (None: untargeted and not explored). `targeted` says whom the policy
+    targets; `running` are customers in a campaign whose window is still open: held."""
     u = draws(campaign, customers)
     busy = customers.astype(str).isin(running).to_numpy()
     arms = np.full(len(customers), None, dtype=object)
     arms[targeted & (u < policy.control_fraction)] = Arm.control.value
     arms[targeted & (u >= policy.control_fraction)] = Arm.treatment.value
     arms[~targeted & (u < policy.explore_fraction)] = Arm.explore.value
-    arms[targeted & busy] = Arm.held.value
-    arms[~targeted & busy] = None
+    arms[busy] = Arm.held.value
     return pd.Series(arms, index=customers.index, name="arm")

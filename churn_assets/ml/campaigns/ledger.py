@@ -79,8 +79,12 @@ def campaigns(folder: Path) -> list[Campaign]:
     found = []
     for path in (folder / FOLDER).glob(f"campaign=*/{_ASSIGNMENTS}"):
         metadata = pq.read_metadata(path).metadata or {}
-        if _TERMS_KEY in metadata:  # else not a file this module wrote
+        if _TERMS_KEY not in metadata:
+            continue  # not a file this module wrote
+        try:
             found.append(Campaign(**json.loads(metadata[_TERMS_KEY])))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: its campaign terms are not readable ({error})") from None
     return sorted(found, key=lambda c: (c.campaign_date, c.id))
 
 

@@ -139,3 +139,33 @@ def realized_plot(table: pd.DataFrame) -> bytes:
         axis.legend(loc="lower left")
     figure.autofmt_xdate()
     return _png(figure)
+
+
+def campaign_plot(table: pd.DataFrame, qini: pd.DataFrame, latest: str) -> bytes:
+    """Left: each campaign's churn reduction with its 95% interval (hollow while its window is
+    open). Right: the Qini curve of the newest campaign against random targeting."""
+    figure, (effects, curve) = plt.subplots(1, 2, figsize=(11, 4))
+    rows = table.dropna(subset=["reduction"])
+    if not rows.empty:
+        x = np.arange(len(rows))
+        middle = rows["reduction"].to_numpy(dtype=float)
+        spread = [middle - rows["reduction_low"].to_numpy(dtype=float)]
+        spread.append(rows["reduction_high"].to_numpy(dtype=float) - middle)
+        complete = rows["window_complete"].to_numpy(dtype=bool)
+        effects.errorbar(x, middle, yerr=np.vstack(spread), fmt="none", ecolor="tab:blue")
+        effects.scatter(x[complete], middle[complete], color="tab:blue")
+        effects.scatter(x[~complete], middle[~complete], facecolors="none", edgecolors="tab:blue")
+        effects.set_xticks(x, rows["campaign"], rotation=30, ha="right", fontsize=7)
+    effects.axhline(0, color="grey", linewidth=0.8)
+    effects.set(ylabel="churn rate, control - treatment", title="Churn prevented per offer")
+    if not qini.empty:
+        share, retained = qini["share_targeted"], qini["retained"]
+        curve.plot(share, retained, label="by churn probability")
+        curve.plot([0, 1], [0, retained.iloc[-1]], linestyle="--", color="grey", label="random")
+        curve.legend(loc="upper left")
+    curve.set(
+        xlabel="share of targets, most at risk first",
+        ylabel="customers retained",
+        title=f"Qini curve, {latest}",
+    )
+    return _png(figure)

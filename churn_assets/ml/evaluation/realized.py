@@ -198,29 +198,33 @@ def alert(row: pd.Series, floor: float, holdout_auc: float | None, max_drop: flo
     return None
 
 
+def outcomes_now(settings: ChurnSettings) -> tuple[str, pd.Series]:
+    """The current snapshot's date, and the churn date of each customer it records as churned
+    (judge counts every other customer as active)."""
+    store = snapshot_store(settings)
+    current = store.current()
+    if current is None:
+        raise SnapshotError(f"no snapshot in {store.uri} yet, so nothing was scored")
+    churned = store.read(
+        current.id, columns=[store.contract.id_column, CHURN_DATE], nonblank=CHURN_DATE
+    )
+    return current.as_of, history.churn_dates(churned, store.contract)
+
+
 def realized_now(settings: ChurnSettings) -> tuple[str, pd.DataFrame]:
     """Every kept scoring judged with the outcomes the current snapshot records, and its date.
 
     Each version is valued with its own costs (the settings' for versions without them).
     """
-    store = snapshot_store(settings)
-    current = store.current()
-    if current is None:
-        raise SnapshotError(f"no snapshot in {store.uri} yet, so nothing was scored")
+    as_of, churn_dates = outcomes_now(settings)
     default = Economics(settings.offer_cost, settings.saved_customer_value)
     versions = registry.open_registry(settings).versions()
     table = realized_table(
         settings.scores_folder,
-        # the churned customers only: judge counts every other customer as active
-        history.churn_dates(
-            store.read(
-                current.id, columns=[store.contract.id_column, CHURN_DATE], nonblank=CHURN_DATE
-            ),
-            store.contract,
-        ),
-        date.fromisoformat(current.as_of),
+        churn_dates,
+        date.fromisoformat(as_of),
         settings.outcome_window_days,
         {str(v.version): version_economics(v.tags or {}, default) for v in versions},
         default,
     )
-    return current.as_of, table
+    return as_of, table

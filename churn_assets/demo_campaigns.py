@@ -1,0 +1,183 @@
+"""`churn demo-campaigns`: weeks of campaigns end to end on a synthetic world that answers them.
+
+Each week the world's full extract is merged, the graph retrains, scores and makes a campaign
+(`churn run`, as `make run` runs it), and the world then answers the campaign's offers: its
+persuadables among the offered stay, its sleeping dogs leave (see
+`ml/data/synthetic_history.Response`), so the extracts of the following weeks record what the
+offers did. Before it answers, the world says what it will do: the true reduction of churn over
+the campaign's targets, which the platform does not see. At the end `campaign_effect` has
+judged every campaign with the churns recorded; this prints each campaign's measured reduction
+with its interval against the truth, a line per week while it runs, and keeps every command's
+output in `<out>/logs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from churn_assets.ml.campaigns import ledger, measured
+from churn_assets.ml.campaigns.assignment import Arm
+from churn_assets.ml.data.history import ExtractKind, today
+from churn_assets.ml.data.synthetic import write_customers
+from churn_assets.ml.data.synthetic_history import SyntheticHistory, make_history
+from churn_assets.ml.settings import ChurnSettings
+
+#: What the demo sets for its runs: a window of three weeks, so campaigns close within the demo;
+#: a gate fit for a few thousand synthetic customers; a control group large enough for small
+#: effects; and offers at a tenth of a kept customer's value, as three-week churn rates are low
+#: (at the default fifth, a retrained model's threshold soon targets nobody).
+DEMO_ENV = {
+    "CHURN_OUTCOME_WINDOW_DAYS": "21",
+    "CHURN_OFFER_COST": "50",
+    "CHURN_MIN_AUC": "0.6",
+    "CHURN_MAX_AUC_DROP": "0.05",
+    "CHURN_CONTROL_FRACTION": "0.3",
+    "CHURN_EXPLORE_FRACTION": "0.05",
+}
+
+
+@dataclass(frozen=True)
+class Truth:
+    campaign: str
+    week: int
+    targets: int
+    #: the mean over the campaign's targets of (churned without an offer - with one)
+    reduction: float
+
+
+def _churn(args: list[str], env: dict[str, str], log: Path) -> bool:
+    churn = Path(sys.executable).with_name("churn")
+    with log.open("a") as output:
+        done = subprocess.run(
+            [str(churn), *args],
+            cwd=env["CHURN_STATE_DIR"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    return done.returncode == 0
+
+
+def _answer(
+    history: SyntheticHistory, folder: Path, day: date, week: int, window_weeks: int
+) -> Truth | None:
+    """The world's answer to the campaign made on `day`, if one was: its truth, then its
+    offers applied."""
+    made = [c for c in ledger.campaigns(folder) if c.campaign_date == day.isoformat()]
+    if not made:
+        return None
+    campaign = made[-1]
+    arms = ledger.read_assignments(folder, campaign.id)
+    ids = pd.Index(arms.iloc[:, 0].astype(str))
+    arm = arms["arm"].to_numpy()
+    targets = ids[(arm == Arm.treatment.value) | (arm == Arm.control.value)]
+    effect = history.offer_effect(targets, week, window_weeks)
+    offered = ids[(arm == Arm.treatment.value) | (arm == Arm.explore.value)]
+    history.offer(offered, week, window_weeks)
+    return Truth(campaign.id, week, len(targets), float(effect.mean()) if len(effect) else 0.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.out.resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (out / "dagster_home").mkdir(exist_ok=True)
+    instance = out / "dagster_home" / "dagster.yaml"
+    if not instance.exists():
+        shipped = Path(__file__).resolve().parents[1] / "deploy" / "dagster" / "local.yaml"
+        instance.write_text(shipped.read_text())
+    start = today() - timedelta(weeks=args.weeks)
+    history = make_history(args.customers, args.weeks, ExtractKind.full, args.seed, start)
+    base = write_customers(history.base, out / "data" / f"customers_{start}.csv")
+    # Nothing of the caller's stores reaches the demo: no CHURN_ or MLflow variable, and its
+    # commands run in its own folder, where no .env names another store.
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_"))},
+        **DEMO_ENV,
+        "CHURN_STATE_DIR": str(out),
+        "DAGSTER_HOME": str(out / "dagster_home"),
+        "CHURN_DATA_PATH": str(base),
+    }
+    os.environ.clear()  # this process reads what its commands wrote, so it sees what they see
+    os.environ.update(env)
+    settings = ChurnSettings(_env_file=None)  # type: ignore[call-arg]
+    window_weeks = settings.outcome_window_days // 7
+    log = logs / "demo-campaigns.log"
+    truths: list[Truth] = []
+    print(f"demo campaigns in {out}: {args.customers:,} customers, {args.weeks} weeks; log {log}")
+    for week in range(args.weeks + 1):
+        day, extract = history.extract(week) if week else (start, None)
+        if extract is not None:
+            path = write_customers(
+                extract, out / "data" / "weeks" / f"week{week:02d}_{day}.full.csv"
+            )
+            config = out / "data" / f"merge-week{week:02d}.yaml"
+            config.write_text(
+                f"ops:\n  customer_snapshot:\n    config:\n      extract_path: '{path}'\n"
+            )
+            if not _churn(["run", "--job", "merge_extract", "--config", str(config)], env, log):
+                print(f"week {week}: the extract was not merged; see {log}")
+                return 1
+        trained = _churn(["run"], env, log)
+        truth = _answer(history, settings.scores_folder, day, week, window_weeks)
+        if truth is None:
+            said = "no campaign" if trained else f"the run failed (not promoted?): see {log}"
+            print(f"week {week} ({day}): {said}")
+            continue
+        truths.append(truth)
+        print(
+            f"week {week} ({day}): campaign {truth.campaign}, {truth.targets:,} targets; "
+            f"true reduction {truth.reduction:+.3f}"
+        )
+    return _report(settings, truths, out)
+
+
+def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
+    """Each campaign measured against its truth; 0 when every closed one was measured."""
+    as_of, effects = measured.measured_now(settings)
+    truth_by_id = {t.campaign: t for t in truths}
+    rows = []
+    for judged in effects:
+        truth = truth_by_id.get(judged.campaign.id)
+        t = judged.targets
+        if truth is None or t is None:
+            continue
+        covered = t.reduction_low <= truth.reduction <= t.reduction_high
+        rows.append(
+            {
+                "campaign": judged.campaign.id,
+                "days_observed": judged.days_observed,
+                "window_complete": judged.window_complete,
+                "treated": t.offered,
+                "control": t.held_back,
+                "measured_reduction": t.reduction,
+                "low": t.reduction_low,
+                "high": t.reduction_high,
+                "true_reduction": truth.reduction,
+                "covered": covered,
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "campaign_truth.csv", index=False)
+    print(f"measured with the churns recorded up to {as_of} ({out / 'campaign_truth.csv'}):")
+    for row in table.itertuples():
+        state = "closed" if row.window_complete else f"open, {row.days_observed} days"
+        print(
+            f"  {row.campaign:<16} {state:<16} {row.treated:>5} treated {row.control:>5} "
+            f"control  measured {row.measured_reduction:+.3f} [{row.low:+.3f}, "
+            f"{row.high:+.3f}]  true {row.true_reduction:+.3f}  "
+            + ("covered" if row.covered else "MISSED")
+        )
+    closed = table.loc[table["window_complete"].astype(bool)] if not table.empty else table
+    hits = int(closed["covered"].sum()) if not closed.empty else 0
+    print(f"closed campaigns whose interval covers the truth: {hits} of {len(closed)}")
+    return 0 if not closed.empty else 1
