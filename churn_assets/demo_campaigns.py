@@ -1,13 +1,13 @@
 """`churn demo-campaigns`: weeks of campaigns end to end on a synthetic world that answers them.
 
 Each week the world's full extract is merged, the graph retrains, scores and makes a campaign
-(`churn run`, as `make run` runs it), and the world then answers the campaign's offers: its
-persuadables among the offered stay, its sleeping dogs leave (see
+(the jobs as `churn run` runs them, in this process), and the world then answers the campaign's
+offers: its persuadables among the offered stay, its sleeping dogs leave (see
 `ml/data/synthetic_history.Response`), so the extracts of the following weeks record what the
 offers did. Before it answers, the world says what it will do: the true reduction of churn over
 the campaign's targets, which the platform does not see. At the end `campaign_effect` has
 judged every campaign with the churns recorded; this prints each campaign's measured reduction
-with its interval against the truth, a line per week while it runs, and keeps every command's
+with its interval against the truth, a line per week while it runs, and keeps every run's
 output in `<out>/logs`.
 """
 
@@ -15,19 +15,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from churn_assets import start_up
 from churn_assets.ml.campaigns import ledger, measured
 from churn_assets.ml.campaigns.assignment import Arm
 from churn_assets.ml.data.history import ExtractKind, today
 from churn_assets.ml.data.synthetic import write_customers
 from churn_assets.ml.data.synthetic_history import SyntheticHistory, make_history
+from churn_assets.ml.evaluation import decision
+from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
 
 #: What the demo sets for its runs: a window of three weeks, so campaigns close within the demo;
@@ -37,6 +43,8 @@ from churn_assets.ml.settings import ChurnSettings
 DEMO_ENV = {
     "CHURN_OUTCOME_WINDOW_DAYS": "21",
     "CHURN_OFFER_COST": "50",
+    # from the second closed campaign on, thresholds are chosen with the measured effect
+    "CHURN_EFFECT_MIN_CAMPAIGNS": "2",
     "CHURN_MIN_AUC": "0.6",
     "CHURN_MAX_AUC_DROP": "0.05",
     "CHURN_CONTROL_FRACTION": "0.3",
@@ -51,20 +59,39 @@ class Truth:
     targets: int
     #: the mean over the campaign's targets of (churned without an offer - with one)
     reduction: float
+    #: how the version that scored valued offers: "assumed", or "measured on campaigns ..."
+    decided: str = "assumed"
 
 
-def _churn(args: list[str], env: dict[str, str], log: Path) -> bool:
-    churn = Path(sys.executable).with_name("churn")
+@contextmanager
+def _into(log: Path) -> Iterator[None]:
+    """This process's standard output and error (file descriptors 1 and 2) appended to `log`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
     with log.open("a") as output:
-        done = subprocess.run(
-            [str(churn), *args],
-            cwd=env["CHURN_STATE_DIR"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    return done.returncode == 0
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _launch(job: str, run_config: dict[str, Any] | None, log: Path) -> bool:
+    """One job as `churn run` runs it, in this process (the code location loads once for the
+    whole demo), its screen and log appended to `log`."""
+    with start_up.bulk_imports():
+        from churn_assets import run_console
+    with _into(log):
+        started = time.perf_counter()
+        path = start_up.announce(ChurnSettings(), job, sys.stdout)
+        return run_console.run(job, run_config, path, started) == 0
 
 
 def _answer(
@@ -83,7 +110,21 @@ def _answer(
     effect = history.offer_effect(targets, week, window_weeks)
     offered = ids[(arm == Arm.treatment.value) | (arm == Arm.explore.value)]
     history.offer(offered, week, window_weeks)
-    return Truth(campaign.id, week, len(targets), float(effect.mean()) if len(effect) else 0.0)
+    (version,) = set(campaign.versions.values())
+    tags = registry.open_registry(ChurnSettings()).version(version).tags or {}
+    return Truth(
+        campaign.id,
+        week,
+        len(targets),
+        float(effect.mean()) if len(effect) else 0.0,
+        tags.get(decision.EFFECT_TAG, decision.ASSUMED),
+    )
+
+
+def _effect_words(decided: str) -> str:
+    if decided == decision.ASSUMED:
+        return "assumed effect"
+    return f"effect measured on {decided.count(',') + 1} campaign(s)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     history = make_history(args.customers, args.weeks, ExtractKind.full, args.seed, start)
     base = write_customers(history.base, out / "data" / f"customers_{start}.csv")
     # Nothing of the caller's stores reaches the demo: no CHURN_ or MLflow variable, and its
-    # commands run in its own folder, where no .env names another store.
+    # runs start in its own folder, where no .env names another store.
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_"))},
         **DEMO_ENV,
@@ -107,8 +148,9 @@ def run(args: argparse.Namespace) -> int:
         "DAGSTER_HOME": str(out / "dagster_home"),
         "CHURN_DATA_PATH": str(base),
     }
-    os.environ.clear()  # this process reads what its commands wrote, so it sees what they see
+    os.environ.clear()  # the runs are this process's: they read this environment
     os.environ.update(env)
+    os.chdir(out)
     settings = ChurnSettings(_env_file=None)  # type: ignore[call-arg]
     window_weeks = settings.outcome_window_days // 7
     log = logs / "demo-campaigns.log"
@@ -120,14 +162,11 @@ def run(args: argparse.Namespace) -> int:
             path = write_customers(
                 extract, out / "data" / "weeks" / f"week{week:02d}_{day}.full.csv"
             )
-            config = out / "data" / f"merge-week{week:02d}.yaml"
-            config.write_text(
-                f"ops:\n  customer_snapshot:\n    config:\n      extract_path: '{path}'\n"
-            )
-            if not _churn(["run", "--job", "merge_extract", "--config", str(config)], env, log):
+            config = {"ops": {"customer_snapshot": {"config": {"extract_path": str(path)}}}}
+            if not _launch("merge_extract", config, log):
                 print(f"week {week}: the extract was not merged; see {log}")
                 return 1
-        trained = _churn(["run"], env, log)
+        trained = _launch("churn_training", None, log)
         truth = _answer(history, settings.scores_folder, day, week, window_weeks)
         if truth is None:
             said = "no campaign" if trained else f"the run failed (not promoted?): see {log}"
@@ -135,8 +174,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         truths.append(truth)
         print(
-            f"week {week} ({day}): campaign {truth.campaign}, {truth.targets:,} targets; "
-            f"true reduction {truth.reduction:+.3f}"
+            f"week {week} ({day}): campaign {truth.campaign}, {truth.targets:,} targets "
+            f"(threshold by the {_effect_words(truth.decided)}); true reduction "
+            f"{truth.reduction:+.3f}"
         )
     return _report(settings, truths, out)
 

@@ -21,8 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mlflow.tracking import MlflowClient
 
-from churn_assets.checks import customer_data_contract, extract_drift, quality_gate, realized_auc
-from churn_assets.definitions import churn_assets
+from churn_assets.definitions import churn_assets, defs
 from churn_assets.jobs import churn_training
 from churn_assets.ml.cluster.runners import InProcess
 from churn_assets.ml.data import partitioned, snapshots
@@ -235,7 +234,7 @@ def materialize_graph(
 
     Run outputs go to the test's storage folder, or to `io_base` (e.g. an s3:// prefix)."""
     return dg.materialize(
-        [*churn_assets, customer_data_contract, quality_gate, extract_drift, realized_auc],
+        [*churn_assets, *(defs.asset_checks or [])],  # every check the code location has
         instance=instance,
         selection=selection or churn_training.selection,
         run_config=run_config,

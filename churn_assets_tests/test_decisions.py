@@ -141,9 +141,33 @@ def test_value_curve_counts_offers_and_saved_churners() -> None:
         "decision_threshold": "0.45",
         "decision_offer_cost": "100",
         "decision_saved_value": "500",
+        "decision_effect": "assumed",
     }
     assert decision.threshold_from_tags(curve.version_tags()) == 0.45
     assert decision.threshold_from_tags({}) is None
+
+
+def test_a_measured_effect_values_offers_by_the_churn_they_change() -> None:
+    """Offers pay where they change churn, whoever leaves: the measured reduction by band
+    replaces 'a churner offered is a churner saved'."""
+    y = np.array([1, 1, 0, 1, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.45, 0.3, 0.2, 0.1, 0.05])
+    measured = decision.OfferEffect(
+        "measured on campaigns a, b",
+        lower=np.array([0.0, 0.25, 0.6]),
+        reduction=np.array([0.0, 0.1, 0.4]),  # lost causes at the top would read otherwise
+    )
+    assert measured.at(np.array([0.05, 0.25, 0.59, 0.6, 0.99])).tolist() == [0, 0.1, 0.1, 0.4, 0.4]
+    economics = decision.Economics(offer_cost=100, saved_value=500)
+    curve = decision.value_curve(y, p, economics, measured)
+    at = dict(zip(np.round(curve.thresholds, 2), curve.values, strict=True))
+    assert at[0.85] == pytest.approx(500 * 0.4 - 100)
+    assert at[0.6] == pytest.approx(3 * (500 * 0.4 - 100))
+    assert at[0.4] == pytest.approx(3 * 100 + (500 * 0.1 - 100))  # the 0.45 offer loses 50
+    # 0.46 to 0.70 all earn 300; the highest wins the tie (not 0.45, as the assumed effect)
+    assert curve.threshold == 0.7 and curve.best_targeted == 3
+    assert curve.value_target_all == pytest.approx(300 - 2 * 50 - 3 * 100)
+    assert curve.version_tags()["decision_effect"] == "measured on campaigns a, b"
 
 
 def test_cheaper_offers_lower_the_threshold(trained, splits: CustomerSplits) -> None:

@@ -27,6 +27,10 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     assert len(screen) < 20, screen
     weeks = [line for line in screen if re.match(r"week \d ", line)]
     assert len(weeks) == 5 and "campaign 20" in weeks[0] and "true reduction" in weeks[0]
+    assert "threshold by the assumed effect" in weeks[0]
+    # two campaigns closed by week 4 (CHURN_EFFECT_MIN_CAMPAIGNS=2 in the demo): the version
+    # trained then chose its threshold with what they measured
+    assert "threshold by the effect measured on 2 campaign(s)" in weeks[4]
     truth = pd.read_csv(out / "campaign_truth.csv")
     closed = truth.loc[truth["window_complete"]]
     assert len(closed) >= 2  # weeks 0 and 1 closed by week 4 (three-week windows)
@@ -37,6 +41,7 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
 
     log = (out / "logs" / "demo-campaigns.log").read_text()
     assert log.count("ok     campaign_effect") >= 4  # every promoted week measured them all
+    assert log.count("is in production") >= 4
     assert "offers for the CRM" in log
 
     listed = run_command([CHURN, "campaigns"], {**shell_env, "CHURN_STATE_DIR": str(out)})

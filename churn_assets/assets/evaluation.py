@@ -7,6 +7,7 @@ import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
 from churn_assets.assets.metadata import mlflow_links, model_links, retrain_asset, ui_metadata
+from churn_assets.ml.campaigns.measured import offer_effect
 from churn_assets.ml.data.splitting import CustomerSplits
 from churn_assets.ml.evaluation import leakage, plots
 from churn_assets.ml.evaluation import report as evaluation
@@ -59,7 +60,8 @@ def evaluation_report(
     target = customer_splits.contract.target_column
     y = holdout[target].to_numpy()
     economics = Economics(churn_settings.offer_cost, churn_settings.saved_customer_value)
-    decision = value_curve(y, candidate_probability, economics)
+    # what offers do: measured on closed campaigns once there are enough, else assumed
+    decision = value_curve(y, candidate_probability, economics, offer_effect(churn_settings))
     recent_probability = {
         version: training.churn_probability(model, holdout)
         for version, model in recent_models.items()
@@ -152,6 +154,7 @@ def evaluation_report(
         "offer_cost": economics.offer_cost,
         "saved_customer_value": economics.saved_value,
         "break_even_probability": figures.pop("break_even_probability"),
+        "offer_effect": decision.effect,
     }
     return dg.Output(
         report,

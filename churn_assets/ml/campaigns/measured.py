@@ -1,16 +1,20 @@
-"""Every kept campaign judged with the churns the current snapshot records (see effect)."""
+"""Every kept campaign judged with the churns the current snapshot records (see effect), and
+what closed campaigns say offers do, for decisions."""
 
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from churn_assets.ml.campaigns import effect, ledger
+from churn_assets.ml.campaigns.assignment import Arm
 from churn_assets.ml.campaigns.effect import Effect
 from churn_assets.ml.evaluation import realized
+from churn_assets.ml.evaluation.decision import OfferEffect
 from churn_assets.ml.settings import ChurnSettings
 
 
@@ -53,3 +57,62 @@ def measured_now(settings: ChurnSettings) -> tuple[str, list[Effect]]:
 def effect_table(effects: list[Effect], offer_cost: float, saved_value: float) -> pd.DataFrame:
     """A row per campaign (see Effect.figures), oldest first."""
     return pd.DataFrame([e.figures(offer_cost, saved_value) for e in effects])
+
+
+def offer_effect(settings: ChurnSettings) -> OfferEffect | None:
+    """What offers do by probability band, from every closed campaign pooled; None before
+    CHURN_EFFECT_MIN_CAMPAIGNS have closed (decisions then keep the assumed effect).
+
+    The targets of all closed campaigns are pooled and cut into ten bands of probability
+    (deciles), each with its own reduction (control - treatment churn; the pooled targets'
+    where a band lacks an arm). Below the lowest target: the explored customers against the
+    untouched ones, where campaigns explored; without that evidence, no effect, so the
+    threshold never goes below what was measured. Scores of different versions are pooled as
+    probabilities, which calibration keeps comparable.
+    """
+    as_of, churn_dates = realized.outcomes_now(settings)
+    folder = settings.scores_folder
+    closed = [c for c in ledger.campaigns(folder) if c.closes <= date.fromisoformat(as_of)]
+    if len(closed) < settings.effect_min_campaigns:
+        return None
+    targets, explored, unexplored = [], [], []
+    for campaign in closed:
+        assignments = ledger.read_assignments(folder, campaign.id)
+        ids, arm = assignments.iloc[:, 0], assignments["arm"].to_numpy()
+        start = date.fromisoformat(campaign.campaign_date)
+        left = effect.left_within(ids, churn_dates, start, campaign.closes)
+        aimed = (arm == Arm.treatment.value) | (arm == Arm.control.value)
+        targets.append(
+            pd.DataFrame(
+                {
+                    "probability": assignments["churn_probability"].to_numpy()[aimed],
+                    "treated": arm[aimed] == Arm.treatment.value,
+                    "left": left[aimed],
+                }
+            )
+        )
+        explored.append(left[arm == Arm.explore.value])
+        others = untouched(folder, campaign, ids)
+        if others is not None:
+            unexplored.append(effect.left_within(others, churn_dates, start, campaign.closes))
+    pooled = pd.concat(targets, ignore_index=True)
+    overall = effect.Comparison.of(
+        pooled["left"].to_numpy()[pooled["treated"]], pooled["left"].to_numpy()[~pooled["treated"]]
+    )
+    if overall is None:
+        return None
+    band = pd.qcut(pooled["probability"].rank(method="first"), 10, labels=False)
+    lower, reduction = [0.0], []
+    below = effect.Comparison.of(
+        np.concatenate(explored) if explored else np.array([], bool),
+        np.concatenate(unexplored) if unexplored else np.array([], bool),
+    )
+    reduction.append(below.reduction if below is not None else 0.0)
+    for _, rows in pooled.groupby(band, sort=True):
+        found = effect.Comparison.of(
+            rows["left"].to_numpy()[rows["treated"]], rows["left"].to_numpy()[~rows["treated"]]
+        )
+        lower.append(float(rows["probability"].min()))
+        reduction.append(found.reduction if found is not None else overall.reduction)
+    names = ", ".join(c.id for c in closed)
+    return OfferEffect(f"measured on campaigns {names}", np.array(lower), np.array(reduction))

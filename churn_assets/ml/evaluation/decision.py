@@ -10,6 +10,12 @@ on the holdout. The threshold that maximises it is written on the model version,
 and the scores file use it without anyone copying a number by hand. With calibrated
 probabilities the optimum sits near offer_cost / saved_value, the break-even probability; the
 holdout search finds it for the model as it really is.
+
+That formula assumes what an offer does. Once campaigns have measured it (`OfferEffect`: the
+churn an offer prevents, by probability band, from closed campaigns' randomized groups), an
+offer to a customer with probability p is worth saved_value * reduction(p) - offer_cost,
+whoever leaves: what pays is the churn an offer changes, not the churn it meets. The version
+records which it used (tag `decision_effect`: `assumed`, or `measured on campaigns ...`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 THRESHOLD_TAG = "decision_threshold"
 OFFER_COST_TAG = "decision_offer_cost"
 SAVED_VALUE_TAG = "decision_saved_value"
+EFFECT_TAG = "decision_effect"
+ASSUMED = "assumed"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,22 @@ class Economics:
 
 
 @dataclass(frozen=True)
+class OfferEffect:
+    """The churn an offer prevents, by band of churn probability, as campaigns measured it."""
+
+    #: which campaigns, in words: "measured on campaigns 2026-10-09-v1, ..."
+    source: str
+    #: each band's lowest probability, ascending, the first 0
+    lower: np.ndarray
+    #: each band's churn reduction per offer (control - treatment churn rate)
+    reduction: np.ndarray
+
+    def at(self, probability: np.ndarray) -> np.ndarray:
+        band = np.searchsorted(self.lower, np.asarray(probability), side="right") - 1
+        return self.reduction[np.clip(band, 0, len(self.reduction) - 1)]
+
+
+@dataclass(frozen=True)
 class ValueCurve:
     """Expected value on the holdout for each threshold of `GRID`, and the best one."""
 
@@ -48,6 +72,8 @@ class ValueCurve:
     targeted: np.ndarray
     customers: int
     value_target_all: float
+    #: what an offer was taken to do: ASSUMED, or the measured effect's source
+    effect: str = ASSUMED
 
     @property
     def best_index(self) -> int:
@@ -83,22 +109,40 @@ class ValueCurve:
             THRESHOLD_TAG: f"{self.threshold:.2f}",
             OFFER_COST_TAG: f"{self.economics.offer_cost:g}",
             SAVED_VALUE_TAG: f"{self.economics.saved_value:g}",
+            EFFECT_TAG: self.effect,
         }
 
 
-def value_curve(y_true: np.ndarray, probability: np.ndarray, economics: Economics) -> ValueCurve:
-    """Value of targeting customers at or above each threshold, in one pass over sorted scores."""
+def value_curve(
+    y_true: np.ndarray,
+    probability: np.ndarray,
+    economics: Economics,
+    effect: OfferEffect | None = None,
+) -> ValueCurve:
+    """Value of targeting customers at or above each threshold, in one pass over sorted scores:
+    each offer worth saved_value for a churner (assumed), or saved_value times the measured
+    reduction at its probability (`effect`), less offer_cost."""
     y = np.asarray(y_true).astype(np.int64)
     p = np.asarray(probability, dtype=np.float64)
     order = np.argsort(-p, kind="stable")
-    churners_from_top = np.concatenate([[0], np.cumsum(y[order])])
     # customers with p >= t, for each t of the grid: p sorted descending, so a binary search
     targeted = np.searchsorted(-p[order], -GRID, side="right")
-    churners = churners_from_top[targeted]
-    values = economics.saved_value * churners - economics.offer_cost * targeted
-    value_all = economics.saved_value * int(y.sum()) - economics.offer_cost * len(y)
+    if effect is None:  # in whole churners, so equal values tie exactly (the higher t wins)
+        churners = np.concatenate([[0], np.cumsum(y[order])])
+        values = economics.saved_value * churners[targeted] - economics.offer_cost * targeted
+        value_all = economics.saved_value * int(y.sum()) - economics.offer_cost * len(y)
+    else:
+        gains = economics.saved_value * effect.at(p[order]) - economics.offer_cost
+        from_top = np.concatenate([[0.0], np.cumsum(gains)])
+        values, value_all = from_top[targeted], from_top[-1]
     return ValueCurve(
-        economics, GRID, values.astype(np.float64), targeted, len(y), float(value_all)
+        economics,
+        GRID,
+        np.asarray(values, dtype=np.float64),
+        targeted,
+        len(y),
+        float(value_all),
+        ASSUMED if effect is None else effect.source,
     )
 
 

@@ -71,6 +71,8 @@ class EvaluationReport:
     uncalibrated: dict[str, float] | None = None
     #: The value-maximising threshold and what it earns on the holdout.
     decision: dict[str, float] | None = None
+    #: what the decision took an offer to do: "assumed", or the campaigns that measured it
+    offer_effect: str = "assumed"
     #: Holdout AUC, on this same holdout, of each recently promoted version (production
     #: included), newest first: what the gate's no-slide rule compares with.
     recent_production_auc: dict[str, float] | None = None
@@ -278,6 +280,7 @@ def build_report(
                 "saved_value": decision.economics.saved_value,
             }
         ),
+        offer_effect="assumed" if decision is None else decision.effect,
         recent_production_auc=(
             None
             if recent_production_probability is None
