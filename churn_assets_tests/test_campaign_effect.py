@@ -98,6 +98,17 @@ def test_the_check_warns_when_offers_push_customers_out_or_prove_nothing() -> No
     verdict = effect.offers_verdict(harmful, 3)
     assert not verdict.passed
     assert "offers pushed customers out in campaign c0: churn +0.200" in verdict.description
+    # the worst of two harmful campaigns is named
+    two = _table(
+        (True, -0.1, -0.15, -0.01, 500, 100, 0.2, 0.1), (True, -0.3, -0.4, -0.2, 500, 100, 0.4, 0.1)
+    )
+    assert "in campaign c1: churn +0.300" in effect.offers_verdict(two, 3).description
+    # each campaign's interval crosses zero, the pooled one lies below it
+    slight = _table(*[(True, -0.05, -0.12, 0.01, 300, 100, 0.15, 0.1)] * 4)
+    verdict = effect.offers_verdict(slight, 3)
+    assert not verdict.passed and verdict.pooled is not None
+    assert verdict.pooled.reduction_high < 0
+    assert verdict.description.startswith("offers pushed customers out over the closed campaigns")
     working = _table(*[(True, 0.1, 0.05, 0.15, 500, 200, 0.1, 0.2)] * 3)
     verdict = effect.offers_verdict(working, 3)
     assert verdict.passed and verdict.pooled is not None and verdict.pooled.distinguishable

@@ -36,7 +36,10 @@ def retention_campaign(
     folder = churn_settings.scores_folder
     scores = folder / f"{SCORES_FILE}.parquet"
     # the version that scored, as the file says: the alias may have moved since
-    first = next(pq.ParquetFile(scores).iter_batches(batch_size=1, columns=["model_version"]))
+    source = pq.ParquetFile(scores)
+    if not source.metadata.num_rows:
+        raise dg.Failure(description=f"{scores} holds no scores: no campaign", allow_retries=False)
+    first = next(source.iter_batches(batch_size=1, columns=["model_version"]))
     version = str(first.column(0)[0])
     scored_on = date.fromisoformat(
         snapshot_store(churn_settings).info(cleaned_customers.snapshot_id).as_of

@@ -251,7 +251,12 @@ def offers_verdict(table: pd.DataFrame, min_campaigns: int) -> Verdict:
         return Verdict(True, "no campaign has outcomes yet: offers not judged", 0, None)
     closed = table.loc[table["window_complete"].astype(bool) & table["reduction"].notna()]
     if closed.empty:
-        return Verdict(True, "no campaign window has closed yet: offers not judged", 0, None)
+        return Verdict(
+            True,
+            "no campaign with a control group has closed its window yet: offers not judged",
+            0,
+            None,
+        )
     harmful = closed.loc[closed["reduction_high"] < 0]
     treated, control = closed["treated"].astype(int), closed["control"].astype(int)
     churned_t = (closed["churn_rate_treatment"] * treated).round().astype(int)
@@ -267,13 +272,20 @@ def offers_verdict(table: pd.DataFrame, min_campaigns: int) -> Verdict:
         else f"{len(closed)} closed campaign(s)"
     )
     if not harmful.empty:
-        worst = harmful.iloc[0]
+        worst = harmful.loc[harmful["reduction_high"].astype(float).idxmin()]
         return Verdict(
             False,
             f"offers pushed customers out in campaign {worst['campaign']}: churn "
             f"{-float(worst['reduction']):+.3f} per offer, 95% interval "
             f"[{-float(worst['reduction_high']):+.3f}, {-float(worst['reduction_low']):+.3f}]; "
             + shown,
+            len(closed),
+            pooled,
+        )
+    if pooled is not None and pooled.reduction_high < 0:
+        return Verdict(
+            False,
+            f"offers pushed customers out over the closed campaigns: {shown}",
             len(closed),
             pooled,
         )

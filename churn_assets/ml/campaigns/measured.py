@@ -27,8 +27,9 @@ def untouched(folder: Path, campaign: ledger.Campaign, assigned: pd.Series) -> p
     path = realized.history_file(folder, date.fromisoformat(campaign.campaign_date), *versions)
     if not path.exists():
         return None
-    scores = pq.read_table(path).to_pandas()
-    ids = scores.iloc[:, 0].astype(str).str.strip()
+    id_column = pq.read_schema(path).names[0]
+    scores = pq.read_table(path, columns=[id_column, "offer"]).to_pandas()
+    ids = scores[id_column].astype(str).str.strip()
     below = ~scores["offer"].to_numpy(dtype=bool)
     return ids[below & ~ids.isin(set(assigned.astype(str).str.strip())).to_numpy()]
 
@@ -91,9 +92,9 @@ def offer_effect(settings: ChurnSettings) -> OfferEffect | None:
                 }
             )
         )
-        explored.append(left[arm == Arm.explore.value])
         others = untouched(folder, campaign, ids)
-        if others is not None:
+        if others is not None:  # the explored count only beside the customers left untouched
+            explored.append(left[arm == Arm.explore.value])
             unexplored.append(effect.left_within(others, churn_dates, start, campaign.closes))
     pooled = pd.concat(targets, ignore_index=True)
     overall = effect.Comparison.of(

@@ -139,7 +139,8 @@ class SyntheticHistory:
 
     def offer(self, customers: pd.Index, week: int, window_weeks: int) -> None:
         """Make offers to `customers` in `week`: persuadables still here stay, sleeping dogs
-        still here leave within the window (a week drawn from the customers' IDs and week)."""
+        still here leave within the window (a week drawn for each in the customers' order, from a
+        generator seeded by the history's seed and `week`)."""
         response = self.response.reindex(customers).to_numpy()
         churn = self.churn_week.reindex(customers).to_numpy()
         active = churn > week
