@@ -352,12 +352,13 @@ def _campaigns(args: argparse.Namespace) -> int:
     judged = {e.campaign.id: e for e in effects}
     print(
         f"campaigns in {settings.scores_folder / ledger.FOLDER}, outcomes as of {as_of}; "
-        "reduction = control churn - treatment churn, 95% interval"
+        "reduction = control churn - treatment churn, 95% interval; reached and per contact "
+        "from the contact logs"
     )
     print(
         f"  {'campaign':<16}  {'treated':>7}  {'control':>7}  {'explore':>7}  {'held':>6}  "
         f"{'days':>4}  {'churn T':>7}  {'churn C':>7}  {'reduction [95% interval]':<26}  "
-        f"{'kept/1000':>9}"
+        f"{'kept/1000':>9}  {'reached':>7}  {'per contact':>11}"
     )
     for campaign in kept:
         c = campaign.counts
@@ -376,6 +377,12 @@ def _campaigns(args: argparse.Namespace) -> int:
                 f"  {days:>4}  {t.churn_rate_offered:>7.1%}  {t.churn_rate_held_back:>7.1%}  "
                 f"{interval:<26}  {1000 * t.reduction:>9.1f}"
             )
+            p = found.protocol
+            if p is not None:
+                per_contact = p.reduction_per_contact
+                line += f"  {p.contact_rate:>7.0%}  " + (
+                    f"{per_contact:>+11.3f}" if per_contact is not None else f"{'-':>11}"
+                )
         print(line)
     if any(not e.window_complete for e in effects):
         print("  (* window still open: figures so far)")
@@ -597,10 +604,12 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     launch.add_argument(
         "--job",
-        choices=("churn_training", "merge_extract"),
+        choices=("churn_training", "merge_extract", "record_contacts"),
         default="churn_training",
         help="churn_training (default): retrain from the current snapshot; merge_extract: merge "
-        "the extract its --config names (ops.customer_snapshot.config.extract_path)",
+        "the extract its --config names (ops.customer_snapshot.config.extract_path); "
+        "record_contacts: record the contact log its --config names "
+        "(ops.contact_log.config.path) and measure the campaigns again",
     )
     launch.add_argument(
         "--config", type=Path, help="run config (YAML or JSON), as `dg launch --config` takes it"

@@ -20,12 +20,13 @@ from churn_assets.checks import (
     quality_gate,
     realized_auc,
 )
-from churn_assets.jobs import churn_training, merge_extract
+from churn_assets.jobs import churn_training, merge_extract, record_contacts
 from churn_assets.resources import churn_resources
 from churn_assets.schedules import weekly_retrain
 from churn_assets.sensors import (
     churn_automation,
     failed_runs_mlflow_cleanup,
+    incoming_contact_logs,
     incoming_extracts,
     realized_retrain,
 )
@@ -38,9 +39,15 @@ churn_assets = dg.load_assets_from_modules(
 defs = dg.Definitions(
     assets=churn_assets,
     asset_checks=[customer_data_contract, quality_gate, extract_drift, realized_auc, offers_work],
-    jobs=[churn_training, merge_extract],
+    jobs=[churn_training, merge_extract, record_contacts],
     schedules=[weekly_retrain],
-    sensors=[incoming_extracts, churn_automation, failed_runs_mlflow_cleanup, realized_retrain],
+    sensors=[
+        incoming_extracts,
+        incoming_contact_logs,
+        churn_automation,
+        failed_runs_mlflow_cleanup,
+        realized_retrain,
+    ],
     resources=churn_resources(),
     # The graph is one chain on one machine: a process per step would re-import MLflow,
     # sklearn and LightGBM (~9 s each, measured) for steps that take well under a second.

@@ -2,10 +2,13 @@
 
 Each week the world's full extract is merged, the graph retrains, scores and makes a campaign
 (the jobs as `churn run` runs them, in this process), and the world then answers the campaign's
-offers: its persuadables among the offered stay, its sleeping dogs leave (see
+offers: the retention team reaches a share of the offered customers (REACH; the others never
+hear of the offer) and drops a contact log, which `record_contacts` records; among those
+reached, the world's persuadables stay and its sleeping dogs leave (see
 `ml/data/synthetic_history.Response`), so the extracts of the following weeks record what the
 offers did. Before it answers, the world says what it will do: the true reduction of churn over
-the campaign's targets, which the platform does not see. At the end `campaign_effect` has
+the campaign's targets (by assignment: a target the team would not reach gains nothing) and per
+customer reached, which the platform does not see. At the end `campaign_effect` has
 judged every campaign with the churns recorded; this prints each campaign's measured reduction
 with its interval against the truth, a line per week while it runs, and keeps every run's
 output in `<out>/logs`.
@@ -24,14 +27,15 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from churn_assets import start_up
-from churn_assets.ml.campaigns import ledger, measured
-from churn_assets.ml.campaigns.assignment import Arm
+from churn_assets.ml.campaigns import contacts, ledger, measured
+from churn_assets.ml.campaigns.assignment import Arm, draws
 from churn_assets.ml.data.history import ExtractKind, today
 from churn_assets.ml.data.synthetic import write_customers
-from churn_assets.ml.data.synthetic_history import SyntheticHistory, make_history
+from churn_assets.ml.data.synthetic_history import Response, SyntheticHistory, make_history
 from churn_assets.ml.evaluation import decision
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
@@ -50,6 +54,9 @@ DEMO_ENV = {
     "CHURN_CONTROL_FRACTION": "0.3",
     "CHURN_EXPLORE_FRACTION": "0.05",
 }
+#: The share of offered customers the team reaches, by a draw of its own per campaign and
+#: customer (the same draw says whether a control customer would have been reached).
+REACH = 0.75
 
 
 @dataclass(frozen=True)
@@ -57,8 +64,11 @@ class Truth:
     campaign: str
     week: int
     targets: int
-    #: the mean over the campaign's targets of (churned without an offer - with one)
+    #: the mean over the campaign's targets of (churned without an offer - with one), where a
+    #: target the team would not reach counts 0
     reduction: float
+    #: the same over the targets the team would reach
+    per_contact: float
     #: how the version that scored valued offers: "assumed", or "measured on campaigns ..."
     decided: str = "assumed"
 
@@ -95,10 +105,12 @@ def _launch(job: str, run_config: dict[str, Any] | None, log: Path) -> bool:
 
 
 def _answer(
-    history: SyntheticHistory, folder: Path, day: date, week: int, window_weeks: int
+    history: SyntheticHistory, settings: ChurnSettings, day: date, week: int, log: Path
 ) -> Truth | None:
-    """The world's answer to the campaign made on `day`, if one was: its truth, then its
-    offers applied."""
+    """The world's answer to the campaign made on `day`, if one was: its truth, the team's
+    contact log recorded, then the offers of those reached applied."""
+    folder = settings.scores_folder
+    window_weeks = settings.outcome_window_days // 7
     made = [c for c in ledger.campaigns(folder) if c.campaign_date == day.isoformat()]
     if not made:
         return None
@@ -106,17 +118,36 @@ def _answer(
     arms = ledger.read_assignments(folder, campaign.id)
     ids = pd.Index(arms.iloc[:, 0].astype(str))
     arm = arms["arm"].to_numpy()
-    targets = ids[(arm == Arm.treatment.value) | (arm == Arm.control.value)]
-    effect = history.offer_effect(targets, week, window_weeks)
-    offered = ids[(arm == Arm.treatment.value) | (arm == Arm.explore.value)]
-    history.offer(offered, week, window_weeks)
+    reach = draws(f"reach:{campaign.id}", ids.to_series()) < REACH
+    aimed = (arm == Arm.treatment.value) | (arm == Arm.control.value)
+    effect = history.offer_effect(ids[aimed], week, window_weeks) * reach[aimed]
+    offered = (arm == Arm.treatment.value) | (arm == Arm.explore.value)
+    contacted = ids[offered & reach]
+    response = history.response.reindex(contacted).to_numpy()
+    accepted = (response == Response.persuadable) | (response == Response.sure_thing)
+    contact_log = settings.incoming_dir / contacts.LANDING_SUBFOLDER / f"{campaign.id}.csv"
+    contact_log.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {
+            "customer": contacted,
+            "campaign": campaign.id,
+            "contacted": "yes",
+            "accepted": np.where(accepted, "yes", "no"),
+        }
+    ).to_csv(contact_log, index=False)
+    config = {"ops": {"contact_log": {"config": {"path": str(contact_log)}}}}
+    if not _launch("record_contacts", config, log):
+        raise RuntimeError(f"week {week}: the contact log was not recorded; see {log}")
+    history.offer(contacted, week, window_weeks)
     (version,) = set(campaign.versions.values())
     tags = registry.open_registry(ChurnSettings()).version(version).tags or {}
+    reached = reach[aimed]
     return Truth(
         campaign.id,
         week,
-        len(targets),
+        int(aimed.sum()),
         float(effect.mean()) if len(effect) else 0.0,
+        float(effect[reached].mean()) if reached.any() else 0.0,
         tags.get(decision.EFFECT_TAG, decision.ASSUMED),
     )
 
@@ -152,7 +183,6 @@ def run(args: argparse.Namespace) -> int:
     os.environ.update(env)
     os.chdir(out)
     settings = ChurnSettings(_env_file=None)  # type: ignore[call-arg]
-    window_weeks = settings.outcome_window_days // 7
     log = logs / "demo-campaigns.log"
     truths: list[Truth] = []
     print(f"demo campaigns in {out}: {args.customers:,} customers, {args.weeks} weeks; log {log}")
@@ -167,7 +197,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"week {week}: the extract was not merged; see {log}")
                 return 1
         trained = _launch("churn_training", None, log)
-        truth = _answer(history, settings.scores_folder, day, week, window_weeks)
+        try:
+            truth = _answer(history, settings, day, week, log)
+        except RuntimeError as error:
+            print(error)
+            return 1
         if truth is None:
             said = "no campaign" if trained else f"the run failed (not promoted?): see {log}"
             print(f"week {week} ({day}): {said}")
@@ -176,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"week {week} ({day}): campaign {truth.campaign}, {truth.targets:,} targets "
             f"(threshold by the {_effect_words(truth.decided)}); true reduction "
-            f"{truth.reduction:+.3f}"
+            f"{truth.reduction:+.3f}, {truth.per_contact:+.3f} per contact"
         )
     return _report(settings, truths, out)
 
@@ -193,6 +227,8 @@ def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
         if truth is None or t is None:
             continue
         covered = t.reduction_low <= truth.reduction <= t.reduction_high
+        protocol = judged.protocol
+        per_contact = None if protocol is None else protocol.reduction_per_contact
         rows.append(
             {
                 "campaign": judged.campaign.id,
@@ -205,6 +241,9 @@ def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
                 "high": t.reduction_high,
                 "true_reduction": truth.reduction,
                 "covered": covered,
+                "contact_rate": None if protocol is None else protocol.contact_rate,
+                "measured_per_contact": per_contact,
+                "true_per_contact": truth.per_contact,
             }
         )
     table = pd.DataFrame(rows)
@@ -217,6 +256,11 @@ def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
             f"control  measured {row.measured_reduction:+.3f} [{row.low:+.3f}, "
             f"{row.high:+.3f}]  true {row.true_reduction:+.3f}  "
             + ("covered" if row.covered else "MISSED")
+            + (
+                f"; per contact {row.measured_per_contact:+.3f}, true {row.true_per_contact:+.3f}"
+                if pd.notna(row.measured_per_contact)
+                else ""
+            )
         )
     closed = table.loc[table["window_complete"].astype(bool)] if not table.empty else table
     hits = int(closed["covered"].sum()) if not closed.empty else 0

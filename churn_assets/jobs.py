@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from churn_assets.assets.campaigns import campaign_effect, contact_log
 from churn_assets.assets.ingest import raw_customers
 from churn_assets.assets.landing import customer_snapshot
 
@@ -17,4 +18,11 @@ merge_extract = dg.define_asset_job(
     "merge_extract",
     selection=dg.AssetSelection.assets(customer_snapshot),
     description="Merge one landed extract into the training snapshot and measure its drift.",
+)
+
+#: What the contact-log sensor launches for each new log: record it, measure again.
+record_contacts = dg.define_asset_job(
+    "record_contacts",
+    selection=dg.AssetSelection.assets(contact_log, campaign_effect),
+    description="Record one contact log and measure every campaign again, per protocol too.",
 )

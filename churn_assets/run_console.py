@@ -57,7 +57,17 @@ def merge_extract() -> dg.JobDefinition:
     return defs.resolve_job_def("merge_extract")
 
 
-JOBS = {"churn_training": churn_training, "merge_extract": merge_extract}
+def record_contacts() -> dg.JobDefinition:
+    from churn_assets.definitions import defs
+
+    return defs.resolve_job_def("record_contacts")
+
+
+JOBS = {
+    "churn_training": churn_training,
+    "merge_extract": merge_extract,
+    "record_contacts": record_contacts,
+}
 
 
 @dataclass

@@ -1,18 +1,26 @@
 """Sensors: what the platform watches and reacts to."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
 import dagster as dg
 
+from churn_assets.assets.campaigns import contact_log, incoming_contact_log
 from churn_assets.assets.landing import customer_snapshot, incoming_extract
 from churn_assets.assets.monitoring import realized_performance
-from churn_assets.jobs import churn_training, merge_extract
+from churn_assets.jobs import churn_training, merge_extract, record_contacts
+from churn_assets.ml.campaigns import contacts
 from churn_assets.ml.data import landing
 from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
 
-#: Tag on every run the landing sensor starts, to find one still in flight.
+#: Tags on every run the landing sensors start: the file's name and its content hash.
 EXTRACT_TAG = "churn/extract"
 EXTRACT_SHA256_TAG = "churn/extract_sha256"
+CONTACT_LOG_TAG = "churn/contact_log"
+CONTACT_LOG_SHA256_TAG = "churn/contact_log_sha256"
 _IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -24,11 +32,104 @@ _IN_FLIGHT = [
 _INTERVAL_S = ChurnSettings().sensor_interval_s
 
 
-def _merge_in_flight(instance: dg.DagsterInstance) -> str | None:
+def _in_flight(instance: dg.DagsterInstance, job_name: str) -> str | None:
     runs = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=merge_extract.name, statuses=_IN_FLIGHT), limit=1
+        filters=dg.RunsFilter(job_name=job_name, statuses=_IN_FLIGHT), limit=1
     )
     return runs[0].dagster_run.run_id if runs else None
+
+
+@dataclass(frozen=True)
+class _Landing:
+    """A kind of file dropped into the landing folder, and the run each new one starts."""
+
+    folder: Path
+    what: str
+    job_name: str
+    #: the external asset the files show on
+    landed: dg.AssetKey
+    #: the asset the run records it with, and that asset's config for one file
+    recorder: dg.AssetKey
+    config: Callable[[str, str], dict[str, str]]
+    #: what started the run, and the tags naming the file and its hash
+    trigger: str
+    file_tag: str
+    sha256_tag: str
+
+
+def _landing_tick(
+    context: dg.SensorEvaluationContext, settings: ChurnSettings, landed: _Landing
+) -> dg.SensorResult:
+    """One run per new file content, keyed by its SHA-256 in the cursor and the run key.
+
+    Both survive daemon restarts, so neither a restart nor a copy of the same file under
+    another name records it twice. A file modified within CHURN_INCOMING_SETTLE_S is still
+    being written and waits for a later tick; files go one run at a time, oldest first.
+    """
+    cursor = landing.LandingCursor.from_json(context.cursor)
+    scan = landing.ready_extracts(
+        landed.folder,
+        cursor,
+        settings.incoming_settle_s,
+        limits=settings.extract_limits,
+        what=landed.what,
+    )
+    # Each refused file is reported once (again if it changes) and never stops the others.
+    refusals = [_refusal(landed.landed, refused) for refused in scan.newly_refused]
+    for refused in scan.newly_refused:
+        context.log.warning(f"{refused.reason}; it is skipped, the other files proceed")
+    ready = scan.ready
+    if not ready:
+        return dg.SensorResult(
+            skip_reason=f"no new settled {landed.what} in {landed.folder}",
+            cursor=cursor.to_json(),
+            asset_events=refusals,
+        )
+    in_flight = _in_flight(context.instance, landed.job_name)
+    if in_flight:
+        return dg.SensorResult(
+            skip_reason=f"{len(ready)} {landed.what}(s) wait for run {in_flight} to finish",
+            cursor=cursor.to_json(),
+            asset_events=refusals,
+        )
+    file = ready[0]
+    cursor.mark_seen(file.sha256)
+    path = str(file.path.resolve())
+    context.log.info(f"new {landed.what} {file.path.name} ({file.sha256[:12]})")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=file.sha256,
+                run_config=dg.RunConfig(
+                    ops={
+                        landed.recorder.to_python_identifier(): {
+                            "config": landed.config(path, file.sha256)
+                        }
+                    }
+                ),
+                tags={
+                    "churn/trigger": landed.trigger,
+                    landed.file_tag: file.path.name,
+                    landed.sha256_tag: file.sha256,
+                },
+            )
+        ],
+        asset_events=[
+            *refusals,
+            dg.AssetMaterialization(
+                landed.landed,
+                description=f"{file.path.name} landed",
+                metadata={
+                    "path": dg.MetadataValue.path(path),
+                    "sha256": file.sha256,
+                    "size_bytes": file.size,
+                    "modified_at": dg.MetadataValue.timestamp(file.mtime_ns / 1e9),
+                },
+                tags={"dagster/data_version": file.sha256},
+            ),
+        ],
+        cursor=cursor.to_json(),
+    )
 
 
 @dg.sensor(
@@ -43,82 +144,60 @@ def _merge_in_flight(instance: dg.DagsterInstance) -> str | None:
 def incoming_extracts(
     context: dg.SensorEvaluationContext, settings: ChurnSettingsResource
 ) -> dg.SensorResult:
-    """One run per new file content, keyed by its SHA-256 in the cursor and the run key.
-
-    Both survive daemon restarts, so neither a restart nor a copy of the same file under
-    another name merges it twice. A file modified within CHURN_INCOMING_SETTLE_S is still being
-    written and waits for a later tick.
-    """
+    """A merge_extract run per new extract (see _landing_tick)."""
     churn_settings = settings.get()
-    cursor = landing.LandingCursor.from_json(context.cursor)
-    scan = landing.ready_extracts(
-        churn_settings.incoming_dir,
-        cursor,
-        churn_settings.incoming_settle_s,
-        limits=churn_settings.extract_limits,
-    )
-    # Each refused file is reported once (again if it changes) and never stops the others.
-    refusals = [_refusal(refused) for refused in scan.newly_refused]
-    for refused in scan.newly_refused:
-        context.log.warning(f"{refused.reason}; it is skipped, the other extracts proceed")
-    ready = scan.ready
-    if not ready:
-        return dg.SensorResult(
-            skip_reason=f"no new settled extract in {churn_settings.incoming_dir}",
-            cursor=cursor.to_json(),
-            asset_events=refusals,
-        )
-    in_flight = _merge_in_flight(context.instance)
-    if in_flight:
-        return dg.SensorResult(
-            skip_reason=f"{len(ready)} extract(s) wait for merge run {in_flight} to finish",
-            cursor=cursor.to_json(),
-            asset_events=refusals,
-        )
-    extract = ready[0]
-    cursor.mark_seen(extract.sha256)
-    path = str(extract.path.resolve())
-    context.log.info(f"new extract {extract.path.name} ({extract.sha256[:12]})")
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=extract.sha256,
-                run_config=dg.RunConfig(
-                    ops={
-                        customer_snapshot.key.to_python_identifier(): {
-                            "config": {"extract_path": path, "extract_sha256": extract.sha256}
-                        }
-                    }
-                ),
-                tags={
-                    "churn/trigger": "incoming_extract",
-                    EXTRACT_TAG: extract.path.name,
-                    EXTRACT_SHA256_TAG: extract.sha256,
-                },
-            )
-        ],
-        asset_events=[
-            *refusals,
-            dg.AssetMaterialization(
-                incoming_extract.key,
-                description=f"{extract.path.name} landed",
-                metadata={
-                    "path": dg.MetadataValue.path(path),
-                    "sha256": extract.sha256,
-                    "size_bytes": extract.size,
-                    "modified_at": dg.MetadataValue.timestamp(extract.mtime_ns / 1e9),
-                },
-                tags={"dagster/data_version": extract.sha256},
-            ),
-        ],
-        cursor=cursor.to_json(),
+    return _landing_tick(
+        context,
+        churn_settings,
+        _Landing(
+            folder=churn_settings.incoming_dir,
+            what="extract",
+            job_name=merge_extract.name,
+            landed=incoming_extract.key,
+            recorder=customer_snapshot.key,
+            config=lambda path, sha256: {"extract_path": path, "extract_sha256": sha256},
+            trigger="incoming_extract",
+            file_tag=EXTRACT_TAG,
+            sha256_tag=EXTRACT_SHA256_TAG,
+        ),
     )
 
 
-def _refusal(refused: landing.RefusedFile) -> dg.AssetObservation:
-    """A refused file on the incoming_extract asset's timeline, where its extracts show."""
+@dg.sensor(
+    job=record_contacts,
+    minimum_interval_seconds=_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches the landing folder's contacts/ subfolder and records each new contact log, "
+        "then measures every campaign again (per protocol too), one log at a time."
+    ),
+)
+def incoming_contact_logs(
+    context: dg.SensorEvaluationContext, settings: ChurnSettingsResource
+) -> dg.SensorResult:
+    """A record_contacts run per new contact log (see _landing_tick)."""
+    churn_settings = settings.get()
+    return _landing_tick(
+        context,
+        churn_settings,
+        _Landing(
+            folder=churn_settings.incoming_dir / contacts.LANDING_SUBFOLDER,
+            what=contacts.WHAT,
+            job_name=record_contacts.name,
+            landed=incoming_contact_log.key,
+            recorder=contact_log.key,
+            config=lambda path, sha256: {"path": path, "sha256": sha256},
+            trigger="incoming_contact_log",
+            file_tag=CONTACT_LOG_TAG,
+            sha256_tag=CONTACT_LOG_SHA256_TAG,
+        ),
+    )
+
+
+def _refusal(landed: dg.AssetKey, refused: landing.RefusedFile) -> dg.AssetObservation:
+    """A refused file on its landing asset's timeline, where its files show."""
     return dg.AssetObservation(
-        incoming_extract.key,
+        landed,
         description=refused.reason,
         metadata={
             "refused_file": refused.name,

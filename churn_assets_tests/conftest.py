@@ -70,7 +70,9 @@ EXPECTED_PARENTS: dict[str, set[str]] = {
     "production_promotion": {"evaluation_report"},
     "churn_scores": {"production_promotion", "cleaned_customers"},
     "retention_campaign": {"churn_scores", "cleaned_customers"},
-    "campaign_effect": {"retention_campaign"},
+    "incoming_contact_log": set(),
+    "contact_log": {"incoming_contact_log"},
+    "campaign_effect": {"retention_campaign", "contact_log"},
     "realized_performance": {"churn_scores"},
 }
 

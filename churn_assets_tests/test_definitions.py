@@ -24,8 +24,10 @@ def test_definitions_load_with_the_whole_graph() -> None:
     assert keys == EXPECTED_ASSETS
     assert executable_keys("churn_training") == set(TRAINING_ASSETS)
     assert executable_keys("merge_extract") == {"customer_snapshot"}
+    assert executable_keys("record_contacts") == {"contact_log", "campaign_effect"}
     graph = defs.resolve_asset_graph()
-    assert not graph.get(dg.AssetKey("incoming_extract")).is_executable  # the sensor reports it
+    for landed in ("incoming_extract", "incoming_contact_log"):  # the sensors report them
+        assert not graph.get(dg.AssetKey(landed)).is_executable
 
 
 def test_lineage_runs_from_the_landing_folder_to_the_scores() -> None:

@@ -36,6 +36,12 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     assert len(closed) >= 2  # weeks 0 and 1 closed by week 4 (three-week windows)
     assert closed["covered"].all(), closed
     assert (closed["treated"] > 0).all() and (closed["control"] > 0).all()
+    # the team's contact logs went through record_contacts: a quarter of the offered were not
+    # reached (REACH 0.75), which the measure per contact accounts for
+    big = closed.loc[closed["treated"] >= 100]
+    assert len(big) >= 1, closed
+    assert big["contact_rate"].between(0.65, 0.85).all(), big
+    assert big["measured_per_contact"].notna().all(), big
     assert "closed campaigns whose interval covers the truth" in screen[-1]
     assert not (tmp_path / "elsewhere.db").exists()
 
@@ -43,9 +49,11 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     assert log.count("ok     campaign_effect") >= 4  # every promoted week measured them all
     assert log.count("is in production") >= 4
     assert "offers for the CRM" in log
+    assert log.count("ok     contact_log") == 5  # a log a week, each recorded
 
     listed = run_command([CHURN, "campaigns"], {**shell_env, "CHURN_STATE_DIR": str(out)})
     assert listed.returncode == 0, listed.stderr
     for campaign in closed["campaign"]:
         (row,) = [line for line in listed.stdout.splitlines() if line.strip().startswith(campaign)]
         assert re.search(r"\+?-?\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", row), row
+        assert re.search(r"\d+%\s+[+-]\d\.\d{3}$", row), row  # reached, per contact

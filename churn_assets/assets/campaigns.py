@@ -1,17 +1,29 @@
 """Campaigns: every scoring's offer list made into a measurable campaign, and measured."""
 
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 from dagster_mlflow.resources import MlFlow
+from pydantic import Field
 
-from churn_assets.assets.metadata import retrain_asset, table_metadata, ui_metadata
+from churn_assets.assets.metadata import (
+    GROUP,
+    OWNERS,
+    RETRAIN_POOL,
+    churn_asset,
+    retrain_asset,
+    table_metadata,
+    ui_metadata,
+)
 from churn_assets.assets.scoring import churn_scores
-from churn_assets.ml.campaigns import ledger, measured
+from churn_assets.automation import FOLLOWS_PASSED_CHECKS
+from churn_assets.ml.campaigns import contacts, ledger, measured
 from churn_assets.ml.campaigns.assignment import Policy
 from churn_assets.ml.data.partitioned import CleanedTable
+from churn_assets.ml.data.reading import CustomerDataError
 from churn_assets.ml.data.snapshots import SnapshotError
 from churn_assets.ml.evaluation import decision, plots
 from churn_assets.ml.model.scoring import SCORES_FILE
@@ -79,7 +91,71 @@ def retention_campaign(
     )
 
 
-@retrain_asset(deps=[retention_campaign], kinds={"parquet", "mlflow"})
+incoming_contact_log = dg.AssetSpec(
+    "incoming_contact_log",
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"csv"},
+    description=(
+        "Contact logs (customer, campaign, contacted, accepted) the CRM or the retention team "
+        "drops into the landing folder's contacts/ subfolder: one materialization per new "
+        "file, reported by the incoming_contact_logs sensor with its path and SHA-256."
+    ),
+)
+
+
+class ContactLogConfig(dg.Config):
+    """Filled in by the incoming_contact_logs sensor; set by hand to record a file from the UI."""
+
+    path: str = Field(description="The contact log (CSV: customer,campaign,contacted,accepted).")
+    sha256: str | None = Field(
+        None, description="The content the sensor saw; a file changed since then is refused."
+    )
+
+
+@churn_asset(deps=[incoming_contact_log], kinds={"csv", "parquet"})
+def contact_log(config: ContactLogConfig, settings: ChurnSettingsResource) -> dg.MaterializeResult:
+    """What the retention team did with campaigns' offers, checked and kept for good."""
+    # Held to the extracts' rules, refused whole on one bad row; kept as
+    # <scores>/campaigns/contacts/<sha256>.parquet (see ml/campaigns/contacts).
+    churn_settings = settings.get()
+    try:
+        log, new = contacts.record(
+            Path(config.path),
+            churn_settings.scores_folder,
+            churn_settings.extract_limits,
+            config.sha256,
+        )
+    except CustomerDataError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+    return dg.MaterializeResult(
+        metadata=ui_metadata(
+            {
+                "dagster/row_count": log.rows,
+                "source": log.source,
+                "sha256": log.sha256,
+                "recorded_before": not new,
+                "contacted": log.contacted,
+                "accepted": log.accepted,
+                "control_contacted": log.control_contacted,
+                "campaigns": ", ".join(log.campaigns),
+                "kept": dg.MetadataValue.path(
+                    str(contacts.folder_of(churn_settings.scores_folder) / f"{log.sha256}.parquet")
+                ),
+            }
+        ),
+        data_version=dg.DataVersion(log.sha256),
+    )
+
+
+@churn_asset(
+    deps=[retention_campaign, contact_log],
+    kinds={"parquet", "mlflow"},
+    pool=RETRAIN_POOL,
+    # a new contact log re-measures through the record_contacts job; a log never recorded
+    # must not hold the effect back
+    automation_condition=FOLLOWS_PASSED_CHECKS.ignore(dg.AssetSelection.assets(contact_log)),
+)
 def campaign_effect(
     mlflow: dg.ResourceParam[MlFlow],
     settings: ChurnSettingsResource,
@@ -89,6 +165,8 @@ def campaign_effect(
     # campaign's window (see ml/campaigns/effect): churn rate per arm, the reduction with a 95%
     # interval, retained customers and value per 1,000 offers, the same below the threshold
     # for the explored, by probability decile, and the Qini curve. Open windows as they stand.
+    # Where a contact log mentions a campaign: contact and acceptance rates, the effect per
+    # protocol and per contact.
     churn_settings = settings.get()
     try:
         as_of, effects = measured.measured_now(churn_settings)

@@ -16,6 +16,14 @@ with small control groups and rates near 0, where the textbook Wald interval doe
 Hand-written (ten lines) because statsmodels, which has it, is not otherwise a dependency; a
 test holds it equal to statsmodels' `confint_proportions_2indep(method="newcomb")`.
 
+Where a contact log says what the team did (see contacts), the campaign is also judged per
+protocol: the treated customers who were contacted against the control customers who were not.
+That comparison is what the team asks ("did the calls work?") but is not randomized: who gets
+reached is chosen by the world, not the draw, so it is shown beside the measure by assignment,
+never instead of it. The effect per contact (Bloom's estimator: the reduction by assignment
+divided by how many more treated than control customers were contacted) stays randomized and
+says what each contact bought when contacts, not offers, are what the effect needs.
+
 Where offers work is shown by decile of the churn probability among the targets, and by the
 Qini curve: targets ranked by probability, for each top share the customers retained among its
 treated (its control churn rate applied to its treated, less its treated churners). The Qini
@@ -96,6 +104,54 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """What the contact logs say the team did with a campaign, and the effect per protocol."""
+
+    treated_contacted: int
+    contact_rate: float
+    #: share of contacted treated customers who accepted, among those with an answer
+    acceptance_rate: float | None
+    #: control customers contacted: against the protocol
+    control_contacted: int
+    #: contacted treated against control not contacted (not randomized: module docstring)
+    per_protocol: Comparison | None
+    #: the reduction by assignment per customer contacted (Bloom); None without contacts
+    reduction_per_contact: float | None
+
+    @classmethod
+    def of(
+        cls, contacts: pd.DataFrame, ids: pd.Series, left: np.ndarray, arm: np.ndarray
+    ) -> Protocol:
+        """From the campaign's recorded contacts (contacts.of_campaign) and its assignments."""
+        key = ids.astype(str).str.strip()
+        contacted = (
+            contacts["contacted"].astype(bool).reindex(key, fill_value=False).to_numpy(dtype=bool)
+        )
+        accepted = contacts["accepted"].reindex(key).to_numpy(dtype=object)
+        treated, control = arm == Arm.treatment.value, arm == Arm.control.value
+        reached = treated & contacted
+        answered = reached & pd.notna(accepted)
+        by_assignment = Comparison.of(left[treated], left[control])
+        gap = reached.sum() / max(treated.sum(), 1) - (control & contacted).sum() / max(
+            control.sum(), 1
+        )
+        return cls(
+            treated_contacted=int(reached.sum()),
+            contact_rate=float(reached.sum() / max(treated.sum(), 1)),
+            acceptance_rate=(
+                float(accepted[answered].astype(bool).sum() / answered.sum())
+                if answered.any()
+                else None
+            ),
+            control_contacted=int((control & contacted).sum()),
+            per_protocol=Comparison.of(left[reached], left[control & ~contacted]),
+            reduction_per_contact=(
+                by_assignment.reduction / gap if by_assignment is not None and gap > 0 else None
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class Effect:
     """One campaign judged with the outcomes known on some date."""
 
@@ -111,6 +167,8 @@ class Effect:
     #: the Qini curve: share of targets (by probability) -> customers retained among its treated
     qini: pd.DataFrame
     qini_coefficient: float | None
+    #: what the contact logs say, where one mentions the campaign
+    protocol: Protocol | None = None
 
     def figures(self, offer_cost: float, saved_value: float) -> dict[str, float | int | str]:
         """The campaign's row of the effect table (a missing comparison: its figures absent)."""
@@ -144,7 +202,29 @@ class Effect:
             }
         if self.qini_coefficient is not None:
             row["qini_coefficient"] = self.qini_coefficient
+        if self.protocol is not None:
+            row |= _protocol_figures(self.protocol)
         return row
+
+
+def _protocol_figures(protocol: Protocol) -> dict[str, float | int | str]:
+    row: dict[str, float | int | str] = {
+        "contacted": protocol.treated_contacted,
+        "contact_rate": protocol.contact_rate,
+        "control_contacted": protocol.control_contacted,
+    }
+    if protocol.acceptance_rate is not None:
+        row["acceptance_rate"] = protocol.acceptance_rate
+    if protocol.per_protocol is not None:
+        pp = protocol.per_protocol
+        row |= {
+            "reduction_per_protocol": pp.reduction,
+            "reduction_per_protocol_low": pp.reduction_low,
+            "reduction_per_protocol_high": pp.reduction_high,
+        }
+    if protocol.reduction_per_contact is not None:
+        row["reduction_per_contact"] = protocol.reduction_per_contact
+    return row
 
 
 def left_within(customers: pd.Series, churn_dates: pd.Series, start: date, end: date) -> np.ndarray:
@@ -159,10 +239,12 @@ def judge(
     churn_dates: pd.Series,
     outcomes_as_of: date,
     untouched: pd.Series | None = None,
+    contacts: pd.DataFrame | None = None,
 ) -> Effect | None:
     """The campaign's effect with the churns recorded by `outcomes_as_of`; None before any
     outcome can have arrived. `untouched`: the IDs of the scoring's untargeted customers the
-    campaign assigned nothing (the comparison for the explored ones), when known."""
+    campaign assigned nothing (the comparison for the explored ones), when known; `contacts`:
+    what the contact logs recorded of it (contacts.of_campaign), when any did."""
     start = date.fromisoformat(campaign.campaign_date)
     observed = min((outcomes_as_of - start).days, campaign.window_days)
     if observed <= 0:
@@ -188,6 +270,7 @@ def judge(
         deciles=_deciles(probability, treated[targets], left[targets]),
         qini=qini,
         qini_coefficient=coefficient,
+        protocol=None if contacts is None else Protocol.of(contacts, ids, left, arm),
     )
 
 

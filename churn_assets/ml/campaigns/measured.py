@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from churn_assets.ml.campaigns import effect, ledger
+from churn_assets.ml.campaigns import contacts, effect, ledger
 from churn_assets.ml.campaigns.assignment import Arm
 from churn_assets.ml.campaigns.effect import Effect
 from churn_assets.ml.evaluation import realized
@@ -49,6 +49,7 @@ def measured_now(settings: ChurnSettings) -> tuple[str, list[Effect]]:
             churn_dates,
             date.fromisoformat(as_of),
             untouched(folder, campaign, assignments.iloc[:, 0]),
+            contacts.of_campaign(folder, campaign.id),
         )
         if found is not None:
             judged.append(found)

@@ -116,27 +116,29 @@ class LandingScan:
     newly_refused: list[RefusedFile] = field(default_factory=list)
 
 
-def inspect_landed(path: Path, folder: Path, limits: ExtractLimits) -> os.stat_result:
+def inspect_landed(
+    path: Path, folder: Path, limits: ExtractLimits, what: str = "extract"
+) -> os.stat_result:
     """The file's own status, if it may be read at all; RefusedExtractError otherwise.
 
     Links are refused rather than followed: a link can point anywhere the daemon can read
     (a credentials file, another customer base), and whoever can write to the landing folder
     must not be able to make the platform read it. The same goes for a name that resolves
     outside the folder, for anything but a regular file (a FIFO would block a read forever)
-    and for a file over the size limit.
+    and for a file over the size limit. `what` is how messages name the file.
     """
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
         raise RefusedExtractError(
-            f"extract {path.name} is a symbolic link; links are never followed"
+            f"{what} {path.name} is a symbolic link; links are never followed"
         )
     if not stat.S_ISREG(info.st_mode):
-        raise RefusedExtractError(f"extract {path.name} is not a regular file")
+        raise RefusedExtractError(f"{what} {path.name} is not a regular file")
     if path.resolve().parent != folder.resolve():
-        raise RefusedExtractError(f"extract {path.name} resolves outside the landing folder")
+        raise RefusedExtractError(f"{what} {path.name} resolves outside the landing folder")
     if info.st_size > limits.max_file_bytes:
         raise RefusedExtractError(
-            f"extract {path.name} is {info.st_size:,} bytes, over the limit of "
+            f"{what} {path.name} is {info.st_size:,} bytes, over the limit of "
             f"{limits.max_file_bytes:,} (CHURN_MAX_EXTRACT_MB)"
         )
     return info
@@ -154,13 +156,14 @@ def ready_extracts(
     settle_s: float,
     now: float | None = None,
     limits: ExtractLimits | None = None,
+    what: str = "extract",
 ) -> LandingScan:
     """Extracts not yet seen and unchanged for `settle_s` seconds, oldest first.
 
     A file still being copied keeps changing its modification time, so the settle time keeps
     it out until the copy is over. A file that cannot be used (see `inspect_landed`, or one
     that cannot be read) is refused on its own: it never stops the files beside it. The
-    cursor's hash cache is refreshed for the files read.
+    cursor's hash cache is refreshed for the files read. `what` is how messages name a file.
     """
     scan = LandingScan()
     if not folder.is_dir():
@@ -179,7 +182,7 @@ def ready_extracts(
         if now - info.st_mtime < settle_s:
             continue
         try:
-            inspect_landed(path, folder, limits)
+            inspect_landed(path, folder, limits, what)
             cached = cursor.hashes.get(path.name)
             if cached and cached[:2] == (info.st_size, info.st_mtime_ns):
                 sha256 = cached[2]
@@ -189,7 +192,7 @@ def ready_extracts(
             reason = (
                 str(error)
                 if isinstance(error, CustomerDataError)
-                else f"extract {path.name} cannot be read: {error.strerror or type(error).__name__}"
+                else f"{what} {path.name} cannot be read: {error.strerror or type(error).__name__}"
             )
             key = (info.st_size, info.st_mtime_ns)
             refused[path.name] = key

@@ -123,7 +123,7 @@ class Export:
         extra = [n for n in self.header if n not in self.wanted and n not in contract.drop]
         self.handle.seek(0)
         rows = 0
-        with _parse_errors(self.path, self.handle):
+        with parse_errors(self.path, self.handle):
             parsed = pd.read_csv(
                 self.handle,
                 usecols=list(self.wanted),
@@ -148,6 +148,42 @@ class Export:
             raise CustomerDataError(f"customer file {self.path} has a header but no customer rows")
 
 
+@dataclass(frozen=True)
+class CheckedCsv:
+    """A CSV file whose bytes passed the checks, open at its start."""
+
+    handle: BinaryIO
+    sha256: str
+    header: list[str]
+
+
+@contextmanager
+def checked_csv(
+    path: Path,
+    sha256: str | None = None,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    follow_symlinks: bool = True,
+    what: str = "customer file",
+) -> Iterator[CheckedCsv]:
+    """The file opened and its bytes checked (empty, line lengths, field counts, UTF-8 header:
+    in blocks, so a file of any size); `what` is how messages name it. `sha256=None` hashes
+    the file in the same pass as the line check."""
+    with open_regular(path, follow_symlinks, what) as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise CustomerDataError(f"{what} {path} is empty: expected a header and rows")
+        digest = hashlib.sha256() if sha256 is None else None
+        _check_line_lengths(handle, path, max_line_bytes, digest, what)
+        # pandas does not count the fields of a row whose extra or missing ones it would not
+        # read: they are counted here
+        _check_field_counts(handle, path, what)
+        with parse_errors(path, handle, what):
+            handle.seek(0)
+            header = [str(c) for c in pd.read_csv(handle, nrows=0, encoding="utf-8").columns]
+        handle.seek(0)
+        yield CheckedCsv(handle, digest.hexdigest() if digest is not None else str(sha256), header)
+
+
 @contextmanager
 def open_export(
     path: Path,
@@ -157,20 +193,12 @@ def open_export(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     follow_symlinks: bool = True,
 ) -> Iterator[Export]:
-    """The export opened, its bytes checked (empty, line lengths, field counts: in blocks, so
-    a file of any size), and its header held to the contract. `sha256=None` hashes the file
-    in the same pass as the line check; a caller that hashed it already passes its hash."""
-    with open_regular(path, follow_symlinks) as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            raise CustomerDataError(f"customer file {path} is empty: expected a header and rows")
-        digest = hashlib.sha256() if sha256 is None else None
-        _check_line_lengths(handle, path, max_line_bytes, digest)
-        # only the contract's columns are parsed, and pandas does not count the fields of a
-        # row whose extra or missing ones it would not read: they are counted here
-        _check_field_counts(handle, path)
-        with _parse_errors(path, handle):
-            handle.seek(0)
-            header = [str(c) for c in pd.read_csv(handle, nrows=0, encoding="utf-8").columns]
+    """The export opened, its bytes checked (`checked_csv`), and its header held to the
+    contract. A caller that hashed the file already passes its hash."""
+    with checked_csv(
+        path, sha256, max_line_bytes=max_line_bytes, follow_symlinks=follow_symlinks
+    ) as checked:
+        header = checked.header
         try:
             require_columns(contract, set(header), renamed=False)
         except CustomerDataError as error:
@@ -180,28 +208,28 @@ def open_export(
             for name in header
             if contract.rename.get(name, name) in contract.columns
         }
-        if digest is not None:
-            sha256 = digest.hexdigest()
-        yield Export(path, handle, contract, str(sha256), header, wanted)
+        yield Export(path, checked.handle, contract, checked.sha256, header, wanted)
 
 
 @contextmanager
-def _parse_errors(path: Path, handle: BinaryIO) -> Iterator[None]:
+def parse_errors(path: Path, handle: BinaryIO, what: str = "customer file") -> Iterator[None]:
     """pandas' and the codec's errors while parsing, as the line and reason a person fixes."""
     try:
         yield
     except UnicodeDecodeError:
         raise CustomerDataError(
-            f"customer file {path} is not UTF-8: {_bad_encoding(handle)}; save it as UTF-8"
+            f"{what} {path} is not UTF-8: {_bad_encoding(handle)}; save it as UTF-8"
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
         raise CustomerDataError(
-            f"customer file {path} is not valid CSV: {_malformed(handle, error)}"
+            f"{what} {path} is not valid CSV: {_malformed(handle, error)}"
         ) from None
 
 
 @contextmanager
-def open_regular(path: Path, follow_symlinks: bool) -> Iterator[BinaryIO]:
+def open_regular(
+    path: Path, follow_symlinks: bool, what: str = "customer file"
+) -> Iterator[BinaryIO]:
     """The file opened for reading, refused unless it is a regular file.
 
     A FIFO or device named like an export would block or never end; with `follow_symlinks`
@@ -211,6 +239,8 @@ def open_regular(path: Path, follow_symlinks: bool) -> Iterator[BinaryIO]:
     try:
         descriptor = os.open(path, flags)
     except FileNotFoundError:
+        if what != "customer file":
+            raise CustomerDataError(f"{what} {path} does not exist") from None
         raise CustomerDataError(
             f"customer file {path} does not exist: set CHURN_DATA_PATH or generate one with "
             f"`churn generate-data --out {path}`"
@@ -218,19 +248,23 @@ def open_regular(path: Path, follow_symlinks: bool) -> Iterator[BinaryIO]:
     except OSError as error:
         if not follow_symlinks and Path(path).is_symlink():
             raise CustomerDataError(
-                f"customer file {path} is a symbolic link; links are never followed"
+                f"{what} {path} is a symbolic link; links are never followed"
             ) from None
-        raise CustomerDataError(f"customer file {path} cannot be read: {error.strerror}") from None
+        raise CustomerDataError(f"{what} {path} cannot be read: {error.strerror}") from None
     handle = os.fdopen(descriptor, "rb")
     with handle:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise CustomerDataError(f"customer file {path} is not a regular file")
+            raise CustomerDataError(f"{what} {path} is not a regular file")
         os.set_blocking(descriptor, True)
         yield handle
 
 
 def _check_line_lengths(
-    handle: BinaryIO, path: Path, limit: int, digest: hashlib._Hash | None
+    handle: BinaryIO,
+    path: Path,
+    limit: int,
+    digest: hashlib._Hash | None,
+    what: str = "customer file",
 ) -> None:
     """Refuse the first line longer than `limit` bytes, without holding more than a chunk;
     `digest`, when given, is fed every chunk read."""
@@ -258,7 +292,7 @@ def _check_line_lengths(
             break
     if length > limit:
         raise CustomerDataError(
-            f"customer file {path}: line {line} is longer than the limit of {limit} bytes "
+            f"{what} {path}: line {line} is longer than the limit of {limit} bytes "
             "(CHURN_MAX_LINE_BYTES); an export's row is a few hundred"
         )
 
@@ -272,8 +306,9 @@ class _FieldCounter:
     chunk costs three byte comparisons and a few searches, not a pass per byte in Python.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, what: str = "customer file") -> None:
         self.path = path
+        self.what = what
         self.parity = 0  # quote characters so far, mod 2
         self.commas = 0  # of the record being read, before this chunk
         self.length = 0  # its bytes there, line breaks and carriage returns aside
@@ -327,15 +362,15 @@ class _FieldCounter:
         if len(wrong):
             first = int(wrong[0])
             raise CustomerDataError(
-                f"customer file {self.path} is not valid CSV: line {int(starts[first])} has "
+                f"{self.what} {self.path} is not valid CSV: line {int(starts[first])} has "
                 f"{int(fields[first])} field(s) where the header (line 1) has {self.expected}"
             )
 
 
-def _check_field_counts(handle: BinaryIO, path: Path) -> None:
+def _check_field_counts(handle: BinaryIO, path: Path, what: str = "customer file") -> None:
     """Refuse the first record whose field count differs from the header's."""
     handle.seek(0)
-    counter = _FieldCounter(path)
+    counter = _FieldCounter(path, what)
     while chunk := handle.read(_SCAN_CHUNK):
         counter.feed(chunk)
     counter.finish()
