@@ -28,6 +28,7 @@ from churn_assets.ml.uris import without_credentials
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
+    from churn_assets.ml.campaigns.effect import Effect
     from churn_assets.ml.data import snapshots
     from churn_assets.ml.registry import model_registry as registry
 
@@ -336,7 +337,7 @@ def _realized(args: argparse.Namespace) -> int:
 
 def _campaigns(args: argparse.Namespace) -> int:
     """Every campaign, its arms and, once outcomes arrived, what its offers did."""
-    from churn_assets.ml.campaigns import ledger, measured
+    from churn_assets.ml.campaigns import effect, ledger, measured
     from churn_assets.ml.data import snapshots
 
     settings = ChurnSettings()
@@ -349,7 +350,7 @@ def _campaigns(args: argparse.Namespace) -> int:
     except snapshots.SnapshotError as error:
         print(f"churn campaigns: {error}", file=sys.stderr)
         return 1
-    judged = {e.campaign.id: e for e in effects}
+    judged = {(e.campaign.id, e.policy): e for e in effects}
     print(
         f"campaigns in {settings.scores_folder / ledger.FOLDER}, outcomes as of {as_of}; "
         "reduction = control churn - treatment churn, 95% interval; reached and per contact "
@@ -361,32 +362,54 @@ def _campaigns(args: argparse.Namespace) -> int:
         f"{'kept/1000':>9}  {'reached':>7}  {'per contact':>11}"
     )
     for campaign in kept:
-        c = campaign.counts
-        line = (
-            f"  {campaign.id:<16}  {c.get('treatment', 0):>7,}  {c.get('control', 0):>7,}  "
-            f"{c.get('explore', 0):>7,}  {c.get('held', 0):>6,}"
-        )
-        found = judged.get(campaign.id)
-        t = found.targets if found is not None else None
-        if found is None or t is None:
-            line += f"  {'-':>4}  no outcomes yet" if found is None else "  no treated or control"
-        else:
-            days = f"{found.days_observed}" + ("" if found.window_complete else "*")
-            interval = f"{t.reduction:+.3f} [{t.reduction_low:+.3f}, {t.reduction_high:+.3f}]"
-            line += (
-                f"  {days:>4}  {t.churn_rate_offered:>7.1%}  {t.churn_rate_held_back:>7.1%}  "
-                f"{interval:<26}  {1000 * t.reduction:>9.1f}"
+        policies = campaign.by_policy or {"production": campaign.counts}
+        for policy, c in policies.items():
+            label = (
+                campaign.id
+                if policy == "production"
+                else f"  challenger v{campaign.versions[policy]}"
             )
-            p = found.protocol
-            if p is not None:
-                per_contact = p.reduction_per_contact
-                line += f"  {p.contact_rate:>7.0%}  " + (
-                    f"{per_contact:>+11.3f}" if per_contact is not None else f"{'-':>11}"
-                )
-        print(line)
+            print(_campaign_line(label, c, judged.get((campaign.id, policy))))
+    duels = effect.compare_policies(effects, settings.offer_cost, settings.saved_customer_value)
+    for duel in duels:
+        champion, challenger = duel.production, duel.challenger
+        print(
+            f"  {duel.campaign}: {duel.verdict}: per 1,000 customers production "
+            f"v{champion.version} (threshold {champion.threshold:.3f}) "
+            f"{champion.value_per_1000:+.1f}, challenger v{challenger.version} (threshold "
+            f"{challenger.threshold:.3f}) {challenger.value_per_1000:+.1f}, difference "
+            f"{duel.difference:+.1f} [{duel.difference_low:+.1f}, {duel.difference_high:+.1f}]"
+            + ("" if duel.window_complete else " (window open)")
+        )
     if any(not e.window_complete for e in effects):
         print("  (* window still open: figures so far)")
     return 0
+
+
+def _campaign_line(label: str, counts: dict[str, int], found: Effect | None) -> str:
+    """One campaign's (or one policy's) line of `churn campaigns`."""
+    line = (
+        f"  {label:<16}  {counts.get('treatment', 0):>7,}  {counts.get('control', 0):>7,}  "
+        f"{counts.get('explore', 0):>7,}  {counts.get('held', 0):>6,}"
+    )
+    t = found.targets if found is not None else None
+    if found is None or t is None:
+        return line + (
+            f"  {'-':>4}  no outcomes yet" if found is None else "  no treated or control"
+        )
+    days = f"{found.days_observed}" + ("" if found.window_complete else "*")
+    interval = f"{t.reduction:+.3f} [{t.reduction_low:+.3f}, {t.reduction_high:+.3f}]"
+    line += (
+        f"  {days:>4}  {t.churn_rate_offered:>7.1%}  {t.churn_rate_held_back:>7.1%}  "
+        f"{interval:<26}  {1000 * t.reduction:>9.1f}"
+    )
+    p = found.protocol
+    if p is not None:
+        per_contact = p.reduction_per_contact
+        line += f"  {p.contact_rate:>7.0%}  " + (
+            f"{per_contact:>+11.3f}" if per_contact is not None else f"{'-':>11}"
+        )
+    return line
 
 
 def _ensure_data(args: argparse.Namespace) -> int:
@@ -647,6 +670,14 @@ def _campaign_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     demo.add_argument("--weeks", type=int, default=8, help="weekly extracts after the base")
     demo.add_argument("--customers", type=int, default=5000, help="customers in the base")
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument(
+        "--challenger-from",
+        type=int,
+        default=4,
+        metavar="WEEK",
+        help="from this week on, campaigns try version 1's policy as a challenger on half the "
+        "customers (0: never)",
+    )
     demo.set_defaults(handler=_demo_campaigns)
 
 

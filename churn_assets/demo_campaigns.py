@@ -32,7 +32,8 @@ import pandas as pd
 
 from churn_assets import start_up
 from churn_assets.ml.campaigns import contacts, ledger, measured
-from churn_assets.ml.campaigns.assignment import Arm, draws
+from churn_assets.ml.campaigns.assignment import Arm, PolicyName, draws
+from churn_assets.ml.campaigns.effect import Effect, compare_policies
 from churn_assets.ml.data.history import ExtractKind, today
 from churn_assets.ml.data.synthetic import write_customers
 from churn_assets.ml.data.synthetic_history import Response, SyntheticHistory, make_history
@@ -54,6 +55,9 @@ DEMO_ENV = {
     "CHURN_CONTROL_FRACTION": "0.3",
     "CHURN_EXPLORE_FRACTION": "0.05",
 }
+#: The version whose policy challenges production's from --challenger-from on: the first, which
+#: chose its threshold by the assumed effect.
+CHALLENGER = "1"
 #: The share of offered customers the team reaches, by a draw of its own per campaign and
 #: customer (the same draw says whether a control customer would have been reached).
 REACH = 0.75
@@ -61,6 +65,8 @@ REACH = 0.75
 
 @dataclass(frozen=True)
 class Truth:
+    """What one policy of a campaign truly did (a campaign without a challenger has one)."""
+
     campaign: str
     week: int
     targets: int
@@ -71,6 +77,9 @@ class Truth:
     per_contact: float
     #: how the version that scored valued offers: "assumed", or "measured on campaigns ..."
     decided: str = "assumed"
+    policy: str = PolicyName.production.value
+    #: the policy's value per 1,000 of its customers, had all its targets been offered
+    value_per_1000: float = 0.0
 
 
 @contextmanager
@@ -106,21 +115,43 @@ def _launch(job: str, run_config: dict[str, Any] | None, log: Path) -> bool:
 
 def _answer(
     history: SyntheticHistory, settings: ChurnSettings, day: date, week: int, log: Path
-) -> Truth | None:
-    """The world's answer to the campaign made on `day`, if one was: its truth, the team's
-    contact log recorded, then the offers of those reached applied."""
+) -> list[Truth]:
+    """The world's answer to the campaign made on `day`, if one was: its truth per policy, the
+    team's contact log recorded, then the offers of those reached applied."""
     folder = settings.scores_folder
     window_weeks = settings.outcome_window_days // 7
     made = [c for c in ledger.campaigns(folder) if c.campaign_date == day.isoformat()]
     if not made:
-        return None
+        return []
     campaign = made[-1]
     arms = ledger.read_assignments(folder, campaign.id)
     ids = pd.Index(arms.iloc[:, 0].astype(str))
     arm = arms["arm"].to_numpy()
+    policy = arms["policy"].to_numpy()
     reach = draws(f"reach:{campaign.id}", ids.to_series()) < REACH
     aimed = (arm == Arm.treatment.value) | (arm == Arm.control.value)
-    effect = history.offer_effect(ids[aimed], week, window_weeks) * reach[aimed]
+    effect = np.zeros(len(ids))
+    effect[aimed] = history.offer_effect(ids[aimed], week, window_weeks) * reach[aimed]
+    truths = []
+    production = campaign.versions[PolicyName.production.value]
+    tags = registry.open_registry(ChurnSettings()).version(production).tags or {}
+    for name in campaign.versions:
+        mine = aimed & (policy == name)
+        reached = mine & reach
+        customers = campaign.by_policy.get(name, {}).get("scored", campaign.scored)
+        gained = effect[mine] * settings.saved_customer_value - settings.offer_cost
+        truths.append(
+            Truth(
+                campaign.id,
+                week,
+                int(mine.sum()),
+                float(effect[mine].mean()) if mine.any() else 0.0,
+                float(effect[reached].mean()) if reached.any() else 0.0,
+                tags.get(decision.EFFECT_TAG, decision.ASSUMED),
+                name,
+                1000 * float(gained.sum()) / customers if customers else 0.0,
+            )
+        )
     offered = (arm == Arm.treatment.value) | (arm == Arm.explore.value)
     contacted = ids[offered & reach]
     response = history.response.reindex(contacted).to_numpy()
@@ -139,17 +170,7 @@ def _answer(
     if not _launch("record_contacts", config, log):
         raise RuntimeError(f"week {week}: the contact log was not recorded; see {log}")
     history.offer(contacted, week, window_weeks)
-    (version,) = set(campaign.versions.values())
-    tags = registry.open_registry(ChurnSettings()).version(version).tags or {}
-    reached = reach[aimed]
-    return Truth(
-        campaign.id,
-        week,
-        int(aimed.sum()),
-        float(effect.mean()) if len(effect) else 0.0,
-        float(effect[reached].mean()) if reached.any() else 0.0,
-        tags.get(decision.EFFECT_TAG, decision.ASSUMED),
-    )
+    return truths
 
 
 def _effect_words(decided: str) -> str:
@@ -196,21 +217,30 @@ def run(args: argparse.Namespace) -> int:
             if not _launch("merge_extract", config, log):
                 print(f"week {week}: the extract was not merged; see {log}")
                 return 1
+        if 0 < args.challenger_from <= week:
+            # the runs read the environment: version 1's policy challenges production's
+            os.environ["CHURN_CHALLENGER_VERSION"] = CHALLENGER
         trained = _launch("churn_training", None, log)
         try:
-            truth = _answer(history, settings, day, week, log)
+            found = _answer(history, settings, day, week, log)
         except RuntimeError as error:
             print(error)
             return 1
-        if truth is None:
+        if not found:
             said = "no campaign" if trained else f"the run failed (not promoted?): see {log}"
             print(f"week {week} ({day}): {said}")
             continue
-        truths.append(truth)
+        truths.extend(found)
+        head, *others = found
         print(
-            f"week {week} ({day}): campaign {truth.campaign}, {truth.targets:,} targets "
-            f"(threshold by the {_effect_words(truth.decided)}); true reduction "
-            f"{truth.reduction:+.3f}, {truth.per_contact:+.3f} per contact"
+            f"week {week} ({day}): campaign {head.campaign}, {head.targets:,} targets "
+            f"(threshold by the {_effect_words(head.decided)}); true reduction "
+            f"{head.reduction:+.3f}, {head.per_contact:+.3f} per contact"
+            + "".join(
+                f"; challenger v{CHALLENGER}: {other.targets:,} targets, true reduction "
+                f"{other.reduction:+.3f}"
+                for other in others
+            )
         )
     return _report(settings, truths, out)
 
@@ -219,10 +249,10 @@ def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
     """Each campaign measured against its truth; 0 once a campaign has closed. A 95% interval
     misses its truth one time in twenty, so a miss is shown (MISSED), not an error."""
     as_of, effects = measured.measured_now(settings)
-    truth_by_id = {t.campaign: t for t in truths}
+    truth_by_id = {(t.campaign, t.policy): t for t in truths}
     rows = []
     for judged in effects:
-        truth = truth_by_id.get(judged.campaign.id)
+        truth = truth_by_id.get((judged.campaign.id, judged.policy))
         t = judged.targets
         if truth is None or t is None:
             continue
@@ -232,6 +262,7 @@ def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
         rows.append(
             {
                 "campaign": judged.campaign.id,
+                "policy": judged.policy,
                 "days_observed": judged.days_observed,
                 "window_complete": judged.window_complete,
                 "treated": t.offered,
@@ -251,8 +282,9 @@ def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
     print(f"measured with the churns recorded up to {as_of} ({out / 'campaign_truth.csv'}):")
     for row in table.itertuples():
         state = "closed" if row.window_complete else f"open, {row.days_observed} days"
+        label = row.campaign + ("" if row.policy == PolicyName.production else " challenger")
         print(
-            f"  {row.campaign:<16} {state:<16} {row.treated:>5} treated {row.control:>5} "
+            f"  {label:<24} {state:<14} {row.treated:>5} treated {row.control:>5} "
             f"control  measured {row.measured_reduction:+.3f} [{row.low:+.3f}, "
             f"{row.high:+.3f}]  true {row.true_reduction:+.3f}  "
             + ("covered" if row.covered else "MISSED")
@@ -264,5 +296,57 @@ def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
         )
     closed = table.loc[table["window_complete"].astype(bool)] if not table.empty else table
     hits = int(closed["covered"].sum()) if not closed.empty else 0
+    duels = _duels(effects, truth_by_id, settings, out)
+    if not duels.empty:
+        ended = duels.loc[duels["window_complete"].astype(bool)]
+        print(
+            f"closed champion/challenger campaigns whose interval covers the true difference: "
+            f"{int(ended['covered'].sum())} of {len(ended)}"
+        )
     print(f"closed campaigns whose interval covers the truth: {hits} of {len(closed)}")
     return 0 if not closed.empty else 1
+
+
+def _duels(
+    effects: list[Effect],
+    truth_by_id: dict[tuple[str, str], Truth],
+    settings: ChurnSettings,
+    out: Path,
+) -> pd.DataFrame:
+    """Champion against challenger per campaign, measured and true, per 1,000 customers."""
+    rows = []
+    for duel in compare_policies(effects, settings.offer_cost, settings.saved_customer_value):
+        truths = [truth_by_id.get((duel.campaign, name.value)) for name in PolicyName]
+        if None in truths:
+            continue
+        champion, challenger = truths
+        assert champion is not None and challenger is not None
+        true_difference = challenger.value_per_1000 - champion.value_per_1000
+        rows.append(
+            {
+                **duel.figures(),
+                "true_production_value_per_1000": champion.value_per_1000,
+                "true_challenger_value_per_1000": challenger.value_per_1000,
+                "true_difference_per_1000": true_difference,
+                "covered": duel.difference_low <= true_difference <= duel.difference_high,
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "champion_challenger_truth.csv", index=False)
+    for row in table.to_dict("records"):
+        state = "closed" if row["window_complete"] else "open"
+        print(
+            f"  {row['campaign']:<16} {state:<6} production v{row['production_version']} "
+            f"{_whole(row['production_value_per_1000'])} vs challenger "
+            f"v{row['challenger_version']} {_whole(row['challenger_value_per_1000'])} per 1,000 "
+            f"customers: {row['verdict']}, difference {_whole(row['difference_per_1000'])} "
+            f"[{_whole(row['difference_low'])}, {_whole(row['difference_high'])}], true "
+            f"{_whole(row['true_difference_per_1000'])}  "
+            + ("covered" if row["covered"] else "MISSED")
+        )
+    return table
+
+
+def _whole(value: float) -> str:
+    """A signed whole number, without the minus of a value that rounds to zero."""
+    return f"{round(value) + 0:+d}"

@@ -118,6 +118,22 @@ class ChurnSettingsResource(dg.ConfigurableResource):
         description="CHURN_EXPLORE_FRACTION: share of customers below the threshold offered at "
         "random, to learn the offer's effect there.",
     )
+    challenger_version: str | None = Field(
+        default=None,
+        description="CHURN_CHALLENGER_VERSION: a gate-attested version whose policy campaigns "
+        "try beside production's (unset: production's version, when a challenger threshold is "
+        "set; else no challenger).",
+    )
+    challenger_threshold: float | None = Field(
+        default=None,
+        description="CHURN_CHALLENGER_THRESHOLD: the challenger's decision threshold (unset: its "
+        "version's).",
+    )
+    challenger_share: float | None = Field(
+        default=None,
+        description="CHURN_CHALLENGER_SHARE: share of each campaign's customers given to the "
+        "challenger's policy, at random.",
+    )
     effect_min_campaigns: int | None = Field(
         default=None,
         description="CHURN_EFFECT_MIN_CAMPAIGNS: complete campaigns after which an effect still "

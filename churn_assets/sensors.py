@@ -177,11 +177,17 @@ def incoming_contact_logs(
 ) -> dg.SensorResult:
     """A record_contacts run per new contact log (see _landing_tick)."""
     churn_settings = settings.get()
+    folder = churn_settings.incoming_dir / contacts.LANDING_SUBFOLDER
+    if folder.is_symlink():
+        # the files' own check (in the folder they resolve to) would pass anywhere it points
+        reason = f"{folder} is a symbolic link; links are never followed"
+        context.log.warning(reason)
+        return dg.SensorResult(skip_reason=reason)
     return _landing_tick(
         context,
         churn_settings,
         _Landing(
-            folder=churn_settings.incoming_dir / contacts.LANDING_SUBFOLDER,
+            folder=folder,
             what=contacts.WHAT,
             job_name=record_contacts.name,
             landed=incoming_contact_log.key,

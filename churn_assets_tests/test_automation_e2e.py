@@ -212,6 +212,7 @@ def test_the_ui_shows_the_lineage_checks_sensors_and_jobs(stack: DevStack) -> No
     sensors = {sensor["name"]: sensor for sensor in repository["sensors"]}
     assert set(sensors) == {
         "incoming_extracts",
+        "incoming_contact_logs",
         "churn_automation",
         "failed_runs_mlflow_cleanup",
         "realized_retrain",
@@ -220,11 +221,12 @@ def test_the_ui_shows_the_lineage_checks_sensors_and_jobs(stack: DevStack) -> No
     assert on == set(sensors) - {"realized_retrain"}  # opt-in: CHURN_REALIZED_RETRAIN
     assert all(s["description"] for s in sensors.values())
     assert sensors["incoming_extracts"]["targets"] == [{"pipelineName": "merge_extract"}]
+    assert sensors["incoming_contact_logs"]["targets"] == [{"pipelineName": "record_contacts"}]
     (schedule,) = repository["schedules"]
     assert (schedule["name"], schedule["scheduleState"]["status"]) == ("weekly_retrain", "STOPPED")
     assert schedule["description"]
     jobs = {job["name"]: job for job in repository["pipelines"] if not job["name"].startswith("__")}
-    assert set(jobs) == {"churn_training", "merge_extract"}
+    assert set(jobs) == {"churn_training", "merge_extract", "record_contacts"}
     assert all(job["description"] for job in jobs.values())
 
 

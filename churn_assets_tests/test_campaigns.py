@@ -107,7 +107,13 @@ def test_a_campaign_is_kept_with_its_terms_and_a_rerun_changes_nothing(tmp_path:
     targets = int((pd.read_parquet(scores)["offer"]).sum())
     assert first.counts["treatment"] + first.counts["control"] == targets
     arms = ledger.read_assignments(tmp_path, first.id)
-    assert list(arms.columns) == ["customerID", "arm", "churn_probability", "model_version"]
+    assert list(arms.columns) == [
+        "customerID",
+        "arm",
+        "churn_probability",
+        "model_version",
+        "policy",
+    ]
     assert arms["arm"].value_counts().to_dict() == {k: v for k, v in first.counts.items() if v}
     offers = pd.read_csv(tmp_path / ledger.OFFERS_FILE, dtype={"customerID": str})
     assert set(offers["arm"]) == {"treatment", "explore"}

@@ -57,6 +57,9 @@ def test_a_log_is_recorded_once_and_a_later_one_corrects_it(
     assert log.control_contacted == 3  # against the protocol: recorded, counted
     assert log.campaigns == {kept.id: 43}
     assert log.sha256 == file_sha256(first)
+    # a file in the kept folder that is not a whole kept log is left out, not a crash
+    (contacts.folder_of(folder) / "junk.parquet").write_bytes(b"")
+    assert contacts.recorded(folder) == [log]
     # the same bytes under another name are the same log
     copy = _write(tmp_path / "in" / "copy.csv", first.read_text())
     assert contacts.record(copy, folder) == (log, False)
@@ -98,6 +101,16 @@ def test_a_log_is_recorded_once_and_a_later_one_corrects_it(
             "line 2 has 4 field(s) where the header (line 1) has 3",
         ),
         ('customer,campaign,contacted\n"{t}\nX",{c},yes\n', "line 2, column customer: customer "),
+        (
+            "customer,campaign,contacted,contacted\n{t},{c},yes,maybe\n",
+            "column(s) 'contacted' appear more than once in the header",
+        ),
+        # blank lines are lines of the file too, though no rows
+        (
+            "customer,campaign,contacted\n{t},{c},yes\n\n\n{t},{c},maybe\n",
+            "line 5, column contacted",
+        ),
+        ("customer,campaign,contacted\n" + "x" * 200 + ",{c},yes\n", "longer than 128 characters"),
         # a quoted line break is a line of the file: the bad row is on line 4
         (
             'customer,campaign,contacted\n"{t}\n",{c},yes\n{t},{c},maybe\n',
@@ -214,3 +227,26 @@ def test_the_sensor_records_each_new_log_through_record_contacts(
         "contact_log",
         "campaign_effect",
     }
+
+
+def test_a_linked_contacts_folder_is_never_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    secret = _write(elsewhere / "creds.csv", "customer,campaign,contacted\nroot,hunter2,yes\n")
+    then = time.time() - 120
+    os.utime(secret, (then, then))
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "contacts").symlink_to(elsewhere)
+    monkeypatch.setenv("CHURN_INCOMING_DIR", str(incoming))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        context = dg.build_sensor_context(
+            instance=instance, definitions=defs, resources={"settings": ChurnSettingsResource()}
+        )
+        result = incoming_contact_logs(context)
+    assert isinstance(result, dg.SensorResult)
+    assert not result.run_requests
+    assert "is a symbolic link; links are never followed" in str(result.skip_reason)

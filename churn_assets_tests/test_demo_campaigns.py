@@ -18,13 +18,24 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     # a caller's store must not leak into the demo
     env = {**shell_env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/elsewhere.db"}
     done = run_command(
-        [CHURN, "demo-campaigns", "--weeks", "4", "--customers", "2000", "--out", str(out)],
+        [
+            CHURN,
+            "demo-campaigns",
+            "--weeks",
+            "4",
+            "--customers",
+            "2000",
+            "--challenger-from",
+            "1",
+            "--out",
+            str(out),
+        ],
         env,
         timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     screen = done.stdout.splitlines()
-    assert len(screen) < 20, screen
+    assert len(screen) < 25, screen
     weeks = [line for line in screen if re.match(r"week \d ", line)]
     assert len(weeks) == 5 and "campaign 20" in weeks[0] and "true reduction" in weeks[0]
     assert "threshold by the assumed effect" in weeks[0]
@@ -34,7 +45,8 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     truth = pd.read_csv(out / "campaign_truth.csv")
     closed = truth.loc[truth["window_complete"]]
     assert len(closed) >= 2  # weeks 0 and 1 closed by week 4 (three-week windows)
-    assert closed["covered"].all(), closed
+    # the interval's coverage is asymptotic: held to it where an arm has 100 treated
+    assert closed.loc[closed["treated"] >= 100, "covered"].all(), closed
     assert (closed["treated"] > 0).all() and (closed["control"] > 0).all()
     # the team's contact logs went through record_contacts: a quarter of the offered were not
     # reached (REACH 0.75), which the measure per contact accounts for
@@ -43,6 +55,20 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     assert big["contact_rate"].between(0.65, 0.85).all(), big
     assert big["measured_per_contact"].notna().all(), big
     assert "closed campaigns whose interval covers the truth" in screen[-1]
+    # from week 1 version 1's policy challenged production's on half the customers: week 1's
+    # campaign closed by week 4, each policy judged on its half, the two compared in value
+    assert "; challenger v1: " in weeks[1]
+    assert set(closed["policy"]) == {"production", "challenger"}
+    duels = pd.read_csv(out / "champion_challenger_truth.csv")
+    ended = duels.loc[duels["window_complete"]]
+    assert len(ended) >= 1, duels
+    assert (ended["challenger_version"].astype(str) == "1").all()
+    assert (ended["difference_high"] > ended["difference_low"]).all(), ended
+    assert set(ended["verdict"]) <= {
+        "challenger better",
+        "production better",
+        "not distinguishable",
+    }
     assert not (tmp_path / "elsewhere.db").exists()
 
     log = (out / "logs" / "demo-campaigns.log").read_text()
@@ -53,7 +79,14 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
 
     listed = run_command([CHURN, "campaigns"], {**shell_env, "CHURN_STATE_DIR": str(out)})
     assert listed.returncode == 0, listed.stderr
-    for campaign in closed["campaign"]:
-        (row,) = [line for line in listed.stdout.splitlines() if line.strip().startswith(campaign)]
+    assert "  challenger v1 " in listed.stdout
+    for duel in ended["campaign"]:
+        assert re.search(
+            rf"  {duel}: (challenger better|production better|not distinguishable)", listed.stdout
+        )
+    for campaign in closed.loc[closed["policy"] == "production", "campaign"]:
+        (row,) = [
+            line for line in listed.stdout.splitlines() if line.strip().startswith(f"{campaign} ")
+        ]
         assert re.search(r"\+?-?\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", row), row
         assert re.search(r"\d+%\s+[+-]\d\.\d{3}$", row), row  # reached, per contact

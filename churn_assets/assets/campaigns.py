@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 from dagster_mlflow.resources import MlFlow
+from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from churn_assets.assets.metadata import (
@@ -18,32 +19,47 @@ from churn_assets.assets.metadata import (
     table_metadata,
     ui_metadata,
 )
-from churn_assets.assets.scoring import churn_scores
+from churn_assets.assets.scoring import churn_scores, score_table, scoring_model
 from churn_assets.automation import FOLLOWS_PASSED_CHECKS
-from churn_assets.ml.campaigns import contacts, ledger, measured
-from churn_assets.ml.campaigns.assignment import Policy
+from churn_assets.ml.campaigns import contacts, effect, ledger, measured
+from churn_assets.ml.campaigns.assignment import Policy, PolicyName
 from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.data.reading import CustomerDataError
 from churn_assets.ml.data.snapshots import SnapshotError
 from churn_assets.ml.evaluation import decision, plots
+from churn_assets.ml.model import scoring
 from churn_assets.ml.model.scoring import SCORES_FILE
 from churn_assets.ml.registry import tracking
+from churn_assets.ml.registry.model_registry import PromotionRefusedError
+from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.stores import snapshot_store
-from churn_assets.resources import ChurnSettingsResource, ModelRegistryResource
+from churn_assets.resources import (
+    ChurnSettingsResource,
+    DaskResource,
+    ModelRegistryResource,
+    RunScopedIOManager,
+)
 
 
 @retrain_asset(deps=[churn_scores], kinds={"parquet", "csv"})
 def retention_campaign(
+    context: dg.AssetExecutionContext,
     settings: ChurnSettingsResource,
     registry: ModelRegistryResource,
+    dask: DaskResource,
+    io_manager: dg.ResourceParam[RunScopedIOManager],
     cleaned_customers: CleanedTable,
 ) -> dg.MaterializeResult:
-    """The scoring's offer list as a campaign: treatment, a random control group, exploration."""
+    """The scoring's offer list as a campaign: treatment, control, exploration; a challenger."""
     # Targets are split at random into treatment and a control group held back; a small random
     # slice below the threshold is offered too (exploration); customers of campaigns still
     # running are held. Assignments: <scores>/campaigns/campaign=<date>-v<version>/ (see
     # ml/campaigns/ledger); offers: <scores>/campaign_offers.csv. CHURN_CONTROL_FRACTION and
     # CHURN_EXPLORE_FRACTION set the shares; the campaign's window is CHURN_OUTCOME_WINDOW_DAYS.
+    # CHURN_CHALLENGER_VERSION / _THRESHOLD (or this run's settings resource config) make it a
+    # champion/challenger campaign: the challenger scores every customer here (its ranked file:
+    # <scores>/challenger/), and CHURN_CHALLENGER_SHARE of them, drawn at random, follow its
+    # policy, with their own control group.
     churn_settings = settings.get()
     folder = churn_settings.scores_folder
     scores = folder / f"{SCORES_FILE}.parquet"
@@ -58,6 +74,11 @@ def retention_campaign(
     )
     threshold = decision.version_threshold(registry.open().version(version).tags or {})
     policy = Policy(threshold, churn_settings.control_fraction, churn_settings.explore_fraction)
+    challenger: tuple[str, ledger.Challenger] | None = None
+    if churn_settings.challenger_version or churn_settings.challenger_threshold is not None:
+        challenger = _challenger(
+            context, churn_settings, registry, dask, io_manager, cleaned_customers, version, policy
+        )
     campaign = ledger.start(
         scores,
         folder,
@@ -70,10 +91,14 @@ def retention_campaign(
                 "control_fraction": policy.control_fraction,
                 "explore_fraction": policy.explore_fraction,
             },
-            versions={"production": version},
+            versions={
+                PolicyName.production.value: version,
+                **({PolicyName.challenger.value: challenger[0]} if challenger is not None else {}),
+            },
         ),
         policy,
         cleaned_customers.contract.id_column,
+        None if challenger is None else challenger[1],
     )
     return dg.MaterializeResult(
         metadata=ui_metadata(
@@ -111,6 +136,43 @@ class ContactLogConfig(dg.Config):
     sha256: str | None = Field(
         None, description="The content the sensor saw; a file changed since then is refused."
     )
+
+
+def _challenger(
+    context: dg.AssetExecutionContext,
+    settings: ChurnSettings,
+    registry: ModelRegistryResource,
+    dask: DaskResource,
+    io_manager: RunScopedIOManager,
+    table: CleanedTable,
+    production: str,
+    policy: Policy,
+) -> tuple[str, ledger.Challenger]:
+    """The challenger's version, and the customers it scored under its threshold."""
+    chosen = settings.challenger_version or production
+    try:
+        version = registry.open().version(chosen)
+    except (PromotionRefusedError, MlflowException) as error:
+        raise dg.Failure(
+            description=f"challenger version {chosen[:40]!r}: {str(error)[:200]}",
+            allow_retries=False,
+        ) from error
+    threshold = settings.challenger_threshold or decision.version_threshold(version.tags or {})
+    if chosen == production and threshold == policy.threshold:
+        raise dg.Failure(
+            description=f"the challenger is production itself (version {production}, threshold "
+            f"{threshold:.3f}): set CHURN_CHALLENGER_VERSION to another version or "
+            "CHURN_CHALLENGER_THRESHOLD to another threshold",
+            allow_retries=False,
+        )
+    model = scoring_model(settings, version, threshold, f"challenger version {chosen}")
+    scored, _ = score_table(context, dask, io_manager, table, model, settings.scores_reasons)
+    files = scoring.write_scores(
+        scored.batches(), settings.scores_folder / ledger.CHALLENGER_FOLDER
+    )
+    scored.remove()
+    rules = Policy(threshold, policy.control_fraction, policy.explore_fraction)
+    return chosen, ledger.Challenger(files.parquet, rules, settings.challenger_share)
 
 
 @churn_asset(deps=[incoming_contact_log], kinds={"csv", "parquet"})
@@ -184,7 +246,7 @@ def campaign_effect(
         first = date.fromisoformat(effects[0].campaign.campaign_date).toordinal()
         for judged, row in zip(effects, table.to_dict("records"), strict=True):
             step = date.fromisoformat(judged.campaign.campaign_date).toordinal() - first
-            if "reduction" in row:
+            if pd.notna(row.get("reduction")):
                 mlflow.log_metric(
                     f"campaign_reduction_v{row['model_version']}", row["reduction"], step
                 )
@@ -196,6 +258,19 @@ def campaign_effect(
             if name != "window_complete" and pd.notna(value)
         }
         shown |= latest_figures
+        comparisons = effect.compare_policies(
+            effects, churn_settings.offer_cost, churn_settings.saved_customer_value
+        )
+        if comparisons:
+            duels = pd.DataFrame([c.figures() for c in comparisons])
+            shown["champion_vs_challenger"] = table_metadata(duels)
+            last = comparisons[-1]
+            shown["latest_challenger_verdict"] = (
+                f"{last.campaign}: {last.verdict}, challenger - production "
+                f"{last.difference:+.1f} per 1,000 customers [{last.difference_low:+.1f}, "
+                f"{last.difference_high:+.1f}]"
+            )
+            mlflow.log_text(duels.to_csv(index=False), "monitoring/champion_challenger.csv")
     return dg.Output(
         table,
         metadata=ui_metadata(

@@ -3,6 +3,7 @@
 from datetime import date
 
 import dagster as dg
+from mlflow.entities.model_registry import ModelVersion
 
 from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata, ui_metadata
 from churn_assets.assets.promotion import production_promotion
@@ -14,6 +15,7 @@ from churn_assets.ml.evaluation import decision, realized
 from churn_assets.ml.model import scoring
 from churn_assets.ml.registry import artifacts, signing
 from churn_assets.ml.registry.signing import SignatureError
+from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import (
     ChurnSettingsResource,
@@ -50,37 +52,13 @@ def churn_scores(
             allow_retries=False,
         )
     version = str(production.version)
-    # Checked here before a task starts, so a version the gate did not attest fails the step
-    # with its reason, once; every worker checks the files it reads again.
-    verifier = signing.verifier(churn_settings)
-    try:
-        artifacts.verified_manifest(verifier, production)
-        artifacts.verified_attestation(verifier, production)
-    except SignatureError as refusal:
-        raise dg.Failure(
-            description=f"not scoring with production: {refusal}", allow_retries=False
-        ) from refusal
-    model = ScoringModel(
-        churn_settings.tracking_uri,
-        churn_settings.model_name,
-        version,
-        str(production.run_id),
-        decision.version_threshold(production.tags or {}),
-        verifier.pem(),
+    model = scoring_model(
+        churn_settings, production, decision.version_threshold(production.tags or {}), "production"
     )
     table = cleaned_customers
-    folder = io_manager.folder_uri(context.run_id, context.asset_key)
-    with dask.runner(table.rows) as runner:
-        where = runner.describe()
-        context.log.info(f"scoring {table.partitions} partition(s) in {where}")
-        try:
-            scored = partitioned_scoring.score_table(
-                table, runner, model, folder, churn_settings.scores_reasons
-            )
-        except ClusterError as error:
-            raise dg.Failure(description=str(error), allow_retries=False) from error
-    if not scored.rows:
-        raise dg.Failure(description="no active customers to score: every customer has churned")
+    scored, where = score_table(
+        context, dask, io_manager, table, model, churn_settings.scores_reasons
+    )
     files = scoring.write_scores(scored.batches(), churn_settings.scores_folder)
     # Kept for good, by the date the scored snapshot is true on: realized_performance judges
     # these against the churns that arrive later.
@@ -112,3 +90,51 @@ def churn_scores(
             settings={"reasons_per_customer": churn_settings.scores_reasons},
         )
     )
+
+
+def scoring_model(
+    settings: ChurnSettings, version: ModelVersion, threshold: float, what: str
+) -> ScoringModel:
+    """The version as scoring tasks load it, after checking here, before a task starts, that
+    the gate attested it: a version it did not fails the step with its reason, once (every
+    worker checks the files it reads again). `what` names the version in that reason."""
+    verifier = signing.verifier(settings)
+    try:
+        artifacts.verified_manifest(verifier, version)
+        artifacts.verified_attestation(verifier, version)
+    except SignatureError as refusal:
+        raise dg.Failure(
+            description=f"not scoring with {what}: {refusal}", allow_retries=False
+        ) from refusal
+    return ScoringModel(
+        settings.tracking_uri,
+        settings.model_name,
+        str(version.version),
+        str(version.run_id),
+        threshold,
+        verifier.pem(),
+    )
+
+
+def score_table(
+    context: dg.AssetExecutionContext,
+    dask: DaskResource,
+    io_manager: RunScopedIOManager,
+    table: CleanedTable,
+    model: ScoringModel,
+    reasons: int,
+) -> tuple[partitioned_scoring.ScoredTable, str]:
+    """The table's active customers scored by `model`, a partition at a time (on the Dask
+    cluster from CHURN_DASK_MIN_ROWS customers on), each sorted into a run in the step's
+    folder of the run, ready to be merged as a stream; and where they were scored."""
+    folder = io_manager.folder_uri(context.run_id, context.asset_key)
+    with dask.runner(table.rows) as runner:
+        where = runner.describe()
+        context.log.info(f"scoring {table.partitions} partition(s) in {where}")
+        try:
+            scored = partitioned_scoring.score_table(table, runner, model, folder, reasons)
+        except ClusterError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from error
+    if not scored.rows:
+        raise dg.Failure(description="no active customers to score: every customer has churned")
+    return scored, where

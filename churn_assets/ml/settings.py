@@ -83,6 +83,12 @@ class ChurnSettings(BaseSettings):
     # its offers; and offers to this share of those below the threshold (ml/campaigns).
     control_fraction: float = Field(0.1, alias="CHURN_CONTROL_FRACTION", ge=0, le=0.5)
     explore_fraction: float = Field(0.02, alias="CHURN_EXPLORE_FRACTION", ge=0, le=0.5)
+    # A challenger for campaigns (ml/campaigns/assignment): a registered version the gate
+    # attested (default: production's), under its own threshold (default: its version's), whose
+    # policy gets this share of each campaign's customers at random, beside production's.
+    challenger_version: str | None = Field(None, alias="CHURN_CHALLENGER_VERSION")
+    challenger_threshold: float | None = Field(None, alias="CHURN_CHALLENGER_THRESHOLD", gt=0, lt=1)
+    challenger_share: float = Field(0.5, alias="CHURN_CHALLENGER_SHARE", gt=0, lt=1)
     # Complete campaigns after which offers whose effect is still indistinguishable from none
     # are warned about (the offers_work check).
     effect_min_campaigns: int = Field(3, alias="CHURN_EFFECT_MIN_CAMPAIGNS", ge=1)

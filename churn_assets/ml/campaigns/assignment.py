@@ -9,6 +9,13 @@ arms. One draw per customer serves both splits: a target is in control when its 
 the control fraction; a customer below the threshold is explored when its draw is below the
 exploration fraction.
 
+A champion/challenger campaign first splits the scoring between two policies (production's
+and a challenger's: another version, another threshold, or both) by a second draw, SHA-256 of
+"<campaign ID>/policy:<customer ID>", independent of the first: below the challenger's share the
+customer's targeting, control group and exploration follow the challenger's scores and
+threshold, else production's. Each policy thus has its own random control group, and the two
+halves are alike but for the policy, so their outcomes compare the policies themselves.
+
 Exploration costs offers to customers the model would not target (the exploration fraction of
 the untargeted base, at `offer_cost` each, most of them to customers who would have stayed);
 what it buys is outcomes with and without an offer across the whole score range, which an
@@ -68,6 +75,18 @@ def draws(campaign: str, customers: pd.Series) -> np.ndarray:
         for c in customers
     ]
     return np.asarray(values, dtype=np.float64) / _SCALE
+
+
+class PolicyName(enum.StrEnum):
+    """Whose policy a customer of a campaign was given."""
+
+    production = "production"
+    challenger = "challenger"
+
+
+def challenged(campaign: str, customers: pd.Series, share: float) -> np.ndarray:
+    """Whether each customer's policy is the challenger's (see the module docstring)."""
+    return draws(f"{campaign}/policy", customers) < share
 
 
 def assign(

@@ -35,12 +35,13 @@ import pyarrow.parquet as pq
 from churn_assets.ml.campaigns import ledger
 from churn_assets.ml.campaigns.assignment import Arm
 from churn_assets.ml.data.landing import inspect_landed
-from churn_assets.ml.data.limits import ExtractLimits
+from churn_assets.ml.data.limits import MAX_ID_CHARS, ExtractLimits
 from churn_assets.ml.data.reading import (
     SOURCE_PATH,
     CustomerDataError,
     checked_csv,
     file_line,
+    header_names,
     parse_errors,
     shown,
 )
@@ -81,10 +82,21 @@ def recorded(scores_folder: Path) -> list[RecordedLog]:
     """Every recorded log, in the order it was recorded."""
     found = []
     for path in folder_of(scores_folder).glob("*.parquet"):
-        metadata = pq.read_metadata(path).metadata or {}
-        if _TERMS_KEY in metadata:
-            found.append(RecordedLog(**json.loads(metadata[_TERMS_KEY])))
+        terms = _terms(path)
+        if terms is not None:
+            found.append(terms)
     return sorted(found, key=lambda log: (log.recorded_at, log.sha256))
+
+
+def _terms(path: Path) -> RecordedLog | None:
+    """A kept log's terms; None for a file this module did not write whole (a crash before
+    the rename leaves none, but a disk can lose one): it is left out, and recorded anew when
+    its log lands again."""
+    try:
+        metadata = pq.read_metadata(path).metadata or {}
+        return RecordedLog(**json.loads(metadata[_TERMS_KEY]))
+    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError):
+        return None
 
 
 def record(
@@ -103,8 +115,9 @@ def record(
     except CustomerDataError as error:
         raise CustomerDataError(f"{error}; nothing of it was recorded") from error
     target = folder_of(scores_folder) / f"{sha256}.parquet"
-    if target.exists():
-        return next(log for log in recorded(scores_folder) if log.sha256 == sha256), False
+    before = _terms(target) if target.exists() else None
+    if before is not None:
+        return before, False
     table = pa.Table.from_pandas(rows[list(COLUMNS)], preserve_index=False)
     table = table.replace_schema_metadata({_TERMS_KEY: json.dumps(asdict(terms)).encode()})
     with replacing(target) as temporary:
@@ -138,6 +151,10 @@ def _read(
         inspect_landed(path, path.parent, limits, WHAT)
     except FileNotFoundError:
         raise CustomerDataError(f"{WHAT} {path.name} does not exist") from None
+    except OSError as error:
+        raise CustomerDataError(
+            f"{WHAT} {path.name} cannot be read: {error.strerror or type(error).__name__}"
+        ) from None
     with checked_csv(
         path, max_line_bytes=limits.max_line_bytes, follow_symlinks=False, what=WHAT
     ) as checked:
@@ -145,6 +162,13 @@ def _read(
             raise CustomerDataError(
                 f"{WHAT} {path.name}: its content changed since it was picked up; it will be "
                 "picked up again once it stops changing"
+            )
+        written = header_names(checked.handle)
+        repeated = sorted({c.strip() for c in written if written.count(c) > 1})
+        if repeated:
+            raise CustomerDataError(
+                f"{WHAT} {path.name}: column(s) {', '.join(map(repr, repeated))} appear more than "
+                "once in the header; which one counts would be a guess"
             )
         missing = [c for c in REQUIRED if c not in checked.header]
         if missing:
@@ -211,6 +235,13 @@ def _check(
     rows["campaign"] = rows["campaign"].str.strip()
     _refuse_first(
         rows, rows["customer"].eq(""), "customer", name, lambda _: "the customer is blank"
+    )
+    _refuse_first(
+        rows,
+        rows["customer"].str.len() > MAX_ID_CHARS,
+        "customer",
+        name,
+        lambda value: f"{shown(value)} is longer than {MAX_ID_CHARS} characters, as no ID is",
     )
     _refuse_first(
         rows,

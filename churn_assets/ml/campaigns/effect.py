@@ -21,8 +21,10 @@ protocol: the treated customers who were contacted against the control customers
 That comparison is what the team asks ("did the calls work?") but is not randomized: who gets
 reached is chosen by the world, not the draw, so it is shown beside the measure by assignment,
 never instead of it. The effect per contact (Bloom's estimator: the reduction by assignment
-divided by how many more treated than control customers were contacted) stays randomized and
-says what each contact bought when contacts, not offers, are what the effect needs.
+divided by how many more treated than control customers were contacted, shown only when that
+difference is at least 5 points) stays randomized and says what each contact bought when
+contacts, not offers, are what the effect needs; it carries the reduction's uncertainty divided
+by the same difference, and no interval of its own is shown.
 
 Where offers work is shown by decile of the churn probability among the targets, and by the
 Qini curve: targets ranked by probability, for each top share the customers retained among its
@@ -40,10 +42,13 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.campaigns.assignment import Arm
+from churn_assets.ml.campaigns.assignment import Arm, PolicyName
 from churn_assets.ml.campaigns.ledger import Campaign
 
 _Z = 1.959963984540054  # the 97.5th percentile of the standard normal: 95% two-sided
+#: The least difference in contact rates (treated - control) the effect per contact is divided
+#: by: below it the ratio says more about the noise than about the contacts.
+_MIN_CONTACT_GAP = 0.05
 
 
 def wilson(successes: int, trials: int, z: float = _Z) -> tuple[float, float]:
@@ -146,7 +151,9 @@ class Protocol:
             control_contacted=int((control & contacted).sum()),
             per_protocol=Comparison.of(left[reached], left[control & ~contacted]),
             reduction_per_contact=(
-                by_assignment.reduction / gap if by_assignment is not None and gap > 0 else None
+                by_assignment.reduction / gap
+                if by_assignment is not None and gap >= _MIN_CONTACT_GAP
+                else None
             ),
         )
 
@@ -169,13 +176,19 @@ class Effect:
     qini_coefficient: float | None
     #: what the contact logs say, where one mentions the campaign
     protocol: Protocol | None = None
+    #: whose policy these customers followed (a champion/challenger campaign is judged per
+    #: policy, each against its own control group)
+    policy: str = PolicyName.production.value
 
     def figures(self, offer_cost: float, saved_value: float) -> dict[str, float | int | str]:
         """The campaign's row of the effect table (a missing comparison: its figures absent)."""
         row: dict[str, float | int | str] = {
             "campaign": self.campaign.id,
+            "policy": self.policy,
             "campaign_date": self.campaign.campaign_date,
-            "model_version": ",".join(sorted(set(self.campaign.versions.values()))),
+            "model_version": self.campaign.versions.get(
+                self.policy, ",".join(sorted(set(self.campaign.versions.values())))
+            ),
             "days_observed": self.days_observed,
             "window_complete": self.window_complete,
         }
@@ -240,6 +253,7 @@ def judge(
     outcomes_as_of: date,
     untouched: pd.Series | None = None,
     contacts: pd.DataFrame | None = None,
+    policy: str = PolicyName.production.value,
 ) -> Effect | None:
     """The campaign's effect with the churns recorded by `outcomes_as_of`; None before any
     outcome can have arrived. `untouched`: the IDs of the scoring's untargeted customers the
@@ -271,6 +285,7 @@ def judge(
         qini=qini,
         qini_coefficient=coefficient,
         protocol=None if contacts is None else Protocol.of(contacts, ids, left, arm),
+        policy=policy,
     )
 
 
@@ -314,6 +329,135 @@ def _qini(
     coefficient = float(np.mean(retained - random) / n_t[-1])
     curve = pd.DataFrame({"share_targeted": np.r_[0.0, share], "retained": np.r_[0.0, retained]})
     return curve, coefficient
+
+
+@dataclass(frozen=True)
+class PolicyValue:
+    """What one policy of a champion/challenger campaign is worth per 1,000 customers given to
+    it, were all its targets offered: targets/customers x (reduction x saved value - offer
+    cost), with the standard error the reduction's carries into it (from its Newcombe
+    interval)."""
+
+    policy: str
+    version: str
+    threshold: float
+    customers: int
+    targets: int
+    reduction: float
+    value_per_1000: float
+    standard_error: float
+
+
+@dataclass(frozen=True)
+class PolicyComparison:
+    """Challenger against production on one campaign's customers, split at random."""
+
+    campaign: str
+    window_complete: bool
+    production: PolicyValue
+    challenger: PolicyValue
+    #: challenger - production, per 1,000 customers, with a normal 95% interval
+    difference: float
+    difference_low: float
+    difference_high: float
+
+    @property
+    def verdict(self) -> str:
+        if self.difference_low > 0:
+            return "challenger better"
+        if self.difference_high < 0:
+            return "production better"
+        return "not distinguishable"
+
+    def figures(self) -> dict[str, float | int | str | bool]:
+        row: dict[str, float | int | str | bool] = {
+            "campaign": self.campaign,
+            "window_complete": self.window_complete,
+        }
+        for side in (self.production, self.challenger):
+            row |= {
+                f"{side.policy}_version": side.version,
+                f"{side.policy}_threshold": side.threshold,
+                f"{side.policy}_targets": side.targets,
+                f"{side.policy}_value_per_1000": side.value_per_1000,
+            }
+        return row | {
+            "difference_per_1000": self.difference,
+            "difference_low": self.difference_low,
+            "difference_high": self.difference_high,
+            "verdict": self.verdict,
+        }
+
+
+def compare_policies(
+    effects: list[Effect], offer_cost: float, saved_value: float
+) -> list[PolicyComparison]:
+    """Each champion/challenger campaign's two policies compared by value per customer (a
+    policy whose targets lack a control group cannot be valued: that campaign is left out)."""
+    by_campaign: dict[str, dict[str, Effect]] = {}
+    for judged in effects:
+        by_campaign.setdefault(judged.campaign.id, {})[judged.policy] = judged
+    found = []
+    for policies in by_campaign.values():
+        if set(policies) != {PolicyName.production.value, PolicyName.challenger.value}:
+            continue
+        sides = [
+            _policy_value(policies[name.value], offer_cost, saved_value)
+            for name in (PolicyName.production, PolicyName.challenger)
+        ]
+        production, challenger = sides
+        if production is None or challenger is None:
+            continue
+        difference = challenger.value_per_1000 - production.value_per_1000
+        spread = _Z * math.hypot(challenger.standard_error, production.standard_error)
+        judged = policies[PolicyName.production.value]
+        found.append(
+            PolicyComparison(
+                judged.campaign.id,
+                judged.window_complete,
+                production,
+                challenger,
+                difference,
+                difference - spread,
+                difference + spread,
+            )
+        )
+    return found
+
+
+def _policy_value(judged: Effect, offer_cost: float, saved_value: float) -> PolicyValue | None:
+    campaign, name = judged.campaign, judged.policy
+    counts = campaign.by_policy.get(name, {})
+    customers = counts.get("scored", 0)
+    threshold = (
+        campaign.challenger_policy["threshold"]
+        if name == PolicyName.challenger.value
+        else campaign.policy["threshold"]
+    )
+    t = judged.targets
+    targets = counts.get(Arm.treatment.value, 0) + counts.get(Arm.control.value, 0)
+    if not customers:
+        return None
+    if t is None:
+        if targets:
+            return None
+        reduction, variance = 0.0, 0.0  # a policy that targets nobody is worth nothing
+    else:
+        # the standard error Newcombe's interval implies (its width over 2 x 1.96): the Wald
+        # formula says 0 for a rate of 0 or 1, which small arms often have
+        reduction = t.reduction
+        variance = ((t.reduction_high - t.reduction_low) / (2 * _Z)) ** 2
+    share = targets / customers
+    return PolicyValue(
+        policy=name,
+        version=campaign.versions.get(name, ""),
+        threshold=float(threshold),
+        customers=customers,
+        targets=targets,
+        reduction=reduction,
+        value_per_1000=1000 * share * (reduction * saved_value - offer_cost),
+        standard_error=1000 * share * saved_value * math.sqrt(variance),
+    )
 
 
 @dataclass(frozen=True)

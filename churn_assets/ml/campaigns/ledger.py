@@ -30,11 +30,14 @@ import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet as pq
 
-from churn_assets.ml.campaigns.assignment import Arm, Policy, assign
+from churn_assets.ml.campaigns.assignment import Arm, Policy, PolicyName, assign, challenged
 from churn_assets.ml.files import replacing
 
 FOLDER = "campaigns"
 OFFERS_FILE = "campaign_offers.csv"
+#: Where a champion/challenger campaign's challenger writes its ranked scores, in the scores
+#: folder: the same files as churn_scores', by the challenger's version and threshold.
+CHALLENGER_FOLDER = "challenger"
 _ASSIGNMENTS = "assignments.parquet"
 _TERMS_KEY = b"churn.campaign"
 
@@ -57,6 +60,10 @@ class Campaign:
     #: customers per arm
     counts: dict[str, int] = field(default_factory=dict)
     scored: int = 0
+    #: a champion/challenger campaign's challenger: threshold and share (empty: none)
+    challenger_policy: dict[str, float] = field(default_factory=dict)
+    #: per policy (production, challenger): customers scored and per arm; empty without one
+    by_policy: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def closes(self) -> date:
@@ -104,27 +111,43 @@ def running_customers(folder: Path, day: date, besides: str) -> frozenset[str]:
     return frozenset(running)
 
 
+@dataclass(frozen=True)
+class Challenger:
+    """A champion/challenger campaign's challenger: its ranked scores file (the same customers
+    scored by its version, `offer` at its threshold), its policy, and its share."""
+
+    scores: Path
+    policy: Policy
+    share: float
+
+
 def start(
     scores: Path,
     folder: Path,
     campaign: Campaign,
     policy: Policy,
     id_column: str,
+    challenger: Challenger | None = None,
 ) -> Campaign:
     """Assign the customers of the ranked scores file `scores` and keep the campaign; returns
-    it with its counts. Targets are the scores' `offer` column (the policy's threshold)."""
+    it with its counts. Targets are the scores' `offer` column (the policy's threshold). With
+    a `challenger`, the customers its share draws (assignment.challenged) are assigned from its
+    scores file by its policy instead, and every row says whose policy it followed."""
     running = running_customers(folder, date.fromisoformat(campaign.campaign_date), campaign.id)
-    source = pq.ParquetFile(scores)
+    sources = [(PolicyName.production, scores, policy)]
+    if challenger is not None:
+        sources.append((PolicyName.challenger, challenger.scores, challenger.policy))
     counts = dict.fromkeys([arm.value for arm in Arm], 0)
+    by_policy = {name.value: {"scored": 0, **counts} for name, _, _ in sources}
     schema = pa.schema(
         [
             (id_column, pa.string()),
             ("arm", pa.string()),
             ("churn_probability", pa.float64()),
             ("model_version", pa.string()),
+            ("policy", pa.string()),
         ]
     )
-    scored = 0
     path = assignments_file(folder, campaign.id)
     with (
         replacing(path) as kept_file,
@@ -132,51 +155,67 @@ def start(
         pq.ParquetWriter(kept_file, schema) as kept,
     ):
         offers: pyarrow.csv.CSVWriter | None = None
-        for batch in source.iter_batches():
-            frame = batch.to_pandas()
-            scored += len(frame)
-            arms = assign(
-                campaign.id,
-                frame[id_column].astype(str).str.strip(),
-                frame["offer"].to_numpy(dtype=bool),
-                policy,
-                running,
-            )
-            chosen = arms.notna().to_numpy()
-            rows = frame.loc[chosen]
-            for arm, n in arms[chosen].value_counts().items():
-                counts[str(arm)] += int(n)
-            kept.write_table(
-                pa.Table.from_pandas(
-                    pd.DataFrame(
-                        {
-                            id_column: rows[id_column].astype(str),
-                            "arm": arms[chosen].astype(str),
-                            "churn_probability": rows["churn_probability"].astype(float),
-                            "model_version": rows["model_version"].astype(str),
-                        }
-                    ),
-                    schema=schema,
-                    preserve_index=False,
+        for name, source, rules in sources:
+            tally = by_policy[name.value]
+            for batch in pq.ParquetFile(source).iter_batches():
+                frame = batch.to_pandas()
+                ids = frame[id_column].astype(str).str.strip()
+                if challenger is not None:
+                    theirs = challenged(campaign.id, ids, challenger.share)
+                    mine = theirs if name is PolicyName.challenger else ~theirs
+                    frame, ids = frame.loc[mine], ids[mine]
+                tally["scored"] += len(frame)
+                arms = assign(campaign.id, ids, frame["offer"].to_numpy(dtype=bool), rules, running)
+                chosen = arms.notna().to_numpy()
+                rows = frame.loc[chosen]
+                for arm, n in arms[chosen].value_counts().items():
+                    counts[str(arm)] += int(n)
+                    tally[str(arm)] += int(n)
+                kept.write_table(
+                    pa.Table.from_pandas(
+                        pd.DataFrame(
+                            {
+                                id_column: rows[id_column].astype(str),
+                                "arm": arms[chosen].astype(str),
+                                "churn_probability": rows["churn_probability"].astype(float),
+                                "model_version": rows["model_version"].astype(str),
+                                "policy": name.value,
+                            }
+                        ),
+                        schema=schema,
+                        preserve_index=False,
+                    )
                 )
-            )
-            offered = arms.isin([a.value for a in Arm if a.offered]).to_numpy()
-            sent = frame.loc[offered].assign(
-                campaign=campaign.id,
-                arm=arms[offered].astype(str),
-                churn_probability=frame.loc[offered, "churn_probability"].round(6),
-            )
-            table = pa.Table.from_pandas(
-                sent[["campaign", "arm", *frame.columns]], preserve_index=False
-            )
-            if offers is None:  # the first batch names the columns, offered to or not
-                options = pyarrow.csv.WriteOptions(quoting_style="needed")
-                offers = pyarrow.csv.CSVWriter(offers_file, table.schema, write_options=options)
-            offers.write_table(table)
+                offered = arms.isin([a.value for a in Arm if a.offered]).to_numpy()
+                sent = frame.loc[offered].assign(
+                    campaign=campaign.id,
+                    arm=arms[offered].astype(str),
+                    policy=name.value,
+                    churn_probability=frame.loc[offered, "churn_probability"].round(6),
+                )
+                table = pa.Table.from_pandas(
+                    sent[["campaign", "arm", "policy", *frame.columns]], preserve_index=False
+                )
+                if offers is None:  # the first batch names the columns, offered to or not
+                    options = pyarrow.csv.WriteOptions(quoting_style="needed")
+                    offers = pyarrow.csv.CSVWriter(offers_file, table.schema, write_options=options)
+                offers.write_table(table)
         if offers is None:
             raise ValueError(f"{scores} holds no scores")
         offers.close()
-        done = Campaign(**{**asdict(campaign), "counts": counts, "scored": scored})
+        done = Campaign(
+            **{
+                **asdict(campaign),
+                "counts": counts,
+                "scored": sum(t["scored"] for t in by_policy.values()),
+                "challenger_policy": (
+                    {"threshold": challenger.policy.threshold, "share": challenger.share}
+                    if challenger is not None
+                    else {}
+                ),
+                "by_policy": by_policy if challenger is not None else {},
+            }
+        )
         kept.add_key_value_metadata({_TERMS_KEY: json.dumps(asdict(done)).encode()})
     return done
 

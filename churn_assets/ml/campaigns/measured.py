@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from churn_assets.ml.campaigns import contacts, effect, ledger
-from churn_assets.ml.campaigns.assignment import Arm
+from churn_assets.ml.campaigns.assignment import Arm, PolicyName
 from churn_assets.ml.campaigns.effect import Effect
 from churn_assets.ml.evaluation import realized
 from churn_assets.ml.evaluation.decision import OfferEffect
@@ -22,8 +22,8 @@ def untouched(folder: Path, campaign: ledger.Campaign, assigned: pd.Series) -> p
     """The IDs of the campaign's scoring below the threshold that it assigned nothing: the
     explored customers' comparison. None when the scoring is not kept (or under two versions)."""
     versions = set(campaign.versions.values())
-    if len(versions) != 1:
-        return None
+    if len(versions) != 1 or campaign.challenger_policy:
+        return None  # the kept scoring's offers are one policy's
     path = realized.history_file(folder, date.fromisoformat(campaign.campaign_date), *versions)
     if not path.exists():
         return None
@@ -43,17 +43,33 @@ def measured_now(settings: ChurnSettings) -> tuple[str, list[Effect]]:
         if date.fromisoformat(campaign.campaign_date) >= date.fromisoformat(as_of):
             continue  # no outcome can have arrived
         assignments = ledger.read_assignments(folder, campaign.id)
-        found = effect.judge(
-            campaign,
-            assignments,
-            churn_dates,
-            date.fromisoformat(as_of),
-            untouched(folder, campaign, assignments.iloc[:, 0]),
-            contacts.of_campaign(folder, campaign.id),
-        )
-        if found is not None:
-            judged.append(found)
+        logged = contacts.of_campaign(folder, campaign.id)
+        for policy, rows in by_policy(campaign, assignments):
+            found = effect.judge(
+                campaign,
+                rows,
+                churn_dates,
+                date.fromisoformat(as_of),
+                untouched(folder, campaign, assignments.iloc[:, 0]),
+                logged,
+                policy,
+            )
+            if found is not None:
+                judged.append(found)
     return as_of, judged
+
+
+def by_policy(
+    campaign: ledger.Campaign, assignments: pd.DataFrame
+) -> list[tuple[str, pd.DataFrame]]:
+    """The campaign's assignments per policy it followed: production's alone, unless it had a
+    challenger (campaigns kept before champion/challenger have no `policy` column)."""
+    if not campaign.challenger_policy or "policy" not in assignments:
+        return [(PolicyName.production.value, assignments)]
+    return [
+        (name.value, assignments.loc[assignments["policy"] == name.value].reset_index(drop=True))
+        for name in PolicyName
+    ]
 
 
 def effect_table(effects: list[Effect], offer_cost: float, saved_value: float) -> pd.DataFrame:

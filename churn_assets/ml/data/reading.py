@@ -409,6 +409,14 @@ def _records(handle: BinaryIO) -> Iterator[tuple[int, list[str]]]:
         first = reader.line_num + 1
 
 
+def header_names(handle: BinaryIO) -> list[str]:
+    """The header's names as written: pandas renames a repeated one (`a`, `a.1`), which hides
+    that the file names a column twice."""
+    _, names = next(_records(handle), (1, []))
+    handle.seek(0)
+    return [name.lstrip("\ufeff") for name in names]
+
+
 def _malformed(handle: BinaryIO, error: Exception) -> str:
     """The first record whose field count differs from the header's, else pandas' reason."""
     try:
@@ -437,7 +445,9 @@ def file_line(frame: pd.DataFrame, position: int) -> int:
     if source:
         try:
             with open_regular(Path(source), follow_symlinks=False) as handle:
-                for index, (line, _) in enumerate(_records(handle)):
+                # pandas skips blank lines: so does the count
+                records = (line for line, fields in _records(handle) if fields)
+                for index, line in enumerate(records):
                     if index == position + 1:  # record 0 is the header
                         return line
         except (CustomerDataError, OSError, csv.Error):

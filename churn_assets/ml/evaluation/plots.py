@@ -155,7 +155,9 @@ def campaign_plot(table: pd.DataFrame, qini: pd.DataFrame, latest: str) -> bytes
         effects.errorbar(x, middle, yerr=np.vstack(spread), fmt="none", ecolor="tab:blue")
         effects.scatter(x[complete], middle[complete], color="tab:blue")
         effects.scatter(x[~complete], middle[~complete], facecolors="none", edgecolors="tab:blue")
-        effects.set_xticks(x, rows["campaign"], rotation=30, ha="right", fontsize=7)
+        challenger = rows.get("policy", pd.Series("", index=rows.index)) == "challenger"
+        labels = rows["campaign"].where(~challenger, rows["campaign"] + " (challenger)")
+        effects.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
     effects.axhline(0, color="grey", linewidth=0.8)
     effects.set(ylabel="churn rate, control - treatment", title="Churn prevented per offer")
     if not qini.empty:
