@@ -29,17 +29,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from churn_assets import start_up
-from churn_assets.ml.campaigns import contacts, ledger, measured
+from churn_assets.ml.campaigns import contacts, ledger, measured, uplift
 from churn_assets.ml.campaigns.assignment import Arm, PolicyName, draws
 from churn_assets.ml.campaigns.effect import Effect, compare_policies
 from churn_assets.ml.data.history import ExtractKind, today
 from churn_assets.ml.data.synthetic import write_customers
 from churn_assets.ml.data.synthetic_history import Response, SyntheticHistory, make_history
-from churn_assets.ml.evaluation import decision
+from churn_assets.ml.evaluation import decision, realized
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 
 #: What the demo sets for its runs: a window of three weeks, so campaigns close within the demo;
 #: a gate fit for a few thousand synthetic customers; a control group large enough for small
@@ -54,6 +56,8 @@ DEMO_ENV = {
     "CHURN_MAX_AUC_DROP": "0.05",
     "CHURN_CONTROL_FRACTION": "0.3",
     "CHURN_EXPLORE_FRACTION": "0.05",
+    # a demo's few thousand customers: an uplift model once 500 have an outcome in each arm
+    "CHURN_UPLIFT_MIN_OUTCOMES": "500",
 }
 #: The version whose policy challenges production's from --challenger-from on: the first, which
 #: chose its threshold by the assumed effect.
@@ -114,7 +118,12 @@ def _launch(job: str, run_config: dict[str, Any] | None, log: Path) -> bool:
 
 
 def _answer(
-    history: SyntheticHistory, settings: ChurnSettings, day: date, week: int, log: Path
+    history: SyntheticHistory,
+    settings: ChurnSettings,
+    day: date,
+    week: int,
+    log: Path,
+    world: dict[str, pd.Series],
 ) -> list[Truth]:
     """The world's answer to the campaign made on `day`, if one was: its truth per policy, the
     team's contact log recorded, then the offers of those reached applied."""
@@ -132,6 +141,16 @@ def _answer(
     aimed = (arm == Arm.treatment.value) | (arm == Arm.control.value)
     effect = np.zeros(len(ids))
     effect[aimed] = history.offer_effect(ids[aimed], week, window_weeks) * reach[aimed]
+    # what an offer would do to each customer of the scoring, reach included (for judging the
+    # uplift model's targeting later): kept before the world answers
+    kept = realized.history_file(folder, day, campaign.versions[PolicyName.production.value])
+    scored = pd.Index(pq.read_table(kept).column(0).to_pylist() if kept.exists() else [])
+    everyone = ids.union(scored.astype(str))
+    world[campaign.id] = pd.Series(
+        history.offer_effect(everyone, week, window_weeks)
+        * (draws(f"reach:{campaign.id}", everyone.to_series()) < REACH),
+        index=everyone,
+    )
     truths = []
     production = campaign.versions[PolicyName.production.value]
     tags = registry.open_registry(ChurnSettings()).version(production).tags or {}
@@ -206,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ChurnSettings(_env_file=None)  # type: ignore[call-arg]
     log = logs / "demo-campaigns.log"
     truths: list[Truth] = []
+    world: dict[str, pd.Series] = {}
     print(f"demo campaigns in {out}: {args.customers:,} customers, {args.weeks} weeks; log {log}")
     for week in range(args.weeks + 1):
         day, extract = history.extract(week) if week else (start, None)
@@ -222,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
             os.environ["CHURN_CHALLENGER_VERSION"] = CHALLENGER
         trained = _launch("churn_training", None, log)
         try:
-            found = _answer(history, settings, day, week, log)
+            found = _answer(history, settings, day, week, log, world)
         except RuntimeError as error:
             print(error)
             return 1
@@ -242,10 +262,12 @@ def run(args: argparse.Namespace) -> int:
                 for other in others
             )
         )
-    return _report(settings, truths, out)
+    return _report(settings, truths, world, out)
 
 
-def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
+def _report(
+    settings: ChurnSettings, truths: list[Truth], world: dict[str, pd.Series], out: Path
+) -> int:
     """Each campaign measured against its truth; 0 once a campaign has closed. A 95% interval
     misses its truth one time in twenty, so a miss is shown (MISSED), not an error."""
     as_of, effects = measured.measured_now(settings)
@@ -303,8 +325,58 @@ def _report(settings: ChurnSettings, truths: list[Truth], out: Path) -> int:
             f"closed champion/challenger campaigns whose interval covers the true difference: "
             f"{int(ended['covered'].sum())} of {len(ended)}"
         )
+    _uplift(settings, world, out)
     print(f"closed campaigns whose interval covers the truth: {hits} of {len(closed)}")
     return 0 if not closed.empty else 1
+
+
+def _uplift(settings: ChurnSettings, world: dict[str, pd.Series], out: Path) -> None:
+    """The uplift model as uplift_model fits and judges it, and the world's truth about the two
+    targetings on the same held-out customers."""
+    store = snapshot_store(settings)
+    as_of, churn_dates = realized.outcomes_now(settings)
+    rows = uplift.experiments(store, settings.scores_folder, date.fromisoformat(as_of), churn_dates)
+    found = uplift.evaluate(
+        rows,
+        store.contract,
+        settings.uplift_min_outcomes,
+        settings.saved_customer_value,
+        settings.offer_cost,
+        uplift.SEED,
+    )
+    if isinstance(found, uplift.TooFewOutcomes):
+        print(f"uplift model: {found.words}")
+        return
+    test, v = found.held_out, found.verdict
+    ids = test[store.contract.id_column].astype(str)
+    effect = np.array(
+        [world[c].get(i, 0.0) for c, i in zip(test[uplift.CAMPAIGN], ids, strict=True)]
+    )
+    gain = effect * settings.saved_customer_value - settings.offer_cost
+    by_uplift = found.uplift * settings.saved_customer_value - settings.offer_cost > 0
+    by_probability = test[uplift.TARGETED].to_numpy(dtype=bool)
+    true_uplift = 1000 * float(gain[by_uplift].sum()) / len(test)
+    true_probability = 1000 * float(gain[by_probability].sum()) / len(test)
+    top = np.argsort(-test[uplift.PROBABILITY].to_numpy(dtype=float), kind="stable")
+    true_same_offers = 1000 * float(gain[top[: int(by_uplift.sum())]].sum()) / len(test)
+    pd.DataFrame(
+        [
+            {
+                **v.figures(),
+                "true_uplift_value_per_1000": true_uplift,
+                "true_probability_value_per_1000": true_probability,
+                "true_probability_value_same_offers_per_1000": true_same_offers,
+            }
+        ]
+    ).to_csv(out / "uplift_truth.csv", index=False)
+    print(
+        f"uplift model on {v.customers:,} held-out customers: {v.words}; per 1,000 customers "
+        f"uplift targeting {_whole(v.uplift_value)} ({v.uplift_offers} offers) vs probability "
+        f"{_whole(v.probability_value)} ({v.probability_offers} offers), difference "
+        f"{_whole(v.difference)} [{_whole(v.difference_low)}, {_whole(v.difference_high)}]; "
+        f"true {_whole(true_uplift)} vs {_whole(true_probability)}; probability cut to the same "
+        f"offers {_whole(v.probability_value_same_offers)}, true {_whole(true_same_offers)}"
+    )
 
 
 def _duels(

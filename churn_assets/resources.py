@@ -134,6 +134,11 @@ class ChurnSettingsResource(dg.ConfigurableResource):
         description="CHURN_CHALLENGER_SHARE: share of each campaign's customers given to the "
         "challenger's policy, at random.",
     )
+    uplift_min_outcomes: int | None = Field(
+        default=None,
+        description="CHURN_UPLIFT_MIN_OUTCOMES: customers with an outcome needed per arm before "
+        "an uplift model is fitted.",
+    )
     effect_min_campaigns: int | None = Field(
         default=None,
         description="CHURN_EFFECT_MIN_CAMPAIGNS: complete campaigns after which an effect still "

@@ -407,6 +407,13 @@ def _training_outcome(
     if "offers" in campaign:
         lines.append(f"  campaign {campaign['campaign']}: {campaign_counts(campaign)}")
         lines.append(f"    offers for the CRM: {shown_path(str(campaign['offers']))}")
+    uplift = watcher.materialized.get("uplift_model", {})
+    if "difference_per_1000" in uplift:  # fitted: enough outcomes per arm
+        low, high = uplift["difference_low"], uplift["difference_high"]
+        lines.append(
+            f"  uplift model: {uplift['verdict']} ({uplift['difference_per_1000']:+,.0f} per "
+            f"1,000 customers [{low:+,.0f}, {high:+,.0f}])"
+        )
     lines.append(
         f"  snapshot {short(tags.get(registry.SNAPSHOT_TAG))} · Dagster run {short(run_id)}"
         f" · MLflow run {short(version.run_id)}"

@@ -55,6 +55,7 @@ TRAINING_ASSETS = (
     "churn_scores",
     "retention_campaign",
     "campaign_effect",
+    "uplift_model",
     "realized_performance",
 )
 #: The lineage users expect: each asset and its upstream assets (in-process and over GraphQL).
@@ -73,6 +74,7 @@ EXPECTED_PARENTS: dict[str, set[str]] = {
     "incoming_contact_log": set(),
     "contact_log": {"incoming_contact_log"},
     "campaign_effect": {"retention_campaign", "contact_log"},
+    "uplift_model": {"campaign_effect"},
     "realized_performance": {"churn_scores"},
 }
 

@@ -35,6 +35,7 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     screen = done.stdout.splitlines()
+    log = (out / "logs" / "demo-campaigns.log").read_text()
     assert len(screen) < 25, screen
     weeks = [line for line in screen if re.match(r"week \d ", line)]
     assert len(weeks) == 5 and "campaign 20" in weeks[0] and "true reduction" in weeks[0]
@@ -55,6 +56,13 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     assert big["contact_rate"].between(0.65, 0.85).all(), big
     assert big["measured_per_contact"].notna().all(), big
     assert "closed campaigns whose interval covers the truth" in screen[-1]
+    # the uplift model, as uplift_model fits and judges it, beside the world's truth
+    (said,) = [line for line in screen if line.startswith("uplift model")]
+    if "not enough outcomes" not in said:
+        judged = pd.read_csv(out / "uplift_truth.csv")
+        assert judged["held_out_customers"].iloc[0] > 0
+        assert re.search(r"true [+-]\d+ vs [+-]\d+; ", said), said
+    assert log.count("ok     uplift_model") >= 4
     # from week 1 version 1's policy challenged production's on half the customers: week 1's
     # campaign closed by week 4, each policy judged on its half, the two compared in value
     assert "; challenger v1: " in weeks[1]
@@ -71,7 +79,6 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     }
     assert not (tmp_path / "elsewhere.db").exists()
 
-    log = (out / "logs" / "demo-campaigns.log").read_text()
     assert log.count("ok     campaign_effect") >= 4  # every promoted week measured them all
     assert log.count("is in production") >= 4
     assert "offers for the CRM" in log

@@ -66,9 +66,14 @@ def test_resources_page_shows_the_settings_in_force(
 
     settings = resources_page["settings"]
     values = _values(settings)
-    # every field shows a value (JSON), null only where unset means "the shipped contract"
+    # every field shows a value (JSON), null only where unset means "the shipped contract" or
+    # "no challenger"
     assert set(values) == {field["name"] for field in settings["configFields"]}
-    assert {key for key, value in values.items() if value == "null"} == {"contract_path"}
+    assert {key for key, value in values.items() if value == "null"} == {
+        "contract_path",
+        "challenger_version",
+        "challenger_threshold",
+    }
     assert values["min_auc"] == "0.85"  # from the environment
     assert values["min_accuracy"] == "0.78"  # the default, written out
     assert values["gate_beat_baseline"] == "true"

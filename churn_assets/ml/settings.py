@@ -89,6 +89,9 @@ class ChurnSettings(BaseSettings):
     challenger_version: str | None = Field(None, alias="CHURN_CHALLENGER_VERSION")
     challenger_threshold: float | None = Field(None, alias="CHURN_CHALLENGER_THRESHOLD", gt=0, lt=1)
     challenger_share: float = Field(0.5, alias="CHURN_CHALLENGER_SHARE", gt=0, lt=1)
+    # Customers with a closed campaign window needed in each arm (treated, untreated) before an
+    # uplift model is fitted (ml/campaigns/uplift).
+    uplift_min_outcomes: int = Field(1000, alias="CHURN_UPLIFT_MIN_OUTCOMES", ge=50)
     # Complete campaigns after which offers whose effect is still indistinguishable from none
     # are warned about (the offers_work check).
     effect_min_campaigns: int = Field(3, alias="CHURN_EFFECT_MIN_CAMPAIGNS", ge=1)

@@ -43,7 +43,7 @@ class PointInTime:
     window_days: int
 
 
-def _days(chain: list[SnapshotInfo]) -> dict[date, SnapshotInfo]:
+def snapshot_days(chain: list[SnapshotInfo]) -> dict[date, SnapshotInfo]:
     """One snapshot per day, the newest of the day."""
     return {date.fromisoformat(s.as_of): s for s in chain}
 
@@ -72,7 +72,7 @@ def observe(
 
 def build(store: SnapshotStore, newest: str, window_days: int) -> PointInTime | None:
     """The point-in-time tables of the lineage ending at `newest`, or None if it is too short."""
-    days = _days(store.lineage(newest))
+    days = snapshot_days(store.lineage(newest))
     if not days:
         return None
     last = max(days)

@@ -1,0 +1,367 @@
+"""Who stays *because* of an offer: an uplift model learned from the campaigns' randomized arms,
+and whether targeting by it beats targeting by churn probability, judged on held-out customers.
+
+**The experiment.** Every closed campaign is a randomized experiment over its scoring: among the
+policy's targets a customer was treated with probability 1 - control fraction, below the
+threshold with probability explore fraction (explored against the untouched, when the kept
+scoring says who they were). The design's probabilities (propensities) are known exactly, so
+nothing is estimated about who got offers. Each customer's features are those of the snapshot
+dated the campaign's day (`point_in_time.observe`, the same rows training uses), the outcome
+whether the snapshots record them leaving within the campaign's window. Customers a campaign
+held, and champion/challenger campaigns' untargeted (their kept scoring is one policy's), are
+left out.
+
+**The learner** is a T-learner on LightGBM: one classifier of churn among the treated, one among
+the untreated, on the platform's preprocessor; a customer's uplift is the second's probability
+less the first's (the churn an offer prevents), and their expected incremental value
+uplift x CHURN_SAVED_CUSTOMER_VALUE - CHURN_OFFER_COST. Hand-written (two fits and a difference)
+rather than causalml or scikit-uplift: neither is in the lock, causalml pins its own scientific
+stack, and scikit-uplift's TwoModels is the same two fits without the preprocessor, the seeds or
+the design's propensities this needs around them.
+
+**The judgement** is on customers held out by a hash of their ID (a customer stays on one side
+across campaigns), never seen by the fits. A policy (a set of customers to offer) is valued by
+inverse propensity weighting: each customer's (1 - t) y / (1 - e) - t y / e is an unbiased
+estimate of the churn an offer would prevent for them (t: treated, y: left, e: propensity), so a
+policy's value per 1,000 customers is 1,000 / n x the sum over its customers of that x saved
+value - offer cost. Targeting by uplift (expected incremental value above 0) is compared with
+targeting by churn probability as the campaigns did (their thresholds), with a bootstrap 95%
+interval of the difference; the Qini coefficient of each ranking (the same weighted estimate,
+cumulated down the ranking, against random order) says which ranks better. Uplift targeting
+beats probability targeting when the interval lies above 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from sklearn.compose import ColumnTransformer
+
+from churn_assets.ml.campaigns import ledger
+from churn_assets.ml.campaigns.assignment import Arm, draws
+from churn_assets.ml.data import cleaning, point_in_time
+from churn_assets.ml.data.contract import Contract
+from churn_assets.ml.data.snapshots import SnapshotStore
+from churn_assets.ml.evaluation import realized
+from churn_assets.ml.model.features import categorical_positions, fit_preprocessor
+
+#: The learner's and the bootstrap's seed: the same experiment fits and judges the same way.
+SEED = 42
+#: Share of experimental customers held out to judge the model.
+HOLDOUT_SHARE = 0.3
+_BOOTSTRAP = 500
+_Z = 1.959963984540054
+#: Columns an experiment row carries besides the contract's features.
+TREATED, LEFT, PROPENSITY, PROBABILITY, TARGETED, CAMPAIGN = (
+    "treated",
+    "left",
+    "propensity",
+    "churn_probability",
+    "targeted",
+    "campaign",
+)
+
+
+def experiments(
+    store: SnapshotStore, scores_folder: Path, as_of: date, churn_dates: pd.Series
+) -> pd.DataFrame:
+    """Every campaign closed by `as_of`, its randomized customers with their features on its
+    day, whether they were treated, left within its window (by `churn_dates`, the newest
+    snapshot's), the design's propensity, and the churn probability and targeting the campaign
+    used (see the module docstring)."""
+    contract = store.contract
+    current = store.current()
+    if current is None:
+        return pd.DataFrame()
+    days = point_in_time.snapshot_days(store.lineage(current.id))
+    frames = []
+    for campaign in ledger.campaigns(scores_folder):
+        day = date.fromisoformat(campaign.campaign_date)
+        if campaign.closes > as_of or day not in days:
+            continue
+        snapshot = store.read(days[day].id)
+        cleaned, _ = cleaning.clean_customers(snapshot, contract, require_both_classes=False)
+        observed = point_in_time.observe(
+            cleaned, churn_dates, day, campaign.window_days, contract
+        ).set_index(contract.id_column, drop=False)
+        arms = _design(scores_folder, campaign)
+        rows = observed.join(arms, how="inner")
+        rows[LEFT] = rows.pop(contract.target_column).astype(bool)
+        rows[CAMPAIGN] = campaign.id
+        frames.append(rows.reset_index(drop=True))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
+    """The campaign's randomized customers by ID: treated, propensity, probability, targeted."""
+    assignments = ledger.read_assignments(folder, campaign.id)
+    ids = assignments.iloc[:, 0].astype(str).str.strip()
+    arm = assignments["arm"].to_numpy()
+    control_fraction = float(campaign.policy["control_fraction"])
+    explore_fraction = float(campaign.policy["explore_fraction"])
+    aimed = (arm == Arm.treatment.value) | (arm == Arm.control.value)
+    parts = [
+        pd.DataFrame(
+            {
+                TREATED: arm[aimed] == Arm.treatment.value,
+                PROPENSITY: 1 - control_fraction,
+                PROBABILITY: assignments["churn_probability"].to_numpy()[aimed],
+                TARGETED: True,
+            },
+            index=ids[aimed].to_numpy(),
+        )
+    ]
+    below = _untouched(folder, campaign, ids)
+    if below is not None and explore_fraction > 0:
+        explored = arm == Arm.explore.value
+        parts.append(
+            pd.DataFrame(
+                {
+                    TREATED: True,
+                    PROPENSITY: explore_fraction,
+                    PROBABILITY: assignments["churn_probability"].to_numpy()[explored],
+                    TARGETED: False,
+                },
+                index=ids[explored].to_numpy(),
+            )
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    TREATED: False,
+                    PROPENSITY: explore_fraction,
+                    PROBABILITY: below.to_numpy(),
+                    TARGETED: False,
+                },
+                index=below.index.to_numpy(),
+            )
+        )
+    return pd.concat(parts)
+
+
+def _untouched(folder: Path, campaign: ledger.Campaign, assigned: pd.Series) -> pd.Series | None:
+    """The probability of each customer below the threshold the campaign did not assign, by
+    ID, from its kept scoring; None where that scoring is not one policy's or not kept."""
+    versions = set(campaign.versions.values())
+    if len(versions) != 1 or campaign.challenger_policy:
+        return None
+    path = realized.history_file(folder, date.fromisoformat(campaign.campaign_date), *versions)
+    if not path.exists():
+        return None
+    id_column = pq.read_schema(path).names[0]
+    scores = pq.read_table(path, columns=[id_column, "offer", PROBABILITY]).to_pandas()
+    ids = scores[id_column].astype(str).str.strip()
+    keep = ~scores["offer"].to_numpy(dtype=bool) & ~ids.isin(set(assigned)).to_numpy()
+    return pd.Series(scores[PROBABILITY].to_numpy()[keep], index=ids[keep].to_numpy())
+
+
+def held_out(rows: pd.DataFrame, contract: Contract) -> np.ndarray:
+    """Which rows judge the model: a hash of the customer ID, the same in every campaign."""
+    return draws("uplift-holdout", rows[contract.id_column].astype(str)) < HOLDOUT_SHARE
+
+
+@dataclass(frozen=True)
+class TLearner:
+    """Churn among the treated and among the untreated, on one preprocessor."""
+
+    preprocessor: ColumnTransformer
+    treated: lgb.LGBMClassifier
+    untreated: lgb.LGBMClassifier
+    features: tuple[str, ...]
+
+    def uplift(self, rows: pd.DataFrame) -> np.ndarray:
+        """The churn an offer prevents for each customer (untreated - treated probability)."""
+        x = self.preprocessor.transform(rows[list(self.features)])
+        untreated = np.asarray(self.untreated.predict_proba(x))[:, 1]
+        return untreated - np.asarray(self.treated.predict_proba(x))[:, 1]
+
+
+def fit(rows: pd.DataFrame, contract: Contract, seed: int) -> TLearner:
+    """The T-learner on `rows` (treated and untreated customers both present)."""
+    features = tuple(contract.feature_columns)
+    preprocessor = fit_preprocessor(rows, contract)
+    categorical = categorical_positions(preprocessor)
+
+    def arm(treated: bool) -> lgb.LGBMClassifier:
+        mine = rows.loc[rows[TREATED].to_numpy() == treated]
+        model = lgb.LGBMClassifier(
+            n_estimators=200,
+            learning_rate=0.03,
+            num_leaves=15,
+            min_child_samples=40,
+            subsample=0.8,
+            subsample_freq=1,
+            colsample_bytree=0.8,
+            random_state=seed,
+            deterministic=True,
+            force_col_wise=True,
+            verbose=-1,
+        )
+        model.fit(
+            preprocessor.transform(mine[list(features)]),
+            mine[LEFT].to_numpy(dtype=int),
+            categorical_feature=categorical,
+        )
+        return model
+
+    return TLearner(preprocessor, arm(True), arm(False), features)
+
+
+def prevented(rows: pd.DataFrame) -> np.ndarray:
+    """Each customer's inverse-propensity estimate of the churn an offer prevents for them."""
+    t = rows[TREATED].to_numpy(dtype=bool)
+    y = rows[LEFT].to_numpy(dtype=float)
+    e = rows[PROPENSITY].to_numpy(dtype=float)
+    return np.where(t, -y / e, y / (1 - e))
+
+
+@dataclass(frozen=True)
+class UpliftVerdict:
+    """Uplift targeting against probability targeting on the held-out customers."""
+
+    customers: int
+    treated: int
+    untreated: int
+    #: value per 1,000 held-out customers of each targeting, and how many each offers
+    uplift_value: float
+    probability_value: float
+    uplift_offers: int
+    probability_offers: int
+    #: uplift - probability, with a bootstrap 95% interval
+    difference: float
+    difference_low: float
+    difference_high: float
+    qini_uplift: float
+    qini_probability: float
+    #: probability targeting cut to as many offers as uplift targeting makes, per 1,000
+    probability_value_same_offers: float
+
+    @property
+    def beats_probability(self) -> bool:
+        return self.difference_low > 0
+
+    @property
+    def words(self) -> str:
+        if self.beats_probability:
+            return "uplift targeting beats probability targeting"
+        if self.difference_high < 0:
+            return "probability targeting beats uplift targeting"
+        return "uplift targeting is not distinguishable from probability targeting"
+
+    def figures(self) -> dict[str, float | int | str]:
+        return {
+            "held_out_customers": self.customers,
+            "held_out_treated": self.treated,
+            "held_out_untreated": self.untreated,
+            "uplift_value_per_1000": self.uplift_value,
+            "probability_value_per_1000": self.probability_value,
+            "uplift_offers": self.uplift_offers,
+            "probability_offers": self.probability_offers,
+            "difference_per_1000": self.difference,
+            "difference_low": self.difference_low,
+            "difference_high": self.difference_high,
+            "qini_uplift": self.qini_uplift,
+            "qini_probability": self.qini_probability,
+            "probability_value_same_offers_per_1000": self.probability_value_same_offers,
+            "verdict": self.words,
+        }
+
+
+def judge(
+    rows: pd.DataFrame, uplift: np.ndarray, saved_value: float, offer_cost: float, seed: int
+) -> UpliftVerdict:
+    """Targeting by uplift (expected incremental value above 0) against targeting by churn
+    probability as the campaigns did, on held-out `rows` with the model's `uplift`."""
+    gain = prevented(rows) * saved_value - offer_cost
+    by_uplift = uplift * saved_value - offer_cost > 0
+    by_probability = rows[TARGETED].to_numpy(dtype=bool)
+    n = len(rows)
+    per_customer = np.where(by_uplift, gain, 0.0) - np.where(by_probability, gain, 0.0)
+    rng = np.random.default_rng(seed)
+    draws_ = rng.integers(0, n, size=(_BOOTSTRAP, n))
+    spread = 1000 * per_customer[draws_].mean(axis=1)
+    low, high = np.quantile(spread, [0.025, 0.975])
+    t = rows[TREATED].to_numpy(dtype=bool)
+    probability = rows[PROBABILITY].to_numpy(dtype=float)
+    top = np.zeros(n, dtype=bool)
+    top[np.argsort(-probability, kind="stable")[: int(by_uplift.sum())]] = True
+    return UpliftVerdict(
+        customers=n,
+        treated=int(t.sum()),
+        untreated=int((~t).sum()),
+        uplift_value=1000 * float(np.where(by_uplift, gain, 0.0).sum()) / n,
+        probability_value=1000 * float(np.where(by_probability, gain, 0.0).sum()) / n,
+        uplift_offers=int(by_uplift.sum()),
+        probability_offers=int(by_probability.sum()),
+        difference=1000 * float(per_customer.mean()),
+        difference_low=float(low),
+        difference_high=float(high),
+        qini_uplift=qini(prevented(rows), uplift),
+        qini_probability=qini(prevented(rows), probability),
+        probability_value_same_offers=1000 * float(np.where(top, gain, 0.0).sum()) / n,
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The model fitted on the experiment's training customers, judged on the others."""
+
+    learner: TLearner
+    held_out: pd.DataFrame
+    uplift: np.ndarray
+    verdict: UpliftVerdict
+
+
+@dataclass(frozen=True)
+class TooFewOutcomes:
+    """Why no model was fitted: the outcomes per arm so far, and how many are needed."""
+
+    treated: int
+    untreated: int
+    needed: int
+
+    @property
+    def words(self) -> str:
+        return (
+            f"not enough outcomes for an uplift model yet: {self.treated:,} treated and "
+            f"{self.untreated:,} untreated customers with a closed window, "
+            f"{self.needed:,} per arm needed (CHURN_UPLIFT_MIN_OUTCOMES)"
+        )
+
+
+def evaluate(
+    rows: pd.DataFrame,
+    contract: Contract,
+    min_outcomes: int,
+    saved_value: float,
+    offer_cost: float,
+    seed: int,
+) -> Evaluation | TooFewOutcomes:
+    """Fit on the experiment's training customers and judge on the held-out ones, once each
+    arm has `min_outcomes` customers with an outcome."""
+    treated = int(rows[TREATED].sum()) if len(rows) else 0
+    untreated = len(rows) - treated
+    if min(treated, untreated) < min_outcomes:
+        return TooFewOutcomes(treated, untreated, min_outcomes)
+    judged = held_out(rows, contract)
+    learner = fit(rows.loc[~judged], contract, seed)
+    test = rows.loc[judged].reset_index(drop=True)
+    uplift = learner.uplift(test)
+    return Evaluation(learner, test, uplift, judge(test, uplift, saved_value, offer_cost, seed))
+
+
+def qini(estimates: np.ndarray, score: np.ndarray) -> float:
+    """The area between the cumulated prevented churn down the ranking by `score` and random
+    order, per customer (positive: the ranking puts the effect first)."""
+    n = len(estimates)
+    if not n:
+        return 0.0
+    curve = np.cumsum(estimates[np.argsort(-score, kind="stable")])
+    random = np.arange(1, n + 1) / n * curve[-1]
+    return float(np.mean(curve - random) / n)
