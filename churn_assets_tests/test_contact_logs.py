@@ -181,6 +181,19 @@ def test_per_protocol_and_per_contact_figures() -> None:
     assert found.reduction_per_contact == pytest.approx((17 / 50 - 40 / 100) / 0.5)
 
 
+def _tick(tmp_path: Path) -> dg.SensorResult:
+    """One evaluation of the contact-log sensor on a fresh instance."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        context = dg.build_sensor_context(
+            instance=instance, definitions=defs, resources={"settings": ChurnSettingsResource()}
+        )
+        result = incoming_contact_logs(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
 def test_the_sensor_records_each_new_log_through_record_contacts(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -200,28 +213,19 @@ def test_the_sensor_records_each_new_log_through_record_contacts(
     then = time.time() - 120
     for path in (good, bad, extract_like):
         os.utime(path, (then, then))
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        context = dg.build_sensor_context(
-            instance=instance, definitions=defs, resources={"settings": ChurnSettingsResource()}
-        )
-        result = incoming_contact_logs(context)
-        assert isinstance(result, dg.SensorResult)
-        # the broken log is not refused by the sensor (it reads no rows): it gets its own run
-        requests = result.run_requests or []
-        assert len(requests) == 1
-        request = requests[0]
-        assert request.job_name in (None, "record_contacts")
-        name = request.tags[CONTACT_LOG_TAG]
-        assert name in ("broken.csv", "week49.csv")
-        assert request.tags[CONTACT_LOG_SHA256_TAG] == file_sha256(incoming / "contacts" / name)
-        config = request.run_config["ops"]["contact_log"]["config"]
-        assert config["path"] == str((incoming / "contacts" / name).resolve())
-        # the extract in the landing folder itself is not this sensor's
-        assert all(
-            e.metadata.get("refused_file") != "week49.csv" for e in result.asset_events or []
-        )
+    result = _tick(tmp_path)
+    # the broken log is not refused by the sensor (it reads no rows): it gets its own run
+    requests = result.run_requests or []
+    assert len(requests) == 1
+    request = requests[0]
+    assert request.job_name in (None, "record_contacts")
+    name = request.tags[CONTACT_LOG_TAG]
+    assert name in ("broken.csv", "week49.csv")
+    assert request.tags[CONTACT_LOG_SHA256_TAG] == file_sha256(incoming / "contacts" / name)
+    config = request.run_config["ops"]["contact_log"]["config"]
+    assert config["path"] == str((incoming / "contacts" / name).resolve())
+    # the extract in the landing folder itself is not this sensor's
+    assert all(e.metadata.get("refused_file") != "week49.csv" for e in result.asset_events or [])
     job = defs.resolve_job_def("record_contacts")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
         "contact_log",
@@ -240,13 +244,6 @@ def test_a_linked_contacts_folder_is_never_followed(
     incoming.mkdir()
     (incoming / "contacts").symlink_to(elsewhere)
     monkeypatch.setenv("CHURN_INCOMING_DIR", str(incoming))
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        context = dg.build_sensor_context(
-            instance=instance, definitions=defs, resources={"settings": ChurnSettingsResource()}
-        )
-        result = incoming_contact_logs(context)
-    assert isinstance(result, dg.SensorResult)
+    result = _tick(tmp_path)
     assert not result.run_requests
     assert "is a symbolic link; links are never followed" in str(result.skip_reason)
