@@ -105,6 +105,10 @@ def test_a_log_is_recorded_once_and_a_later_one_corrects_it(
             "customer,campaign,contacted,contacted\n{t},{c},yes,maybe\n",
             "column(s) 'contacted' appear more than once in the header",
         ),
+        (
+            "customer,campaign,contacted,accepted\r{t},{c},yes,no,EXTRA\r",
+            "its lines end in a carriage return alone",
+        ),
         # blank lines are lines of the file too, though no rows
         (
             "customer,campaign,contacted\n{t},{c},yes\n\n\n{t},{c},maybe\n",

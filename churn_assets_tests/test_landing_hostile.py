@@ -193,6 +193,11 @@ def _credentials(_: list[str]) -> tuple[list[str], str]:
     return [SECRET, "API_TOKEN=abc123"], "utf-8"
 
 
+def _mac_line_endings(lines: list[str]) -> tuple[list[str], str]:
+    # carriage returns alone between rows (with one surplus field that must not slip through)
+    return ["\r".join([*lines[:4], lines[4] + ",surplus", *lines[5:]])], "utf-8"
+
+
 def _long_value(lines: list[str]) -> tuple[list[str], str]:
     return _with_field(lines, 1, "TotalCharges", "abc" * 200), "utf-8"
 
@@ -208,6 +213,7 @@ def _long_value(lines: list[str]) -> tuple[list[str], str]:
         (_huge_field, "line 4 is longer than the limit of 65536 bytes"),
         (_credentials, "missing required column(s) 'customerID'"),
         (_long_value, "(600 characters) at line 3"),
+        (_mac_line_endings, "its lines end in a carriage return alone"),
     ],
     ids=[
         "latin-1",
@@ -218,6 +224,7 @@ def _long_value(lines: list[str]) -> tuple[list[str], str]:
         "200kb-field",
         "credentials-file",
         "long-value-cut",
+        "classic-mac-line-endings",
     ],
 )
 def test_a_bad_extract_names_file_and_line_and_leaves_the_snapshot_for_the_good_one(

@@ -173,6 +173,7 @@ def checked_csv(
         if os.fstat(handle.fileno()).st_size == 0:
             raise CustomerDataError(f"{what} {path} is empty: expected a header and rows")
         digest = hashlib.sha256() if sha256 is None else None
+        _refuse_lone_carriage_returns(handle, path, what)
         _check_line_lengths(handle, path, max_line_bytes, digest, what)
         # pandas does not count the fields of a row whose extra or missing ones it would not
         # read: they are counted here
@@ -257,6 +258,20 @@ def open_regular(
             raise CustomerDataError(f"{what} {path} is not a regular file")
         os.set_blocking(descriptor, True)
         yield handle
+
+
+def _refuse_lone_carriage_returns(handle: BinaryIO, path: Path, what: str) -> None:
+    """Refuse a file whose lines end in a carriage return alone (classic Mac): pandas splits its
+    rows there, but the line and field checks count line feeds, so they would see one line."""
+    handle.seek(0)
+    head = handle.read(_SCAN_CHUNK)
+    handle.seek(0)
+    first = head.split(b"\n", 1)[0].removesuffix(b"\r")
+    if b"\r" in first:
+        raise CustomerDataError(
+            f"{what} {path}: its lines end in a carriage return alone (classic Mac line "
+            "endings); save it with LF or CRLF line endings"
+        )
 
 
 def _check_line_lengths(
