@@ -3,7 +3,7 @@ read into the per-protocol measure; the sensor and the record_contacts run on re
 
 import os
 import time
-from datetime import date
+from datetime import date, datetime, tzinfo
 from pathlib import Path
 
 import dagster as dg
@@ -251,3 +251,28 @@ def test_a_linked_contacts_folder_is_never_followed(
     result = _tick(tmp_path)
     assert not result.run_requests
     assert "is a symbolic link; links are never followed" in str(result.skip_reason)
+
+
+def test_a_later_log_corrects_an_earlier_one_whatever_the_clock_says(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    campaign: tuple[Path, ledger.Campaign, pd.DataFrame],
+) -> None:
+    folder, kept, assignments = campaign
+    one = assignments.loc[assignments["arm"] == "treatment", "customerID"].iloc[0]
+    header = "customer,campaign,contacted,accepted\n"
+    contacts.record(_write(tmp_path / "a.csv", f"{header}{one},{kept.id},yes,no\n"), folder)
+
+    class Earlier(datetime):
+        """A clock set an hour back, as another machine's might be."""
+
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> "Earlier":
+            return cls.fromtimestamp(datetime.now(tz).timestamp() - 3600, tz)
+
+    monkeypatch.setattr(contacts, "datetime", Earlier)
+    contacts.record(_write(tmp_path / "b.csv", f"{header}{one},{kept.id},yes,yes\n"), folder)
+    first, second = contacts.recorded(folder)
+    assert (first.source, second.source) == ("a.csv", "b.csv")
+    rows = contacts.of_campaign(folder, kept.id)
+    assert rows is not None and bool(rows.loc[one, "accepted"])

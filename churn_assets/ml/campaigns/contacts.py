@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -86,6 +86,17 @@ def recorded(scores_folder: Path) -> list[RecordedLog]:
         if terms is not None:
             found.append(terms)
     return sorted(found, key=lambda log: (log.recorded_at, log.sha256))
+
+
+def _after_the_latest(scores_folder: Path) -> str:
+    """Now, or just after the latest recorded log when a clock says otherwise: the order logs
+    correct each other in is the order they were recorded, whatever the clocks."""
+    now = datetime.now(UTC)
+    kept = recorded(scores_folder)
+    if kept:
+        latest = datetime.fromisoformat(kept[-1].recorded_at)
+        now = max(now, latest + timedelta(microseconds=1))
+    return now.isoformat(timespec="microseconds")
 
 
 def _terms(path: Path) -> RecordedLog | None:
@@ -192,8 +203,10 @@ def _read(
 
 
 def _flags(rows: pd.DataFrame, column: str, name: str, blank_ok: bool) -> pd.Series:
-    """yes/no text as booleans (NA for a blank where allowed)."""
-    text = rows[column].str.strip().str.lower()
+    """yes/no text as booleans (NA for a blank where allowed), read once per distinct text."""
+    codes, levels = pd.factorize(rows[column])
+    words = pd.Index(levels).astype(str).str.strip().str.lower()
+    text = pd.Series(words.to_numpy()[codes], index=rows.index)
     known = text.isin(_YES | _NO) | (text.eq("") if blank_ok else False)
     _refuse_first(
         rows,
@@ -204,9 +217,8 @@ def _flags(rows: pd.DataFrame, column: str, name: str, blank_ok: bool) -> pd.Ser
             f"{shown(value)} is not yes or no" + ("" if blank_ok else " (a blank is not allowed)")
         ),
     )
-    return text.map(lambda v: True if v in _YES else (False if v in _NO else pd.NA)).astype(
-        "boolean"
-    )
+    flags = pd.array([True if w in _YES else (False if w in _NO else pd.NA) for w in words])
+    return pd.Series(pd.array(flags, dtype="boolean")[codes], index=rows.index)
 
 
 def _refuse_first(
@@ -286,7 +298,7 @@ def _check(
     return RecordedLog(
         source=name,
         sha256=sha256,
-        recorded_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        recorded_at=_after_the_latest(scores_folder),
         rows=len(rows),
         campaigns={str(k): int(v) for k, v in rows["campaign"].value_counts().items()},
         contacted=int(contacted.sum()),
