@@ -337,7 +337,7 @@ def _realized(args: argparse.Namespace) -> int:
 
 def _campaigns(args: argparse.Namespace) -> int:
     """Every campaign, its arms and, once outcomes arrived, what its offers did."""
-    from churn_assets.ml.campaigns import effect, ledger, measured
+    from churn_assets.ml.campaigns import effect, ledger, measured, uplift
     from churn_assets.ml.data import snapshots
 
     settings = ChurnSettings()
@@ -376,11 +376,26 @@ def _campaigns(args: argparse.Namespace) -> int:
         print(
             f"  {duel.campaign}: {duel.verdict}: per 1,000 customers production "
             f"v{champion.version} (threshold {champion.threshold:.3f}) "
-            f"{champion.value_per_1000:+.1f}, challenger v{challenger.version} (threshold "
-            f"{challenger.threshold:.3f}) {challenger.value_per_1000:+.1f}, difference "
-            f"{duel.difference:+.1f} [{duel.difference_low:+.1f}, {duel.difference_high:+.1f}]"
+            f"{champion.value_per_1000 + 0.0:+.1f}, challenger v{challenger.version} (threshold "
+            f"{challenger.threshold:.3f}) {challenger.value_per_1000 + 0.0:+.1f}, difference "
+            f"{duel.difference + 0.0:+.1f} [{duel.difference_low + 0.0:+.1f}, "
+            f"{duel.difference_high + 0.0:+.1f}]"
             + ("" if duel.window_complete else " (window open)")
         )
+    said = uplift.latest_verdict(settings.scores_folder)
+    if said is not None:
+        line = (
+            f"  uplift model (outcomes as of {said.get('outcomes_as_of', '?')}): {said['verdict']}"
+        )
+        if "difference_per_1000" in said:
+            line += (
+                f"; on {said['held_out_customers']:,} held-out customers per 1,000: uplift "
+                f"targeting {said['uplift_value_per_1000']:+,.0f} vs probability "
+                f"{said['probability_value_per_1000']:+,.0f}, difference "
+                f"{said['difference_per_1000']:+,.0f} [{said['difference_low']:+,.0f}, "
+                f"{said['difference_high']:+,.0f}]"
+            )
+        print(line)
     if any(not e.window_complete for e in effects):
         print("  (* window still open: figures so far)")
     return 0

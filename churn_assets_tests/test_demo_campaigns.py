@@ -87,6 +87,7 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     listed = run_command([CHURN, "campaigns"], {**shell_env, "CHURN_STATE_DIR": str(out)})
     assert listed.returncode == 0, listed.stderr
     assert "  challenger v1 " in listed.stdout
+    assert "  uplift model (outcomes as of " in listed.stdout  # what uplift_model kept
     for duel in ended["campaign"]:
         assert re.search(
             rf"  {duel}: (challenger better|production better|not distinguishable)", listed.stdout

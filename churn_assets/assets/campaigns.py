@@ -319,6 +319,9 @@ def uplift_model(
         uplift.SEED,
     )
     if isinstance(found, uplift.TooFewOutcomes):
+        uplift.keep_verdict(
+            churn_settings.scores_folder, {"verdict": found.words, "outcomes_as_of": as_of}
+        )
         return dg.MaterializeResult(
             metadata=ui_metadata(
                 {
@@ -335,6 +338,10 @@ def uplift_model(
             mlflow.log_metric(f"uplift_{name}", float(value))
     mlflow.log_text(found.verdict.words, "uplift/verdict.txt")
     campaigns_used = sorted(set(rows[uplift.CAMPAIGN]))
+    uplift.keep_verdict(
+        churn_settings.scores_folder,
+        {**figures, "outcomes_as_of": as_of, "campaigns": campaigns_used},
+    )
     return dg.MaterializeResult(
         metadata=ui_metadata(
             {

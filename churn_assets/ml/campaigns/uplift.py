@@ -33,15 +33,15 @@ beats probability targeting when the interval lies above 0.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from sklearn.compose import ColumnTransformer
 
 from churn_assets.ml.campaigns import ledger
 from churn_assets.ml.campaigns.assignment import Arm, draws
@@ -49,7 +49,11 @@ from churn_assets.ml.data import cleaning, point_in_time
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.snapshots import SnapshotStore
 from churn_assets.ml.evaluation import realized
-from churn_assets.ml.model.features import categorical_positions, fit_preprocessor
+from churn_assets.ml.files import replacing
+
+if TYPE_CHECKING:  # the learner's libraries load only where a model is fitted
+    import lightgbm as lgb
+    from sklearn.compose import ColumnTransformer
 
 #: The learner's and the bootstrap's seed: the same experiment fits and judges the same way.
 SEED = 42
@@ -184,6 +188,10 @@ class TLearner:
 
 def fit(rows: pd.DataFrame, contract: Contract, seed: int) -> TLearner:
     """The T-learner on `rows` (treated and untreated customers both present)."""
+    import lightgbm as lgb
+
+    from churn_assets.ml.model.features import categorical_positions, fit_preprocessor
+
     features = tuple(contract.feature_columns)
     preprocessor = fit_preprocessor(rows, contract)
     categorical = categorical_positions(preprocessor)
@@ -365,3 +373,25 @@ def qini(estimates: np.ndarray, score: np.ndarray) -> float:
     curve = np.cumsum(estimates[np.argsort(-score, kind="stable")])
     random = np.arange(1, n + 1) / n * curve[-1]
     return float(np.mean(curve - random) / n)
+
+
+#: The latest judgement, beside the campaigns, for `churn campaigns` and the retention team.
+VERDICT_FILE = "uplift_verdict.json"
+
+
+def keep_verdict(scores_folder: Path, figures: dict[str, object]) -> Path:
+    """Write the latest judgement (or why there is none) in one rename."""
+    path = scores_folder / ledger.FOLDER / VERDICT_FILE
+    with replacing(path) as temporary:
+        temporary.write_text(json.dumps(figures, indent=1, default=str))
+    return path
+
+
+def latest_verdict(scores_folder: Path) -> dict[str, object] | None:
+    """The judgement `keep_verdict` wrote last; None before any (or if it is not readable)."""
+    path = scores_folder / ledger.FOLDER / VERDICT_FILE
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
