@@ -174,7 +174,10 @@ def test_per_protocol_and_per_contact_figures() -> None:
         },
         index=ids[contacted].to_numpy(),
     )
-    found = effect.Protocol.of(log, ids, left, arm)
+    treated, control = arm == Arm.treatment.value, arm == Arm.control.value
+    found = effect.Protocol.of(
+        log, ids, left, arm, effect.Comparison.of(left[treated], left[control])
+    )
     assert (found.treated_contacted, found.control_contacted) == (60, 5)
     assert found.contact_rate == 0.6
     assert found.acceptance_rate == 30 / 50

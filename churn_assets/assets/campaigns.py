@@ -152,9 +152,14 @@ def _challenger(
     chosen = settings.challenger_version or production
     try:
         version = registry.open().version(chosen)
-    except (PromotionRefusedError, MlflowException) as error:
+    except PromotionRefusedError as error:
         raise dg.Failure(
-            description=f"challenger version {chosen[:40]!r}: {str(error)[:200]}",
+            description=f"challenger version {chosen[:40]!r}: {error}", allow_retries=False
+        ) from error
+    except MlflowException as error:  # its text may carry the store's address: not shown
+        raise dg.Failure(
+            description=f"challenger version {chosen[:40]!r}: the registry could not read it "
+            f"({error.error_code})",
             allow_retries=False,
         ) from error
     threshold = settings.challenger_threshold or decision.version_threshold(version.tags or {})
@@ -303,13 +308,21 @@ def uplift_model(
     # here, not registered or served.
     churn_settings = settings.get()
     store = snapshot_store(churn_settings)
-    try:
-        as_of, churn_dates = realized.outcomes_now(churn_settings)
-    except SnapshotError as error:
-        raise dg.Failure(description=str(error), allow_retries=False) from error
-    rows = uplift.experiments(
-        store, churn_settings.scores_folder, date.fromisoformat(as_of), churn_dates
+    current = store.current()
+    closed = current is not None and any(
+        c.closes <= date.fromisoformat(current.as_of)
+        for c in ledger.campaigns(churn_settings.scores_folder)
     )
+    if current is None or closed:  # the churn dates are read only when a campaign closed
+        try:
+            as_of, churn_dates = realized.outcomes_now(churn_settings)
+        except SnapshotError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from error
+        rows = uplift.experiments(
+            store, churn_settings.scores_folder, date.fromisoformat(as_of), churn_dates
+        )
+    else:
+        as_of, rows = current.as_of, pd.DataFrame()
     found = uplift.evaluate(
         rows,
         store.contract,

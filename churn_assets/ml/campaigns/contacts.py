@@ -136,12 +136,15 @@ def record(
     return terms, True
 
 
-def of_campaign(scores_folder: Path, campaign: str) -> pd.DataFrame | None:
+def of_campaign(
+    scores_folder: Path, campaign: str, logs: list[RecordedLog] | None = None
+) -> pd.DataFrame | None:
     """The campaign's customers in any recorded log (the latest row of each), indexed by
     customer ID: `contacted` (bool) and `accepted` (True, False, or NA when not known); None
-    when no log mentions the campaign."""
+    when no log mentions the campaign. `logs`: `recorded(scores_folder)`, when the caller read
+    it already."""
     frames = []
-    for log in recorded(scores_folder):
+    for log in recorded(scores_folder) if logs is None else logs:
         if campaign in log.campaigns:
             table = pq.read_table(
                 folder_of(scores_folder) / f"{log.sha256}.parquet",

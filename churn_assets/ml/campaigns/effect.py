@@ -125,9 +125,15 @@ class Protocol:
 
     @classmethod
     def of(
-        cls, contacts: pd.DataFrame, ids: pd.Series, left: np.ndarray, arm: np.ndarray
+        cls,
+        contacts: pd.DataFrame,
+        ids: pd.Series,
+        left: np.ndarray,
+        arm: np.ndarray,
+        by_assignment: Comparison | None,
     ) -> Protocol:
-        """From the campaign's recorded contacts (contacts.of_campaign) and its assignments."""
+        """From the campaign's recorded contacts (contacts.of_campaign), its assignments and
+        their comparison by assignment (treatment against control)."""
         key = ids.astype(str).str.strip()
         contacted = (
             contacts["contacted"].astype(bool).reindex(key, fill_value=False).to_numpy(dtype=bool)
@@ -136,7 +142,6 @@ class Protocol:
         treated, control = arm == Arm.treatment.value, arm == Arm.control.value
         reached = treated & contacted
         answered = reached & pd.notna(accepted)
-        by_assignment = Comparison.of(left[treated], left[control])
         gap = reached.sum() / max(treated.sum(), 1) - (control & contacted).sum() / max(
             control.sum(), 1
         )
@@ -275,16 +280,19 @@ def judge(
     targets = treated | control
     probability = assignments["churn_probability"].to_numpy()[targets]
     qini, coefficient = _qini(probability, treated[targets], left[targets])
+    by_assignment = Comparison.of(left[treated], left[control])
     return Effect(
         campaign=campaign,
         days_observed=observed,
         window_complete=observed >= campaign.window_days,
-        targets=Comparison.of(left[treated], left[control]),
+        targets=by_assignment,
         below_threshold=below,
         deciles=_deciles(probability, treated[targets], left[targets]),
         qini=qini,
         qini_coefficient=coefficient,
-        protocol=None if contacts is None else Protocol.of(contacts, ids, left, arm),
+        protocol=(
+            None if contacts is None else Protocol.of(contacts, ids, left, arm, by_assignment)
+        ),
         policy=policy,
     )
 

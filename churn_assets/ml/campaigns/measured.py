@@ -19,8 +19,9 @@ from churn_assets.ml.settings import ChurnSettings
 
 
 def untouched(folder: Path, campaign: ledger.Campaign, assigned: pd.Series) -> pd.Series | None:
-    """The IDs of the campaign's scoring below the threshold that it assigned nothing: the
-    explored customers' comparison. None when the scoring is not kept (or under two versions)."""
+    """The churn probability, by ID, of each customer of the campaign's scoring below the
+    threshold that it assigned nothing: the explored customers' comparison. None when the
+    scoring is not kept, or is not the one policy the campaign followed."""
     versions = set(campaign.versions.values())
     if len(versions) != 1 or campaign.challenger_policy:
         return None  # the kept scoring's offers are one policy's
@@ -28,29 +29,32 @@ def untouched(folder: Path, campaign: ledger.Campaign, assigned: pd.Series) -> p
     if not path.exists():
         return None
     id_column = pq.read_schema(path).names[0]
-    scores = pq.read_table(path, columns=[id_column, "offer"]).to_pandas()
+    scores = pq.read_table(path, columns=[id_column, "offer", "churn_probability"]).to_pandas()
     ids = scores[id_column].astype(str).str.strip()
     below = ~scores["offer"].to_numpy(dtype=bool)
-    return ids[below & ~ids.isin(set(assigned.astype(str).str.strip())).to_numpy()]
+    keep = below & ~ids.isin(set(assigned.astype(str).str.strip())).to_numpy()
+    return pd.Series(scores["churn_probability"].to_numpy()[keep], index=ids[keep].to_numpy())
 
 
 def measured_now(settings: ChurnSettings) -> tuple[str, list[Effect]]:
     """The outcomes' date, and each campaign with an outcome so far, oldest first."""
     as_of, churn_dates = realized.outcomes_now(settings)
     folder = settings.scores_folder
+    logs = contacts.recorded(folder)  # read once, not once per campaign
     judged = []
     for campaign in ledger.campaigns(folder):
         if date.fromisoformat(campaign.campaign_date) >= date.fromisoformat(as_of):
             continue  # no outcome can have arrived
         assignments = ledger.read_assignments(folder, campaign.id)
-        logged = contacts.of_campaign(folder, campaign.id)
+        logged = contacts.of_campaign(folder, campaign.id, logs)
+        others = untouched(folder, campaign, assignments.iloc[:, 0])
         for policy, rows in by_policy(campaign, assignments):
             found = effect.judge(
                 campaign,
                 rows,
                 churn_dates,
                 date.fromisoformat(as_of),
-                untouched(folder, campaign, assignments.iloc[:, 0]),
+                None if others is None else others.index.to_series(),
                 logged,
                 policy,
             )
@@ -112,7 +116,9 @@ def offer_effect(settings: ChurnSettings) -> OfferEffect | None:
         others = untouched(folder, campaign, ids)
         if others is not None:  # the explored count only beside the customers left untouched
             explored.append(left[arm == Arm.explore.value])
-            unexplored.append(effect.left_within(others, churn_dates, start, campaign.closes))
+            unexplored.append(
+                effect.left_within(others.index.to_series(), churn_dates, start, campaign.closes)
+            )
     pooled = pd.concat(targets, ignore_index=True)
     overall = effect.Comparison.of(
         pooled["left"].to_numpy()[pooled["treated"]], pooled["left"].to_numpy()[~pooled["treated"]]

@@ -41,14 +41,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from churn_assets.ml.campaigns import ledger
+from churn_assets.ml.campaigns import ledger, measured
 from churn_assets.ml.campaigns.assignment import Arm, draws
 from churn_assets.ml.data import cleaning, point_in_time
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.snapshots import SnapshotStore
-from churn_assets.ml.evaluation import realized
 from churn_assets.ml.files import replacing
 
 if TYPE_CHECKING:  # the learner's libraries load only where a model is fitted
@@ -60,7 +58,6 @@ SEED = 42
 #: Share of experimental customers held out to judge the model.
 HOLDOUT_SHARE = 0.3
 _BOOTSTRAP = 500
-_Z = 1.959963984540054
 #: Columns an experiment row carries besides the contract's features.
 TREATED, LEFT, PROPENSITY, PROBABILITY, TARGETED, CAMPAIGN = (
     "treated",
@@ -121,7 +118,7 @@ def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
             index=ids[aimed].to_numpy(),
         )
     ]
-    below = _untouched(folder, campaign, ids)
+    below = measured.untouched(folder, campaign, ids)
     if below is not None and explore_fraction > 0:
         explored = arm == Arm.explore.value
         parts.append(
@@ -147,22 +144,6 @@ def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
             )
         )
     return pd.concat(parts)
-
-
-def _untouched(folder: Path, campaign: ledger.Campaign, assigned: pd.Series) -> pd.Series | None:
-    """The probability of each customer below the threshold the campaign did not assign, by
-    ID, from its kept scoring; None where that scoring is not one policy's or not kept."""
-    versions = set(campaign.versions.values())
-    if len(versions) != 1 or campaign.challenger_policy:
-        return None
-    path = realized.history_file(folder, date.fromisoformat(campaign.campaign_date), *versions)
-    if not path.exists():
-        return None
-    id_column = pq.read_schema(path).names[0]
-    scores = pq.read_table(path, columns=[id_column, "offer", PROBABILITY]).to_pandas()
-    ids = scores[id_column].astype(str).str.strip()
-    keep = ~scores["offer"].to_numpy(dtype=bool) & ~ids.isin(set(assigned)).to_numpy()
-    return pd.Series(scores[PROBABILITY].to_numpy()[keep], index=ids[keep].to_numpy())
 
 
 def held_out(rows: pd.DataFrame, contract: Contract) -> np.ndarray:
