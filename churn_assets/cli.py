@@ -824,7 +824,8 @@ EXAMPLES = {
     "mlflow-ui": "make mlflow-ui PORT=5001",
     "attest": "churn attest 3 --by alice",
     "realized": "make demo-history && CHURN_STATE_DIR=.churn-demo churn realized",
-    "campaigns": "make demo-campaigns && CHURN_STATE_DIR=.churn-campaigns churn campaigns",
+    "campaigns": "make demo-campaigns && CHURN_STATE_DIR=.churn-campaigns CHURN_OFFER_COST=50 "
+    "churn campaigns",
     "demo-campaigns": "make demo-campaigns\nchurn demo-campaigns --weeks 8 --out .churn-campaigns",
     "reproduce": "churn reproduce --version 3",
 }
