@@ -84,6 +84,8 @@ class Truth:
     policy: str = PolicyName.production.value
     #: the policy's value per 1,000 of its customers, had all its targets been offered
     value_per_1000: float = 0.0
+    #: the uplift model version that chose the policy's targets (None: its threshold did)
+    uplift_version: str | None = None
 
 
 @contextmanager
@@ -169,6 +171,7 @@ def _answer(
                 tags.get(decision.EFFECT_TAG, decision.ASSUMED),
                 name,
                 1000 * float(gained.sum()) / customers if customers else 0.0,
+                campaign.uplift_version if name == PolicyName.production.value else None,
             )
         )
     offered = (arm == Arm.treatment.value) | (arm == Arm.explore.value)
@@ -190,6 +193,13 @@ def _answer(
         raise RuntimeError(f"week {week}: the contact log was not recorded; see {log}")
     history.offer(contacted, week, window_weeks)
     return truths
+
+
+def _targeting(truth: Truth) -> str:
+    said = f"threshold by the {_effect_words(truth.decided)}"
+    if truth.uplift_version is not None:  # the threshold is then probability targeting's
+        said += f"; offers by uplift model v{truth.uplift_version}"
+    return said
 
 
 def _effect_words(decided: str) -> str:
@@ -254,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         head, *others = found
         print(
             f"week {week} ({day}): campaign {head.campaign}, {head.targets:,} targets "
-            f"(threshold by the {_effect_words(head.decided)}); true reduction "
+            f"({_targeting(head)}); true reduction "
             f"{head.reduction:+.3f}, {head.per_contact:+.3f} per contact"
             + "".join(
                 f"; challenger v{CHALLENGER}: {other.targets:,} targets, true reduction "
@@ -401,6 +411,9 @@ def _duels(
                 "true_challenger_value_per_1000": challenger.value_per_1000,
                 "true_difference_per_1000": true_difference,
                 "covered": duel.difference_low <= true_difference <= duel.difference_high,
+                "production_targeting": (
+                    "probability" if champion.uplift_version is None else "uplift"
+                ),
             }
         )
     table = pd.DataFrame(rows)
@@ -408,7 +421,9 @@ def _duels(
     for row in table.to_dict("records"):
         state = "closed" if row["window_complete"] else "open"
         print(
-            f"  {row['campaign']:<16} {state:<6} production v{row['production_version']} "
+            f"  {row['campaign']:<16} {state:<6} production v{row['production_version']}"
+            + (" by uplift" if row["production_targeting"] == "uplift" else "")
+            + " "
             f"{_whole(row['production_value_per_1000'])} vs challenger "
             f"v{row['challenger_version']} {_whole(row['challenger_value_per_1000'])} per 1,000 "
             f"customers: {row['verdict']}, difference {_whole(row['difference_per_1000'])} "

@@ -224,7 +224,8 @@ def deployment_floor() -> GateThresholds:
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
-    """The churn model's MLflow registry: the one writer of versions, tags and the alias.
+    """The churn and uplift models' MLflow registry: the one writer of versions, tags and
+    the alias.
 
     Alias moves are compare-and-set under a lock every writer shares (CHURN_REGISTRY_LOCK, or
     derived from the store: a file lock beside SQLite, an advisory lock in PostgreSQL).
@@ -235,15 +236,23 @@ class ModelRegistryResource(dg.ConfigurableResource):
     def open(self) -> ModelRegistry:
         return registry.open_registry(self.settings.get())
 
+    def open_uplift(self) -> ModelRegistry:
+        """The uplift model's registry (CHURN_UPLIFT_MODEL_NAME), in the same store."""
+        settings = self.settings.get()
+        return registry.open_registry(settings, settings.uplift_model_name)
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        """A run that failed before its gate judged its version refuses that version."""
+        """A run that failed before its gate judged its versions refuses them."""
         if context.instance is None or context.run_id is None:
             return
         if not _run_failed(context.instance, context.run_id):
             return
-        refused = self.open().refuse_unjudged(context.run_id)
-        if refused and context.log is not None:
-            context.log.warning(f"refused versions {refused}: the run failed before the gate")
+        for opened in (self.open(), self.open_uplift()):
+            refused = opened.refuse_unjudged(context.run_id)
+            if refused and context.log is not None:
+                context.log.warning(
+                    f"refused {opened.name} versions {refused}: the run failed before the gate"
+                )
 
 
 class RunScopedIOManager(dg.ConfigurableIOManager):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from churn_assets.ml.campaigns import ledger
 from churn_assets_tests.processes import run_command
 
 CHURN = ".venv/bin/churn"
@@ -43,6 +44,7 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     # two campaigns closed by week 4 (CHURN_EFFECT_MIN_CAMPAIGNS=2 in the demo): the version
     # trained then chose its threshold with what they measured
     assert "threshold by the effect measured on 2 campaign(s)" in weeks[4]
+    _assert_uplift_targeting_took_over(out, weeks)
     truth = pd.read_csv(out / "campaign_truth.csv")
     closed = truth.loc[truth["window_complete"]]
     assert len(closed) >= 2  # weeks 0 and 1 closed by week 4 (three-week windows)
@@ -98,3 +100,17 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
         ]
         assert re.search(r"\+?-?\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", row), row
         assert re.search(r"\d+%\s+[+-]\d\.\d{3}$", row), row  # reached, per contact
+
+
+def _assert_uplift_targeting_took_over(out: Path, weeks: list[str]) -> None:
+    """The uplift model beat probability targeting on the campaigns closed by week 3 and was
+    promoted: week 4's production offers went by its expected incremental value, while
+    version 1's policy (by probability) challenged it on the other half."""
+    assert "; offers by uplift model v1); " in weeks[4] and "; challenger v1: " in weeks[4]
+    assert "offers by uplift" not in "".join(weeks[:4])
+    (campaign,) = [c for c in ledger.campaigns(out / "scores") if c.campaign_date in weeks[4]]
+    assert campaign.uplift_version == "1"
+    offers = pd.read_csv(out / "scores" / "campaign_offers.csv")
+    mine = offers.loc[(offers["policy"] == "production") & (offers["arm"] == "treatment")]
+    assert (mine["expected_incremental_value"] > 0).all()
+    assert offers.loc[offers["policy"] == "challenger", "uplift"].isna().all()

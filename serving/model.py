@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
+from churn_assets.ml.campaigns.learner import UpliftTLearner, expected_incremental_value, prices
 from churn_assets.ml.data.contract import MISSING, Contract
 from churn_assets.ml.evaluation import decision
 from churn_assets.ml.model.calibration import CalibratedChurnClassifier
@@ -38,13 +39,74 @@ _EXAMPLE_FILE = f"{artifacts.MODEL_PREFIX}input_example.json"
 _EXAMPLE_ROWS = 3
 
 
+class ModelMatrix:
+    """Customers' columns as the matrix a logged preprocessor would build from them.
+
+    Category codes are the fitted encoder's, NaN for a level it never saw; numbers pass
+    through, in the preprocessor's output order; a blank number takes the value its contract
+    `blank` rule gives. The reader codes categories by `reader_levels` (the churn model's
+    encoder); a model whose encoder lists other levels (the uplift model's) gets its own
+    codes from those, by level.
+    """
+
+    def __init__(
+        self,
+        preprocess: Any,
+        contract: Contract,
+        reader_levels: dict[str, list[str]] | None = None,
+    ) -> None:
+        order = output_features(preprocess)
+        self.levels = encoded_levels(preprocess)
+        self.order = order
+        self._contract = contract
+        # numbers a blank stands for (the contract's `blank` rules), by matrix position
+        self._filled = [
+            (order.index(column), column)
+            for column, spec in contract.features.items()
+            if spec.blank not in (None, MISSING) and column in order
+        ]
+        # the reader's code i -> this encoder's code for the same level
+        self._recode: dict[str, np.ndarray] = {}
+        self._own: dict[str, dict[str, float]] = {}
+        for column, levels in (reader_levels or {}).items():
+            mine = self.levels.get(column, [])
+            if levels != mine:
+                own = {level: float(i) for i, level in enumerate(mine)}
+                self._own[column] = own
+                self._recode[column] = np.array(
+                    [own.get(level, np.nan) for level in levels] + [np.nan]
+                )
+
+    def of(self, columns: Columns) -> np.ndarray:
+        """Column by column: the encoder's codes the reader found, numbers as they are."""
+        matrix = np.empty((columns.rows, len(self.order)), dtype=np.float64)
+        for position, column in enumerate(self.order):
+            codes = columns.codes.get(column)
+            if codes is None:
+                matrix[:, position] = columns.numbers[column]
+            elif column in self._own and column in columns.texts:  # learned: by the text
+                own = self._own[column]
+                matrix[:, position] = [own.get(text, np.nan) for text in columns.texts[column]]
+            elif column in self._recode:
+                recode = self._recode[column]
+                index = np.where(np.isnan(codes), len(recode) - 1, codes).astype(np.intp)
+                matrix[:, position] = recode[index]
+            else:
+                matrix[:, position] = codes
+        for position, column in self._filled:
+            blank = np.isnan(matrix[:, position])
+            if blank.any():
+                rows = {name: matrix[blank, j] for j, name in enumerate(self.order)}
+                matrix[blank, position] = self._contract.blank_fill(column, rows)
+        return matrix
+
+
 class FastScorer:
     """Scores customers' columns straight into LightGBM, skipping pandas and sklearn.
 
-    The matrix is built exactly as the logged preprocessor builds it (category codes from the
-    fitted encoder, NaN for a level it never saw; numeric columns passed through, in the
-    preprocessor's output order), and LightGBM's booster is called as the sklearn wrapper calls
-    it, so scores equal the logged pipeline's; a test holds them to 1e-9 on the whole holdout.
+    The matrix is built exactly as the logged preprocessor builds it (`ModelMatrix`), and
+    LightGBM's booster is called as the sklearn wrapper calls it, so scores equal the logged
+    pipeline's; a test holds them to 1e-9 on the whole holdout.
     """
 
     def __init__(self, pipeline: Any, contract: Contract) -> None:
@@ -55,20 +117,14 @@ class FastScorer:
         }
         _, categorical = transformers["categorical"]
         _, numeric = transformers["numeric"]
-        order = output_features(preprocess)
+        self._matrix = ModelMatrix(preprocess, contract)
+        order = self._matrix.order
         if sorted(order) != sorted([*categorical, *numeric]):
             raise ValueError(f"unexpected preprocessor output {order}")
         #: Each category's levels in the fitted encoder's order: what `BatchReader` codes.
-        self.levels = encoded_levels(preprocess)
+        self.levels = self._matrix.levels
         self._level_names = {column: np.array(levels) for column, levels in self.levels.items()}
         self._order = order
-        self._contract = contract
-        # numbers a blank stands for (the contract's `blank` rules), by matrix position
-        self._filled = [
-            (order.index(column), column)
-            for column, spec in contract.features.items()
-            if spec.blank not in (None, MISSING) and column in order
-        ]
         self._booster = model.booster_
         # Versions logged before calibration existed are a bare LGBMClassifier.
         self._calibrate = (
@@ -77,17 +133,7 @@ class FastScorer:
         self._explainer = Explainer(self._booster, order)
 
     def matrix(self, columns: Columns) -> np.ndarray:
-        """Column by column: the encoder's codes the reader found, numbers as they are."""
-        matrix = np.empty((columns.rows, len(self._order)), dtype=np.float64)
-        for position, column in enumerate(self._order):
-            codes = columns.codes.get(column)
-            matrix[:, position] = columns.numbers[column] if codes is None else codes
-        for position, column in self._filled:
-            blank = np.isnan(matrix[:, position])
-            if blank.any():
-                rows = {name: matrix[blank, j] for j, name in enumerate(self._order)}
-                matrix[blank, position] = self._contract.blank_fill(column, rows)
-        return matrix
+        return self._matrix.of(columns)
 
     def score(self, columns: Columns) -> np.ndarray:
         return self._probability(self.matrix(columns))
@@ -150,6 +196,24 @@ class LoadedModel:
     examples: tuple[dict[str, Any], ...] = ()
 
 
+@dataclass(frozen=True)
+class LoadedUplift:
+    """The uplift model in production, bound to the churn version whose reader codes the
+    columns it reads (`bound_to`); priced as it was judged (its signed registration)."""
+
+    version: str
+    bound_to: str
+    matrix: ModelMatrix
+    model: UpliftTLearner
+    saved_value: float
+    offer_cost: float
+
+    def score(self, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
+        """Each customer's uplift and expected incremental value."""
+        lift = self.model.uplift_of_matrix(self.matrix.of(columns))
+        return lift, expected_incremental_value(lift, self.saved_value, self.offer_cost)
+
+
 @dataclass
 class RegistryState:
     checked_at: datetime | None = None
@@ -179,49 +243,91 @@ class ModelWatcher:
     #: Set while the alias's version failed to load (the API is degraded), cleared once the
     #: alias points at a version that is loaded.
     load_failure: LoadFailure | None = None
+    #: The uplift model's production version, once loaded for the churn version served.
+    uplift: LoadedUplift | None = None
+    #: Why the uplift model's production version is not served (None: it is, or there is none).
+    uplift_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh(self) -> None:
-        """Check the alias once; load and swap in a new version. Never raises."""
+        """Check the aliases once; load and swap in new versions. Never raises."""
         with self._lock:  # one refresh at a time; requests never take this lock
-            name, alias = self.settings.model_name, self.settings.production_alias
-            try:
-                # sets MLflow's process-wide URIs too, which model loading goes through
-                client = tracking.client(self.settings)
-                version = registry.production_version(client, name, alias)
-            except Exception as error:  # network, database: keep serving what we have
-                # The error's text can hold the store's URI and its password: the log has it
-                # (once per kind of failure), the API's answers name only its kind.
-                if self.registry.reachable or self.registry.error != type(error).__name__:
-                    log.warning("registry check failed: %s", error)
-                self._checked(reachable=False, error=type(error).__name__)
-                return
-            if version is None:
-                self._checked(reachable=True, error=f"{name} has no {alias!r} version yet")
-                return
-            self._checked(reachable=True, error=None)
-            if self.current is not None and self.current.version == str(version.version):
-                self.load_failure = None
-                return
-            try:
-                loaded = _load(self.settings, alias, version)
-            except SignatureError as error:
-                # Not a fault to retry: production names a version this code will not serve.
-                # One line per version an operator can alert on (and /metrics counts it).
-                self._failed(str(version.version), "refused", str(error))
-                return
-            except Exception as error:
-                self._failed(str(version.version), "failed", type(error).__name__)
-                return
-            previous = self.current
-            self.load_failure = None
-            self.current = loaded  # the swap: one assignment, atomic for readers
-            log.info(
-                "now serving %s version %s (was %s)",
-                name,
-                loaded.version,
-                previous.version if previous else "none",
+            client = self._refresh_churn()
+            if client is not None and self.current is not None:
+                self._refresh_uplift(client, self.current)
+
+    def _refresh_uplift(self, client: Any, served: LoadedModel) -> None:
+        """Load the uplift model's production version for the churn version served; a
+        version that is not attested, or reads another data contract, is not served."""
+        name, alias = self.settings.uplift_model_name, self.settings.production_alias
+        try:
+            version = registry.production_version(client, name, alias)
+        except Exception as error:  # the churn check just answered: keep what we have
+            log.warning("uplift registry check failed: %s", type(error).__name__)
+            return
+        if version is None:
+            self.uplift, self.uplift_error = None, None
+            return
+        number = str(version.version)
+        now = self.uplift
+        if now is not None and (now.version, now.bound_to) == (number, served.version):
+            return
+        try:
+            loaded = _load_uplift(self.settings, version, served)
+        except Exception as error:
+            reason = (
+                str(error)
+                if isinstance(error, SignatureError | ValueError)
+                else (type(error).__name__)
             )
+            if self.uplift_error != reason:
+                log.error("not serving %s version %s: %s", name, number, reason)
+            self.uplift, self.uplift_error = None, f"version {number}: {reason}"
+            return
+        self.uplift, self.uplift_error = loaded, None
+        log.info("now serving %s version %s beside %s", name, number, served.version)
+
+    def _refresh_churn(self) -> Any:
+        """The churn model's alias; returns the registry client when the store answered."""
+        name, alias = self.settings.model_name, self.settings.production_alias
+        try:
+            # sets MLflow's process-wide URIs too, which model loading goes through
+            client = tracking.client(self.settings)
+            version = registry.production_version(client, name, alias)
+        except Exception as error:  # network, database: keep serving what we have
+            # The error's text can hold the store's URI and its password: the log has it
+            # (once per kind of failure), the API's answers name only its kind.
+            if self.registry.reachable or self.registry.error != type(error).__name__:
+                log.warning("registry check failed: %s", error)
+            self._checked(reachable=False, error=type(error).__name__)
+            return None
+        if version is None:
+            self._checked(reachable=True, error=f"{name} has no {alias!r} version yet")
+            return client
+        self._checked(reachable=True, error=None)
+        if self.current is not None and self.current.version == str(version.version):
+            self.load_failure = None
+            return client
+        try:
+            loaded = _load(self.settings, alias, version)
+        except SignatureError as error:
+            # Not a fault to retry: production names a version this code will not serve.
+            # One line per version an operator can alert on (and /metrics counts it).
+            self._failed(str(version.version), "refused", str(error))
+            return client
+        except Exception as error:
+            self._failed(str(version.version), "failed", type(error).__name__)
+            return client
+        previous = self.current
+        self.load_failure = None
+        self.current = loaded  # the swap: one assignment, atomic for readers
+        log.info(
+            "now serving %s version %s (was %s)",
+            name,
+            loaded.version,
+            previous.version if previous else "none",
+        )
+        return client
 
     def _checked(self, reachable: bool, error: str | None) -> None:
         self.registry = RegistryState(datetime.now(UTC), reachable, error)
@@ -283,6 +389,33 @@ def _load(settings: Settings, alias: str, version: Any) -> LoadedModel:
         requests=requests,
         reader=BatchReader(requests, scorer.levels),
         examples=examples,
+    )
+
+
+def _load_uplift(settings: Settings, version: Any, served: LoadedModel) -> LoadedUplift:
+    """The uplift model's version, as the churn model's is loaded (signed files, attested),
+    for the columns `served` reads: only under the same data contract."""
+    verifier = signing.verifier(settings)
+    verified = artifacts.load_version(verifier, version, settings.tracking_uri, attested=True)
+    model = verified.pipeline.named_steps["model"]
+    if not isinstance(model, UpliftTLearner):
+        raise SignatureError(f"its pipeline is a {type(model).__name__}, not an uplift model")
+    contract = served.requests.contract
+    if verified.contract.digest != contract.digest:
+        raise ValueError(
+            f"it reads data contract {verified.contract.digest[:12]}, production version "
+            f"{served.version} reads {contract.digest[:12]}"
+        )
+    saved_value, offer_cost = prices(verified.manifest.get("facts", {}))
+    return LoadedUplift(
+        version=str(version.version),
+        bound_to=served.version,
+        matrix=ModelMatrix(
+            verified.pipeline.named_steps["preprocess"], contract, served.scorer.levels
+        ),
+        model=model,
+        saved_value=saved_value,
+        offer_cost=offer_cost,
     )
 
 

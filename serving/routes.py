@@ -15,7 +15,7 @@ from churn_assets.ml.model.reasons import MAX_REASONS
 from serving.columns import Columns, validation_error
 from serving.errors import ApiError
 from serving.metrics import ApiMetrics
-from serving.model import LoadedModel, ModelWatcher
+from serving.model import LoadedModel, LoadedUplift, ModelWatcher
 from serving.schemas import (
     BatchPrediction,
     ErrorResponse,
@@ -173,15 +173,21 @@ async def predict(
     customer: CustomerBody, model: ServedModel, request: Request, reasons: ReasonCount = 0
 ) -> Response:
     customer_id = customer.ids[0]
+    uplift = _uplift_of(request, model)
+    valued: dict[str, float] = {}
+    if uplift is not None:
+        lift, value = uplift.score(customer)
+        valued = {"uplift": float(lift[0]), "expected_incremental_value": float(value[0])}
     if reasons:
         _within_budget(_settings(request), 1, reasons)
         scores, why = model.scorer.score_with_reasons(customer, reasons)
         _metrics(request).rows_scored.inc()
         body = _prediction(customer_id, float(scores[0]), model.threshold, model.version)
-        return _json({**body, "reasons": why[0]})
+        return _json({**body, **valued, "reasons": why[0]})
     probability = float(model.scorer.score(customer)[0])
     _metrics(request).rows_scored.inc()
-    return _json(_prediction(customer_id, probability, model.threshold, model.version))
+    body = _prediction(customer_id, probability, model.threshold, model.version)
+    return _json({**body, **valued})
 
 
 @router.post(
@@ -215,8 +221,25 @@ def predict_batch(
             _prediction(customer_id, p, threshold, version)
             for customer_id, p in zip(ids, model.scorer.score(customers).tolist(), strict=True)
         ]
+    uplift = _uplift_of(request, model)
+    head: dict[str, Any] = {"model_version": version, "threshold": threshold}
+    if uplift is not None:
+        lift, value = uplift.score(customers)
+        for prediction, u, v in zip(predictions, lift.tolist(), value.tolist(), strict=True):
+            prediction["uplift"], prediction["expected_incremental_value"] = u, v
+        head["uplift_version"] = uplift.version
     _metrics(request).rows_scored.inc(customers.rows)
-    return _json({"model_version": version, "threshold": threshold, "predictions": predictions})
+    return _json({**head, "predictions": predictions})
+
+
+def _watcher(request: Request) -> ModelWatcher:
+    return request.app.state.watcher
+
+
+def _uplift_of(request: Request, model: LoadedModel) -> LoadedUplift | None:
+    """The uplift model in production, when it is loaded for the churn version scoring."""
+    uplift = _watcher(request).uplift
+    return uplift if uplift is not None and uplift.bound_to == model.version else None
 
 
 def _within_budget(settings: Settings, rows: int, reasons: int) -> None:
@@ -332,6 +355,8 @@ async def model_info(request: Request) -> ModelInfo:
         else registry.checked_at.isoformat(),
         registry_reachable=registry.reachable,
         registry_error=registry.error,
+        uplift_version=None if watcher.uplift is None else watcher.uplift.version,
+        uplift_error=watcher.uplift_error,
     )
 
 

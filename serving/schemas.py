@@ -178,6 +178,17 @@ class Prediction(BaseModel):
     churn_probability: float
     churn: bool
     model_version: str
+    uplift: float | None = Field(
+        None,
+        description="Only when an uplift model is in production: the churn an offer prevents "
+        "for this customer (its churn probability without an offer less with one; negative: "
+        "an offer pushes them out).",
+    )
+    expected_incremental_value: float | None = Field(
+        None,
+        description="Only with `uplift`: uplift x the value of a kept customer - the offer's "
+        "cost, as the uplift model was judged; an offer pays where this is above 0.",
+    )
     reasons: list[Reason] | None = Field(
         None, description="Only when the request asks for reasons (?reasons=3)."
     )
@@ -186,6 +197,9 @@ class Prediction(BaseModel):
 class BatchPrediction(BaseModel):
     model_version: str
     threshold: float
+    uplift_version: str | None = Field(
+        None, description="The uplift model version that valued the offers, when one did."
+    )
     predictions: list[Prediction]
 
 
@@ -234,6 +248,12 @@ class ModelInfo(BaseModel):
     registry_checked_at: str | None
     registry_reachable: bool
     registry_error: str | None
+    uplift_version: str | None = Field(
+        None, description="The uplift model version whose uplift predictions carry."
+    )
+    uplift_error: str | None = Field(
+        None, description="Why the uplift model's production version is not served."
+    )
 
 
 class ErrorDetail(BaseModel):

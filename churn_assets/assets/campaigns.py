@@ -15,20 +15,22 @@ from churn_assets.assets.metadata import (
     OWNERS,
     RETRAIN_POOL,
     churn_asset,
+    model_links,
     retrain_asset,
     table_metadata,
     ui_metadata,
 )
 from churn_assets.assets.scoring import churn_scores, score_table, scoring_model
 from churn_assets.automation import FOLLOWS_PASSED_CHECKS
-from churn_assets.ml.campaigns import contacts, effect, ledger, measured, uplift
+from churn_assets.ml.campaigns import contacts, effect, ledger, measured, registration, uplift
 from churn_assets.ml.campaigns.assignment import Policy, PolicyName
 from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.data.reading import CustomerDataError
 from churn_assets.ml.data.snapshots import SnapshotError
 from churn_assets.ml.evaluation import decision, plots, realized
 from churn_assets.ml.model import scoring
-from churn_assets.ml.model.scoring import SCORES_FILE
+from churn_assets.ml.model.scoring import SCORES_FILE, UPLIFT_VERSION
+from churn_assets.ml.registry import model_registry as registry_tags
 from churn_assets.ml.registry import tracking
 from churn_assets.ml.registry.model_registry import PromotionRefusedError
 from churn_assets.ml.settings import ChurnSettings
@@ -67,8 +69,12 @@ def retention_campaign(
     source = pq.ParquetFile(scores)
     if not source.metadata.num_rows:
         raise dg.Failure(description=f"{scores} holds no scores: no campaign", allow_retries=False)
-    first = next(source.iter_batches(batch_size=1, columns=["model_version"]))
+    by_uplift = UPLIFT_VERSION in source.schema_arrow.names
+    wanted = ["model_version", *([UPLIFT_VERSION] if by_uplift else [])]
+    first = next(source.iter_batches(batch_size=1, columns=wanted))
     version = str(first.column(0)[0])
+    # offered by an uplift model's expected incremental value when the scoring says so
+    uplift_version = str(first.column(1)[0]) if by_uplift else None
     scored_on = date.fromisoformat(
         snapshot_store(churn_settings).info(cleaned_customers.snapshot_id).as_of
     )
@@ -77,7 +83,15 @@ def retention_campaign(
     challenger: tuple[str, ledger.Challenger] | None = None
     if churn_settings.challenger_version or churn_settings.challenger_threshold is not None:
         challenger = _challenger(
-            context, churn_settings, registry, dask, io_manager, cleaned_customers, version, policy
+            context,
+            churn_settings,
+            registry,
+            dask,
+            io_manager,
+            cleaned_customers,
+            version,
+            policy,
+            uplift_version,
         )
     campaign = ledger.start(
         scores,
@@ -95,6 +109,7 @@ def retention_campaign(
                 PolicyName.production.value: version,
                 **({PolicyName.challenger.value: challenger[0]} if challenger is not None else {}),
             },
+            uplift_version=uplift_version,
         ),
         policy,
         cleaned_customers.contract.id_column,
@@ -147,8 +162,11 @@ def _challenger(
     table: CleanedTable,
     production: str,
     policy: Policy,
+    uplift_version: str | None,
 ) -> tuple[str, ledger.Challenger]:
-    """The challenger's version, and the customers it scored under its threshold."""
+    """The challenger's version, and the customers it scored under its threshold (always by
+    churn probability: with an uplift model in production, production's own version and
+    threshold challenge uplift targeting with probability targeting)."""
     chosen = settings.challenger_version or production
     try:
         version = registry.open().version(chosen)
@@ -163,7 +181,7 @@ def _challenger(
             allow_retries=False,
         ) from error
     threshold = settings.challenger_threshold or decision.version_threshold(version.tags or {})
-    if chosen == production and threshold == policy.threshold:
+    if chosen == production and threshold == policy.threshold and uplift_version is None:
         raise dg.Failure(
             description=f"the challenger is production itself (version {production}, threshold "
             f"{threshold:.3f}): set CHURN_CHALLENGER_VERSION to another version or "
@@ -297,15 +315,19 @@ def campaign_effect(
 
 @retrain_asset(deps=[campaign_effect], kinds={"lightgbm", "mlflow"})
 def uplift_model(
+    context: dg.AssetExecutionContext,
     mlflow: dg.ResourceParam[MlFlow],
     settings: ChurnSettingsResource,
+    registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
-    """Who stays because of an offer: a T-learner on the campaigns' arms, judged held out."""
+    """Who stays because of an offer: a T-learner on the campaigns' arms, judged held out,
+    registered, and promoted when it beats probability targeting."""
     # Fitted once each arm has CHURN_UPLIFT_MIN_OUTCOMES customers with a closed window; judged
     # on customers held out by ID: targeting by expected incremental value against targeting
     # by churn probability as the campaigns did, value per 1,000 customers with a bootstrap
-    # interval, and each ranking's Qini coefficient (see ml/campaigns/uplift). It is judged
-    # here, not registered or served.
+    # interval, and each ranking's Qini coefficient (see ml/campaigns/uplift). Registered as
+    # CHURN_UPLIFT_MODEL_NAME with its signed verdict; its production alias moves only when
+    # the interval lies above 0. From then on scoring offers by expected incremental value.
     churn_settings = settings.get()
     store = snapshot_store(churn_settings)
     current = store.current()
@@ -351,14 +373,30 @@ def uplift_model(
             mlflow.log_metric(f"uplift_{name}", float(value))
     mlflow.log_text(found.verdict.words, "uplift/verdict.txt")
     campaigns_used = sorted(set(rows[uplift.CAMPAIGN]))
+    facts = {"git_sha": tracking.git_sha(churn_settings), "outcomes_as_of": as_of}
+    facts["campaigns"] = ",".join(campaigns_used)[:4000]
+    if current is not None:
+        facts[registry_tags.SNAPSHOT_TAG] = current.id
+    registered = registration.register(
+        registry.open_uplift(),
+        found,
+        store.contract,
+        churn_settings.saved_customer_value,
+        churn_settings.offer_cost,
+        facts,
+        context.run_id,
+    )
+    outcome = {"uplift_version": registered.version, "promotion": registered.promotion}
     uplift.keep_verdict(
         churn_settings.scores_folder,
-        {**figures, "outcomes_as_of": as_of, "campaigns": campaigns_used},
+        {**figures, **outcome, "outcomes_as_of": as_of, "campaigns": campaigns_used},
     )
     return dg.MaterializeResult(
         metadata=ui_metadata(
             {
                 **figures,
+                **outcome,
+                **model_links(churn_settings, churn_settings.uplift_model_name, registered.version),
                 "dagster/row_count": len(rows),
                 "campaigns": ", ".join(campaigns_used),
                 "outcomes_as_of": as_of,

@@ -1,5 +1,6 @@
 """Scoring: the active customer base ranked by the production model, for the retention team."""
 
+import dataclasses
 from datetime import date
 
 import dagster as dg
@@ -7,8 +8,9 @@ from mlflow.entities.model_registry import ModelVersion
 
 from churn_assets.assets.metadata import model_links, retrain_asset, table_metadata, ui_metadata
 from churn_assets.assets.promotion import production_promotion
+from churn_assets.ml.campaigns import learner
 from churn_assets.ml.cluster import partitioned_scoring
-from churn_assets.ml.cluster.partitioned_scoring import ScoringModel
+from churn_assets.ml.cluster.partitioned_scoring import ScoringModel, UpliftScoring
 from churn_assets.ml.cluster.runners import ClusterError
 from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.evaluation import decision, realized
@@ -53,7 +55,11 @@ def churn_scores(
         )
     version = str(production.version)
     model = scoring_model(
-        churn_settings, production, decision.version_threshold(production.tags or {}), "production"
+        churn_settings,
+        production,
+        decision.version_threshold(production.tags or {}),
+        "production",
+        uplift=registry.open_uplift().production(),
     )
     table = cleaned_customers
     scored, where = score_table(
@@ -80,6 +86,12 @@ def churn_scores(
                 "kept_as": dg.MetadataValue.path(str(kept)),
                 "mean_churn_probability": scored.probability_sum / scored.rows,
                 "decision_threshold": model.threshold,
+                "targeting": (
+                    "churn probability at or above the decision threshold"
+                    if model.uplift is None
+                    else f"expected incremental value above 0 ({model.uplift.model.name} "
+                    f"version {model.uplift.model.version})"
+                ),
                 "customers_to_offer": scored.offered,
                 "scored_on": where,
                 "partitions": table.partitions,
@@ -93,27 +105,45 @@ def churn_scores(
 
 
 def scoring_model(
-    settings: ChurnSettings, version: ModelVersion, threshold: float, what: str
+    settings: ChurnSettings,
+    version: ModelVersion,
+    threshold: float,
+    what: str,
+    uplift: ModelVersion | None = None,
 ) -> ScoringModel:
     """The version as scoring tasks load it, after checking here, before a task starts, that
     the gate attested it: a version it did not fails the step with its reason, once (every
-    worker checks the files it reads again). `what` names the version in that reason."""
+    worker checks the files it reads again). `what` names the version in that reason. With
+    `uplift` (the uplift model's production version, checked the same way), customers are
+    offered by its expected incremental value, priced as it was judged."""
     verifier = signing.verifier(settings)
-    try:
-        artifacts.verified_manifest(verifier, version)
-        artifacts.verified_attestation(verifier, version)
-    except SignatureError as refusal:
-        raise dg.Failure(
-            description=f"not scoring with {what}: {refusal}", allow_retries=False
-        ) from refusal
-    return ScoringModel(
-        settings.tracking_uri,
-        settings.model_name,
-        str(version.version),
-        str(version.run_id),
-        threshold,
-        verifier.pem(),
-    )
+    checked = [(version, what)]
+    if uplift is not None:
+        checked.append((uplift, f"uplift model version {uplift.version}"))
+    for candidate, named in checked:
+        try:
+            artifacts.verified_manifest(verifier, candidate)
+            artifacts.verified_attestation(verifier, candidate)
+        except SignatureError as refusal:
+            raise dg.Failure(
+                description=f"not scoring with {named}: {refusal}", allow_retries=False
+            ) from refusal
+
+    def loaded(candidate: ModelVersion, cut: float) -> ScoringModel:
+        return ScoringModel(
+            settings.tracking_uri,
+            str(candidate.name),
+            str(candidate.version),
+            str(candidate.run_id),
+            cut,
+            verifier.pem(),
+        )
+
+    priced = None
+    if uplift is not None:
+        facts = artifacts.verified_manifest(verifier, uplift).get("facts", {})
+        priced = UpliftScoring(loaded(uplift, 0.0), *learner.prices(facts))
+    return dataclasses.replace(loaded(version, threshold), uplift=priced)
 
 
 def score_table(

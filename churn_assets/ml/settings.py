@@ -92,6 +92,9 @@ class ChurnSettings(BaseSettings):
     # Customers with a closed campaign window needed in each arm (treated, untreated) before an
     # uplift model is fitted (ml/campaigns/uplift).
     uplift_min_outcomes: int = Field(1000, alias="CHURN_UPLIFT_MIN_OUTCOMES", ge=50)
+    # The uplift model's registered name; its `production_alias` version, when there is one,
+    # decides who gets offers (by expected incremental value) and the API returns its uplift.
+    uplift_model_name: str = Field("churn-uplift", alias="CHURN_UPLIFT_MODEL_NAME")
     # Complete campaigns after which offers whose effect is still indistinguishable from none
     # are warned about (the offers_work check).
     effect_min_campaigns: int = Field(3, alias="CHURN_EFFECT_MIN_CAMPAIGNS", ge=1)

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from churn_assets.ml.campaigns.assignment import Arm, Policy, PolicyName, assign, challenged
 from churn_assets.ml.files import replacing
+from churn_assets.ml.model.ranking import conform
 
 FOLDER = "campaigns"
 OFFERS_FILE = "campaign_offers.csv"
@@ -64,6 +65,9 @@ class Campaign:
     challenger_policy: dict[str, float] = field(default_factory=dict)
     #: per policy (production, challenger): customers scored and per arm; empty without one
     by_policy: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the uplift model version whose expected incremental value chose production's targets
+    #: (None: its threshold did)
+    uplift_version: str | None = None
 
     @property
     def closes(self) -> date:
@@ -155,6 +159,7 @@ def start(
         pq.ParquetWriter(kept_file, schema) as kept,
     ):
         offers: pyarrow.csv.CSVWriter | None = None
+        offers_schema = pa.schema([])
         for name, source, rules in sources:
             tally = by_policy[name.value]
             for batch in pq.ParquetFile(source).iter_batches():
@@ -196,10 +201,20 @@ def start(
                 table = pa.Table.from_pandas(
                     sent[["campaign", "arm", "policy", *frame.columns]], preserve_index=False
                 )
-                if offers is None:  # the first batch names the columns, offered to or not
+                if offers is None:
+                    # The first batch names the columns, offered to or not, with those only
+                    # another policy's scores have (production's uplift figures, which a
+                    # challenger's lack) after them; every batch is written in that schema
+                    # (pyarrow's CSV writer does not check a batch against it).
+                    offers_schema = pa.unify_schemas(
+                        [table.schema, *(pq.read_schema(s) for _, s, _ in sources)],
+                        promote_options="permissive",
+                    )
                     options = pyarrow.csv.WriteOptions(quoting_style="needed")
-                    offers = pyarrow.csv.CSVWriter(offers_file, table.schema, write_options=options)
-                offers.write_table(table)
+                    offers = pyarrow.csv.CSVWriter(
+                        offers_file, offers_schema, write_options=options
+                    )
+                offers.write_table(conform(table, offers_schema))
         if offers is None:
             raise ValueError(f"{scores} holds no scores")
         offers.close()
@@ -228,5 +243,10 @@ def as_metadata(campaign: Campaign) -> dict[str, Any]:
         "window_closes": campaign.closes.isoformat(),
         "customers_scored": campaign.scored,
         "offered": campaign.offered,
+        "targeting": (
+            "churn probability at or above the threshold"
+            if campaign.uplift_version is None
+            else f"expected incremental value above 0 (uplift model v{campaign.uplift_version})"
+        ),
         **{f"arm_{arm}": n for arm, n in campaign.counts.items()},
     }

@@ -44,6 +44,7 @@ import pandas as pd
 
 from churn_assets.ml.campaigns import ledger, measured
 from churn_assets.ml.campaigns.assignment import Arm, draws
+from churn_assets.ml.campaigns.learner import UpliftTLearner, expected_incremental_value
 from churn_assets.ml.data import cleaning, point_in_time
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.snapshots import SnapshotStore
@@ -51,7 +52,7 @@ from churn_assets.ml.files import replacing
 
 if TYPE_CHECKING:  # the learner's libraries load only where a model is fitted
     import lightgbm as lgb
-    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
 
 #: The learner's and the bootstrap's seed: the same experiment fits and judges the same way.
 SEED = 42
@@ -100,20 +101,32 @@ def experiments(
 
 
 def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
-    """The campaign's randomized customers by ID: treated, propensity, probability, targeted."""
+    """The campaign's randomized customers by ID: treated, propensity, probability, and
+    whether probability targeting (the campaign's threshold) picks them.
+
+    The propensities follow whom the campaign aimed at (its targets, treated but for the
+    control fraction; the rest explored); where an uplift model chose production's targets,
+    probability targeting is the threshold's, not the aim."""
     assignments = ledger.read_assignments(folder, campaign.id)
     ids = assignments.iloc[:, 0].astype(str).str.strip()
     arm = assignments["arm"].to_numpy()
     control_fraction = float(campaign.policy["control_fraction"])
     explore_fraction = float(campaign.policy["explore_fraction"])
+    threshold = float(campaign.policy["threshold"])
     aimed = (arm == Arm.treatment.value) | (arm == Arm.control.value)
+    probability = assignments["churn_probability"].to_numpy()
+    by_threshold = np.ones(len(assignments), dtype=bool)
+    if campaign.uplift_version is not None:
+        policy = assignments.get("policy", pd.Series("production", index=assignments.index))
+        chose = (policy == "production").to_numpy()
+        by_threshold = np.where(chose, probability >= threshold, True)
     parts = [
         pd.DataFrame(
             {
                 TREATED: arm[aimed] == Arm.treatment.value,
                 PROPENSITY: 1 - control_fraction,
-                PROBABILITY: assignments["churn_probability"].to_numpy()[aimed],
-                TARGETED: True,
+                PROBABILITY: probability[aimed],
+                TARGETED: by_threshold[aimed],
             },
             index=ids[aimed].to_numpy(),
         )
@@ -126,8 +139,10 @@ def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
                 {
                     TREATED: True,
                     PROPENSITY: explore_fraction,
-                    PROBABILITY: assignments["churn_probability"].to_numpy()[explored],
-                    TARGETED: False,
+                    PROBABILITY: probability[explored],
+                    TARGETED: (probability[explored] >= threshold)
+                    if campaign.uplift_version is not None
+                    else False,
                 },
                 index=ids[explored].to_numpy(),
             )
@@ -138,7 +153,9 @@ def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
                     TREATED: False,
                     PROPENSITY: explore_fraction,
                     PROBABILITY: below.to_numpy(),
-                    TARGETED: False,
+                    TARGETED: (below.to_numpy() >= threshold)
+                    if campaign.uplift_version is not None
+                    else False,
                 },
                 index=below.index.to_numpy(),
             )
@@ -151,29 +168,15 @@ def held_out(rows: pd.DataFrame, contract: Contract) -> np.ndarray:
     return draws("uplift-holdout", rows[contract.id_column].astype(str)) < HOLDOUT_SHARE
 
 
-@dataclass(frozen=True)
-class TLearner:
-    """Churn among the treated and among the untreated, on one preprocessor."""
-
-    preprocessor: ColumnTransformer
-    treated: lgb.LGBMClassifier
-    untreated: lgb.LGBMClassifier
-    features: tuple[str, ...]
-
-    def uplift(self, rows: pd.DataFrame) -> np.ndarray:
-        """The churn an offer prevents for each customer (untreated - treated probability)."""
-        x = self.preprocessor.transform(rows[list(self.features)])
-        untreated = np.asarray(self.untreated.predict_proba(x))[:, 1]
-        return untreated - np.asarray(self.treated.predict_proba(x))[:, 1]
-
-
-def fit(rows: pd.DataFrame, contract: Contract, seed: int) -> TLearner:
-    """The T-learner on `rows` (treated and untreated customers both present)."""
+def fit(rows: pd.DataFrame, contract: Contract, seed: int) -> Pipeline:
+    """The T-learner on `rows` (treated and untreated customers both present), behind the
+    platform's preprocessor fitted on them: one pipeline, as it is logged and served."""
     import lightgbm as lgb
+    from sklearn.pipeline import Pipeline
 
     from churn_assets.ml.model.features import categorical_positions, fit_preprocessor
 
-    features = tuple(contract.feature_columns)
+    features = list(contract.feature_columns)
     preprocessor = fit_preprocessor(rows, contract)
     categorical = categorical_positions(preprocessor)
 
@@ -193,13 +196,24 @@ def fit(rows: pd.DataFrame, contract: Contract, seed: int) -> TLearner:
             verbose=-1,
         )
         model.fit(
-            preprocessor.transform(mine[list(features)]),
+            preprocessor.transform(mine[features]),
             mine[LEFT].to_numpy(dtype=int),
             categorical_feature=categorical,
         )
         return model
 
-    return TLearner(preprocessor, arm(True), arm(False), features)
+    return Pipeline(
+        [("preprocess", preprocessor), ("model", UpliftTLearner(arm(True), arm(False)))]
+    )
+
+
+def predicted_uplift(pipeline: Pipeline, rows: pd.DataFrame) -> np.ndarray:
+    """The churn an offer prevents for each of `rows` (customers with the contract's
+    features), by a registered or just fitted uplift pipeline."""
+    from churn_assets.ml.model.batch import model_matrix
+
+    model: UpliftTLearner = pipeline.named_steps["model"]
+    return model.uplift_of_matrix(model_matrix(pipeline, rows))
 
 
 def prevented(rows: pd.DataFrame) -> np.ndarray:
@@ -268,7 +282,7 @@ def judge(
     """Targeting by uplift (expected incremental value above 0) against targeting by churn
     probability as the campaigns did, on held-out `rows` with the model's `uplift`."""
     gain = prevented(rows) * saved_value - offer_cost
-    by_uplift = uplift * saved_value - offer_cost > 0
+    by_uplift = expected_incremental_value(uplift, saved_value, offer_cost) > 0
     by_probability = rows[TARGETED].to_numpy(dtype=bool)
     n = len(rows)
     per_customer = np.where(by_uplift, gain, 0.0) - np.where(by_probability, gain, 0.0)
@@ -301,7 +315,7 @@ def judge(
 class Evaluation:
     """The model fitted on the experiment's training customers, judged on the others."""
 
-    learner: TLearner
+    pipeline: Pipeline
     held_out: pd.DataFrame
     uplift: np.ndarray
     verdict: UpliftVerdict
@@ -339,10 +353,10 @@ def evaluate(
     if min(treated, untreated) < min_outcomes:
         return TooFewOutcomes(treated, untreated, min_outcomes)
     judged = held_out(rows, contract)
-    learner = fit(rows.loc[~judged], contract, seed)
+    pipeline = fit(rows.loc[~judged], contract, seed)
     test = rows.loc[judged].reset_index(drop=True)
-    uplift = learner.uplift(test)
-    return Evaluation(learner, test, uplift, judge(test, uplift, saved_value, offer_cost, seed))
+    uplift = predicted_uplift(pipeline, test)
+    return Evaluation(pipeline, test, uplift, judge(test, uplift, saved_value, offer_cost, seed))
 
 
 def qini(estimates: np.ndarray, score: np.ndarray) -> float:

@@ -48,6 +48,19 @@ class ScoringModel:
     #: The public key (PEM) the version's manifest and attestation are verified with on the
     #: worker, which reads the files from the store itself.
     verify_key: str
+    #: The uplift model in production, when there is one: customers are then offered by its
+    #: expected incremental value instead of the threshold.
+    uplift: UpliftScoring | None = None
+
+
+@dataclass(frozen=True)
+class UpliftScoring:
+    """An uplift version a task loads as it loads the churn model, and the prices that turn
+    its uplift into expected incremental value (those the version was judged with)."""
+
+    model: ScoringModel
+    saved_value: float
+    offer_cost: float
 
 
 @functools.lru_cache(maxsize=2)
@@ -98,7 +111,17 @@ def _score(
     pipeline = _pipeline(model)
     probability = batch.churn_probability(pipeline, active) if len(active) else np.empty(0)
     why = explained.frame_reasons(pipeline, active, reasons) if reasons and len(active) else None
-    scores = scoring.score_columns(active, table.contract, probability, model.threshold, why)
+    value = None
+    if model.uplift is not None:
+        from churn_assets.ml.campaigns import learner, uplift
+
+        priced = model.uplift
+        lift = (
+            uplift.predicted_uplift(_pipeline(priced.model), active) if len(active) else np.empty(0)
+        )
+        eiv = learner.expected_incremental_value(lift, priced.saved_value, priced.offer_cost)
+        value = scoring.UpliftColumns(priced.model.version, lift, eiv)
+    scores = scoring.score_columns(active, table.contract, probability, model.threshold, why, value)
     del active
     run = ranking.sort_descending(
         pa.Table.from_pandas(scores, preserve_index=False), "churn_probability"

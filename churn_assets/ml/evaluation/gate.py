@@ -115,7 +115,9 @@ class GateCriterion:
 @dataclass(frozen=True)
 class GateResult:
     criteria: list[GateCriterion]
-    thresholds: GateThresholds
+    #: The churn model's thresholds; None for a verdict judged by its criteria alone (the
+    #: uplift model's: beat probability targeting).
+    thresholds: GateThresholds | None
     #: The recent production version whose holdout AUC the candidate had to stay near.
     reference_version: str | None = None
     reference_auc: float | None = None
@@ -139,7 +141,7 @@ class GateResult:
         """What the version carries: thresholds applied and the reference they were applied to."""
         return json.dumps(
             {
-                **asdict(self.thresholds),
+                **(asdict(self.thresholds) if self.thresholds is not None else {}),
                 "reference_version": self.reference_version,
                 "reference_auc": self.reference_auc,
                 "overridden": self.override is not None,

@@ -26,6 +26,8 @@ from churn_assets.ml.files import replacing
 from churn_assets.ml.model import ranking
 
 SCORES_FILE = "churn_scores"
+#: The scores' column naming the uplift model that chose the offers, when one did.
+UPLIFT_VERSION = "uplift_version"
 #: Segments smaller than this share of the base are left out of the top list: a segment of
 #: three customers with one high score is noise, not a campaign.
 _MIN_SEGMENT_SHARE = 0.005
@@ -51,18 +53,31 @@ def active_customers(customers: pd.DataFrame, contract: Contract) -> pd.DataFram
     return customers.loc[customers[contract.target_column] == 0]
 
 
+@dataclass(frozen=True)
+class UpliftColumns:
+    """An uplift model's figures for the customers scored: the version, each customer's
+    uplift and expected incremental value (see ml/campaigns/learner)."""
+
+    version: str
+    uplift: np.ndarray
+    value: np.ndarray
+
+
 def score_columns(
     active: pd.DataFrame,
     contract: Contract,
     probability: np.ndarray,
     threshold: float,
     reasons: list[list[dict[str, Any]]] | None = None,
+    uplift: UpliftColumns | None = None,
 ) -> pd.DataFrame:
     """Active customers with their churn probability and the columns a campaign plans with,
     unranked: what each partition of a large base gives, and `rank` orders together.
 
-    `offer` marks customers at or above the version's decision threshold, the ones a
-    retention offer pays for; `reason_1`... hold each customer's top reasons when asked for.
+    `offer` marks the customers a retention offer pays for: at or above the version's
+    decision threshold; with an uplift model in production, those whose expected incremental
+    value is above 0 (`uplift`, `expected_incremental_value` and `uplift_version` then say
+    so). `reason_1`... hold each customer's top reasons when asked for.
     """
     # Compact types, as a base of tens of millions is held to be ranked: IDs as Arrow strings
     # (about 16 bytes a customer instead of 60 for a Python string), segments as categoricals.
@@ -70,8 +85,12 @@ def score_columns(
     columns: dict[str, Any] = {
         contract.id_column: active[contract.id_column].astype("string[pyarrow]").array,
         "churn_probability": p,
-        "offer": p >= threshold,
+        "offer": p >= threshold if uplift is None else uplift.value > 0,
     }
+    if uplift is not None:
+        columns["uplift"] = np.asarray(uplift.uplift, dtype=np.float64)
+        columns["expected_incremental_value"] = np.asarray(uplift.value, dtype=np.float64)
+        columns[UPLIFT_VERSION] = pd.array([uplift.version] * len(p), dtype="string[pyarrow]")
     for column in contract.segments:
         if contract.features[column].numeric:
             columns[band_column(column)] = band(active[column], contract, column).array

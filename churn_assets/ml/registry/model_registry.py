@@ -473,16 +473,18 @@ def contract_digest(version: ModelVersion) -> str:
     return (version.tags or {}).get(CONTRACT_TAG) or default_contract().digest
 
 
-def open_registry(settings: ChurnSettings) -> ModelRegistry:
-    """The registry the settings point at, with the lock every writer of it shares."""
+def open_registry(settings: ChurnSettings, name: str | None = None) -> ModelRegistry:
+    """The registry of model `name` (default: the churn model) in the store the settings
+    point at, with the lock every writer of it shares."""
+    name = name or settings.model_name
     return ModelRegistry(
         tracking.client(settings),
-        settings.model_name,
+        name,
         settings.production_alias,
         locks.registry_lock(
             settings.tracking_uri,
             settings.registry_lock.get_secret_value() if settings.registry_lock else None,
-            settings.model_name,
+            name,
         ),
         lambda: signing.signer(settings),
         settings.registry_lock_timeout_s,

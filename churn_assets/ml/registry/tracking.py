@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # scikit-learn alone is 2 s of imports that `churn production
     from churn_assets.ml.model.tuning import Trial
 
 MODEL_ARTIFACT = "model"
+#: The uplift model's name in its run, beside the churn model's.
+UPLIFT_ARTIFACT = "uplift"
 #: The data contract a version was trained under, as a run artifact beside its model.
 CONTRACT_ARTIFACT = "contract/contract.yaml"
 
@@ -60,6 +62,8 @@ SKOPS_TRUSTED_TYPES = [
     "lightgbm.basic.Booster",
     "lightgbm.sklearn.LGBMClassifier",
     "churn_assets.ml.model.calibration.CalibratedChurnClassifier",
+    # the uplift model's (churn_assets.ml.campaigns.learner)
+    "churn_assets.ml.campaigns.learner.UpliftTLearner",
     # the same class as versions logged before ml/ was grouped by concern name it
     "churn_assets.ml.calibration.CalibratedChurnClassifier",
 ]
@@ -175,24 +179,31 @@ def input_example(features: pd.DataFrame, contract: Contract, rows: int = 5) -> 
     return example
 
 
-def log_model(pipeline: Pipeline, example: pd.DataFrame) -> str:
-    """Log preprocessor+model as one MLflow model in the active run; returns its URI.
+def log_model(
+    pipeline: Pipeline,
+    example: pd.DataFrame,
+    name: str = MODEL_ARTIFACT,
+    predict: str = "predict_proba",
+) -> str:
+    """Log preprocessor+model as one MLflow model named `name` in the active run; returns
+    its URI.
 
-    The pyfunc flavor predicts probabilities, so `mlflow models serve` and our API agree.
-    Registering it is the registry's job (`ModelRegistry.register`).
+    The pyfunc flavor calls `predict` (the churn model's probabilities, the uplift model's
+    uplift), so `mlflow models serve` and our API agree. Registering it is the registry's job
+    (`ModelRegistry.register`).
     """
     with warnings.catch_warnings():
         # the contract's integers are never blank (cleaning refuses them), so
         # MLflow's hint about integer columns that might hold missing values does not apply.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        signature = infer_signature(example, pipeline.predict_proba(example))
+        signature = infer_signature(example, getattr(pipeline, predict)(example))
     with _own_model_loadable():
         info = mlflow.sklearn.log_model(
             sk_model=pipeline,
-            name=MODEL_ARTIFACT,
+            name=name,
             signature=signature,
             input_example=example,
-            pyfunc_predict_fn="predict_proba",
+            pyfunc_predict_fn=predict,
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             pip_requirements=[f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS],
         )
@@ -215,13 +226,16 @@ def _own_model_loadable() -> Iterator[None]:
             os.environ[switch] = before
 
 
-def same_predictions(pipeline: Pipeline, example: pd.DataFrame) -> Callable[[Any], None]:
-    """A check that a pipeline read back from the store is `pipeline`: the same probabilities
-    on the logged example, to the last bit."""
-    expected = pipeline.predict_proba(example)
+def same_predictions(
+    pipeline: Pipeline, example: pd.DataFrame, predict: str = "predict_proba"
+) -> Callable[[Any], None]:
+    """A check that a pipeline read back from the store is `pipeline`: the same predictions
+    (`predict`: probabilities, or an uplift model's uplift) on the logged example, to the last
+    bit."""
+    expected = getattr(pipeline, predict)(example)
 
     def check(stored: Any) -> None:
-        if not np.array_equal(stored.predict_proba(example), expected):
+        if not np.array_equal(getattr(stored, predict)(example), expected):
             raise RuntimeError(
                 "the logged pipeline does not score the input example as the fitted one did: "
                 "the artifact store holds something else; not signing it"

@@ -1,0 +1,209 @@
+"""The uplift model as a model of its own, on a real MLflow store: registered with its signed
+verdict and promoted only when it beats probability targeting; then the graph's scoring offers
+by its expected incremental value and the campaign targets by it, and the API returns each
+customer's uplift and value. An alias moved by hand to a version that failed its gate is
+served by neither."""
+
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from churn_assets.assets.scoring import scoring_model
+from churn_assets.ml.campaigns import ledger, registration, uplift
+from churn_assets.ml.campaigns.assignment import Arm
+from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.registry import artifacts, signing, tracking
+from churn_assets.ml.registry import model_registry as registry
+from churn_assets.ml.settings import ChurnSettings
+from churn_assets_tests.conftest import (
+    ChurnEnv,
+    PromotedStore,
+    copied_store,
+    failure_messages,
+    isolate_environment,
+    materialize_graph,
+)
+from churn_assets_tests.test_serving import customer_payloads
+from churn_assets_tests.test_uplift import COST, SAVED, _world
+from serving.app import create_app
+from serving.settings import Settings
+
+TELCO = default_contract()
+UPLIFT = "churn-uplift"
+
+
+def _register(settings: ChurnSettings, rows: pd.DataFrame) -> registration.Registered:
+    """Judge an uplift model on `rows` and register it, in an MLflow run as uplift_model does."""
+    found = uplift.evaluate(rows, TELCO, 1_000, SAVED, COST, uplift.SEED)
+    assert isinstance(found, uplift.Evaluation)
+    opened = registry.open_registry(settings, settings.uplift_model_name)
+    with mlflow.start_run(experiment_id=tracking.ensure_experiment(settings)):
+        return registration.register(opened, found, TELCO, SAVED, COST, {"campaigns": "c1"})
+
+
+def _as_probability_says(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The same customers and design, in a world where the offer works on exactly the
+    customers probability targeting picks (month-to-month: 0.45 -> 0.15), and on no one else:
+    an uplift model can do no better than the threshold there."""
+    rng = np.random.default_rng(seed)
+    monthly = (rows["Contract"] == "Month-to-month").to_numpy()
+    treated = rows[uplift.TREATED].to_numpy(dtype=bool)
+    base = np.where(monthly, 0.45, 0.05)
+    left = rng.random(len(rows)) < np.where(treated & monthly, base - 0.3, base)
+    return rows.assign(**{uplift.LEFT: left})
+
+
+@pytest.fixture(scope="module")
+def two_versions(
+    promoted_store: PromotedStore, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ChurnSettings, Path]:
+    """A copy of the promoted store with uplift version 1 (beats probability targeting:
+    promoted) and version 2 (does not: registered, failed, not promoted). Tests that move
+    the alias move it back."""
+    store = copied_store(promoted_store, tmp_path_factory.mktemp("uplift") / "state")
+    settings = ChurnSettings(CHURN_STATE_DIR=store.state_dir)
+    with pytest.MonkeyPatch.context() as patch:  # MLflow exports its URIs: undone after
+        isolate_environment(patch)
+        rows, _ = _world(30_000, 5)
+        good = _register(settings, rows)
+        bad = _register(settings, _as_probability_says(rows, 11))
+    assert (good.version, good.promoted) == ("1", True), good
+    assert good.promotion == "promoted (production was none)"
+    assert (bad.version, bad.promoted) == ("2", False), bad
+    assert bad.promotion == "not promoted: probability targeting beats uplift targeting"
+    return settings, store.state_dir
+
+
+def test_only_a_version_that_beats_probability_targeting_is_promoted(
+    two_versions: tuple[ChurnSettings, Path],
+) -> None:
+    settings, _ = two_versions
+    opened = registry.open_registry(settings, UPLIFT)
+    production = opened.production()
+    assert production is not None and str(production.version) == "1"
+    verifier = signing.verifier(settings)
+    for number, passed in (("1", True), ("2", False)):
+        version = opened.version(number)
+        verdict = artifacts.verified_verdict(verifier, version)
+        assert verdict["passed"] is passed
+        assert list(verdict["figures"]) == [registration.CRITERION]
+        assert verdict["judged_on"].endswith("held-out experimental customers")
+        assert verdict["thresholds"]["reference_version"] is None  # no churn thresholds
+        tags = version.tags or {}
+        assert tags[registry.GATE_TAG] == ("passed" if passed else "failed")
+        assert float(tags["heldout_difference_low"]) == pytest.approx(
+            verdict["figures"][registration.CRITERION]
+        )
+        # the prices it was judged with are signed with its files
+        facts = artifacts.verified_manifest(verifier, version)["facts"]
+        assert (facts["saved_customer_value"], facts["offer_cost"]) == ("500.0", "100.0")
+    # the churn model's registry is another model: untouched
+    churn = registry.open_registry(settings).production()
+    assert churn is not None and str(churn.version) == "1"
+    # a version that failed its gate is never promoted, by the registry's own rules
+    with pytest.raises(registry.PromotionRefusedError, match="failed"):
+        opened.promote("2")
+
+
+def test_the_api_returns_uplift_and_expected_value_and_refuses_a_hand_moved_alias(
+    two_versions: tuple[ChurnSettings, Path], promoted_store: PromotedStore
+) -> None:
+    settings, state = two_versions
+    customers = promoted_store.holdout.head(40)
+    payloads = customer_payloads(customers)
+    version = registry.open_registry(settings, UPLIFT).version("1")
+    pipeline = artifacts.load_version(
+        signing.verifier(settings), version, settings.tracking_uri, attested=True
+    ).pipeline
+    expected = uplift.predicted_uplift(pipeline, customers)
+    assert np.ptp(expected) > 0.05  # customers the model tells apart
+    uri = settings.tracking_uri
+    with TestClient(create_app(Settings(state_dir=state, refresh_interval_s=3600))) as client:
+        watcher = client.app.state.watcher  # type: ignore[attr-defined]
+        info = client.get("/model").json()
+        assert (info["uplift_version"], info["uplift_error"]) == ("1", None)
+        batch = client.post("/predict/batch", json={"customers": payloads}).json()
+        assert batch["uplift_version"] == "1"
+        lift = np.array([p["uplift"] for p in batch["predictions"]])
+        np.testing.assert_allclose(lift, expected, rtol=0, atol=1e-9)
+        value = np.array([p["expected_incremental_value"] for p in batch["predictions"]])
+        np.testing.assert_allclose(value, expected * SAVED - COST, rtol=0, atol=1e-6)
+        as_csv = pd.DataFrame(payloads).to_csv(index=False)
+        by_csv = client.post(
+            "/predict/batch", content=as_csv, headers={"Content-Type": "text/csv"}
+        ).json()
+        assert [p["uplift"] for p in by_csv["predictions"]] == [
+            p["uplift"] for p in batch["predictions"]
+        ]
+        one = client.post("/predict?reasons=2", json=payloads[0]).json()
+        assert one["uplift"] == pytest.approx(expected[0], abs=1e-9)
+        assert len(one["reasons"]) == 2
+
+        # someone with the store moves the alias to the version that failed its gate
+        mlflow.MlflowClient(uri, uri).set_registered_model_alias(UPLIFT, "production", "2")
+        watcher.refresh()
+        info = client.get("/model").json()
+        assert info["uplift_version"] is None
+        assert "version 2" in info["uplift_error"] and "attestation" in info["uplift_error"]
+        answer = client.post("/predict/batch", json={"customers": payloads[:3]})
+        assert answer.status_code == 200
+        assert "uplift_version" not in answer.json()
+        assert all("uplift" not in p for p in answer.json()["predictions"])
+        assert client.get("/ready").json()["ready"] is True  # churn scores still answer
+        mlflow.MlflowClient(uri, uri).set_registered_model_alias(UPLIFT, "production", "1")
+
+    # the graph's scoring refuses it too, before any task starts
+    churn = registry.open_registry(settings).production()
+    failed = registry.open_registry(settings, UPLIFT).version("2")
+    assert churn is not None
+    with pytest.raises(dg.Failure, match="not scoring with uplift model version 2"):
+        scoring_model(settings, churn, 0.5, "production", uplift=failed)
+
+
+def test_scoring_offers_and_the_campaign_targets_by_expected_incremental_value(
+    promoted_store: PromotedStore,
+    churn_env: ChurnEnv,
+    instance: dg.DagsterInstance,
+) -> None:
+    store = copied_store(promoted_store, churn_env.state_dir)
+    settings = ChurnSettings()
+    assert settings.state_dir == store.state_dir
+    rows, _ = _world(30_000, 5)
+    assert _register(settings, rows).promoted
+
+    result = materialize_graph(churn_env, instance)
+    assert result.success, failure_messages(result)
+    scores = pd.read_parquet(settings.scores_folder / "churn_scores.parquet")
+    assert (scores["uplift_version"] == "1").all()
+    value = scores["expected_incremental_value"].to_numpy()
+    np.testing.assert_allclose(value, scores["uplift"].to_numpy() * SAVED - COST, atol=1e-9)
+    # offers go where they pay, whatever the churn probability says
+    assert (scores["offer"].to_numpy() == (value > 0)).all()
+    assert 0 < scores["offer"].sum() < len(scores)
+    threshold_picks = scores["churn_probability"] >= 0.5
+    assert (scores["offer"] != threshold_picks).any()
+    scoring = result.asset_materializations_for_node("churn_scores")[-1].metadata
+    assert "expected incremental value above 0 (churn-uplift version 1)" in str(
+        scoring["targeting"].value
+    )
+
+    campaign = ledger.campaigns(settings.scores_folder)[-1]
+    assert campaign.uplift_version == "1"
+    assigned = ledger.read_assignments(settings.scores_folder, campaign.id)
+    ids = scores[TELCO.id_column].astype(str)
+    paying = set(ids[value > 0])
+    aimed = assigned.loc[assigned["arm"].isin([Arm.treatment.value, Arm.control.value])]
+    assert len(aimed) > 0
+    assert set(aimed.iloc[:, 0].astype(str)) <= paying
+    explored = assigned.loc[assigned["arm"] == Arm.explore.value]
+    assert not set(explored.iloc[:, 0].astype(str)) & paying
+    kept = pq.read_metadata(ledger.assignments_file(settings.scores_folder, campaign.id))
+    assert kept.num_rows == len(assigned)
+    made = result.asset_materializations_for_node("retention_campaign")[-1].metadata
+    assert "uplift model v1" in str(made["targeting"].value)
