@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -137,3 +138,32 @@ def test_a_later_campaign_holds_the_running_one_until_its_window_closes(tmp_path
     assert closed.counts["held"] == week_later.counts["explore"]
     assert closed.counts["treatment"] > 0
     assert [c.id for c in ledger.campaigns(tmp_path)] == [first.id, week_later.id, closed.id]
+
+
+def test_offers_are_written_when_the_first_batch_of_scores_offers_nobody(tmp_path: Path) -> None:
+    """An uplift model may value none of the customers most at risk: the offers file still
+    gets the later batches' offers, in one schema."""
+    n = 3000
+    rng = np.random.default_rng(3)
+    probability = np.sort(rng.random(n))[::-1]
+    value = np.where(np.arange(n) < 1500, -10.0, 25.0)  # nobody in the first half pays
+    frame = pd.DataFrame(
+        {
+            "rank": np.arange(1, n + 1),
+            "customerID": _customers(n),
+            "churn_probability": probability,
+            "offer": value > 0,
+            "uplift": (value + 100) / 500,
+            "expected_incremental_value": value,
+            "uplift_version": "1",
+            "model_version": "3",
+        }
+    )
+    scores = tmp_path / "scores.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), scores, row_group_size=500)
+    quiet = Policy(threshold=0.5, control_fraction=0.1, explore_fraction=0.0)
+    done = ledger.start(scores, tmp_path, _campaign(date(2026, 12, 4)), quiet, "customerID")
+    offers = pd.read_csv(tmp_path / ledger.OFFERS_FILE)
+    assert len(offers) == done.counts["treatment"] > 1000
+    assert (offers["expected_incremental_value"] > 0).all()
+    assert list(offers.columns[:3]) == ["campaign", "arm", "policy"]

@@ -196,6 +196,10 @@ class LoadedModel:
     examples: tuple[dict[str, Any], ...] = ()
 
 
+class UpliftMismatchError(ValueError):
+    """The uplift model reads another data contract than the churn model served."""
+
+
 @dataclass(frozen=True)
 class LoadedUplift:
     """The uplift model in production, bound to the churn version whose reader codes the
@@ -210,7 +214,7 @@ class LoadedUplift:
 
     def score(self, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
         """Each customer's uplift and expected incremental value."""
-        lift = self.model.uplift_of_matrix(self.matrix.of(columns))
+        lift = self.model.uplift_of_matrix(self.matrix.of(columns), _threads(columns.rows))
         return lift, expected_incremental_value(lift, self.saved_value, self.offer_cost)
 
 
@@ -275,14 +279,13 @@ class ModelWatcher:
         try:
             loaded = _load_uplift(self.settings, version, served)
         except Exception as error:
-            reason = (
-                str(error)
-                if isinstance(error, SignatureError | ValueError)
-                else (type(error).__name__)
-            )
-            if self.uplift_error != reason:
-                log.error("not serving %s version %s: %s", name, number, reason)
-            self.uplift, self.uplift_error = None, f"version {number}: {reason}"
+            # Our own refusals in words; anything else by its kind only (a client error's
+            # text may carry the store's address and credentials).
+            ours = isinstance(error, SignatureError | UpliftMismatchError)
+            said = f"version {number}: {error if ours else type(error).__name__}"
+            if self.uplift_error != said:  # once per version and reason, not every check
+                log.error("not serving %s %s", name, said)
+            self.uplift, self.uplift_error = None, said
             return
         self.uplift, self.uplift_error = loaded, None
         log.info("now serving %s version %s beside %s", name, number, served.version)
@@ -318,6 +321,9 @@ class ModelWatcher:
         except Exception as error:
             self._failed(str(version.version), "failed", type(error).__name__)
             return client
+        # the uplift model rebound to the new version first, so answers carry uplift across
+        # the swap (it never raises)
+        self._refresh_uplift(client, loaded)
         previous = self.current
         self.load_failure = None
         self.current = loaded  # the swap: one assignment, atomic for readers
@@ -402,7 +408,7 @@ def _load_uplift(settings: Settings, version: Any, served: LoadedModel) -> Loade
         raise SignatureError(f"its pipeline is a {type(model).__name__}, not an uplift model")
     contract = served.requests.contract
     if verified.contract.digest != contract.digest:
-        raise ValueError(
+        raise UpliftMismatchError(
             f"it reads data contract {verified.contract.digest[:12]}, production version "
             f"{served.version} reads {contract.digest[:12]}"
         )

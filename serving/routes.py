@@ -236,6 +236,14 @@ def _watcher(request: Request) -> ModelWatcher:
     return request.app.state.watcher
 
 
+def _uplift_version(watcher: ModelWatcher, model: LoadedModel | None) -> str | None:
+    """The uplift version predictions carry now (read once: a refresh may swap it)."""
+    uplift = watcher.uplift
+    if uplift is None or model is None or uplift.bound_to != model.version:
+        return None
+    return uplift.version
+
+
 def _uplift_of(request: Request, model: LoadedModel) -> LoadedUplift | None:
     """The uplift model in production, when it is loaded for the churn version scoring."""
     uplift = _watcher(request).uplift
@@ -355,7 +363,7 @@ async def model_info(request: Request) -> ModelInfo:
         else registry.checked_at.isoformat(),
         registry_reachable=registry.reachable,
         registry_error=registry.error,
-        uplift_version=None if watcher.uplift is None else watcher.uplift.version,
+        uplift_version=_uplift_version(watcher, model),
         uplift_error=watcher.uplift_error,
     )
 

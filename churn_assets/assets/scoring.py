@@ -16,6 +16,7 @@ from churn_assets.ml.data.partitioned import CleanedTable
 from churn_assets.ml.evaluation import decision, realized
 from churn_assets.ml.model import scoring
 from churn_assets.ml.registry import artifacts, signing
+from churn_assets.ml.registry.model_registry import contract_digest
 from churn_assets.ml.registry.signing import SignatureError
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.stores import snapshot_store
@@ -54,12 +55,21 @@ def churn_scores(
             allow_retries=False,
         )
     version = str(production.version)
+    uplift = registry.open_uplift().production()
+    if uplift is not None and contract_digest(uplift) != contract_digest(production):
+        context.log.warning(
+            f"not offering by {uplift.name} version {uplift.version}: it reads data contract "
+            f"{contract_digest(uplift)[:12]}, production version {version} reads "
+            f"{contract_digest(production)[:12]}; offers go by the threshold until an uplift "
+            "model is fitted under the new contract"
+        )
+        uplift = None
     model = scoring_model(
         churn_settings,
         production,
         decision.version_threshold(production.tags or {}),
         "production",
-        uplift=registry.open_uplift().production(),
+        uplift=uplift,
     )
     table = cleaned_customers
     scored, where = score_table(
@@ -120,9 +130,10 @@ def scoring_model(
     checked = [(version, what)]
     if uplift is not None:
         checked.append((uplift, f"uplift model version {uplift.version}"))
+    manifests = []
     for candidate, named in checked:
         try:
-            artifacts.verified_manifest(verifier, candidate)
+            manifests.append(artifacts.verified_manifest(verifier, candidate))
             artifacts.verified_attestation(verifier, candidate)
         except SignatureError as refusal:
             raise dg.Failure(
@@ -141,8 +152,7 @@ def scoring_model(
 
     priced = None
     if uplift is not None:
-        facts = artifacts.verified_manifest(verifier, uplift).get("facts", {})
-        priced = UpliftScoring(loaded(uplift, 0.0), *learner.prices(facts))
+        priced = UpliftScoring(loaded(uplift, 0.0), *learner.prices(manifests[1]["facts"]))
     return dataclasses.replace(loaded(version, threshold), uplift=priced)
 
 

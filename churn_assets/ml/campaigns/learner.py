@@ -37,12 +37,15 @@ class UpliftTLearner(BaseEstimator):
     def fit(self, x: Any, y: Any) -> UpliftTLearner:
         raise NotImplementedError("built from two fitted classifiers by uplift.fit")
 
-    def uplift_of_matrix(self, matrix: np.ndarray) -> np.ndarray:
+    def uplift_of_matrix(self, matrix: np.ndarray, threads: int = 0) -> np.ndarray:
         """The uplift of rows already encoded as the preprocessor encodes them, straight from
         the two boosters (what `predict` gives, without sklearn's checks: batch scoring and
-        the API call this)."""
-        untreated = np.asarray(self.untreated.booster_.predict(matrix), dtype=np.float64)
-        return untreated - np.asarray(self.treated.booster_.predict(matrix), dtype=np.float64)
+        the API call this; the API with one thread for small requests, as its scorer)."""
+        boosters = (self.untreated.booster_, self.treated.booster_)
+        untreated, treated = (
+            np.asarray(b.predict(matrix, num_threads=threads), dtype=np.float64) for b in boosters
+        )
+        return untreated - treated
 
     def predict(self, x: Any) -> np.ndarray:
         return self.uplift_of_matrix(np.asarray(x, dtype=np.float64))

@@ -159,7 +159,18 @@ def start(
         pq.ParquetWriter(kept_file, schema) as kept,
     ):
         offers: pyarrow.csv.CSVWriter | None = None
-        offers_schema = pa.schema([])
+        # Every batch is written in one schema (pyarrow's CSV writer does not check a batch
+        # against it): the campaign's columns, then every column of each policy's scores
+        # (production's uplift figures, which a challenger's lack, are blank there).
+        offers_schema = pa.unify_schemas(
+            [
+                pa.schema(
+                    [("campaign", pa.string()), ("arm", pa.string()), ("policy", pa.string())]
+                ),
+                *(pq.read_schema(source) for _, source, _ in sources),
+            ],
+            promote_options="permissive",
+        )
         for name, source, rules in sources:
             tally = by_policy[name.value]
             for batch in pq.ParquetFile(source).iter_batches():
@@ -202,14 +213,6 @@ def start(
                     sent[["campaign", "arm", "policy", *frame.columns]], preserve_index=False
                 )
                 if offers is None:
-                    # The first batch names the columns, offered to or not, with those only
-                    # another policy's scores have (production's uplift figures, which a
-                    # challenger's lack) after them; every batch is written in that schema
-                    # (pyarrow's CSV writer does not check a batch against it).
-                    offers_schema = pa.unify_schemas(
-                        [table.schema, *(pq.read_schema(s) for _, s, _ in sources)],
-                        promote_options="permissive",
-                    )
                     options = pyarrow.csv.WriteOptions(quoting_style="needed")
                     offers = pyarrow.csv.CSVWriter(
                         offers_file, offers_schema, write_options=options

@@ -97,6 +97,11 @@ def offer_effect(settings: ChurnSettings) -> OfferEffect | None:
     closed = [c for c in ledger.campaigns(folder) if c.closes <= date.fromisoformat(as_of)]
     if len(closed) < settings.effect_min_campaigns:
         return None
+    # A campaign whose targets an uplift model chose holds the customers it expected the most
+    # of: their effect is no estimate of the effect by probability decile.
+    closed = [c for c in closed if c.uplift_version is None]
+    if not closed:
+        return None
     targets, explored, unexplored = [], [], []
     for campaign in closed:
         assignments = ledger.read_assignments(folder, campaign.id)

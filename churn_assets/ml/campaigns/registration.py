@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 
@@ -53,9 +54,17 @@ def register(
 ) -> Registered:
     """Log the judged pipeline in the active MLflow run, register it in `opened` with its
     prices and `facts` signed, sign its verdict, and promote it when it passed."""
-    # the contract the version reads its inputs by, with its run (the churn model logs the
-    # same file when it is trained in the same run)
-    mlflow.log_text(contract.to_yaml(), tracking.CONTRACT_ARTIFACT)
+    # the contract the version reads its inputs by, with its run, unless the churn model
+    # trained in the same run logged it already (its version signed that file: never rewritten)
+    run = mlflow.active_run()
+    logged = run is not None and any(
+        item.path == tracking.CONTRACT_ARTIFACT
+        for item in mlflow.MlflowClient().list_artifacts(
+            run.info.run_id, str(Path(tracking.CONTRACT_ARTIFACT).parent)
+        )
+    )
+    if not logged:
+        mlflow.log_text(contract.to_yaml(), tracking.CONTRACT_ARTIFACT)
     example = tracking.input_example(found.held_out, contract)
     uri = tracking.log_model(
         found.pipeline, example, name=tracking.UPLIFT_ARTIFACT, predict="predict"

@@ -212,7 +212,9 @@ def predicted_uplift(pipeline: Pipeline, rows: pd.DataFrame) -> np.ndarray:
     features), by a registered or just fitted uplift pipeline."""
     from churn_assets.ml.model.batch import model_matrix
 
-    model: UpliftTLearner = pipeline.named_steps["model"]
+    model = pipeline.named_steps["model"]
+    if not isinstance(model, UpliftTLearner):  # a registered churn model under its name
+        raise TypeError(f"not an uplift model: its pipeline ends in a {type(model).__name__}")
     return model.uplift_of_matrix(model_matrix(pipeline, rows))
 
 
