@@ -19,7 +19,7 @@ export DAGSTER_HOME ?= $(abspath $(STATE_DIR))/dagster_home
 # every run, so PYTHONDONTWRITEBYTECODE is not passed on to the commands.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help sync sync-dev data instance run materialize merge serve bench bench-serving bench-scale dev \
+.PHONY: help sync sync-dev data instance run materialize merge serve console bench bench-serving bench-scale dev \
 	schedule-on schedule-off mlflow-ui production rollback snapshots demo-history demo-campaigns \
 	lint test clean
 
@@ -43,7 +43,7 @@ $(UV): deploy/uv-bootstrap.txt
 .venv/.synced-run: uv.lock pyproject.toml | $(UV)
 	@mkdir -p "$(LOGS)"
 	@echo "installing what running needs from uv.lock (log: $(LOGS)/setup.log)"
-	@$(UV) sync --frozen --inexact --no-default-groups --group training --group serving \
+	@$(UV) sync --frozen --inexact --no-default-groups --group training --group serving --group console \
 		>> "$(LOGS)/setup.log" 2>&1 || { tail -n 20 "$(LOGS)/setup.log"; exit 1; }
 	@touch $@
 
@@ -98,6 +98,9 @@ mlflow-ui: sync  ## MLflow UI (http://127.0.0.1:5000, PORT=5001 for another; Dag
 
 serve: sync  ## the churn API on http://127.0.0.1:8000 (PORT=8001 for another; docs at /docs), following production
 	@$(if $(PORT),CHURN_API_PORT=$(PORT)) $(RUN) python -m serving
+
+console: sync  ## the retention console on http://127.0.0.1:8050 (PORT=8051 for another); add users with `churn console-user NAME --role lead`
+	@$(if $(PORT),CHURN_CONSOLE_PORT=$(PORT)) $(RUN) python -m console
 
 bench: sync  ## pipeline at 7k/100k/1M/10M customers vs a plain script (WRITE_README=1 refreshes the README table)
 	$(RUN) python benchmarks/pipeline.py $(if $(WRITE_README),--write-readme)

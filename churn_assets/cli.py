@@ -798,6 +798,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outcomes.set_defaults(handler=_realized)
 
+    person = commands.add_parser(
+        "console-user",
+        help="add or replace a retention console user (password read from stdin or asked)",
+    )
+    person.add_argument("name", help="the login name")
+    person.add_argument(
+        "--role", choices=["viewer", "lead"], default="viewer", help="a lead also downloads lists"
+    )
+    person.set_defaults(handler=_console_user)
+
     again = commands.add_parser(
         "reproduce",
         help="retrain a version from its snapshot and parameters; exit 1 if metrics differ",
@@ -806,6 +816,28 @@ def build_parser() -> argparse.ArgumentParser:
     again.set_defaults(handler=_reproduce)
     _document(commands)
     return parser
+
+
+def _console_user(args: argparse.Namespace) -> int:
+    """Write the user's argon2 hash and role into the console's users file."""
+    import getpass
+
+    from console.settings import ConsoleSettings
+    from console.users import Role, UsersFileError, add
+
+    password = (
+        getpass.getpass(f"password for {args.name}: ")
+        if sys.stdin.isatty()
+        else sys.stdin.readline().rstrip("\n")
+    )
+    settings = ConsoleSettings()
+    try:
+        add(settings.users_path, args.name, password, Role(args.role))
+    except UsersFileError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"{args.name} ({args.role}) can log in to the console; users file {settings.users_path}")
+    return 0
 
 
 #: What each command's --help ends with: commands as people type them.
@@ -828,6 +860,7 @@ EXAMPLES = {
     "churn campaigns",
     "demo-campaigns": "make demo-campaigns\nchurn demo-campaigns --weeks 8 --out .churn-campaigns",
     "reproduce": "churn reproduce --version 3",
+    "console-user": "churn console-user alice --role lead\nchurn console-user bob",
 }
 
 

@@ -1,0 +1,170 @@
+"""The retention console in process (TestClient) over a real graph's kept scores: nobody reads
+a page unauthenticated, the list filters and sorts as the scores file says, a lead's download
+is the filtered scores and is audited, a viewer cannot download, and typed text is a value."""
+
+import json
+import re
+from collections.abc import Iterator
+from io import StringIO
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from churn_assets.ml.campaigns import ledger
+from churn_assets_tests.conftest import PromotedStore
+from console.app import create_app
+from console.settings import ConsoleSettings
+from console.users import Role, add
+
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture
+def settings(promoted_store: PromotedStore, tmp_path: Path) -> ConsoleSettings:
+    users = tmp_path / "users.yaml"
+    add(users, "lea", PASSWORD, Role.lead)
+    add(users, "vic", PASSWORD, Role.viewer)
+    return ConsoleSettings(
+        CHURN_STATE_DIR=tmp_path / "state",
+        CHURN_SCORES_DIR=promoted_store.state_dir / "scores",
+        CHURN_CONSOLE_USERS=users,
+        CHURN_CONSOLE_PAGE_ROWS=20,
+    )
+
+
+@pytest.fixture
+def scores(settings: ConsoleSettings) -> pd.DataFrame:
+    return pd.read_parquet(settings.scores_folder / "churn_scores.parquet")
+
+
+def _token(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None, page
+    return found.group(1)
+
+
+def _client(settings: ConsoleSettings, name: str | None) -> TestClient:
+    client = TestClient(create_app(settings))
+    if name is not None:
+        token = _token(client.get("/login").text)
+        answer = client.post(
+            "/login",
+            data={"name": name, "password": PASSWORD, "csrf": token},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303, answer.text
+    return client
+
+
+@pytest.fixture
+def lead(settings: ConsoleSettings) -> Iterator[TestClient]:
+    yield _client(settings, "lea")
+
+
+def _count(html: str) -> int:
+    found = re.search(r"([\d,]+) customers", html)
+    assert found is not None
+    return int(found.group(1).replace(",", ""))
+
+
+def _ids(html: str) -> list[str]:
+    return re.findall(r'href="/customer/([^"]+)"', html)
+
+
+def test_nobody_reads_a_page_without_logging_in(settings: ConsoleSettings) -> None:
+    client = _client(settings, None)
+    for page in ("/", "/list", "/list.csv", "/customer/0002-ORFBO"):
+        answer = client.get(page, follow_redirects=False)
+        assert (answer.status_code, answer.headers["location"]) == (303, "/login"), page
+    token = _token(client.get("/login").text)
+    wrong = client.post("/login", data={"name": "lea", "password": "nope", "csrf": token})
+    assert wrong.status_code == 401 and "wrong name or password" in wrong.text
+    unknown = client.post("/login", data={"name": "eve", "password": PASSWORD, "csrf": token})
+    assert unknown.status_code == 401
+    forged = client.post("/login", data={"name": "lea", "password": PASSWORD, "csrf": "x"})
+    assert forged.status_code == 400  # a login form the console did not sign
+    client.cookies.set("churn_console", "made-up")
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_the_list_filters_sorts_and_pages_as_the_scores_file_says(
+    lead: TestClient, scores: pd.DataFrame
+) -> None:
+    page = lead.get("/list?Contract=Month-to-month&show=offer&sort=churn_probability&desc=1")
+    assert page.status_code == 200
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    expected = scores.loc[(scores["Contract"] == "Month-to-month") & scores["offer"]]
+    expected = expected.sort_values(["churn_probability", "rank"], ascending=[False, True])
+    assert _count(page.text) == len(expected) > 20
+    assert _ids(page.text) == list(expected["customerID"].head(20))
+    second = lead.get(
+        "/list?Contract=Month-to-month&show=offer&sort=churn_probability&desc=1&page=2"
+    )
+    assert _ids(second.text) == list(expected["customerID"].iloc[20:40])
+    # every page is the package's own: no script, no address elsewhere
+    assert "<script" not in page.text and "http" not in page.text.split("<body")[1]
+
+
+def test_typed_text_is_a_value_never_sql(lead: TestClient, scores: pd.DataFrame) -> None:
+    for typed in ("' or 1=1 --", "%", "_", '"; drop table x; --'):
+        answer = lead.get("/list", params={"search": typed, "sort": "rank; drop"})
+        assert answer.status_code == 200
+        assert _count(answer.text) == 0, typed
+    first = str(scores["customerID"].iloc[0])
+    found = lead.get("/list", params={"search": first[:6]})
+    assert first in _ids(found.text)
+    bad_segment = lead.get("/list", params={"Contract": "' or 1=1 --"})
+    assert _count(bad_segment.text) == 0
+
+
+def test_a_lead_downloads_the_filtered_list_and_it_is_audited(
+    lead: TestClient, settings: ConsoleSettings, scores: pd.DataFrame
+) -> None:
+    answer = lead.get("/list.csv?Contract=Two year&show=no offer")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/csv")
+    got = pd.read_csv(StringIO(answer.text), dtype={"customerID": str})
+    expected = scores.loc[(scores["Contract"] == "Two year") & ~scores["offer"]]
+    assert list(got["customerID"]) == list(expected.sort_values("rank")["customerID"])
+    assert got["churn_probability"].to_numpy() == pytest.approx(
+        expected.sort_values("rank")["churn_probability"].to_numpy()
+    )
+    (entry,) = [json.loads(line) for line in settings.audit_log.read_text().splitlines()]
+    assert (entry["user"], entry["role"], entry["rows"]) == ("lea", "lead", len(expected))
+    assert entry["filters"]["segments"] == {"Contract": "Two year"}
+
+
+def test_a_viewer_reads_but_does_not_download(settings: ConsoleSettings) -> None:
+    viewer = _client(settings, "vic")
+    page = viewer.get("/list")
+    assert page.status_code == 200 and "Only a lead downloads lists" in page.text
+    assert viewer.get("/list.csv").status_code == 403
+    assert not settings.audit_log.exists()
+
+
+def test_a_customer_page_shows_every_kept_scoring_and_the_arms(
+    lead: TestClient, settings: ConsoleSettings, scores: pd.DataFrame
+) -> None:
+    customer = str(scores["customerID"].iloc[0])
+    page = lead.get(f"/customer/{customer}")
+    assert page.status_code == 200
+    assert f"{scores['churn_probability'].iloc[0]:.4f}" in page.text
+    assert page.text.count("<tr>") >= 2  # the kept scoring's row, under its header
+    assert lead.get("/customer/nobody-by-that-id").status_code == 404
+    campaign = ledger.campaigns(settings.scores_folder)[-1]
+    arms = ledger.read_assignments(settings.scores_folder, campaign.id)
+    treated = int((arms["arm"] == "treatment").sum())
+    shown = lead.get("/list?show=treatment")
+    assert _count(shown.text) == treated > 0
+    assert f"arms from campaign {campaign.id}" in shown.text
+
+
+def test_logging_out_needs_the_sessions_token(lead: TestClient) -> None:
+    page = lead.get("/")
+    assert page.status_code == 200 and "Customers scored" in page.text
+    assert lead.post("/logout", data={"csrf": "forged"}).status_code == 400
+    out = lead.post("/logout", data={"csrf": _token(page.text)}, follow_redirects=False)
+    assert out.status_code == 303
+    assert lead.get("/", follow_redirects=False).status_code == 303

@@ -1,0 +1,1 @@
+"""The retention console: read-only pages over the scores and campaigns the platform keeps."""
