@@ -2,6 +2,7 @@
 a page unauthenticated, the list filters and sorts as the scores file says, a lead's download
 is the filtered scores and is audited, a viewer cannot download, and typed text is a value."""
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -29,6 +30,9 @@ def settings(promoted_store: PromotedStore, tmp_path: Path) -> ConsoleSettings:
     return ConsoleSettings(
         CHURN_STATE_DIR=tmp_path / "state",
         CHURN_SCORES_DIR=promoted_store.state_dir / "scores",
+        # the registry it reads, with training's public key (read-only: no signing key)
+        MLFLOW_TRACKING_URI=promoted_store.tracking_uri,
+        CHURN_VERIFY_KEY=str(promoted_store.state_dir / "signing" / "verify-key.pem"),
         CHURN_CONSOLE_USERS=users,
         CHURN_CONSOLE_PAGE_ROWS=20,
     )
@@ -168,3 +172,33 @@ def test_logging_out_needs_the_sessions_token(lead: TestClient) -> None:
     out = lead.post("/logout", data={"csrf": _token(page.text)}, follow_redirects=False)
     assert out.status_code == 303
     assert lead.get("/", follow_redirects=False).status_code == 303
+
+
+def test_the_models_page_lists_verdicts_attestations_and_compares_two_versions(
+    lead: TestClient,
+) -> None:
+    page = lead.get("/models")
+    assert page.status_code == 200
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page.text))
+    row = re.search(r"1 \(production\)\s+\S+ \S+\s+passed: [^<]*?auc >= min_auc", text)
+    assert row is not None, text[:2000]
+    assert " yes " in text  # its attestation verifies with training's public key
+    assert "churn-uplift" in text and "No version yet." in text
+    same = lead.get("/models?model=churn-classifier&a=1&b=1")
+    assert "version 1 against 1" in same.text and "The same." in same.text
+    assert "holdout_auc" in same.text
+    assert "against" not in lead.get("/models?model=elsewhere&a=1&b=2").text
+
+
+def test_the_campaigns_and_overview_pages_read_what_the_graph_kept(
+    lead: TestClient, settings: ConsoleSettings
+) -> None:
+    page = lead.get("/campaigns")
+    assert page.status_code == 200
+    # the campaign was made today: nothing has an outcome yet, and the page says so
+    assert (settings.scores_folder / "campaigns" / "effects.csv").exists()
+    assert "No campaign has been measured yet." in page.text
+    assert "not enough outcomes for an uplift model yet" in page.text
+    overview = lead.get("/")
+    assert "Realized performance" in overview.text
+    assert (settings.scores_folder / "realized" / "realized.csv").exists()

@@ -45,6 +45,8 @@ def console_url(promoted_store: PromotedStore, tmp_path: Path) -> Iterator[str]:
         CHURN_STATE_DIR=str(tmp_path / "state"),
         CHURN_SCORES_DIR=str(promoted_store.state_dir / "scores"),
         CHURN_CONSOLE_USERS=str(users),
+        MLFLOW_TRACKING_URI=promoted_store.tracking_uri,
+        CHURN_VERIFY_KEY=str(promoted_store.state_dir / "signing" / "verify-key.pem"),
         CHURN_CONSOLE_PORT=str(port),
     )
     url = f"http://127.0.0.1:{port}"
@@ -71,14 +73,8 @@ def _no_violations(page: Page, axe: Axe, what: str) -> None:
     assert not found, f"{what}: {found}"
 
 
-def test_a_lead_finds_filters_opens_and_downloads_in_a_real_browser(
-    console_url: str, browser: Browser, promoted_store: PromotedStore, tmp_path: Path
-) -> None:
-    shots = Path(os.environ.get("CHURN_CONSOLE_SCREENSHOTS", tmp_path / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
-    scores = pd.read_parquet(promoted_store.state_dir / "scores" / "churn_scores.parquet")
-    context = browser.new_context(accept_downloads=True, viewport={"width": 1366, "height": 800})
-    page = context.new_page()
+def _watched(page: Page) -> list[str]:
+    """What goes wrong on the page as it is used: console errors, failed requests, 4xx/5xx."""
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on(
@@ -93,6 +89,28 @@ def test_a_lead_finds_filters_opens_and_downloads_in_a_real_browser(
     page.on(
         "response", lambda r: problems.append(f"{r.status}: {r.url}") if r.status >= 400 else None
     )
+    return problems
+
+
+def _the_other_pages(page: Page, axe: Axe, shots: Path) -> None:
+    """Campaigns and models, reached from the menu, each without a violation."""
+    for name in ("Campaigns", "Models"):
+        page.get_by_role("link", name=name, exact=True).click()
+        assert page.get_by_role("heading", name=name, exact=True).is_visible()
+        _no_violations(page, axe, name)
+        page.screenshot(path=str(shots / f"{name.lower()}.png"), full_page=True)
+    assert page.get_by_text("(production)").first.is_visible()
+
+
+def test_a_lead_finds_filters_opens_and_downloads_in_a_real_browser(
+    console_url: str, browser: Browser, promoted_store: PromotedStore, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("CHURN_CONSOLE_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    scores = pd.read_parquet(promoted_store.state_dir / "scores" / "churn_scores.parquet")
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1366, "height": 800})
+    page = context.new_page()
+    problems = _watched(page)
     axe = Axe()
 
     page.goto(f"{console_url}/list")
@@ -139,6 +157,7 @@ def test_a_lead_finds_filters_opens_and_downloads_in_a_real_browser(
     assert page.get_by_role("heading", name=f"Customer {shown[0]}").is_visible()
     _no_violations(page, axe, "customer")
     page.screenshot(path=str(shots / "customer.png"), full_page=True)
+    _the_other_pages(page, axe, shots)
 
     assert not problems, problems
     context.close()

@@ -12,6 +12,7 @@ with who, when, which filters and how many rows before it is sent.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import pandas as pd
 from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,7 +30,9 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.background import BackgroundTask
 
-from console import users
+from churn_assets.ml.campaigns import ledger, measured
+from churn_assets.ml.evaluation.realized import REALIZED_FILE, REALIZED_FOLDER, REALIZED_PLOT
+from console import models, users
 from console.data import ARMS, ConsoleData, ListQuery, NoScoresError
 from console.settings import ConsoleSettings
 from console.users import Role, User
@@ -205,6 +209,8 @@ def overview(request: Request) -> HTMLResponse:
         version=version,
         campaign=data.latest_campaign(),
         verdict=_uplift_verdict(console.settings),
+        realized=_table(console.settings.scores_folder / REALIZED_FOLDER / REALIZED_FILE),
+        realized_plot=_image(console.settings.scores_folder / REALIZED_FOLDER / REALIZED_PLOT),
         uplift="uplift_version" in first.columns,
     )
 
@@ -271,6 +277,54 @@ def customer(request: Request, customer_id: str) -> HTMLResponse:
         history=history,
         reasons=reasons,
     )
+
+
+@router.get("/campaigns", response_class=HTMLResponse)
+def campaigns(request: Request) -> HTMLResponse:
+    console = _console(request)
+    user, token = console.session(request)
+    kept = console.settings.scores_folder / ledger.FOLDER
+    return console.render(
+        "campaigns.html",
+        user=user,
+        csrf=token,
+        effects=_table(kept / measured.EFFECTS_FILE),
+        duels=_table(kept / measured.DUELS_FILE),
+        plot=_image(kept / measured.EFFECTS_PLOT),
+        verdict=_uplift_verdict(console.settings),
+    )
+
+
+@router.get("/models", response_class=HTMLResponse)
+def model_versions(request: Request) -> HTMLResponse:
+    console = _console(request)
+    user, token = console.session(request)
+    settings = console.settings
+    names = (settings.model_name, settings.uplift_model_name)
+    listed = {name: models.versions(settings, name) for name in names}
+    args = request.query_params
+    chosen = args.get("model", settings.model_name)
+    compared = None
+    if chosen in names and args.get("a") and args.get("b"):
+        compared = models.compare(settings, chosen, args["a"][:20], args["b"][:20])
+    return console.render(
+        "models.html", user=user, csrf=token, listed=listed, compared=compared, chosen=chosen
+    )
+
+
+def _table(path: Path) -> list[dict[str, Any]]:
+    """A small CSV the platform keeps (effects, comparisons), as rows; none if absent."""
+    try:
+        return pd.read_csv(path).to_dict("records")
+    except (FileNotFoundError, pd.errors.EmptyDataError):  # none yet, or a table of none
+        return []
+
+
+def _image(path: Path) -> str | None:
+    """A PNG the platform renders (matplotlib), inline: the page asks nothing elsewhere."""
+    if not path.exists():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def _uplift_verdict(settings: ConsoleSettings) -> dict[str, Any] | None:

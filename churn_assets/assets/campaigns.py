@@ -261,6 +261,8 @@ def campaign_effect(
         effects, churn_settings.offer_cost, churn_settings.saved_customer_value
     )
     shown: dict[str, object] = {}
+    png: bytes | None = None
+    duels: pd.DataFrame | None = None
     if effects:
         latest = effects[-1]
         png = plots.campaign_plot(table, latest.qini, latest.campaign.id)
@@ -294,6 +296,7 @@ def campaign_effect(
                 f"{last.difference_high:+.1f}]"
             )
             mlflow.log_text(duels.to_csv(index=False), "monitoring/champion_challenger.csv")
+    measured.keep_effects(churn_settings.scores_folder, table, png, duels)
     return dg.Output(
         table,
         metadata=ui_metadata(

@@ -27,6 +27,7 @@ def realized_performance(
         raise dg.Failure(description=str(error), allow_retries=False) from error
     latest = realized.latest_complete(table)
     plot: dict[str, dg.MetadataValue] = {}
+    png: bytes | None = None
     if not table.empty:
         png = plots.realized_plot(table)
         plot = {"plot": dg.MetadataValue.md(plots.markdown_image(png, "realized AUC"))}
@@ -38,6 +39,7 @@ def realized_performance(
             mlflow.log_metric(f"realized_value_v{row.model_version}", row.realized_value, step)
         mlflow.log_text(table.to_csv(index=False), "monitoring/realized_performance.csv")
         tracking.log_png(png, "monitoring/realized_performance.png")
+    realized.keep_realized(churn_settings.scores_folder, table, png)
     figures: dict[str, str | float] = {}
     if latest is not None:
         figures = {

@@ -145,3 +145,28 @@ def offer_effect(settings: ChurnSettings) -> OfferEffect | None:
         reduction.append(found.reduction if found is not None else overall.reduction)
     names = ", ".join(c.id for c in closed)
     return OfferEffect(f"measured on campaigns {names}", np.array(lower), np.array(reduction))
+
+
+#: What campaign_effect keeps beside the campaigns for the console and other readers: the
+#: effect table, its plot, and the champion/challenger comparisons (replaced each time).
+EFFECTS_FILE, EFFECTS_PLOT, DUELS_FILE = "effects.csv", "effects.png", "champion_challenger.csv"
+
+
+def keep_effects(
+    folder: Path, table: pd.DataFrame, png: bytes | None, duels: pd.DataFrame | None
+) -> None:
+    """Write the latest measurement beside the campaigns, each file in one rename."""
+    from churn_assets.ml.files import replacing
+
+    kept = folder / ledger.FOLDER
+    with replacing(kept / EFFECTS_FILE) as temporary:
+        table.to_csv(temporary, index=False)
+    for name, content in ((EFFECTS_PLOT, png), (DUELS_FILE, duels)):
+        if content is None:
+            (kept / name).unlink(missing_ok=True)
+            continue
+        with replacing(kept / name) as temporary:
+            if isinstance(content, bytes):
+                temporary.write_bytes(content)
+            else:
+                content.to_csv(temporary, index=False)

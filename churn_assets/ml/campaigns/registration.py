@@ -83,7 +83,13 @@ def register(
     )
     number = str(version.version)
     verdict = found.verdict
-    opened.tag(number, {f"heldout_{k}": str(v) for k, v in verdict.figures().items()})
+    opened.tag(
+        number,
+        {
+            f"heldout_{k}": f"{v:.6g}" if isinstance(v, float) else str(v)
+            for k, v in verdict.figures().items()
+        },
+    )
     result = GateResult(
         [GateCriterion(CRITERION, verdict.difference_low, 0.0, verdict.beats_probability)],
         thresholds=None,

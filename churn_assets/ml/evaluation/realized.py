@@ -228,3 +228,20 @@ def realized_now(settings: ChurnSettings) -> tuple[str, pd.DataFrame]:
         default,
     )
     return as_of, table
+
+
+#: Where realized_performance keeps its latest table and plot for the console and other
+#: readers, in the scores folder (replaced each time).
+REALIZED_FOLDER, REALIZED_FILE, REALIZED_PLOT = "realized", "realized.csv", "realized.png"
+
+
+def keep_realized(folder: Path, table: pd.DataFrame, png: bytes | None) -> None:
+    """Write the latest judgement of every kept scoring, each file in one rename."""
+    kept = folder / REALIZED_FOLDER
+    with replacing(kept / REALIZED_FILE) as temporary:
+        table.to_csv(temporary, index=False)
+    if png is None:
+        (kept / REALIZED_PLOT).unlink(missing_ok=True)
+        return
+    with replacing(kept / REALIZED_PLOT) as temporary:
+        temporary.write_bytes(png)
