@@ -323,8 +323,7 @@ def uplift_model(
     settings: ChurnSettingsResource,
     registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
-    """Who stays because of an offer: a T-learner on the campaigns' arms, judged held out,
-    registered, and promoted when it beats probability targeting."""
+    """Who stays because of an offer: a T-learner, judged held out, promoted if it pays more."""
     # Fitted once each arm has CHURN_UPLIFT_MIN_OUTCOMES customers with a closed window; judged
     # on customers held out by ID: targeting by expected incremental value against targeting
     # by churn probability as the campaigns did, value per 1,000 customers with a bootstrap
