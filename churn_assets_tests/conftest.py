@@ -1,5 +1,6 @@
 """Shared fixtures: a temporary MLflow store, Dagster instance and customer file per test."""
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -308,7 +309,15 @@ def copied_store(store: PromotedStore, folder: Path) -> PromotedStore:
     would still read (and a tampering test write) the shared store's files: every path under
     the old folder is moved to the copy.
     """
-    shutil.copytree(store.state_dir, folder)
+    # The database through SQLite's backup API, not as files: the shared store is in WAL mode
+    # and may be open in this process, so its -wal and -shm files are live (a copy of them read
+    # as "disk I/O error" under load).
+    shutil.copytree(store.state_dir, folder, ignore=shutil.ignore_patterns("mlflow.db*"))
+    with (
+        contextlib.closing(sqlite3.connect(store.state_dir / "mlflow.db")) as source,
+        contextlib.closing(sqlite3.connect(folder / "mlflow.db")) as target,
+    ):
+        source.backup(target)
     moves = {str(store.state_dir): str(folder), str(store.state_dir.resolve()): str(folder)}
     with sqlite3.connect(folder / "mlflow.db") as database:
         tables = database.execute("select name from sqlite_master where type = 'table'")
