@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churn_assets.ml.campaigns import ledger
-from churn_assets_tests.conftest import PromotedStore
+from churn_assets_tests.conftest import PromotedStore, copied_store
 from console.app import create_app
 from console.settings import ConsoleSettings
 from console.users import Role, add
@@ -22,17 +22,23 @@ from console.users import Role, add
 PASSWORD = "a long enough password"
 
 
+@pytest.fixture(scope="module")
+def store(promoted_store: PromotedStore, tmp_path_factory: pytest.TempPathFactory) -> PromotedStore:
+    """A copy of the session's store: the console's MLflow reads stay off the shared file."""
+    return copied_store(promoted_store, tmp_path_factory.mktemp("console") / "state")
+
+
 @pytest.fixture
-def settings(promoted_store: PromotedStore, tmp_path: Path) -> ConsoleSettings:
+def settings(store: PromotedStore, tmp_path: Path) -> ConsoleSettings:
     users = tmp_path / "users.yaml"
     add(users, "lea", PASSWORD, Role.lead)
     add(users, "vic", PASSWORD, Role.viewer)
     return ConsoleSettings(
         CHURN_STATE_DIR=tmp_path / "state",
-        CHURN_SCORES_DIR=promoted_store.state_dir / "scores",
+        CHURN_SCORES_DIR=store.state_dir / "scores",
         # the registry it reads, with training's public key (read-only: no signing key)
-        MLFLOW_TRACKING_URI=promoted_store.tracking_uri,
-        CHURN_VERIFY_KEY=str(promoted_store.state_dir / "signing" / "verify-key.pem"),
+        MLFLOW_TRACKING_URI=store.tracking_uri,
+        CHURN_VERIFY_KEY=str(store.state_dir / "signing" / "verify-key.pem"),
         CHURN_CONSOLE_USERS=users,
         CHURN_CONSOLE_PAGE_ROWS=20,
     )

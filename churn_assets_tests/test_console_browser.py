@@ -20,7 +20,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from churn_assets_tests.conftest import PromotedStore
+from churn_assets_tests.conftest import PromotedStore, copied_store
 from churn_assets_tests.processes import base_env, free_port, running
 from console.users import Role, add
 
@@ -38,15 +38,16 @@ def _chromium() -> str:
 
 @pytest.fixture
 def console_url(promoted_store: PromotedStore, tmp_path: Path) -> Iterator[str]:
+    store = copied_store(promoted_store, tmp_path / "store")  # its process off the shared file
     users = tmp_path / "users.yaml"
     add(users, "lea", PASSWORD, Role.lead)
     port = free_port()
     env = base_env(
         CHURN_STATE_DIR=str(tmp_path / "state"),
-        CHURN_SCORES_DIR=str(promoted_store.state_dir / "scores"),
+        CHURN_SCORES_DIR=str(store.state_dir / "scores"),
         CHURN_CONSOLE_USERS=str(users),
-        MLFLOW_TRACKING_URI=promoted_store.tracking_uri,
-        CHURN_VERIFY_KEY=str(promoted_store.state_dir / "signing" / "verify-key.pem"),
+        MLFLOW_TRACKING_URI=store.tracking_uri,
+        CHURN_VERIFY_KEY=str(store.state_dir / "signing" / "verify-key.pem"),
         CHURN_CONSOLE_PORT=str(port),
     )
     url = f"http://127.0.0.1:{port}"
