@@ -37,7 +37,8 @@ $(UV): deploy/uv-bootstrap.txt
 	@touch $(UV)
 
 # Two sets from uv.lock, each installed once per change of the lock (a stamp in .venv says so):
-# what running needs (the runtime, training and serving groups: `make run`, `serve`, `dev`...)
+# what running needs (the runtime, training, serving and console groups: `make run`, `serve`,
+# `console`, `dev`...)
 # and everything (the deploy and dev groups too: `make test`, `lint`). --inexact: installing
 # the smaller set never removes the dev tools a `make test` installed.
 .venv/.synced-run: uv.lock pyproject.toml | $(UV)
