@@ -4,6 +4,9 @@ by its expected incremental value and the campaign targets by it, and the API re
 customer's uplift and value. An alias moved by hand to a version that failed its gate is
 served by neither."""
 
+import dataclasses
+import json
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -26,9 +29,9 @@ from churn_assets_tests.conftest import (
     PromotedStore,
     copied_store,
     failure_messages,
-    isolate_environment,
     materialize_graph,
 )
+from churn_assets_tests.processes import base_env, run_command
 from churn_assets_tests.test_serving import customer_payloads
 from churn_assets_tests.test_uplift import COST, SAVED, _world
 from serving.app import create_app
@@ -45,6 +48,31 @@ def _register(settings: ChurnSettings, rows: pd.DataFrame) -> registration.Regis
     opened = registry.open_registry(settings, settings.uplift_model_name)
     with mlflow.start_run(experiment_id=tracking.ensure_experiment(settings)):
         return registration.register(opened, found, TELCO, SAVED, COST, {"campaigns": "c1"})
+
+
+def register_worlds(state_dir: str, worlds: str) -> None:
+    """Register an uplift version per world named in `worlds` ("good", "even") in the store
+    at `state_dir`, printing each outcome as a JSON line. Run in a process of its own (as the
+    graph's step is), so the registrations hold no MLflow engine or SQLite file open in the
+    test worker that later tests share (CI saw disk I/O errors on the session's store after
+    in-worker registrations)."""
+    settings = ChurnSettings(CHURN_STATE_DIR=Path(state_dir))
+    rows, _ = _world(30_000, 5)
+    for world in worlds.split(","):
+        chosen = rows if world == "good" else _as_probability_says(rows, 11)
+        done = _register(settings, chosen)
+        print(json.dumps(dataclasses.asdict(done)), flush=True)
+
+
+def _registered(state_dir: Path, worlds: str) -> list[registration.Registered]:
+    code = (
+        "from churn_assets_tests.test_uplift_production import register_worlds; "
+        f"register_worlds({str(state_dir)!r}, {worlds!r})"
+    )
+    done = run_command([sys.executable, "-c", code], base_env(), timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return [registration.Registered(**json.loads(line)) for line in lines]
 
 
 def _as_probability_says(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -68,11 +96,7 @@ def two_versions(
     the alias move it back."""
     store = copied_store(promoted_store, tmp_path_factory.mktemp("uplift") / "state")
     settings = ChurnSettings(CHURN_STATE_DIR=store.state_dir)
-    with pytest.MonkeyPatch.context() as patch:  # MLflow exports its URIs: undone after
-        isolate_environment(patch)
-        rows, _ = _world(30_000, 5)
-        good = _register(settings, rows)
-        bad = _register(settings, _as_probability_says(rows, 11))
+    good, bad = _registered(store.state_dir, "good,even")
     assert (good.version, good.promoted) == ("1", True), good
     assert good.promotion == "promoted (production was none)"
     assert (bad.version, bad.promoted) == ("2", False), bad
@@ -174,8 +198,8 @@ def test_scoring_offers_and_the_campaign_targets_by_expected_incremental_value(
     store = copied_store(promoted_store, churn_env.state_dir)
     settings = ChurnSettings()
     assert settings.state_dir == store.state_dir
-    rows, _ = _world(30_000, 5)
-    assert _register(settings, rows).promoted
+    (good,) = _registered(store.state_dir, "good")
+    assert good.promoted
 
     result = materialize_graph(churn_env, instance)
     assert result.success, failure_messages(result)
