@@ -319,7 +319,9 @@ def copied_store(store: PromotedStore, folder: Path) -> PromotedStore:
     ):
         source.backup(target)
     moves = {str(store.state_dir): str(folder), str(store.state_dir.resolve()): str(folder)}
-    with sqlite3.connect(folder / "mlflow.db") as database:
+    # closed, not only committed: a connection left to the collector keeps the file open (and
+    # its WAL shared memory mapped) in a test worker that runs hundreds of tests
+    with contextlib.closing(sqlite3.connect(folder / "mlflow.db")) as database, database:
         tables = database.execute("select name from sqlite_master where type = 'table'")
         for (table,) in tables.fetchall():
             for _, column, kind, *_ in database.execute(f"pragma table_info('{table}')"):

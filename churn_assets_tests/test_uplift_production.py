@@ -4,8 +4,10 @@ by its expected incremental value and the campaign targets by it, and the API re
 customer's uplift and value. An alias moved by hand to a version that failed its gate is
 served by neither."""
 
+import contextlib
 import dataclasses
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -57,11 +59,25 @@ def register_worlds(state_dir: str, worlds: str) -> None:
     test worker that later tests share (CI saw disk I/O errors on the session's store after
     in-worker registrations)."""
     settings = ChurnSettings(CHURN_STATE_DIR=Path(state_dir))
+    _rollback_journal(settings.tracking_uri)
     rows, _ = _world(30_000, 5)
     for world in worlds.split(","):
         chosen = rows if world == "good" else _as_probability_says(rows, 11)
         done = _register(settings, chosen)
         print(json.dumps(dataclasses.asdict(done)), flush=True)
+
+
+def _rollback_journal(uri: str) -> None:
+    """Keep this test's store in SQLite's rollback-journal mode, in every process that opens it.
+
+    Late in a long CI run, a test worker read a WAL-mode store another process had just written
+    as if the log were not there (versions missing), or failed with "disk I/O error": its
+    shared-memory index is what failed. A rollback journal needs no shared memory. (Marking the
+    URI done keeps `tracking.write_ahead_log` from switching it back.)"""
+    path = uri.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as database:
+        database.execute("pragma journal_mode=delete")
+    tracking._WAL_SET.add(uri)
 
 
 def _registered(state_dir: Path, worlds: str) -> list[registration.Registered]:
@@ -96,6 +112,7 @@ def two_versions(
     the alias move it back."""
     store = copied_store(promoted_store, tmp_path_factory.mktemp("uplift") / "state")
     settings = ChurnSettings(CHURN_STATE_DIR=store.state_dir)
+    _rollback_journal(settings.tracking_uri)
     good, bad = _registered(store.state_dir, "good,even")
     assert (good.version, good.promoted) == ("1", True), good
     assert good.promotion == "promoted (production was none)"
