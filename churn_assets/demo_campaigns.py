@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from churn_assets import start_up
-from churn_assets.ml.campaigns import contacts, ledger, measured, uplift
+from churn_assets.ml.campaigns import contacts, learner, ledger, measured, uplift
 from churn_assets.ml.campaigns.assignment import Arm, PolicyName, draws
 from churn_assets.ml.campaigns.effect import Effect, compare_policies
 from churn_assets.ml.data.history import ExtractKind, today
@@ -363,7 +363,12 @@ def _uplift(settings: ChurnSettings, world: dict[str, pd.Series], out: Path) -> 
         [world[c].get(i, 0.0) for c, i in zip(test[uplift.CAMPAIGN], ids, strict=True)]
     )
     gain = effect * settings.saved_customer_value - settings.offer_cost
-    by_uplift = found.uplift * settings.saved_customer_value - settings.offer_cost > 0
+    by_uplift = (
+        learner.expected_incremental_value(
+            found.uplift, settings.saved_customer_value, settings.offer_cost
+        )
+        > 0
+    )
     by_probability = test[uplift.TARGETED].to_numpy(dtype=bool)
     true_uplift = 1000 * float(gain[by_uplift].sum()) / len(test)
     true_probability = 1000 * float(gain[by_probability].sum()) / len(test)
