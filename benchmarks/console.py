@@ -1,10 +1,11 @@
 """Console queries at scale: a page of the list and a customer's rows on a scoring of 10 million.
 
 Writes a ranked scores file of N synthetic customers (the columns `churn_scores` writes: rank,
-ID, probability, offer, segments, carry columns, version, a reason) and K kept scorings of the
-same customers under history/, then times the console's own queries (console/data.py) as the
-pages run them: a page filtered by a segment and offers, sorted by probability; the same sorted
-by another column; the count behind each; a customer's current row and their kept scorings.
+ID, probability, offer, segments, carry columns, version, a reason) and keeps it K times under
+history/ with the platform's own `realized.keep_scores`, then times the console's own queries
+(console/data.py) as the pages run them: a page filtered by a segment and offers, sorted by
+probability; the same sorted by another column; the count behind each; a customer's current row
+and their kept scorings.
 Each figure is the best of 5 runs after one warm-up. Run: `.venv/bin/python benchmarks/console.py`
 (`--rows 1000000` for a quicker look).
 """
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 
 # This file's folder comes first on the path and its name is the package's: the checkout first.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from churn_assets.ml.evaluation import realized
 from console.data import ConsoleData, ListQuery
 
 #: The issue's targets, in milliseconds.
@@ -55,11 +58,9 @@ def _write(folder: Path, rows: int, scorings: int) -> str:
         }
     )
     pq.write_table(table, folder / "churn_scores.parquet", row_group_size=1_000_000)
-    kept = table.select(["customerID", "churn_probability", "offer"])
-    for week in range(scorings):
-        path = folder / "history" / f"scoring_date=2026-11-{week + 1:02d}" / "model_version=7"
-        path.mkdir(parents=True)
-        pq.write_table(kept, path / "churn_scores.parquet", row_group_size=1_000_000)
+    for week in range(scorings):  # kept as churn_scores keeps them, sorted by ID in runs
+        ranked = folder / "churn_scores.parquet"
+        realized.keep_scores(ranked, folder, date(2026, 11, week + 1), "7", "customerID")
     return str(ids[rows // 2])
 
 

@@ -27,6 +27,7 @@ from churn_assets.ml.evaluation.gate import (
     evaluate_gate,
 )
 from churn_assets.ml.evaluation.report import EvaluationReport
+from churn_assets.ml.files import keep_json
 from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.resources import (
@@ -255,12 +256,15 @@ def extract_drift(
         if production is None or production.run_id is None
         else tracking.load_run_dict(production.run_id, drift.PROFILE_ARTIFACT)
     )
+    kept = churn_settings.scores_folder / drift.KEPT
     if production is None or profile is None:
         reason = (
             "no production model yet"
             if production is None
             else f"production v{production.version} was trained without a data profile"
         )
+        version = None if production is None else str(production.version)
+        keep_json(kept, drift.kept_record(None, version, f"drift not measured: {reason}"))
         return dg.AssetCheckResult(
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
@@ -275,6 +279,7 @@ def extract_drift(
         churn_settings.drift_unseen_warn,
         churn_settings.drift_min_rows_per_bin,
     )
+    keep_json(kept, drift.kept_record(report, str(production.version), ""))
     table = pd.DataFrame(
         [{**asdict(f), "unseen_levels": ", ".join(f.unseen_levels)} for f in report.features]
     ).rename(columns={"warn": "drifted"})

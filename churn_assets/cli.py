@@ -806,6 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
     person.add_argument(
         "--role", choices=["viewer", "lead"], default="viewer", help="a lead also downloads lists"
     )
+    person.add_argument(
+        "--proxy",
+        action="store_true",
+        help="no password: signs in only through the authenticating proxy "
+        "(CHURN_CONSOLE_TRUSTED_HEADER)",
+    )
     person.set_defaults(handler=_console_user)
 
     again = commands.add_parser(
@@ -826,7 +832,9 @@ def _console_user(args: argparse.Namespace) -> int:
     from console.users import Role, UsersFileError, add
 
     password = (
-        getpass.getpass(f"password for {args.name}: ")
+        None
+        if args.proxy
+        else getpass.getpass(f"password for {args.name}: ")
         if sys.stdin.isatty()
         else sys.stdin.readline().rstrip("\n")
     )
@@ -836,7 +844,8 @@ def _console_user(args: argparse.Namespace) -> int:
     except UsersFileError as error:
         print(error, file=sys.stderr)
         return 2
-    print(f"{args.name} ({args.role}) can log in to the console; users file {settings.users_path}")
+    how = "through the authenticating proxy" if args.proxy else "to the console"
+    print(f"{args.name} ({args.role}) can log in {how}; users file {settings.users_path}")
     return 0
 
 
@@ -860,7 +869,8 @@ EXAMPLES = {
     "churn campaigns",
     "demo-campaigns": "make demo-campaigns\nchurn demo-campaigns --weeks 8 --out .churn-campaigns",
     "reproduce": "churn reproduce --version 3",
-    "console-user": "churn console-user alice --role lead\nchurn console-user bob",
+    "console-user": "churn console-user alice --role lead\nchurn console-user bob\n"
+    "churn console-user carol --role lead --proxy",
 }
 
 

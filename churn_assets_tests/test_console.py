@@ -14,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churn_assets.ml.campaigns import ledger
+from churn_assets.ml.evaluation import drift
+from churn_assets.ml.files import keep_json
 from churn_assets_tests.conftest import PromotedStore, copied_store
 from console.app import create_app
 from console.settings import ConsoleSettings
@@ -162,6 +164,20 @@ def test_a_customer_page_shows_every_kept_scoring_and_the_arms(
     assert page.status_code == 200
     assert f"{scores['churn_probability'].iloc[0]:.4f}" in page.text
     assert page.text.count("<tr>") >= 2  # the kept scoring's row, under its header
+    assert "In the latest scoring" in page.text and 'src="data:image/png;base64,' in page.text
+    kept = [c for c in scores.columns if c not in ("customerID", "model_version")]
+    assert {"Contract", "tenure_band", "rank"} <= set(kept)
+    for column in kept:  # each scoring as it was kept
+        assert f">{column.replace('_', ' ')}</th>" in page.text
+        value = scores[column].iloc[0]
+        shown = (
+            f"{value:.4f}"
+            if isinstance(value, float)
+            else ("yes" if value else "no")
+            if column == "offer"
+            else str(value)
+        )
+        assert f">{html.escape(shown)}</" in page.text, column
     assert lead.get("/customer/nobody-by-that-id").status_code == 404
     campaign = ledger.campaigns(settings.scores_folder)[-1]
     arms = ledger.read_assignments(settings.scores_folder, campaign.id)
@@ -208,3 +224,49 @@ def test_the_campaigns_and_overview_pages_read_what_the_graph_kept(
     overview = lead.get("/")
     assert "Realized performance" in overview.text
     assert (settings.scores_folder / "realized" / "realized.csv").exists()
+    # no extract has landed on this store (test_retraining checks the record the drift check
+    # keeps); then the kept record, as the overview shows it; and the schedule's next tick
+    assert "not checked yet: no extract has landed" in overview.text
+    record = drift.kept_record(None, "1", "drift not measured: <reason>")
+    keep_json(settings.scores_folder / drift.KEPT, record)
+    assert "drift not measured: &lt;reason&gt;" in lead.get("/").text
+    (settings.scores_folder / drift.KEPT).unlink()  # the store is the module's
+    assert "on the weekly schedule at Monday " in overview.text
+
+
+def test_behind_a_trusted_proxy_its_header_names_the_user_and_nothing_else_does(
+    settings: ConsoleSettings, tmp_path: Path
+) -> None:
+    add(settings.users_path, "carol", None, Role.lead)  # signs in only through the proxy
+    behind = ConsoleSettings(
+        **{
+            **settings.model_dump(by_alias=True, exclude_none=True),
+            "CHURN_CONSOLE_TRUSTED_HEADER": "X-Forwarded-User",
+            "CHURN_CONSOLE_TRUSTED_PROXIES": "10.0.0.0/24, 192.168.7.1",
+        }
+    )
+    app = create_app(behind)
+    proxy = TestClient(app, client=("10.0.0.5", 40000))
+    for name, download in (("lea", 200), ("carol", 200), ("vic", 403)):
+        page = proxy.get("/", headers={"X-Forwarded-User": name})
+        assert page.status_code == 200 and f"{name} (" in page.text
+        assert "signed in by the proxy" in page.text and 'action="/logout"' not in page.text
+        answer = proxy.get("/list.csv", headers={"X-Forwarded-User": name})
+        assert answer.status_code == download
+    assert proxy.get("/").status_code == 403  # the proxy sent nobody
+    assert proxy.get("/", headers={"X-Forwarded-User": "mallory"}).status_code == 403
+    # the header from anywhere but the proxy, even with a forwarded-for naming the proxy
+    elsewhere = TestClient(app, client=("10.0.1.5", 40000))
+    faked = {"X-Forwarded-User": "lea", "X-Forwarded-For": "10.0.0.5"}
+    assert elsewhere.get("/", headers=faked).status_code == 403
+    assert TestClient(app).get("/", headers=faked).status_code == 403  # not an address at all
+    # no password login behind the proxy, and none for a proxy-only user without it
+    assert proxy.get("/login", follow_redirects=False).status_code == 303
+    form = {"name": "lea", "password": PASSWORD, "csrf": "x"}
+    assert proxy.post("/login", data=form).status_code == 404
+    direct = TestClient(create_app(settings))
+    token = _token(direct.get("/login").text)
+    refused = direct.post("/login", data={"name": "carol", "password": PASSWORD, "csrf": token})
+    assert refused.status_code == 401
+    with pytest.raises(ValueError, match="CHURN_CONSOLE_TRUSTED_PROXIES"):
+        ConsoleSettings(CHURN_CONSOLE_TRUSTED_HEADER="X-Forwarded-User")

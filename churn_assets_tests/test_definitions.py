@@ -2,11 +2,14 @@
 
 import os
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from churn_assets.definitions import defs
+from churn_assets.ml import retraining
 from churn_assets_tests.conftest import EXPECTED_PARENTS, TRAINING_ASSETS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +107,28 @@ def test_weekly_retrain_is_defined_and_off_by_default() -> None:
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "churn_training"
     assert schedule.cron_schedule == "0 6 * * 1"
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        "2026-12-04T17:00:00+00:00",
+        "2026-12-07T05:59:59+00:00",
+        "2026-12-07T06:00:00+00:00",
+        "2026-12-07T08:00:00+02:00",
+        "2026-12-31T23:30:00-05:00",
+    ],
+)
+def test_the_consoles_next_retrain_is_the_schedules_next_tick(after: str) -> None:
+    """retraining.next_weekly, which the console shows, against Dagster's own cron iterator."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    moment = datetime.fromisoformat(after)
+    schedule = defs.resolve_schedule_def("weekly_retrain")
+    ticks = cron_string_iterator(
+        moment.timestamp() + 1e-3, schedule.cron_schedule, schedule.execution_timezone
+    )
+    assert retraining.next_weekly(moment) == next(ticks)
 
 
 def test_landing_sensor_is_on_by_default_and_launches_the_merge() -> None:

@@ -1,5 +1,6 @@
 """Drift measures (PSI, unseen levels) and the ranked scores files, on generated customers."""
 
+import itertools
 import json
 from datetime import date
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
@@ -213,9 +215,39 @@ def test_a_base_scored_a_partition_at_a_time_is_ranked_as_in_one_piece(
         scoring.top_segments(scoring.segment_totals(whole, TELCO)),
         check_categorical=False,
     )
-    kept = realized.keep_scores(files.parquet, tmp_path / "scores", date(2026, 11, 1), "1", TELCO)
+    kept = realized.keep_scores(
+        files.parquet, tmp_path / "scores", date(2026, 11, 1), "1", TELCO.id_column
+    )
     history = pd.read_parquet(kept)
-    assert list(history.columns) == [TELCO.id_column, "churn_probability", "offer"]
-    assert history[TELCO.id_column].tolist() == whole[TELCO.id_column].tolist()
+    first = [TELCO.id_column, "churn_probability", "offer"]
+    assert list(history.columns) == [
+        *first,
+        *(c for c in written if c not in (*first, "model_version")),
+    ]
+    by_id = whole.drop(columns="model_version").sort_values(TELCO.id_column, ignore_index=True)
+    for column in history.columns:  # the written file's values, sorted by ID
+        if column != "churn_probability":
+            assert history[column].astype(str).tolist() == by_id[column].astype(str).tolist()
+    assert np.abs(history["churn_probability"] - by_id["churn_probability"]).max() <= 1e-12
+    assert realized.read_kept(kept).columns.tolist() == first
+    # a base larger than one sorted run: each run sorted, its row groups narrow ID ranges
+    monkeypatch.setattr(realized, "SORT_ROWS", 2_000)
+    monkeypatch.setattr(realized, "GROUP_ROWS", 500)
+    kept = realized.keep_scores(
+        files.parquet, tmp_path / "scores", date(2026, 11, 2), "1", TELCO.id_column
+    )
+    ids = pq.read_table(kept, columns=[TELCO.id_column]).column(0).to_pylist()
+    assert sorted(ids) == sorted(whole[TELCO.id_column]) and ids != sorted(ids)
+    runs = [ids[i : i + 2_000] for i in range(0, len(ids), 2_000)]
+    assert all(run == sorted(run) for run in runs) and len(runs) > 1
+    meta = pq.ParquetFile(kept).metadata
+    groups, start = [], 0  # (run, min ID, max ID) of each row group
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(0).statistics
+        groups.append((start // 2_000, stats.min, stats.max))
+        start += meta.row_group(group).num_rows
+    assert len(groups) > len(runs)
+    for (run, _, high), (next_run, low, _) in itertools.pairwise(groups):
+        assert run != next_run or high < low  # a lookup reads one row group of a run
     scored.remove()
     assert not (tmp_path / "runs").exists()

@@ -1,5 +1,6 @@
 """New extracts through the real graph: merge, drift, retrain, scores; bad files change nothing."""
 
+import json
 from typing import Any
 
 import dagster as dg
@@ -55,6 +56,10 @@ def test_extract_is_merged_measured_for_drift_and_retrained_on(
     assert len(rows) == 19 and {"feature", "psi", "unseen_share"} <= set(rows[0].data)
     assert drift.metadata["max_psi"].value < 0.03  # active customers on both sides
     assert drift.metadata["features_judged"].value == 19
+    # kept beside the scores for the console's overview, as the check judged it
+    kept = json.loads((churn_env.state_dir / "scores" / "drift" / "latest.json").read_text())
+    assert kept["summary"] == drift.description and kept["production_version"] == "1"
+    assert kept["max_psi"] == round(drift.metadata["max_psi"].value, 4) and kept["measured"]
 
     retrained = materialize_graph(churn_env, instance)
     assert retrained.success, failure_messages(retrained)

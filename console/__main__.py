@@ -31,6 +31,9 @@ def main() -> None:
         host=host,
         port=settings.console_port,
         server_header=False,
+        # the peer is who connected: a trusted-header login trusts the proxy's own address,
+        # never an X-Forwarded-For a client wrote
+        proxy_headers=False,
         log_level="warning",
     )
 

@@ -18,6 +18,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -30,8 +31,11 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.background import BackgroundTask
 
+from churn_assets.ml import retraining
 from churn_assets.ml.campaigns import ledger, measured
+from churn_assets.ml.evaluation import drift, plots
 from churn_assets.ml.evaluation.realized import REALIZED_FILE, REALIZED_FOLDER, REALIZED_PLOT
+from churn_assets.ml.files import kept_json
 from console import models, users
 from console.data import ARMS, ConsoleData, ListQuery, NoScoresError
 from console.settings import ConsoleSettings
@@ -84,6 +88,8 @@ class Console:
 
     def session(self, request: Request) -> tuple[User, str]:
         """The logged-in user (their role as the users file says now) and the CSRF token."""
+        if self.settings.trusted_header:
+            return self.proxied(request, self.settings.trusted_header)
         try:
             found = self.signer.loads(request.cookies.get(COOKIE, ""), max_age=self.max_age)
             name, token = str(found["user"]), str(found["csrf"])
@@ -93,6 +99,22 @@ class Console:
         if known is None:
             raise LoginRequiredError
         return User(name, known[1]), token
+
+    def proxied(self, request: Request, header: str) -> tuple[User, str]:
+        """The user an authenticating proxy vouches for, in `header`, if the request comes from
+        the proxy; no CSRF token (there is no form to post: the proxy signs users out)."""
+        peer = request.client.host if request.client else ""
+        try:
+            trusted = any(ip_address(peer) in net for net in self.settings.proxy_networks)
+        except ValueError:  # not an IP address (a Unix socket)
+            trusted = False
+        if not trusted:
+            raise HTTPException(403, "sign in through the authenticating proxy")
+        name = request.headers.get(header, "")
+        known = users.load(self.settings.users_path).get(name) if name else None
+        if known is None:
+            raise HTTPException(403, "your account is not a console user: ask a lead to add it")
+        return User(name, known[1]), ""
 
     def query(self, request: Request) -> ListQuery:
         """The list's filters, sort and page from the query string (anything else ignored)."""
@@ -147,8 +169,10 @@ router = APIRouter()
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request) -> HTMLResponse:
+def login_form(request: Request) -> Response:
     console = _console(request)
+    if console.settings.trusted_header:
+        return RedirectResponse("/", status_code=303, headers=_HEADERS)
     return console.render("login.html", token=console.signer.dumps("login"), error=None, user=None)
 
 
@@ -160,6 +184,8 @@ def login(
     csrf: Annotated[str, Form(max_length=200)],
 ) -> Response:
     console = _console(request)
+    if console.settings.trusted_header:
+        raise HTTPException(404, "users sign in through the authenticating proxy")
     try:
         console.signer.loads(csrf, max_age=_LOGIN_TOKEN_S)
     except BadSignature:
@@ -186,7 +212,7 @@ def login(
 @router.post("/logout")
 def logout(request: Request, csrf: Annotated[str, Form(max_length=200)]) -> Response:
     _, token = _console(request).session(request)
-    if not secrets.compare_digest(csrf, token):
+    if not token or not secrets.compare_digest(csrf, token):
         raise HTTPException(400, "stale form: reload the page")
     answer = RedirectResponse("/login", status_code=303, headers=_HEADERS)
     answer.delete_cookie(COOKIE)
@@ -212,6 +238,8 @@ def overview(request: Request) -> HTMLResponse:
         realized=_table(console.settings.scores_folder / REALIZED_FOLDER / REALIZED_FILE),
         realized_plot=_image(console.settings.scores_folder / REALIZED_FOLDER / REALIZED_PLOT),
         uplift="uplift_version" in first.columns,
+        drift=kept_json(console.settings.scores_folder / drift.KEPT),
+        next_retrain=retraining.next_weekly(datetime.now(UTC)),
     )
 
 
@@ -264,10 +292,13 @@ def customer(request: Request, customer_id: str) -> HTMLResponse:
     user, token = console.session(request)
     shown = customer_id[:128]
     current, history = console.data.customer(shown)
-    if current is None and not history:
+    if not history:
         message = "no such customer in the kept scorings"
         return console.render("empty.html", 404, message=message, user=user, csrf=token)
     reasons = [v for k, v in (current or {}).items() if k.startswith("reason_") and v]
+    id_column = console.data.id_column()
+    first = ["scoring_date", "model_version", "churn_probability", "offer"]
+    rest = {c: None for row in history for c in row if c not in (*first, id_column)}
     return console.render(
         "customer.html",
         user=user,
@@ -275,7 +306,9 @@ def customer(request: Request, customer_id: str) -> HTMLResponse:
         customer_id=shown,
         current=current,
         history=history,
+        shown=[*first, *rest],
         reasons=reasons,
+        chart=_customer_chart(history),
     )
 
 
@@ -312,6 +345,16 @@ def model_versions(request: Request) -> HTMLResponse:
     )
 
 
+def _customer_chart(history: list[dict[str, Any]]) -> str:
+    """The customer's probability at each kept scoring, inline like the graph's plots."""
+    png = plots.customer_plot(
+        [row["scoring_date"] for row in history],
+        [row["churn_probability"] for row in history],
+        [bool(row["offer"]) for row in history],
+    )
+    return _inline(png)
+
+
 def _table(path: Path) -> list[dict[str, Any]]:
     """A small CSV the platform keeps (effects, comparisons), as rows; none if absent."""
     try:
@@ -322,9 +365,11 @@ def _table(path: Path) -> list[dict[str, Any]]:
 
 def _image(path: Path) -> str | None:
     """A PNG the platform renders (matplotlib), inline: the page asks nothing elsewhere."""
-    if not path.exists():
-        return None
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    return _inline(path.read_bytes()) if path.exists() else None
+
+
+def _inline(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _uplift_verdict(settings: ConsoleSettings) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from churn_assets.ml.campaigns import ledger
+from churn_assets.ml.evaluation import realized
 from churn_assets.ml.evaluation.realized import HISTORY_FOLDER
 from churn_assets.ml.model.scoring import SCORES_FILE
 
@@ -171,27 +172,48 @@ class ConsoleData:
         (rows,) = cursor.execute(f"select count(*) from {source}{where}", params).fetchone() or (0,)
         return int(rows)
 
-    def customer(self, customer_id: str) -> tuple[dict[str, Any] | None, list[tuple[Any, ...]]]:
-        """The customer's row in the current scoring, and their probability and offer at every
-        kept scoring (date, version), oldest first."""
-        columns = self.schema()
-        id_column = columns[1]
+    def customer(self, customer_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The customer at every kept scoring, oldest first (each row as that scoring had it:
+        probability, offer, rank, segments, carried features, reasons), and their row in the
+        latest one if they are in it (None: churned, or not in the latest export).
+
+        The kept scorings are sorted by ID in runs (`realized.keep_scores`), so DuckDB reads
+        one row group per run of each, never a whole ID column."""
+        kept = realized.scorings(self.folder)
+        if not kept:
+            return None, []
+        id_column = self.id_column()
         cursor = self._cursor()
         found = cursor.execute(
-            f'select * from read_parquet(?) where "{id_column}" = ?',
-            [str(self.scores_file), customer_id],
-        ).fetchone()
-        current = None if found is None else dict(zip(columns, found, strict=True))
-        history = self.folder / HISTORY_FOLDER
-        kept: list[tuple[Any, ...]] = []
-        if any(history.glob("scoring_date=*/model_version=*/*.parquet")):
-            kept = cursor.execute(
-                "select scoring_date, model_version, churn_probability, offer "
-                "from read_parquet(?, hive_partitioning = true, hive_types_autocast = false) "
-                f'where "{id_column}" = ? order by scoring_date, model_version',
-                [str(history / "scoring_date=*" / "model_version=*" / "*.parquet"), customer_id],
-            ).fetchall()
-        return current, kept
+            "select * from read_parquet(?, hive_partitioning = true, "
+            "hive_types_autocast = false, union_by_name = true) "
+            f'where "{id_column}" = ?',
+            [
+                str(
+                    self.folder
+                    / HISTORY_FOLDER
+                    / "scoring_date=*"
+                    / "model_version=*"
+                    / "*.parquet"
+                ),
+                customer_id,
+            ],
+        )
+        names = [column for column, *_ in found.description or []]
+        rows = [dict(zip(names, row, strict=True)) for row in found.fetchall()]
+        rows.sort(key=lambda r: (r["scoring_date"], _version_order(r["model_version"])))
+        day, version, _ = kept[-1]
+        latest = rows[-1] if rows else None
+        if latest is None or (latest["scoring_date"], latest["model_version"]) != (
+            day.isoformat(),
+            version,
+        ):
+            latest = None
+        return latest, rows
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (0, version)
 
 
 def _quoted(path: Path) -> str:

@@ -1,8 +1,10 @@
 """Console settings from the environment (and `.env`), on top of the platform's own."""
 
+import ipaddress
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from churn_assets.ml.settings import ChurnSettings
 
@@ -27,6 +29,37 @@ class ConsoleSettings(ChurnSettings):
     #: Cookies only over HTTPS: on behind a TLS proxy (the deployed stack), off on a laptop.
     secure_cookies: bool = Field(False, alias="CHURN_CONSOLE_SECURE_COOKIES")
     page_rows: int = Field(50, alias="CHURN_CONSOLE_PAGE_ROWS", ge=10, le=500)
+    trusted_header: str | None = Field(
+        None,
+        alias="CHURN_CONSOLE_TRUSTED_HEADER",
+        description="Off by default. Behind an authenticating proxy (oauth2-proxy, an SSO "
+        "gateway): the header it sets to the signed-in user's name, e.g. X-Forwarded-User. "
+        "The name must be in the users file, which gives the role; the login form is off.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        alias="CHURN_CONSOLE_TRUSTED_PROXIES",
+        description="With CHURN_CONSOLE_TRUSTED_HEADER: the proxy's addresses or networks, "
+        "comma-separated (10.0.0.5,10.1.0.0/16); a request from anywhere else is refused, "
+        "so nobody sets the header by reaching the console directly.",
+    )
+
+    @model_validator(mode="after")
+    def _proxy_named(self) -> Self:
+        if self.trusted_header and not self.proxy_networks:
+            raise ValueError(
+                "CHURN_CONSOLE_TRUSTED_HEADER needs CHURN_CONSOLE_TRUSTED_PROXIES: the addresses "
+                "the authenticating proxy connects from"
+            )
+        return self
+
+    @property
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in self.trusted_proxies.split(",")
+            if part.strip()
+        ]
 
     @property
     def console_folder(self) -> Path:

@@ -43,7 +43,8 @@ class UsersFileError(ValueError):
 
 
 def load(path: Path) -> dict[str, tuple[str, Role]]:
-    """Each user's hash and role; an absent file is no users (nobody can log in)."""
+    """Each user's hash ("" for a user who signs in only through the trusted proxy) and role;
+    an absent file is no users (nobody can log in)."""
     if not path.exists():
         return {}
     try:
@@ -54,8 +55,8 @@ def load(path: Path) -> dict[str, tuple[str, Role]]:
         raise UsersFileError(f"{path}: expected a mapping of user names")
     users = {}
     for name, entry in found.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("password_hash"), str):
-            raise UsersFileError(f"{path}: user {str(name)[:MAX_NAME]!r} has no password_hash")
+        if not isinstance(entry, dict) or not isinstance(entry.get("password_hash", ""), str):
+            raise UsersFileError(f"{path}: user {str(name)[:MAX_NAME]!r} is not a mapping")
         try:
             role = Role(entry.get("role", Role.viewer.value))
         except ValueError:
@@ -63,7 +64,7 @@ def load(path: Path) -> dict[str, tuple[str, Role]]:
                 f"{path}: user {str(name)[:MAX_NAME]!r} has role {str(entry.get('role'))[:20]!r};"
                 " use viewer or lead"
             ) from None
-        users[str(name)] = (entry["password_hash"], role)
+        users[str(name)] = (entry.get("password_hash", ""), role)
     return users
 
 
@@ -71,24 +72,27 @@ def verify(path: Path, name: str, password: str) -> User | None:
     """The user, if `password` is theirs."""
     known = load(path).get(name)
     try:
-        _HASHER.verify(known[0] if known else _DUMMY, password)
+        _HASHER.verify(known[0] if known and known[0] else _DUMMY, password)
     except (VerificationError, InvalidHashError):
         return None
-    return User(name, known[1]) if known else None
+    return User(name, known[1]) if known and known[0] else None
 
 
-def add(path: Path, name: str, password: str, role: Role) -> None:
-    """Add or replace a user (owner-only file, replaced in one rename)."""
+def add(path: Path, name: str, password: str | None, role: Role) -> None:
+    """Add or replace a user (owner-only file, replaced in one rename); without a password,
+    one who signs in only through the trusted proxy (CHURN_CONSOLE_TRUSTED_HEADER)."""
     if (
         not name
         or len(name) > MAX_NAME
         or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
     ):
         raise UsersFileError(f"user name {name[:MAX_NAME]!r}: letters, digits, - _ . only")
-    if len(password) < 12:
+    if password is not None and len(password) < 12:
         raise UsersFileError("a password needs at least 12 characters")
     entries = {n: {"password_hash": h, "role": r.value} for n, (h, r) in load(path).items()}
-    entries[name] = {"password_hash": _HASHER.hash(password), "role": role.value}
+    entries[name] = {"role": role.value}
+    if password is not None:
+        entries[name]["password_hash"] = _HASHER.hash(password)
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as temporary:
         temporary.write_text(yaml.safe_dump(entries, sort_keys=True))

@@ -80,9 +80,8 @@ def churn_scores(
     # these against the churns that arrive later.
     store = snapshot_store(churn_settings)
     scored_on = date.fromisoformat(store.info(table.snapshot_id).as_of)
-    contract = table.contract
     kept = realized.keep_scores(
-        files.parquet, churn_settings.scores_folder, scored_on, version, contract
+        files.parquet, churn_settings.scores_folder, scored_on, version, table.contract.id_column
     )
     scored.remove()
     return dg.MaterializeResult(

@@ -4,6 +4,7 @@ snapshot, the scores)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -47,3 +48,20 @@ def replacing(path: Path) -> Iterator[Path]:
         temporary.replace(path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def keep_json(path: Path, figures: dict[str, object]) -> Path:
+    """A small JSON record the console and the CLI read (the latest verdict, the latest drift
+    check), replaced in one rename."""
+    with replacing(path) as temporary:
+        temporary.write_text(json.dumps(figures, indent=1, default=str))
+    return path
+
+
+def kept_json(path: Path) -> dict[str, object] | None:
+    """What `keep_json` wrote; None before any, or if it is not a readable record."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None

@@ -33,7 +33,6 @@ beats probability targeting when the interval lies above 0.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -48,7 +47,7 @@ from churn_assets.ml.campaigns.learner import UpliftTLearner, expected_increment
 from churn_assets.ml.data import cleaning, point_in_time
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.data.snapshots import SnapshotStore
-from churn_assets.ml.files import replacing
+from churn_assets.ml.files import keep_json, kept_json
 
 if TYPE_CHECKING:  # the learner's libraries load only where a model is fitted
     import lightgbm as lgb
@@ -378,17 +377,9 @@ VERDICT_FILE = "uplift_verdict.json"
 
 def keep_verdict(scores_folder: Path, figures: dict[str, object]) -> Path:
     """Write the latest judgement (or why there is none) in one rename."""
-    path = scores_folder / ledger.FOLDER / VERDICT_FILE
-    with replacing(path) as temporary:
-        temporary.write_text(json.dumps(figures, indent=1, default=str))
-    return path
+    return keep_json(scores_folder / ledger.FOLDER / VERDICT_FILE, figures)
 
 
 def latest_verdict(scores_folder: Path) -> dict[str, object] | None:
     """The judgement `keep_verdict` wrote last; None before any (or if it is not readable)."""
-    path = scores_folder / ledger.FOLDER / VERDICT_FILE
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
+    return kept_json(scores_folder / ledger.FOLDER / VERDICT_FILE)

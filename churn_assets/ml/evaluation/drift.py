@@ -23,6 +23,8 @@ feature reads "too few rows to judge", never drifted.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import Any, Literal
 
 import numpy as np
@@ -200,3 +202,25 @@ def compare(
         extract_rows=len(extract),
         min_rows_per_bin=min_rows_per_bin,
     )
+
+
+#: The latest drift check, beside the scores (`files.keep_json`): the console's overview.
+KEPT = PurePath("drift") / "latest.json"
+
+
+def kept_record(report: DriftReport | None, version: str | None, why: str) -> dict[str, object]:
+    """What the console shows of the latest check: when, against which version, the summary,
+    and the drifted features with their PSI (no report: why drift was not measured)."""
+    return {
+        "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "production_version": version,
+        "summary": why if report is None else report.summary(),
+        "drifted": []
+        if report is None
+        else [
+            {"feature": f.feature, "psi": round(f.psi, 4), "unseen_share": round(f.unseen_share, 4)}
+            for f in report.drifted
+        ],
+        "max_psi": None if report is None or report.max_psi is None else round(report.max_psi, 4),
+        "measured": report is not None,
+    }

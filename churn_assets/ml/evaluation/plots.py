@@ -171,3 +171,27 @@ def campaign_plot(table: pd.DataFrame, qini: pd.DataFrame, latest: str) -> bytes
         title=f"Qini curve, {latest}",
     )
     return _png(figure)
+
+
+def customer_plot(days: list[str], probability: list[float], offered: list[bool]) -> bytes:
+    """One customer's churn probability at each kept scoring, the offers circled: the
+    console's customer page."""
+    figure, axis = plt.subplots(figsize=(7, 2.6))
+    when = pd.to_datetime(pd.Series(days))
+    chance = np.asarray(probability, dtype=float)
+    offer = np.asarray(offered, dtype=bool)
+    axis.plot(when, chance, marker="o", color="#12355b", label="churn probability")
+    if offer.any():
+        axis.scatter(
+            when[offer],
+            chance[offer],
+            s=140,
+            facecolors="none",
+            edgecolors="#a4161a",
+            linewidths=2,
+            label="offered",
+        )
+    axis.set(ylim=(0, 1), ylabel="churn probability")
+    axis.legend(loc="upper left", fontsize=8)
+    figure.autofmt_xdate()
+    return _png(figure)

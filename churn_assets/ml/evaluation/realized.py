@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.ml.data import history
-from churn_assets.ml.data.contract import CHURN_DATE, Contract
+from churn_assets.ml.data.contract import CHURN_DATE
 from churn_assets.ml.data.snapshots import SnapshotError
 from churn_assets.ml.evaluation.decision import Economics, version_economics
 from churn_assets.ml.files import replacing
@@ -36,8 +36,17 @@ from churn_assets.ml.stores import snapshot_store
 
 HISTORY_FOLDER = "history"
 _FILE = "churn_scores.parquet"
-#: What a kept scoring holds besides the customer's ID (named as the contract named it).
+#: What every kept scoring holds after the customer's ID (named as the contract named it), in
+#: this order; the rest of the scores file's columns (rank, segments, carried features, reasons)
+#: follow, so a customer's page shows each scoring as it was.
 _SCORED = ("churn_probability", "offer")
+#: The partition key of the kept scorings, so not a column of their files.
+_PARTITION = "model_version"
+#: Rows sorted by ID at a time, and rows per row group: each sorted run's row groups span
+#: narrow ID ranges, so a lookup of one customer (the console's customer page) reads one row
+#: group per run instead of the whole ID column, in memory bounded by the run.
+SORT_ROWS = 2_000_000
+GROUP_ROWS = 64 * 1024
 
 
 def history_file(folder: Path, scoring_date: date, version: str) -> Path:
@@ -45,25 +54,43 @@ def history_file(folder: Path, scoring_date: date, version: str) -> Path:
         folder
         / HISTORY_FOLDER
         / f"scoring_date={scoring_date.isoformat()}"
-        / f"model_version={version}"
+        / f"{_PARTITION}={version}"
         / _FILE
     )
 
 
 def keep_scores(
-    ranked: Path, folder: Path, scoring_date: date, version: str, contract: Contract
+    ranked: Path, folder: Path, scoring_date: date, version: str, id_column: str
 ) -> Path:
     """Add one scoring, read from its ranked scores file, to the history (the same date and
-    version replace identical scores)."""
+    version replace identical scores): every column but the version, sorted by ID a run of
+    `SORT_ROWS` at a time (a global sort of tens of millions of rows would not fit memory)."""
     path = history_file(folder, scoring_date, version)
     source = pq.ParquetFile(ranked)
-    columns = [contract.id_column, *_SCORED]
+    first = [id_column, *_SCORED]
+    columns = [*first, *(c for c in source.schema_arrow.names if c not in (*first, _PARTITION))]
     schema = pa.schema([source.schema_arrow.field(c) for c in columns])
-    # a row group at a time: a base of tens of millions of customers is gigabytes whole
     with replacing(path) as temporary, pq.ParquetWriter(temporary, schema) as writer:
-        for batch in source.iter_batches(columns=columns):
-            writer.write_batch(batch)
+
+        def write(run: list[pa.RecordBatch]) -> None:
+            table = pa.Table.from_batches(run, schema).unify_dictionaries()
+            writer.write_table(table.sort_by(id_column), row_group_size=GROUP_ROWS)
+
+        run: list[pa.RecordBatch] = []
+        for batch in source.iter_batches(batch_size=GROUP_ROWS, columns=columns):
+            run.append(batch)
+            if sum(b.num_rows for b in run) >= SORT_ROWS:
+                write(run)
+                run = []
+        if run:
+            write(run)
     return path
+
+
+def read_kept(path: Path) -> pd.DataFrame:
+    """A kept scoring's ID, probability and offer: what judging it needs."""
+    names = pq.read_schema(path).names
+    return pq.read_table(path, columns=names[: 1 + len(_SCORED)]).to_pandas()
 
 
 def scorings(folder: Path) -> list[tuple[date, str, Path]]:
@@ -162,7 +189,7 @@ def realized_table(
         if day >= outcomes_as_of:
             continue  # no outcome can have arrived: not worth reading (tens of millions of rows)
         judged = judge(
-            pd.read_parquet(path),
+            read_kept(path),
             day,
             version,
             churn_dates,
