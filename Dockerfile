@@ -12,6 +12,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-group dev --no-install-project
 COPY churn_assets churn_assets
 COPY serving serving
+COPY console console
 RUN uv sync --frozen --no-group dev --no-editable
 
 FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7

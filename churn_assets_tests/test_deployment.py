@@ -71,6 +71,7 @@ def test_every_service_of_the_stack_is_there() -> None:
         "dask-scheduler",
         "dask-worker",
         "api",
+        "console",
     }
     ports = {name: [_published(p) for p in s.get("ports", [])] for name, s in SERVICES.items()}
     # no authentication of their own: loopback only unless the operator says otherwise
@@ -78,6 +79,7 @@ def test_every_service_of_the_stack_is_there() -> None:
     assert ports["dagster-webserver"] == ["127.0.0.1:3000:3000"]
     assert ports["minio"] == ["127.0.0.1:9000:9000"]  # S3 API for runs outside the stack
     assert ports["api"] == ["8000:8000"]  # behind CHURN_API_KEY
+    assert ports["console"] == ["127.0.0.1:8050:8050"]  # its login, for a TLS proxy in front
     assert not ports["postgres"]
     assert "--no-serve-artifacts" in SERVICES["mlflow"]["command"]  # so clients need MinIO
     assert not ports["dask-scheduler"] and not ports["dask-worker"]  # inside the stack only
@@ -169,6 +171,7 @@ def _strong() -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": secrets.token_hex(24),
         "API_AWS_SECRET_ACCESS_KEY": secrets.token_hex(24),
         "CHURN_API_KEY": "f0c1d2e3a4b5968778695a4b3c2d1e0f",
+        "CHURN_CONSOLE_SECRET": secrets.token_hex(24),
         "CHURN_SIGNING_KEY": _pem(signing),
         "CHURN_VERIFY_KEY": _public_pem(signing),
     }
@@ -494,7 +497,7 @@ def test_the_api_reaches_only_the_read_only_mlflow_door_and_minio() -> None:
     assert "COPY deploy/preflight.py deploy/mlflow_read_proxy.py" in (
         (REPO / "Dockerfile").read_text()
     )
-    assert _reachable_from("mlflow-read") == {"api", "minio", "mlflow"}
+    assert _reachable_from("mlflow-read") == {"api", "console", "minio", "mlflow"}
     assert _networks("preflight") == set()
 
 
@@ -534,13 +537,20 @@ def test_the_api_holds_only_read_only_credentials() -> None:
         "dagster-code",
         "dask-worker",
     }
-    assert holders("API_AWS_SECRET_ACCESS_KEY") == {"preflight", "minio-init", "api"}
-    assert holders("CHURN_VERIFY_KEY") == {"preflight", "api", "dagster-code", "dask-worker"}
+    assert holders("API_AWS_SECRET_ACCESS_KEY") == {"preflight", "minio-init", "api", "console"}
+    assert holders("CHURN_VERIFY_KEY") == {
+        "preflight",
+        "api",
+        "dagster-code",
+        "dask-worker",
+        "console",
+    }
+    assert holders("CHURN_CONSOLE_SECRET") == {"preflight", "console"}
 
 
 def test_every_mlflow_user_refuses_pickles() -> None:
     users = {n for n in SERVICES if "MLFLOW_TRACKING_URI" in _env(n)} | {"mlflow"}
-    assert users == {"api", "mlflow", "dagster-code", "dask-worker"}
+    assert users == {"api", "mlflow", "dagster-code", "dask-worker", "console"}
     for name in users:
         assert _env(name)["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false", name
     for dockerfile in ("Dockerfile", "serving/Dockerfile"):  # also where a deployment forgets
@@ -720,3 +730,22 @@ def test_files_validate_against_their_published_schemas(schema: str, path: str) 
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_console_reads_what_the_platform_keeps_and_nothing_else() -> None:
+    """Read-only credentials (MinIO's read-only user, the read-only MLflow door), the scores
+    folder mounted read-only, and no way to the API, the database or the Dask cluster."""
+    console = SERVICES["console"]
+    env = _env("console")
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow-read:5000"
+    assert env["AWS_ACCESS_KEY_ID"].startswith("${API_AWS_ACCESS_KEY_ID:?")
+    forbidden = {"POSTGRES_PASSWORD", "CHURN_REGISTRY_LOCK", "CHURN_SIGNING_KEY", "CHURN_API_KEY"}
+    assert not forbidden & (set(env) | _interpolated("console"))
+    assert _reachable_from("console") == {"mlflow-read", "minio"}
+    (edge,) = [n for n in _networks("console") if not COMPOSE["networks"][n].get("internal")]
+    assert {s for s in SERVICES if edge in _networks(s)} == {"console"}
+    volumes = {_published(v).split(":")[1]: _published(v) for v in console["volumes"]}
+    assert volumes[env["CHURN_SCORES_DIR"]].endswith(":ro")
+    assert volumes[env["CHURN_STATE_DIR"] + "/console"].startswith("console-state:")
+    assert console["read_only"] is True and console["command"] == ["python", "-m", "console"]
+    assert "COPY console console" in (REPO / "Dockerfile").read_text()

@@ -295,6 +295,7 @@ def _sample_env() -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY",
         "API_AWS_SECRET_ACCESS_KEY",
         "CHURN_API_KEY",
+        "CHURN_CONSOLE_SECRET",
     ):
         env[name] = secrets.token_hex(24)
     return env
@@ -504,6 +505,7 @@ EXPECTED_SECRETS = {
     "churn-mlflow-read": set(),
     "churn-dask-scheduler": set(),
     "churn-dask-worker": {"churn-store-readwrite"},
+    "churn-console": {"churn-store-readonly", "churn-console-secret"},
 }
 
 
@@ -534,10 +536,12 @@ def test_each_pod_holds_the_credentials_it_needs_and_no_other(
         "churn-dask-worker",
     }
     assert holders("CHURN_SIGNING_KEY") == {"churn-dagster-code", "run"}
-    assert holders("API_AWS_SECRET_ACCESS_KEY") == {"churn-api"}
+    assert holders("API_AWS_SECRET_ACCESS_KEY") == {"churn-api", "churn-console"}
     assert holders("CHURN_API_KEY") == {"churn-api"}
-    # every loader verifies: the API, the code server, run pods and the Dask workers
-    loaders = {"churn-api", "churn-dagster-code", "run", "churn-dask-worker"}
+    assert holders("CHURN_CONSOLE_SECRET") == {"churn-console"}
+    # every loader verifies: the API, the code server, run pods and the Dask workers, and the
+    # console its attestations
+    loaders = {"churn-api", "churn-dagster-code", "run", "churn-dask-worker", "churn-console"}
     assert {n for n, e in seen.items() if e.get("CHURN_VERIFY_KEY") == env["CHURN_VERIFY_KEY"]} == (
         loaders
     )
@@ -545,8 +549,31 @@ def test_each_pod_holds_the_credentials_it_needs_and_no_other(
     assert api["AWS_ACCESS_KEY_ID"] == env["API_AWS_ACCESS_KEY_ID"]
     assert api["AWS_SECRET_ACCESS_KEY"] == env["API_AWS_SECRET_ACCESS_KEY"]
     assert api["MLFLOW_TRACKING_URI"] == "http://churn-mlflow-read:5000"
+    assert seen["churn-console"]["MLFLOW_TRACKING_URI"] == "http://churn-mlflow-read:5000"
     # the registry lock's URL carries the database password: run pods and the code server only
     assert env["POSTGRES_PASSWORD"] in seen["run"]["CHURN_REGISTRY_LOCK"]
     for name, environment in seen.items():
         if "MLFLOW_TRACKING_URI" in environment or name == "churn-mlflow":
             assert environment["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false", name
+
+
+def test_the_console_reads_the_scores_read_only_and_writes_only_its_folder() -> None:
+    console = _named("Deployment")["churn-console"]["spec"]["template"]["spec"]
+    (container,) = console["containers"]
+    assert container["command"] == ["python", "-m", "console"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts[ENV["CHURN_SCORES_DIR"]]["readOnly"] is True
+    assert mounts[ENV["CHURN_SCORES_DIR"]]["subPath"] == "scores"
+    # its own folder under the state folder: the audit log and the users file
+    writable = [m for m in mounts.values() if not m.get("readOnly") and m["name"] == "churn-data"]
+    assert [(m["mountPath"], m["subPath"]) for m in writable] == [
+        (ENV["CHURN_STATE_DIR"] + "/console", "console")
+    ]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert (
+        "churn/mlflow-access"
+        not in _named("Deployment")["churn-console"]["spec"]["template"]["metadata"]["labels"]
+    )
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert int(env["CHURN_CONSOLE_PORT"]) == port == _service_port("churn-console", "http")

@@ -13,6 +13,7 @@ file's own columns, checked against its schema; values are bound parameters.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ class ConsoleData:
         self.folder = folder
         self.page_rows = page_rows
         self._db = duckdb.connect(":memory:")
+        # a large sort spills here, not into the working folder (read-only in the images)
+        self._db.execute("set temp_directory = ?", [str(Path(tempfile.gettempdir()) / "duckdb")])
         self._lock = threading.Lock()
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:

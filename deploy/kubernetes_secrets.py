@@ -43,6 +43,8 @@ SECRETS: dict[str, dict[str, str]] = {
     # signs models and gate verdicts: only what trains, evaluates, promotes or rolls back
     "churn-signing-key": {"CHURN_SIGNING_KEY": "CHURN_SIGNING_KEY"},
     "churn-api-key": {"CHURN_API_KEY": "CHURN_API_KEY"},
+    # signs the retention console's session cookies
+    "churn-console-secret": {"CHURN_CONSOLE_SECRET": "CHURN_CONSOLE_SECRET"},
 }
 #: ConfigMap: {variable the pod sees: variable of the env file}.
 CONFIG_MAPS: dict[str, dict[str, str]] = {

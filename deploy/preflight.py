@@ -39,6 +39,7 @@ SECRETS = (
     "AWS_SECRET_ACCESS_KEY",
     "API_AWS_SECRET_ACCESS_KEY",
     "CHURN_API_KEY",
+    "CHURN_CONSOLE_SECRET",
 )
 #: Variables that must be set, but are names rather than secrets.
 REQUIRED = ("POSTGRES_USER", "MINIO_ROOT_USER", "AWS_ACCESS_KEY_ID", "API_AWS_ACCESS_KEY_ID")
