@@ -192,6 +192,8 @@ def customer_plot(days: list[str], probability: list[float], offered: list[bool]
             label="offered",
         )
     axis.set(ylim=(0, 1), ylabel="churn probability")
+    if when.nunique() == 1:  # one scoring: a fortnight around it, not years of empty axis
+        axis.set_xlim(when.iloc[0] - pd.Timedelta(days=7), when.iloc[0] + pd.Timedelta(days=7))
     axis.legend(loc="upper left", fontsize=8)
     figure.autofmt_xdate()
     return _png(figure)
