@@ -122,12 +122,18 @@ def _rollback(args: argparse.Namespace) -> int:
     from churn_assets.ml.registry import model_registry as registry
 
     settings = ChurnSettings()
+    name = settings.uplift_model_name if args.uplift else settings.model_name
     try:
-        move = registry.open_registry(settings).rollback(args.to_version)
+        move = registry.open_registry(settings, name).rollback(args.to_version, args.uplift)
     except registry.WRITE_REFUSALS as refusal:
         print(f"rollback refused: {refusal}", file=sys.stderr)
         return 1
-    if move.changed:
+    if move.changed and move.version == registry.NO_VERSION:
+        print(
+            f"{move.model_name}@{move.alias}: version {move.previous_version} withdrawn; "
+            "offers go by churn probability at the decision threshold again"
+        )
+    elif move.changed:
         print(f"{move.model_name}@{move.alias}: version {move.previous_version} -> {move.version}")
     else:
         print(f"{move.model_name}@{move.alias} already on version {move.version}")
@@ -774,6 +780,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="to_version",
         help="roll back to this version instead (it must have passed the quality gate)",
     )
+    rollback.add_argument(
+        "--uplift",
+        action="store_true",
+        help="the uplift model (CHURN_UPLIFT_MODEL_NAME) instead; its first version is "
+        "withdrawn, and offers go by churn probability again",
+    )
     rollback.set_defaults(handler=_rollback)
 
     listing = commands.add_parser(
@@ -853,7 +865,7 @@ def _console_user(args: argparse.Namespace) -> int:
 EXAMPLES = {
     "run": "make run\nchurn run --job merge_extract --config merge.yaml",
     "production": "make production\nchurn production --markdown >> $GITHUB_STEP_SUMMARY",
-    "rollback": "make rollback\nchurn rollback --to 3",
+    "rollback": "make rollback\nchurn rollback --to 3\nchurn rollback --uplift",
     "snapshots": "make snapshots\n"
     "churn snapshots restore 6f01d22a\n"
     "churn snapshots prune --keep 10",

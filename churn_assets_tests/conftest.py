@@ -184,6 +184,18 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_environment(monkeypatch)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_environment() -> Iterator[None]:
+    """The same around each module, so its module fixtures start clean too: a module fixture
+    that loads a model (test_serving_columns' shared app) exports MLFLOW_TRACKING_URI, which
+    the function-scoped isolation restores after each test, and which then outlived the module
+    into the next one's fixtures (a worker's `ChurnSettings(CHURN_STATE_DIR=copy)` read the
+    shared store instead: "database is locked", versions missing)."""
+    with pytest.MonkeyPatch.context() as patch:
+        isolate_environment(patch)
+        yield
+
+
 @pytest.fixture(scope="session")
 def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sample") / "telco_churn.csv"
@@ -375,6 +387,8 @@ def _promote_once(root: Path, sample_csv: Path) -> Any:
         shutil.copy(sample_csv, data)
         patch.setenv("CHURN_DATA_PATH", str(data))
         patch.setenv("CHURN_STATE_DIR", str(root / "state"))
+        # each customer's top two reasons, as the retention console shows them
+        patch.setenv("CHURN_SCORES_REASONS", "2")
         env = ChurnEnv(root, data, root / "state", root / "storage")
         (root / "home").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "home")) as dagster_instance:

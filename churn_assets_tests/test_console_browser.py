@@ -103,17 +103,7 @@ def _the_other_pages(page: Page, axe: Axe, shots: Path) -> None:
     assert page.get_by_text("(production)").first.is_visible()
 
 
-def test_a_lead_finds_filters_opens_and_downloads_in_a_real_browser(
-    console_url: str, browser: Browser, promoted_store: PromotedStore, tmp_path: Path
-) -> None:
-    shots = Path(os.environ.get("CHURN_CONSOLE_SCREENSHOTS", tmp_path / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
-    scores = pd.read_parquet(promoted_store.state_dir / "scores" / "churn_scores.parquet")
-    context = browser.new_context(accept_downloads=True, viewport={"width": 1366, "height": 800})
-    page = context.new_page()
-    problems = _watched(page)
-    axe = Axe()
-
+def _log_in(page: Page, console_url: str, axe: Axe, shots: Path) -> None:
     page.goto(f"{console_url}/list")
     assert page.url.endswith("/login")  # nobody reads the list unauthenticated
     _no_violations(page, axe, "login")
@@ -125,6 +115,20 @@ def test_a_lead_finds_filters_opens_and_downloads_in_a_real_browser(
     assert page.get_by_role("heading", name="Overview").is_visible()
     _no_violations(page, axe, "overview")
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
+
+
+def test_a_lead_finds_filters_opens_and_downloads_in_a_real_browser(
+    console_url: str, browser: Browser, promoted_store: PromotedStore, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("CHURN_CONSOLE_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    scores = pd.read_parquet(promoted_store.state_dir / "scores" / "churn_scores.parquet")
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1366, "height": 800})
+    page = context.new_page()
+    problems = _watched(page)
+    axe = Axe()
+
+    _log_in(page, console_url, axe, shots)
 
     # the keyboard reaches everything: the skip link first, then the pages
     page.keyboard.press("Tab")
@@ -144,6 +148,11 @@ def test_a_lead_finds_filters_opens_and_downloads_in_a_real_browser(
     assert page.get_by_text(f"{len(expected):,} customers").is_visible()
     shown = page.locator("tbody tr td:nth-child(2) a").all_inner_texts()
     assert shown[:10] == list(expected["customerID"].head(10))
+    # each with their reasons, as the scoring gave them
+    columns = page.locator("thead th").all_inner_texts()
+    reasons = page.locator(f"tbody tr td:nth-child({columns.index('reason_1') + 1})")
+    assert reasons.all_inner_texts()[:10] == list(expected["reason_1"].head(10))
+    assert all(text.strip() for text in reasons.all_inner_texts()[:10])
     _no_violations(page, axe, "list")
     page.screenshot(path=str(shots / "list.png"))
 

@@ -4,10 +4,8 @@ by its expected incremental value and the campaign targets by it, and the API re
 customer's uplift and value. An alias moved by hand to a version that failed its gate is
 served by neither."""
 
-import contextlib
 import dataclasses
 import json
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -43,13 +41,27 @@ TELCO = default_contract()
 UPLIFT = "churn-uplift"
 
 
-def _register(settings: ChurnSettings, rows: pd.DataFrame) -> registration.Registered:
-    """Judge an uplift model on `rows` and register it, in an MLflow run as uplift_model does."""
+#: What a production version that targets clearly better would have measured (per 1,000).
+CLEARLY_WORSE = uplift.AgainstProduction("1", -1_000.0, -1_500.0, -500.0)
+
+
+def _register(
+    settings: ChurnSettings, rows: pd.DataFrame, worse: bool = False
+) -> registration.Registered:
+    """Judge an uplift model on `rows` and register it, in an MLflow run as uplift_model does
+    (`worse`: as if production's targeting had measured clearly better on the same customers)."""
     found = uplift.evaluate(rows, TELCO, 1_000, SAVED, COST, uplift.SEED)
     assert isinstance(found, uplift.Evaluation)
     opened = registry.open_registry(settings, settings.uplift_model_name)
+    verifier = signing.verifier(settings)
+    against = registration.against_production(opened, verifier, found, TELCO, SAVED, COST)
+    assert not isinstance(against, str), against
+    if worse:
+        against = CLEARLY_WORSE
     with mlflow.start_run(experiment_id=tracking.ensure_experiment(settings)):
-        return registration.register(opened, found, TELCO, SAVED, COST, {"campaigns": "c1"})
+        return registration.register(
+            opened, found, TELCO, SAVED, COST, {"campaigns": "c1"}, against=against
+        )
 
 
 def register_worlds(state_dir: str, worlds: str) -> None:
@@ -59,25 +71,11 @@ def register_worlds(state_dir: str, worlds: str) -> None:
     test worker that later tests share (CI saw disk I/O errors on the session's store after
     in-worker registrations)."""
     settings = ChurnSettings(CHURN_STATE_DIR=Path(state_dir))
-    _rollback_journal(settings.tracking_uri)
     rows, _ = _world(30_000, 5)
     for world in worlds.split(","):
-        chosen = rows if world == "good" else _as_probability_says(rows, 11)
-        done = _register(settings, chosen)
+        chosen = _as_probability_says(rows, 11) if world == "even" else rows
+        done = _register(settings, chosen, worse=world == "worse")
         print(json.dumps(dataclasses.asdict(done)), flush=True)
-
-
-def _rollback_journal(uri: str) -> None:
-    """Keep this test's store in SQLite's rollback-journal mode, in every process that opens it.
-
-    Late in a long CI run, a test worker read a WAL-mode store another process had just written
-    as if the log were not there (versions missing), or failed with "disk I/O error": its
-    shared-memory index is what failed. A rollback journal needs no shared memory. (Marking the
-    URI done keeps `tracking.write_ahead_log` from switching it back.)"""
-    path = uri.removeprefix("sqlite:///")
-    with contextlib.closing(sqlite3.connect(path)) as database:
-        database.execute("pragma journal_mode=delete")
-    tracking._WAL_SET.add(uri)
 
 
 def _registered(state_dir: Path, worlds: str) -> list[registration.Registered]:
@@ -108,16 +106,20 @@ def two_versions(
     promoted_store: PromotedStore, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[ChurnSettings, Path]:
     """A copy of the promoted store with uplift version 1 (beats probability targeting:
-    promoted) and version 2 (does not: registered, failed, not promoted). Tests that move
+    promoted), version 2 (does not: registered, failed, not promoted) and version 3 (beats it,
+    but not the production version's targeting: failed, not promoted). Tests that move
     the alias move it back."""
     store = copied_store(promoted_store, tmp_path_factory.mktemp("uplift") / "state")
     settings = ChurnSettings(CHURN_STATE_DIR=store.state_dir)
-    _rollback_journal(settings.tracking_uri)
-    good, bad = _registered(store.state_dir, "good,even")
+    assert settings.tracking_uri == store.tracking_uri  # this copy, whatever a module left
+    good, bad, worse = _registered(store.state_dir, "good,even,worse")
     assert (good.version, good.promoted) == ("1", True), good
     assert good.promotion == "promoted (production was none)"
     assert (bad.version, bad.promoted) == ("2", False), bad
     assert bad.promotion == "not promoted: probability targeting beats uplift targeting"
+    # beats probability targeting, but production's targets clearly better: kept, refused
+    assert (worse.version, worse.promoted) == ("3", False), worse
+    assert worse.promotion == "not promoted: the production uplift version 1 targets better"
     return settings, store.state_dir
 
 
@@ -129,13 +131,20 @@ def test_only_a_version_that_beats_probability_targeting_is_promoted(
     production = opened.production()
     assert production is not None and str(production.version) == "1"
     verifier = signing.verifier(settings)
-    for number, passed in (("1", True), ("2", False)):
+    for number, passed in (("1", True), ("2", False), ("3", False)):
         version = opened.version(number)
         verdict = artifacts.verified_verdict(verifier, version)
         assert verdict["passed"] is passed
-        assert list(verdict["figures"]) == [registration.CRITERION]
+        # versions 2 and 3 were also compared with version 1, in production by then
+        compared = [registration.AGAINST_PRODUCTION] if number != "1" else []
+        assert list(verdict["figures"]) == [registration.CRITERION, *compared]
         assert verdict["judged_on"].endswith("held-out experimental customers")
-        assert verdict["thresholds"]["reference_version"] is None  # no churn thresholds
+        assert verdict["thresholds"]["reference_version"] == ("1" if compared else None)
+        if compared:
+            assert (version.tags or {})["production_uplift_version"] == "1"
+            assert float((version.tags or {})["minus_production_high"]) == pytest.approx(
+                verdict["figures"][registration.AGAINST_PRODUCTION]
+            )
         tags = version.tags or {}
         assert tags[registry.GATE_TAG] == ("passed" if passed else "failed")
         assert float(tags["heldout_difference_low"]) == pytest.approx(
@@ -150,6 +159,25 @@ def test_only_a_version_that_beats_probability_targeting_is_promoted(
     # a version that failed its gate is never promoted, by the registry's own rules
     with pytest.raises(registry.PromotionRefusedError, match="failed"):
         opened.promote("2")
+
+
+def test_a_version_clearly_worse_than_production_uplift_is_refused() -> None:
+    """New against production targeting on the same customers: refused only when the whole
+    interval is below 0 (a version as good, fitted on more outcomes, replaces it)."""
+    rows, _ = _world(20_000, 3)
+    rows = rows.reset_index(drop=True)
+    truth = uplift.prevented(rows)
+    order = np.argsort(np.argsort(truth)) / len(rows)  # the estimates' own ranking, in [0, 1)
+    knows = order * 0.6 - 0.1  # uplift that offers the top of the estimates
+    worse = knows[::-1].copy()  # the same values, offered to the bottom
+    clearly = uplift.against_production(rows, worse, knows, "4", SAVED, COST, uplift.SEED)
+    assert clearly.difference_high < 0 and not clearly.not_worse
+    assert clearly.words == "the production uplift version 4 targets better"
+    same = uplift.against_production(rows, knows, knows, "4", SAVED, COST, uplift.SEED)
+    assert (same.difference, same.difference_low, same.difference_high) == (0.0, 0.0, 0.0)
+    assert same.not_worse
+    better = uplift.against_production(rows, knows, worse, "4", SAVED, COST, uplift.SEED)
+    assert better.difference_low > 0 and better.not_worse
 
 
 def test_the_api_returns_uplift_and_expected_value_and_refuses_a_hand_moved_alias(
@@ -205,6 +233,38 @@ def test_the_api_returns_uplift_and_expected_value_and_refuses_a_hand_moved_alia
     assert churn is not None
     with pytest.raises(dg.Failure, match="not scoring with uplift model version 2"):
         scoring_model(settings, churn, 0.5, "production", uplift=failed)
+
+
+def test_churn_rollback_uplift_withdraws_the_first_version_and_restores_a_later_ones_previous(
+    two_versions: tuple[ChurnSettings, Path], tmp_path: Path
+) -> None:
+    """`churn rollback --uplift`: the uplift model's production moves back like the churn
+    model's, and its first version, which replaced none, is withdrawn (offers by probability)."""
+    _, state = two_versions
+    store = copied_store(PromotedStore(state, None), tmp_path / "state")
+    env = base_env(CHURN_STATE_DIR=str(store.state_dir))
+    rollback = [".venv/bin/churn", "rollback", "--uplift"]
+    # a version that failed its gate is not a place to roll back to
+    refused = run_command([*rollback, "--to", "2"], env)
+    assert refused.returncode == 1
+    assert "churn-uplift version 2 never passed the quality gate" in refused.stderr
+    done = run_command(rollback, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "churn-uplift@production: version 1 withdrawn; offers go by churn probability at the "
+        "decision threshold again"
+    )
+    again = run_command(rollback, env)
+    assert again.returncode == 1
+    assert "churn-uplift has no 'production' version to roll back from" in again.stderr
+    # the churn model's production is another alias: untouched by all of it
+    churn = run_command([".venv/bin/churn", "rollback"], env)
+    assert "churn-classifier" in churn.stdout + churn.stderr
+    settings = ChurnSettings(CHURN_STATE_DIR=store.state_dir)
+    opened = registry.open_registry(settings, UPLIFT)
+    assert opened.production() is None
+    assert (opened.version("1").tags or {})[registry.ROLLED_BACK_TO_TAG] == "none"
+    assert registry.open_registry(settings).production() is not None
 
 
 def test_scoring_offers_and_the_campaign_targets_by_expected_incremental_value(

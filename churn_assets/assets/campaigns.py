@@ -31,8 +31,10 @@ from churn_assets.ml.evaluation import decision, plots, realized
 from churn_assets.ml.model import scoring
 from churn_assets.ml.model.scoring import SCORES_FILE, UPLIFT_VERSION
 from churn_assets.ml.registry import model_registry as registry_tags
-from churn_assets.ml.registry import tracking
-from churn_assets.ml.registry.model_registry import PromotionRefusedError
+from churn_assets.ml.registry import signing, tracking
+from churn_assets.ml.registry.model_registry import (
+    PromotionRefusedError,
+)
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import (
@@ -369,7 +371,19 @@ def uplift_model(
                 settings={"uplift_min_outcomes": found.needed},
             )
         )
-    figures = found.verdict.figures()
+    opened = registry.open_uplift()
+    against = registration.against_production(
+        opened,
+        signing.verifier(churn_settings),
+        found,
+        store.contract,
+        churn_settings.saved_customer_value,
+        churn_settings.offer_cost,
+    )
+    if isinstance(against, str):
+        context.log.warning(f"not compared with the production uplift version: {against}")
+        against = None
+    figures = {**found.verdict.figures(), **({} if against is None else against.figures())}
     for name, value in figures.items():
         if isinstance(value, int | float):
             mlflow.log_metric(f"uplift_{name}", float(value))
@@ -380,13 +394,14 @@ def uplift_model(
     if current is not None:
         facts[registry_tags.SNAPSHOT_TAG] = current.id
     registered = registration.register(
-        registry.open_uplift(),
+        opened,
         found,
         store.contract,
         churn_settings.saved_customer_value,
         churn_settings.offer_cost,
         facts,
         context.run_id,
+        against,
     )
     outcome = {"uplift_version": registered.version, "promotion": registered.promotion}
     uplift.keep_verdict(

@@ -22,15 +22,19 @@ from pathlib import Path
 
 import mlflow
 
-from churn_assets.ml.campaigns import learner
-from churn_assets.ml.campaigns.uplift import Evaluation
+from churn_assets.ml.campaigns import learner, uplift
+from churn_assets.ml.campaigns.uplift import AgainstProduction, Evaluation
 from churn_assets.ml.data.contract import Contract
 from churn_assets.ml.evaluation.gate import GateCriterion, GateResult
-from churn_assets.ml.registry import model_registry, tracking
+from churn_assets.ml.registry import artifacts, model_registry, tracking
 from churn_assets.ml.registry.model_registry import WRITE_REFUSALS, ModelRegistry
+from churn_assets.ml.registry.signing import SignatureError, Verifier
 
-#: The gate's one criterion: the low end of uplift - probability targeting per 1,000 customers.
+#: The gate's criteria: the low end of uplift - probability targeting per 1,000 customers must
+#: be above 0, and, with an uplift version in production, the high end of new - production
+#: targeting must not be below 0 (a new version never replaces a clearly better one).
 CRITERION = "uplift_minus_probability_per_1000_low"
+AGAINST_PRODUCTION = "uplift_minus_production_per_1000_high"
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,12 @@ def register(
     offer_cost: float,
     facts: Mapping[str, str],
     dagster_run_id: str | None = None,
+    against: AgainstProduction | None = None,
 ) -> Registered:
     """Log the judged pipeline in the active MLflow run, register it in `opened` with its
-    prices and `facts` signed, sign its verdict, and promote it when it passed."""
+    prices and `facts` signed, sign its verdict, and promote it when it passed: it beats
+    probability targeting, and is not clearly worse than the production uplift version it
+    was compared with (`against`)."""
     # the contract the version reads its inputs by, with its run, unless the churn model
     # trained in the same run logged it already (its version signed that file: never rewritten)
     run = mlflow.active_run()
@@ -90,17 +97,62 @@ def register(
             for k, v in verdict.figures().items()
         },
     )
+    criteria = [GateCriterion(CRITERION, verdict.difference_low, 0.0, verdict.beats_probability)]
+    if against is not None:
+        opened.tag(
+            number,
+            {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in against.figures().items()},
+        )
+        criteria.append(
+            GateCriterion(AGAINST_PRODUCTION, against.difference_high, 0.0, against.not_worse)
+        )
     result = GateResult(
-        [GateCriterion(CRITERION, verdict.difference_low, 0.0, verdict.beats_probability)],
+        criteria,
         thresholds=None,
+        reference_version=None if against is None else against.version,
         judged_on=f"{verdict.customers} held-out experimental customers",
     )
     production = opened.production()
     opened.record_verdict(number, result, None if production is None else str(production.version))
     if not verdict.beats_probability:
         return Registered(number, False, f"not promoted: {verdict.words}")
+    if against is not None and not against.not_worse:
+        return Registered(number, False, f"not promoted: {against.words}")
     try:
         move = opened.promote(number, dagster_run_id)
     except WRITE_REFUSALS as refusal:
         return Registered(number, False, f"not promoted: {refusal}")
     return Registered(number, True, f"promoted (production was {move.previous_version or 'none'})")
+
+
+def against_production(
+    opened: ModelRegistry,
+    verifier: Verifier,
+    found: Evaluation,
+    contract: Contract,
+    saved_value: float,
+    offer_cost: float,
+) -> AgainstProduction | str | None:
+    """The new version's targeting against the production uplift version's on the same
+    held-out customers, at the same prices. None with no uplift version in production; why
+    not, when the production version reads another data contract (its features are not
+    these) or fails its checks (a hand-moved alias: nothing to defer to)."""
+    production = opened.production()
+    if production is None:
+        return None
+    what = f"{production.name} version {production.version}"
+    if model_registry.contract_digest(production) != contract.digest:
+        return f"{what} reads another data contract"
+    try:
+        loaded = artifacts.load_version(verifier, production, opened.store, attested=True)
+    except SignatureError as refusal:
+        return str(refusal)
+    return uplift.against_production(
+        found.held_out,
+        found.uplift,
+        uplift.predicted_uplift(loaded.pipeline, found.held_out),
+        str(production.version),
+        saved_value,
+        offer_cost,
+        uplift.SEED,
+    )

@@ -287,10 +287,7 @@ def judge(
     by_probability = rows[TARGETED].to_numpy(dtype=bool)
     n = len(rows)
     per_customer = np.where(by_uplift, gain, 0.0) - np.where(by_probability, gain, 0.0)
-    rng = np.random.default_rng(seed)
-    draws_ = rng.integers(0, n, size=(_BOOTSTRAP, n))
-    spread = 1000 * per_customer[draws_].mean(axis=1)
-    low, high = np.quantile(spread, [0.025, 0.975])
+    difference, low, high = _paired(per_customer, seed)
     t = rows[TREATED].to_numpy(dtype=bool)
     probability = rows[PROBABILITY].to_numpy(dtype=float)
     top = np.zeros(n, dtype=bool)
@@ -303,13 +300,72 @@ def judge(
         probability_value=1000 * float(np.where(by_probability, gain, 0.0).sum()) / n,
         uplift_offers=int(by_uplift.sum()),
         probability_offers=int(by_probability.sum()),
-        difference=1000 * float(per_customer.mean()),
-        difference_low=float(low),
-        difference_high=float(high),
+        difference=difference,
+        difference_low=low,
+        difference_high=high,
         qini_uplift=qini(prevented(rows), uplift),
         qini_probability=qini(prevented(rows), probability),
         probability_value_same_offers=1000 * float(np.where(top, gain, 0.0).sum()) / n,
     )
+
+
+def _paired(per_customer: np.ndarray, seed: int) -> tuple[float, float, float]:
+    """The mean of per-customer differences per 1,000 customers, with a bootstrap 95% interval
+    (customers resampled, so both policies are judged on the same draw)."""
+    n = len(per_customer)
+    rng = np.random.default_rng(seed)
+    spread = 1000 * per_customer[rng.integers(0, n, size=(_BOOTSTRAP, n))].mean(axis=1)
+    low, high = np.quantile(spread, [0.025, 0.975])
+    return 1000 * float(per_customer.mean()), float(low), float(high)
+
+
+@dataclass(frozen=True)
+class AgainstProduction:
+    """A new uplift version's targeting against the production uplift version's, on the same
+    held-out customers at the same prices: per 1,000 customers, new - production."""
+
+    version: str
+    difference: float
+    difference_low: float
+    difference_high: float
+
+    @property
+    def not_worse(self) -> bool:
+        """Refused only when production's targeting is clearly better (the whole interval
+        below 0): a version no better but fitted on more outcomes replaces it."""
+        return self.difference_high >= 0
+
+    @property
+    def words(self) -> str:
+        if not self.not_worse:
+            return f"the production uplift version {self.version} targets better"
+        return f"not worse than the production uplift version {self.version}"
+
+    def figures(self) -> dict[str, float | str]:
+        return {
+            "production_uplift_version": self.version,
+            "minus_production_per_1000": self.difference,
+            "minus_production_low": self.difference_low,
+            "minus_production_high": self.difference_high,
+        }
+
+
+def against_production(
+    rows: pd.DataFrame,
+    uplift: np.ndarray,
+    production: np.ndarray,
+    version: str,
+    saved_value: float,
+    offer_cost: float,
+    seed: int,
+) -> AgainstProduction:
+    """Targeting by `uplift` against targeting by the production version's `production`
+    uplift, each offering where its expected incremental value is above 0."""
+    gain = prevented(rows) * saved_value - offer_cost
+    mine = expected_incremental_value(uplift, saved_value, offer_cost) > 0
+    theirs = expected_incremental_value(production, saved_value, offer_cost) > 0
+    per_customer = np.where(mine, gain, 0.0) - np.where(theirs, gain, 0.0)
+    return AgainstProduction(version, *_paired(per_customer, seed))
 
 
 @dataclass(frozen=True)

@@ -351,9 +351,10 @@ class ModelRegistry:
         self.tag(str(candidate.version), {PROMOTION_REFUSED_TAG: _clip(reason)})
         raise PromotionRefusedError(reason)
 
-    def rollback(self, to_version: str | None = None) -> AliasMove:
+    def rollback(self, to_version: str | None = None, withdraw: bool = False) -> AliasMove:
         """Move the alias back to the version it replaced (or to `to_version`, which passed
-        the gate)."""
+        the gate). With `withdraw`, a version that replaced none is withdrawn: the alias is
+        removed (the uplift model's first version: offers go by churn probability again)."""
         with self.lock.hold(self.lock_timeout_s):
             current = self.production()
             if current is None:
@@ -361,6 +362,12 @@ class ModelRegistry:
                     f"{self.name} has no {self.alias!r} version to roll back from"
                 )
             target = to_version or current.tags.get(PREVIOUS_TAG)
+            if withdraw and to_version is None and target == NO_VERSION:
+                self.tag(str(current.version), {ROLLED_BACK_TO_TAG: NO_VERSION})
+                self.client.delete_registered_model_alias(self.name, self.alias)
+                if self.production() is not None:
+                    raise PromotionRefusedError(f"{self.name}@{self.alias} was not withdrawn")
+                return AliasMove(self.name, self.alias, NO_VERSION, str(current.version), True)
             if not target or target == NO_VERSION:
                 raise PromotionRefusedError(
                     f"{self.name} version {current.version} records no previous {self.alias!r} "
