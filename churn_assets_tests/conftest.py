@@ -41,6 +41,7 @@ from churn_assets_tests.processes import (
     Postgres,
     postgres_package,
     postgres_server,
+    run_command,
     uv_executable,
 )
 
@@ -366,6 +367,44 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[
             folder.mkdir(parents=True)
         yield folder, build
         done.touch()
+
+
+@dataclass(frozen=True)
+class CampaignsDemo:
+    """`churn demo-campaigns` as a user runs it: its folder, exit code and output."""
+
+    out: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    #: the MLflow store the caller's environment named, which the demo must leave alone
+    callers_store: Path
+
+
+@pytest.fixture(scope="session")
+def campaigns_demo(tmp_path_factory: pytest.TempPathFactory) -> CampaignsDemo:
+    """Four weeks of campaigns on 2,000 customers, version 1 challenging from week 1, once per
+    session: test_demo_campaigns checks it against the world's truth, the console's browser
+    test walks it as a lead."""
+    with built_once(tmp_path_factory, "campaigns-demo") as (root, build):
+        callers = root / "elsewhere.db"
+        if build:
+            env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+            # a caller's store must not leak into the demo
+            env.update(MLFLOW_TRACKING_URI=f"sqlite:///{callers}", DAGSTER_HOME=str(root / "home"))
+            command = [".venv/bin/churn", "demo-campaigns", "--weeks", "4", "--customers", "2000"]
+            command += ["--challenger-from", "1", "--out", str(root / "campaigns")]
+            done = run_command(command, env, timeout=900)
+            (root / "stdout.txt").write_text(done.stdout)
+            (root / "stderr.txt").write_text(done.stderr)
+            (root / "returncode.txt").write_text(str(done.returncode))
+    return CampaignsDemo(
+        root / "campaigns",
+        int((root / "returncode.txt").read_text()),
+        (root / "stdout.txt").read_text(),
+        (root / "stderr.txt").read_text(),
+        callers,
+    )
 
 
 @pytest.fixture(scope="session")

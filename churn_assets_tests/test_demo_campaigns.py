@@ -5,39 +5,18 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from fastapi.testclient import TestClient
 
 from churn_assets.ml.campaigns import ledger
+from churn_assets_tests.conftest import CampaignsDemo
 from churn_assets_tests.processes import run_command
-from console.app import create_app
-from console.settings import ConsoleSettings
-from console.users import Role, add
 
 CHURN = ".venv/bin/churn"
 
 
 def test_weeks_of_campaigns_are_measured_against_the_truth(
-    tmp_path: Path, shell_env: dict[str, str]
+    campaigns_demo: CampaignsDemo, shell_env: dict[str, str]
 ) -> None:
-    out = tmp_path / "campaigns"
-    # a caller's store must not leak into the demo
-    env = {**shell_env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/elsewhere.db"}
-    done = run_command(
-        [
-            CHURN,
-            "demo-campaigns",
-            "--weeks",
-            "4",
-            "--customers",
-            "2000",
-            "--challenger-from",
-            "1",
-            "--out",
-            str(out),
-        ],
-        env,
-        timeout=900,
-    )
+    done, out = campaigns_demo, campaigns_demo.out
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     screen = done.stdout.splitlines()
     log = (out / "logs" / "demo-campaigns.log").read_text()
@@ -62,7 +41,6 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     assert big["contact_rate"].between(0.65, 0.85).all(), big
     assert big["measured_per_contact"].notna().all(), big
     assert "closed campaigns whose interval covers the truth" in screen[-1]
-    _the_console_shows_the_measured_effects(out, tmp_path)
     # the uplift model, as uplift_model fits and judges it, beside the world's truth
     (said,) = [line for line in screen if line.startswith("uplift model")]
     if "not enough outcomes" not in said:
@@ -84,7 +62,7 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
         "production better",
         "not distinguishable",
     }
-    assert not (tmp_path / "elsewhere.db").exists()
+    assert not campaigns_demo.callers_store.exists()
 
     assert log.count("ok     campaign_effect") >= 4  # every promoted week measured them all
     assert log.count("is in production") >= 4
@@ -119,28 +97,3 @@ def _assert_uplift_targeting_took_over(out: Path, weeks: list[str]) -> None:
     mine = offers.loc[(offers["policy"] == "production") & (offers["arm"] == "treatment")]
     assert (mine["expected_incremental_value"] > 0).all()
     assert offers.loc[offers["policy"] == "challenger", "uplift"].isna().all()
-
-
-def _the_console_shows_the_measured_effects(out: Path, tmp_path: Path) -> None:
-    """A lead sees each closed campaign's measured reduction with its interval, and the duels,
-    on the retention console's campaigns page (the real app over the demo's kept files)."""
-    users = tmp_path / "users.yaml"
-    add(users, "lea", "a long enough password", Role.lead)
-    settings = ConsoleSettings(
-        CHURN_STATE_DIR=tmp_path / "console-state",
-        CHURN_SCORES_DIR=out / "scores",
-        CHURN_CONSOLE_USERS=users,
-    )
-    client = TestClient(create_app(settings))
-    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
-    assert token is not None
-    form = {"name": "lea", "password": "a long enough password", "csrf": token.group(1)}
-    assert client.post("/login", data=form, follow_redirects=False).status_code == 303
-    page = client.get("/campaigns").text
-    effects = pd.read_csv(out / "scores" / ledger.FOLDER / "effects.csv")
-    closed = effects.loc[effects["window_complete"] & effects["reduction"].notna()]
-    assert len(closed) >= 2
-    for row in closed.itertuples():
-        shown = f"{row.reduction:+.3f} [{row.reduction_low:+.3f}, {row.reduction_high:+.3f}]"
-        assert f"<td>{row.campaign}</td>" in page and shown in page, shown
-    assert "Champion against challenger" in page and "not enough outcomes" not in page

@@ -145,6 +145,9 @@ def _assert_realized_matches_the_truth(
     hand_value = 500 * int((left & offer).sum()) - 100 * int(offer.sum())
     assert rows[0].data["realized_auc"] == pytest.approx(hand_auc, abs=1e-4)
     assert rows[0].data["realized_value"] == pytest.approx(hand_value)
+    # beside what the gate saw of the version: its holdout AUC, as its tag says
+    tags = churn_env.client.get_model_version("churn-classifier", "1").tags
+    assert rows[0].data["holdout_auc"] == pytest.approx(float(tags["holdout_auc"]), abs=1e-4)
     hand_recall = (left & offer).sum() / left.sum()
     assert rows[0].data["recall_at_offer"] == pytest.approx(hand_recall, abs=1e-4)
     assert performance.metadata["realized_auc"].value == pytest.approx(hand_auc, abs=1e-4)

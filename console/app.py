@@ -238,6 +238,8 @@ def overview(request: Request) -> HTMLResponse:
         realized=_table(console.settings.scores_folder / REALIZED_FOLDER / REALIZED_FILE),
         realized_plot=_image(console.settings.scores_folder / REALIZED_FOLDER / REALIZED_PLOT),
         uplift="uplift_version" in first.columns,
+        production=models.production(console.settings, console.settings.model_name),
+        last_scoring=data.last_scoring(),
         drift=kept_json(console.settings.scores_folder / drift.KEPT),
         next_retrain=retraining.next_weekly(datetime.now(UTC)),
     )

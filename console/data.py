@@ -101,6 +101,11 @@ class ConsoleData:
             found[column] = [str(value) for (value,) in rows if value is not None]
         return found
 
+    def last_scoring(self) -> str | None:
+        """The date the latest kept scoring is true on (its snapshot's date)."""
+        kept = realized.scorings(self.folder)
+        return kept[-1][0].isoformat() if kept else None
+
     def latest_campaign(self) -> ledger.Campaign | None:
         made = ledger.campaigns(self.folder)
         return made[-1] if made else None

@@ -55,23 +55,29 @@ def versions(settings: ChurnSettings, name: str) -> list[VersionRow]:
     current = None if production is None else str(production.version)
     verifier = _verifier(settings)
     found = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version))
-    rows = []
-    for version in found:
-        tags = version.tags or {}
-        rows.append(
-            VersionRow(
-                model=name,
-                version=str(version.version),
-                created=_when(version.creation_timestamp),
-                verdict=tags.get(registry.GATE_TAG, "not evaluated"),
-                reason=tags.get(registry.GATE_REASON_TAG, "")[:400],
-                production=str(version.version) == current,
-                attested=_attested(verifier, version),
-                figures={k: v for k, v in sorted(tags.items()) if k.startswith(_FIGURE_PREFIXES)},
-                contract=registry.contract_digest(version)[:12],
-            )
-        )
-    return rows
+    return [_row(name, version, verifier, str(version.version) == current) for version in found]
+
+
+def production(settings: ChurnSettings, name: str) -> VersionRow | None:
+    """The version of `name` in production, as `versions` shows it; None before any."""
+    client = tracking.client(settings)
+    version = registry.production_version(client, name, settings.production_alias)
+    return None if version is None else _row(name, version, _verifier(settings), True)
+
+
+def _row(name: str, version: ModelVersion, verifier: Verifier | str, current: bool) -> VersionRow:
+    tags = version.tags or {}
+    return VersionRow(
+        model=name,
+        version=str(version.version),
+        created=_when(version.creation_timestamp),
+        verdict=tags.get(registry.GATE_TAG, "not evaluated"),
+        reason=tags.get(registry.GATE_REASON_TAG, "")[:400],
+        production=current,
+        attested=_attested(verifier, version),
+        figures={k: v for k, v in sorted(tags.items()) if k.startswith(_FIGURE_PREFIXES)},
+        contract=registry.contract_digest(version)[:12],
+    )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from churn_assets.assets.scoring import churn_scores
 from churn_assets.ml.data.snapshots import SnapshotError
 from churn_assets.ml.evaluation import plots, realized
 from churn_assets.ml.registry import tracking
-from churn_assets.resources import ChurnSettingsResource
+from churn_assets.resources import ChurnSettingsResource, deployment_floor
 
 
 @retrain_asset(deps=[churn_scores], kinds={"parquet", "mlflow"})
@@ -29,7 +29,7 @@ def realized_performance(
     plot: dict[str, dg.MetadataValue] = {}
     png: bytes | None = None
     if not table.empty:
-        png = plots.realized_plot(table)
+        png = plots.realized_plot(table, deployment_floor().min_auc)
         plot = {"plot": dg.MetadataValue.md(plots.markdown_image(png, "realized AUC"))}
         first = date.fromisoformat(str(table["scoring_date"].iloc[0])).toordinal()
         for row in table.itertuples():

@@ -117,8 +117,10 @@ def learning_curve_plot(rows: list[int], aucs: list[float], available: int) -> b
     return _png(figure)
 
 
-def realized_plot(table: pd.DataFrame) -> bytes:
-    """Realized AUC per scoring date, one line per model version; hollow while still open."""
+def realized_plot(table: pd.DataFrame, floor: float | None = None) -> bytes:
+    """Realized AUC per scoring date, one line per model version; hollow while still open.
+    Each version's holdout AUC (what the gate judged) dashed in its colour over its dates, and
+    the gate's floor in grey."""
     figure, axis = plt.subplots(figsize=(7, 4))
     for version, scored in table.groupby("model_version", sort=False):
         rows = scored.dropna(subset=["realized_auc"])
@@ -126,6 +128,10 @@ def realized_plot(table: pd.DataFrame) -> bytes:
             continue
         days = pd.to_datetime(rows["scoring_date"])
         (line,) = axis.plot(days, rows["realized_auc"], label=f"v{version}")
+        holdout = rows["holdout_auc"].dropna() if "holdout_auc" in rows else pd.Series()
+        if not holdout.empty:
+            span = [days.min() - pd.Timedelta(days=2), days.max() + pd.Timedelta(days=2)]
+            axis.plot(span, [holdout.iloc[0]] * 2, linestyle="--", color=line.get_color())
         complete = rows["window_complete"].to_numpy(dtype=bool)
         axis.scatter(days[complete], rows["realized_auc"][complete], color=line.get_color())
         axis.scatter(
@@ -134,9 +140,15 @@ def realized_plot(table: pd.DataFrame) -> bytes:
             facecolors="none",
             edgecolors=line.get_color(),
         )
-    axis.set(xlabel="scoring date", ylabel="realized AUC", title="Realized AUC of sent scores")
+    if floor is not None and axis.lines:
+        axis.axhline(floor, color="grey", linewidth=1, label=f"gate floor {floor:.2f}")
+    axis.set(
+        xlabel="scoring date",
+        ylabel="AUC",
+        title="Realized AUC of sent scores (dashed: the version's holdout AUC)",
+    )
     if axis.get_legend_handles_labels()[0]:
-        axis.legend(loc="lower left")
+        axis.legend(loc="lower left", fontsize=8)
     figure.autofmt_xdate()
     return _png(figure)
 

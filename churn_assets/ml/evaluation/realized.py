@@ -35,6 +35,8 @@ from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.stores import snapshot_store
 
 HISTORY_FOLDER = "history"
+#: The version tag holding its holdout AUC (the gate's figure), shown beside realized AUC.
+HOLDOUT_AUC_TAG = "holdout_auc"
 _FILE = "churn_scores.parquet"
 #: What every kept scoring holds after the customer's ID (named as the contract named it), in
 #: this order; the rest of the scores file's columns (rank, segments, carried features, reasons)
@@ -254,6 +256,9 @@ def realized_now(settings: ChurnSettings) -> tuple[str, pd.DataFrame]:
         {str(v.version): version_economics(v.tags or {}, default) for v in versions},
         default,
     )
+    # what the gate saw of each version, beside what its scores did: the holdout AUC
+    holdout = {str(v.version): float((v.tags or {}).get(HOLDOUT_AUC_TAG, "nan")) for v in versions}
+    table[HOLDOUT_AUC_TAG] = table["model_version"].map(holdout).astype(float)
     return as_of, table
 
 
