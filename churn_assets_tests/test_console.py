@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churn_assets.ml.campaigns import ledger
-from churn_assets.ml.evaluation import drift
+from churn_assets.ml.evaluation import drift, realized
 from churn_assets.ml.files import keep_json
 from churn_assets_tests.conftest import PromotedStore, copied_store
 from console.app import create_app
@@ -227,6 +227,11 @@ def test_the_campaigns_and_overview_pages_read_what_the_graph_kept(
     # no extract has landed on this store (test_retraining checks the record the drift check
     # keeps); then the kept record, as the overview shows it; and the schedule's next tick
     assert "not checked yet: no extract has landed" in overview.text
+    # the churn model in production, its gate verdict and attestation, and the last scoring
+    assert re.search(r'version 1</a>, gate passed: auc &gt;= min_auc [\d.]+ vs', overview.text)
+    assert "attested: yes" in overview.text
+    last = realized.scorings(settings.scores_folder)[-1][0].isoformat()
+    assert f"{last}, by version 1" in overview.text
     record = drift.kept_record(None, "1", "drift not measured: <reason>")
     keep_json(settings.scores_folder / drift.KEPT, record)
     assert "drift not measured: &lt;reason&gt;" in lead.get("/").text
