@@ -16,8 +16,9 @@ COPY console console
 RUN uv sync --frozen --no-group dev --no-editable
 
 FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
+# /data/state/console: the console's own volume, which Docker creates owned as here
 RUN useradd --create-home --uid 10001 churn \
-    && mkdir -p /opt/dagster/dagster_home /data \
+    && mkdir -p /opt/dagster/dagster_home /data/state/console \
     && chown -R churn /opt/dagster /data
 COPY --from=build /opt/venv /opt/venv
 COPY deploy/dagster/dagster.yaml deploy/dagster/workspace.yaml /opt/dagster/dagster_home/

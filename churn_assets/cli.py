@@ -123,6 +123,13 @@ def _rollback(args: argparse.Namespace) -> int:
 
     settings = ChurnSettings()
     name = settings.uplift_model_name if args.uplift else settings.model_name
+    if args.uplift and settings.uplift_model_name == settings.model_name:
+        print(
+            "rollback refused: CHURN_UPLIFT_MODEL_NAME names the churn model; withdrawing it "
+            "would leave the API without a model",
+            file=sys.stderr,
+        )
+        return 1
     try:
         move = registry.open_registry(settings, name).rollback(args.to_version, args.uplift)
     except registry.WRITE_REFUSALS as refusal:

@@ -5,7 +5,9 @@ is the filtered scores and is audited, a viewer cannot download, and typed text 
 import html
 import json
 import re
+import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
@@ -179,6 +181,22 @@ def test_a_customer_page_shows_every_kept_scoring_and_the_arms(
         )
         assert f">{html.escape(shown)}</" in page.text, column
     assert lead.get("/customer/nobody-by-that-id").status_code == 404
+    # a newer version's kept scoring of a later date (as before a rollback re-scored by the
+    # version the scores file holds): the page's current row is still the scores file's
+    kept = realized.scorings(settings.scores_folder)[-1]
+    later = realized.keep_scores(
+        settings.scores_folder / "churn_scores.parquet",
+        settings.scores_folder,
+        kept[0] + timedelta(days=7),
+        "9",
+        "customerID",
+    )
+    try:
+        again = lead.get(f"/customer/{customer}").text
+        assert f"In the latest scoring ({kept[0].isoformat()}, model version 1)" in again
+        assert f"{kept[0].isoformat()}, by version 1" in lead.get("/").text
+    finally:
+        shutil.rmtree(later.parent.parent)
     campaign = ledger.campaigns(settings.scores_folder)[-1]
     arms = ledger.read_assignments(settings.scores_folder, campaign.id)
     treated = int((arms["arm"] == "treatment").sum())
@@ -228,7 +246,7 @@ def test_the_campaigns_and_overview_pages_read_what_the_graph_kept(
     # keeps); then the kept record, as the overview shows it; and the schedule's next tick
     assert "not checked yet: no extract has landed" in overview.text
     # the churn model in production, its gate verdict and attestation, and the last scoring
-    assert re.search(r'version 1</a>, gate passed: auc &gt;= min_auc [\d.]+ vs', overview.text)
+    assert re.search(r"version 1</a>, gate passed: auc &gt;= min_auc [\d.]+ vs", overview.text)
     assert "attested: yes" in overview.text
     last = realized.scorings(settings.scores_folder)[-1][0].isoformat()
     assert f"{last}, by version 1" in overview.text
@@ -259,6 +277,14 @@ def test_behind_a_trusted_proxy_its_header_names_the_user_and_nothing_else_does(
         answer = proxy.get("/list.csv", headers={"X-Forwarded-User": name})
         assert answer.status_code == download
     assert proxy.get("/").status_code == 403  # the proxy sent nobody
+    # a client's own value that the proxy appended to, instead of replacing: refused
+    twice = [("X-Forwarded-User", "mallory"), ("X-Forwarded-User", "lea")]
+    assert proxy.get("/", headers=twice).status_code == 403
+    # an IPv4 proxy as a dual-stack listener sees it
+    mapped = TestClient(app, client=("::ffff:10.0.0.5", 40000))
+    assert mapped.get("/", headers={"X-Forwarded-User": "lea"}).status_code == 200
+    # health checks and probes answer in either mode, without a session
+    assert TestClient(app, client=("172.17.0.1", 1)).get("/healthz").status_code == 200
     assert proxy.get("/", headers={"X-Forwarded-User": "mallory"}).status_code == 403
     # the header from anywhere but the proxy, even with a forwarded-for naming the proxy
     elsewhere = TestClient(app, client=("10.0.1.5", 40000))
@@ -275,3 +301,9 @@ def test_behind_a_trusted_proxy_its_header_names_the_user_and_nothing_else_does(
     assert refused.status_code == 401
     with pytest.raises(ValueError, match="CHURN_CONSOLE_TRUSTED_PROXIES"):
         ConsoleSettings(CHURN_CONSOLE_TRUSTED_HEADER="X-Forwarded-User")
+    for loose in ("10.0.0.5/8", "0.0.0.0/0"):  # host bits set, or every address
+        with pytest.raises(ValueError):
+            ConsoleSettings(
+                CHURN_CONSOLE_TRUSTED_HEADER="X-Forwarded-User",
+                CHURN_CONSOLE_TRUSTED_PROXIES=loose,
+            )

@@ -749,3 +749,9 @@ def test_the_console_reads_what_the_platform_keeps_and_nothing_else() -> None:
     assert volumes[env["CHURN_STATE_DIR"] + "/console"].startswith("console-state:")
     assert console["read_only"] is True and console["command"] == ["python", "-m", "console"]
     assert "COPY console console" in (REPO / "Dockerfile").read_text()
+    # its volume's mount point exists in the image, owned by the user it runs as, so Docker
+    # creates the volume writable
+    assert "mkdir -p /opt/dagster/dagster_home /data/state/console" in (
+        (REPO / "Dockerfile").read_text()
+    )
+    assert "/healthz" in " ".join(console["healthcheck"]["test"])

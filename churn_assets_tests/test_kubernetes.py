@@ -577,3 +577,12 @@ def test_the_console_reads_the_scores_read_only_and_writes_only_its_folder() -> 
     port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
     env = {e["name"]: e["value"] for e in container["env"]}
     assert int(env["CHURN_CONSOLE_PORT"]) == port == _service_port("churn-console", "http")
+    # probes that answer in either login mode (/login redirects behind a trusted proxy)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert console["securityContext"]["fsGroup"] == console["securityContext"]["runAsUser"]
+    # only pods labelled for it (the ingress controller) reach it
+    policy = _named("NetworkPolicy")["churn-console"]["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "churn-console"}}
+    (rule,) = policy["ingress"]
+    assert rule["from"][0]["podSelector"] == {"matchLabels": {"churn/console-access": "true"}}

@@ -166,18 +166,45 @@ def test_a_version_clearly_worse_than_production_uplift_is_refused() -> None:
     interval is below 0 (a version as good, fitted on more outcomes, replaces it)."""
     rows, _ = _world(20_000, 3)
     rows = rows.reset_index(drop=True)
+    ids = rows[TELCO.id_column]
     truth = uplift.prevented(rows)
     order = np.argsort(np.argsort(truth)) / len(rows)  # the estimates' own ranking, in [0, 1)
     knows = order * 0.6 - 0.1  # uplift that offers the top of the estimates
     worse = knows[::-1].copy()  # the same values, offered to the bottom
-    clearly = uplift.against_production(rows, worse, knows, "4", SAVED, COST, uplift.SEED)
+    clearly = uplift.against_production(rows, worse, knows, "4", SAVED, COST, uplift.SEED, ids)
     assert clearly.difference_high < 0 and not clearly.not_worse
     assert clearly.words == "the production uplift version 4 targets better"
-    same = uplift.against_production(rows, knows, knows, "4", SAVED, COST, uplift.SEED)
+    same = uplift.against_production(rows, knows, knows, "4", SAVED, COST, uplift.SEED, ids)
     assert (same.difference, same.difference_low, same.difference_high) == (0.0, 0.0, 0.0)
     assert same.not_worse
-    better = uplift.against_production(rows, knows, worse, "4", SAVED, COST, uplift.SEED)
+    better = uplift.against_production(rows, knows, worse, "4", SAVED, COST, uplift.SEED, ids)
     assert better.difference_low > 0 and better.not_worse
+
+
+def test_a_customer_in_many_campaigns_is_one_draw_of_the_bootstrap() -> None:
+    """The same customers seen in four campaigns carry no more evidence than the customers
+    themselves: the interval must not narrow as if they were four times as many."""
+    rows, _ = _world(8_000, 9)
+    rows = rows.reset_index(drop=True)
+    order = np.argsort(np.argsort(uplift.prevented(rows))) / len(rows)
+    knows = order * 0.6 - 0.1
+    once = uplift.against_production(
+        rows, knows, knows[::-1].copy(), "1", SAVED, COST, uplift.SEED, rows[TELCO.id_column]
+    )
+    four = pd.concat([rows] * 4, ignore_index=True)
+    again = uplift.against_production(
+        four,
+        np.tile(knows, 4),
+        np.tile(knows[::-1], 4),
+        "1",
+        SAVED,
+        COST,
+        uplift.SEED,
+        four[TELCO.id_column],
+    )
+    assert again.difference == pytest.approx(once.difference)
+    width = once.difference_high - once.difference_low
+    assert again.difference_high - again.difference_low == pytest.approx(width, rel=0.2)
 
 
 def test_the_api_returns_uplift_and_expected_value_and_refuses_a_hand_moved_alias(

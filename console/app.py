@@ -105,12 +105,17 @@ class Console:
         the proxy; no CSRF token (there is no form to post: the proxy signs users out)."""
         peer = request.client.host if request.client else ""
         try:
-            trusted = any(ip_address(peer) in net for net in self.settings.proxy_networks)
+            address = ip_address(peer)
         except ValueError:  # not an IP address (a Unix socket)
-            trusted = False
-        if not trusted:
+            address = None
+        if address is not None and address.version == 6 and address.ipv4_mapped:
+            address = address.ipv4_mapped  # a dual-stack listener's view of an IPv4 proxy
+        if address is None or not any(address in n for n in self.settings.proxy_networks):
             raise HTTPException(403, "sign in through the authenticating proxy")
-        name = request.headers.get(header, "")
+        # one value: a proxy that appends to a client's own header instead of replacing it
+        # would otherwise let the client's value win
+        values = request.headers.getlist(header)
+        name = values[0] if len(values) == 1 else ""
         known = users.load(self.settings.users_path).get(name) if name else None
         if known is None:
             raise HTTPException(403, "your account is not a console user: ask a lead to add it")
@@ -166,6 +171,13 @@ async def _no_scores(request: Request, error: Exception) -> Response:
 
 
 router = APIRouter()
+
+
+@router.get("/healthz")
+def health() -> Response:
+    """For health checks and probes: the process answers (no session, no data read), in
+    either login mode."""
+    return Response("ok", media_type="text/plain", headers=_HEADERS)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -238,7 +250,7 @@ def overview(request: Request) -> HTMLResponse:
         realized=_table(console.settings.scores_folder / REALIZED_FOLDER / REALIZED_FILE),
         realized_plot=_image(console.settings.scores_folder / REALIZED_FOLDER / REALIZED_PLOT),
         uplift="uplift_version" in first.columns,
-        production=models.production(console.settings, console.settings.model_name),
+        production=_production(console.settings),
         last_scoring=data.last_scoring(),
         drift=kept_json(console.settings.scores_folder / drift.KEPT),
         next_retrain=retraining.next_weekly(datetime.now(UTC)),
@@ -345,6 +357,15 @@ def model_versions(request: Request) -> HTMLResponse:
     return console.render(
         "models.html", user=user, csrf=token, listed=listed, compared=compared, chosen=chosen
     )
+
+
+def _production(settings: ConsoleSettings) -> models.VersionRow | str | None:
+    """The churn model in production, or why the registry could not say (the overview reads
+    the kept files whatever happens to the registry)."""
+    try:
+        return models.production(settings, settings.model_name)
+    except Exception as error:  # any failure to reach or read the store: shown by kind only
+        return f"the registry could not be read ({type(error).__name__})"
 
 
 def _customer_chart(history: list[dict[str, Any]]) -> str:

@@ -102,9 +102,11 @@ class ConsoleData:
         return found
 
     def last_scoring(self) -> str | None:
-        """The date the latest kept scoring is true on (its snapshot's date)."""
-        kept = realized.scorings(self.folder)
-        return kept[-1][0].isoformat() if kept else None
+        """The date the current scoring is true on (its snapshot's date): the newest kept by
+        the version that wrote the scores file."""
+        version = self.current_version()
+        days = [day for day, by, _ in realized.scorings(self.folder) if by == version]
+        return days[-1].isoformat() if days else None
 
     def latest_campaign(self) -> ledger.Campaign | None:
         made = ledger.campaigns(self.folder)
@@ -210,14 +212,28 @@ class ConsoleData:
         names = [column for column, *_ in found.description or []]
         rows = [dict(zip(names, row, strict=True)) for row in found.fetchall()]
         rows.sort(key=lambda r: (r["scoring_date"], _version_order(r["model_version"])))
-        day, version, _ = kept[-1]
-        latest = rows[-1] if rows else None
-        if latest is None or (latest["scoring_date"], latest["model_version"]) != (
-            day.isoformat(),
-            version,
-        ):
-            latest = None
+        # the scoring today's list is: the newest kept by the version the scores file holds
+        # (after a rollback, an older version re-scores a date a newer one scored first)
+        version = self.current_version()
+        theirs = [day for day, by, _ in kept if by == version]
+        latest = next(
+            (
+                row
+                for row in reversed(rows)
+                if theirs
+                and (row["scoring_date"], row["model_version"]) == (theirs[-1].isoformat(), version)
+            ),
+            None,
+        )
         return latest, rows
+
+    def current_version(self) -> str | None:
+        """The version that wrote the current scores file (every row holds it)."""
+        first = pq.ParquetFile(self.scores_file)
+        if first.metadata.num_rows == 0:
+            return None
+        column = first.read_row_group(0, columns=["model_version"]).column(0)
+        return str(column[0].as_py()) if len(column) else None
 
 
 def _version_order(version: str) -> tuple[int, str]:

@@ -55,11 +55,20 @@ class ConsoleSettings(ChurnSettings):
 
     @property
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [
-            ipaddress.ip_network(part.strip(), strict=False)
+        """The proxy's networks, written exactly (10.0.0.5/8, with host bits, is refused: it
+        would trust all of 10.0.0.0/8); a network of the whole internet is refused."""
+        networks = [
+            ipaddress.ip_network(part.strip())
             for part in self.trusted_proxies.split(",")
             if part.strip()
         ]
+        for network in networks:
+            if network.prefixlen == 0:
+                raise ValueError(
+                    f"CHURN_CONSOLE_TRUSTED_PROXIES: {network} trusts every address; name the "
+                    "proxy's own"
+                )
+        return networks
 
     @property
     def console_folder(self) -> Path:

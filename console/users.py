@@ -55,8 +55,12 @@ def load(path: Path) -> dict[str, tuple[str, Role]]:
         raise UsersFileError(f"{path}: expected a mapping of user names")
     users = {}
     for name, entry in found.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("password_hash", ""), str):
+        if not isinstance(entry, dict):
             raise UsersFileError(f"{path}: user {str(name)[:MAX_NAME]!r} is not a mapping")
+        if not isinstance(entry.get("password_hash", ""), str):
+            raise UsersFileError(
+                f"{path}: user {str(name)[:MAX_NAME]!r}'s password_hash is not text"
+            )
         try:
             role = Role(entry.get("role", Role.viewer.value))
         except ValueError:
@@ -84,9 +88,12 @@ def add(path: Path, name: str, password: str | None, role: Role) -> None:
     if (
         not name
         or len(name) > MAX_NAME
-        or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        or not name.replace("-", "").replace("_", "").replace(".", "").replace("@", "").isalnum()
     ):
-        raise UsersFileError(f"user name {name[:MAX_NAME]!r}: letters, digits, - _ . only")
+        raise UsersFileError(
+            f"user name {name[:MAX_NAME]!r}: letters, digits, - _ . @ only (an e-mail address "
+            "is a name, as an authenticating proxy may send it)"
+        )
     if password is not None and len(password) < 12:
         raise UsersFileError("a password needs at least 12 characters")
     entries = {n: {"password_hash": h, "role": r.value} for n, (h, r) in load(path).items()}

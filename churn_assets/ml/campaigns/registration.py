@@ -112,8 +112,13 @@ def register(
         reference_version=None if against is None else against.version,
         judged_on=f"{verdict.customers} held-out experimental customers",
     )
+    # compared with the version the comparison was made against: promotion is refused if
+    # production moved since (compare-and-set under the registry's lock)
     production = opened.production()
-    opened.record_verdict(number, result, None if production is None else str(production.version))
+    compared = against.version if against is not None else None
+    if compared is None and production is not None:
+        compared = str(production.version)
+    opened.record_verdict(number, result, compared)
     if not verdict.beats_probability:
         return Registered(number, False, f"not promoted: {verdict.words}")
     if against is not None and not against.not_worse:
@@ -145,14 +150,18 @@ def against_production(
         return f"{what} reads another data contract"
     try:
         loaded = artifacts.load_version(verifier, production, opened.store, attested=True)
+        theirs = uplift.predicted_uplift(loaded.pipeline, found.held_out)
     except SignatureError as refusal:
         return str(refusal)
+    except Exception as error:  # unreadable files, not an uplift pipeline: nothing to defer to
+        return f"{what} could not be read or run ({type(error).__name__})"
     return uplift.against_production(
         found.held_out,
         found.uplift,
-        uplift.predicted_uplift(loaded.pipeline, found.held_out),
+        theirs,
         str(production.version),
         saved_value,
         offer_cost,
         uplift.SEED,
+        found.held_out[contract.id_column],
     )

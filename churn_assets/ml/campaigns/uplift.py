@@ -28,7 +28,9 @@ value - offer cost. Targeting by uplift (expected incremental value above 0) is 
 targeting by churn probability as the campaigns did (their thresholds), with a bootstrap 95%
 interval of the difference; the Qini coefficient of each ranking (the same weighted estimate,
 cumulated down the ranking, against random order) says which ranks better. Uplift targeting
-beats probability targeting when the interval lies above 0.
+beats probability targeting when the interval lies above 0. The bootstrap resamples customers
+(a customer in several campaigns brings all their rows), so repeated customers do not narrow
+the interval.
 """
 
 from __future__ import annotations
@@ -278,16 +280,22 @@ class UpliftVerdict:
 
 
 def judge(
-    rows: pd.DataFrame, uplift: np.ndarray, saved_value: float, offer_cost: float, seed: int
+    rows: pd.DataFrame,
+    uplift: np.ndarray,
+    saved_value: float,
+    offer_cost: float,
+    seed: int,
+    customers: pd.Series,
 ) -> UpliftVerdict:
     """Targeting by uplift (expected incremental value above 0) against targeting by churn
-    probability as the campaigns did, on held-out `rows` with the model's `uplift`."""
+    probability as the campaigns did, on held-out `rows` with the model's `uplift`
+    (`customers`: each row's customer, the bootstrap's unit)."""
     gain = prevented(rows) * saved_value - offer_cost
     by_uplift = expected_incremental_value(uplift, saved_value, offer_cost) > 0
     by_probability = rows[TARGETED].to_numpy(dtype=bool)
     n = len(rows)
     per_customer = np.where(by_uplift, gain, 0.0) - np.where(by_probability, gain, 0.0)
-    difference, low, high = _paired(per_customer, seed)
+    difference, low, high = _paired(per_customer, customers, seed)
     t = rows[TREATED].to_numpy(dtype=bool)
     probability = rows[PROBABILITY].to_numpy(dtype=float)
     top = np.zeros(n, dtype=bool)
@@ -309,14 +317,18 @@ def judge(
     )
 
 
-def _paired(per_customer: np.ndarray, seed: int) -> tuple[float, float, float]:
-    """The mean of per-customer differences per 1,000 customers, with a bootstrap 95% interval
-    (customers resampled, so both policies are judged on the same draw)."""
-    n = len(per_customer)
+def _paired(per_row: np.ndarray, customers: pd.Series, seed: int) -> tuple[float, float, float]:
+    """The mean of per-row differences per 1,000 rows, with a bootstrap 95% interval that
+    resamples customers, not rows: a customer in several campaigns is one draw with all their
+    rows (their outcomes are not independent), and both policies are judged on the same draw."""
+    codes, _ = pd.factorize(customers.to_numpy())
+    sums = np.bincount(codes, weights=per_row)
+    sizes = np.bincount(codes).astype(float)
     rng = np.random.default_rng(seed)
-    spread = 1000 * per_customer[rng.integers(0, n, size=(_BOOTSTRAP, n))].mean(axis=1)
+    drawn = rng.integers(0, len(sums), size=(_BOOTSTRAP, len(sums)))
+    spread = 1000 * sums[drawn].sum(axis=1) / sizes[drawn].sum(axis=1)
     low, high = np.quantile(spread, [0.025, 0.975])
-    return 1000 * float(per_customer.mean()), float(low), float(high)
+    return 1000 * float(per_row.mean()), float(low), float(high)
 
 
 @dataclass(frozen=True)
@@ -358,14 +370,16 @@ def against_production(
     saved_value: float,
     offer_cost: float,
     seed: int,
+    customers: pd.Series,
 ) -> AgainstProduction:
     """Targeting by `uplift` against targeting by the production version's `production`
-    uplift, each offering where its expected incremental value is above 0."""
+    uplift, each offering where its expected incremental value is above 0 (`customers`: each
+    row's customer, the bootstrap's unit)."""
     gain = prevented(rows) * saved_value - offer_cost
     mine = expected_incremental_value(uplift, saved_value, offer_cost) > 0
     theirs = expected_incremental_value(production, saved_value, offer_cost) > 0
     per_customer = np.where(mine, gain, 0.0) - np.where(theirs, gain, 0.0)
-    return AgainstProduction(version, *_paired(per_customer, seed))
+    return AgainstProduction(version, *_paired(per_customer, customers, seed))
 
 
 @dataclass(frozen=True)
@@ -413,7 +427,8 @@ def evaluate(
     pipeline = fit(rows.loc[~judged], contract, seed)
     test = rows.loc[judged].reset_index(drop=True)
     uplift = predicted_uplift(pipeline, test)
-    return Evaluation(pipeline, test, uplift, judge(test, uplift, saved_value, offer_cost, seed))
+    verdict = judge(test, uplift, saved_value, offer_cost, seed, test[contract.id_column])
+    return Evaluation(pipeline, test, uplift, verdict)
 
 
 def qini(estimates: np.ndarray, score: np.ndarray) -> float:

@@ -363,10 +363,10 @@ class ModelRegistry:
                 )
             target = to_version or current.tags.get(PREVIOUS_TAG)
             if withdraw and to_version is None and target == NO_VERSION:
-                self.tag(str(current.version), {ROLLED_BACK_TO_TAG: NO_VERSION})
                 self.client.delete_registered_model_alias(self.name, self.alias)
                 if self.production() is not None:
                     raise PromotionRefusedError(f"{self.name}@{self.alias} was not withdrawn")
+                self.tag(str(current.version), {ROLLED_BACK_TO_TAG: NO_VERSION})
                 return AliasMove(self.name, self.alias, NO_VERSION, str(current.version), True)
             if not target or target == NO_VERSION:
                 raise PromotionRefusedError(
