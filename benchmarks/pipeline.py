@@ -92,7 +92,8 @@ def measure(args: list[str], env: dict[str, str]) -> Measured:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_"))}
-    env.update(extra)
+    # no reasons: the plain script computes none, and like is timed against like
+    env.update(CHURN_SCORES_REASONS="0", **extra)
     return env
 
 

@@ -58,6 +58,8 @@ DEMO_ENV = {
     "CHURN_EXPLORE_FRACTION": "0.05",
     # a demo's few thousand customers: an uplift model once 500 have an outcome in each arm
     "CHURN_UPLIFT_MIN_OUTCOMES": "500",
+    # reasons off: the demo is about what offers do, and its weekly models explain slowly
+    "CHURN_SCORES_REASONS": "0",
 }
 #: The version whose policy challenges production's from --challenger-from on: the first, which
 #: chose its threshold by the assumed effect.

@@ -426,8 +426,6 @@ def _promote_once(root: Path, sample_csv: Path) -> Any:
         shutil.copy(sample_csv, data)
         patch.setenv("CHURN_DATA_PATH", str(data))
         patch.setenv("CHURN_STATE_DIR", str(root / "state"))
-        # each customer's top two reasons, as the retention console shows them
-        patch.setenv("CHURN_SCORES_REASONS", "2")
         env = ChurnEnv(root, data, root / "state", root / "storage")
         (root / "home").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "home")) as dagster_instance:

@@ -121,6 +121,24 @@ def test_the_list_filters_sorts_and_pages_as_the_scores_file_says(
     assert "<script" not in page.text and "http" not in page.text.split("<body")[1]
 
 
+def test_the_list_says_when_its_scoring_has_no_reasons(
+    lead: TestClient, settings: ConsoleSettings, tmp_path: Path
+) -> None:
+    assert "This scoring has no reasons" not in lead.get("/list").text  # 3 by default
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    scores = pd.read_parquet(settings.scores_folder / "churn_scores.parquet")
+    assert [c for c in scores.columns if c.startswith("reason_")] == [
+        "reason_1",
+        "reason_2",
+        "reason_3",
+    ]
+    scores.filter(regex="^(?!reason_)").to_parquet(bare / "churn_scores.parquet")
+    unexplained = settings.model_copy(update={"scores_dir": bare})
+    page = _client(unexplained, "lea").get("/list").text
+    assert "This scoring has no reasons" in page and "CHURN_SCORES_REASONS=3" in page
+
+
 def test_typed_text_is_a_value_never_sql(lead: TestClient, scores: pd.DataFrame) -> None:
     for typed in ("' or 1=1 --", "%", "_", '"; drop table x; --'):
         answer = lead.get("/list", params={"search": typed, "sort": "rank; drop"})

@@ -276,6 +276,7 @@ def customer_list(request: Request) -> HTMLResponse:
         link=lambda **change: "/list?" + urlencode({**base, **change}),
         download="/list.csv?" + urlencode(base),
         lead=user.role is Role.lead,
+        reasons=any(column.startswith("reason_") for column in page.columns),
     )
 
 
