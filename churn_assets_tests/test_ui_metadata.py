@@ -99,7 +99,7 @@ def test_a_run_writes_readable_metadata_and_links_to_the_running_mlflow_ui(
     assert by_key[("evaluation_report", "settings")]["offer_cost"] == 100.0
     gate = by_key[("quality_gate", "thresholds")]
     assert (gate["applied"]["min_auc"], gate["floor"]["min_auc"]) == (0.65, 0.6)
-    assert by_key[("churn_scores", "settings")] == {"reasons_per_customer": 0}
+    assert by_key[("churn_scores", "settings")] == {"reasons_per_customer": 3}
     assert set(by_key[("churn_rate_plausible", "contract")]) == {"min", "max"}  # its bounds
 
     run = by_key[("churn_model", "mlflow_run")]
