@@ -329,7 +329,8 @@ def _realized(args: argparse.Namespace) -> int:
         return 0
     print(
         f"  {'scored on':<10}  {'version':>7}  {'customers':>9}  {'days':>4}  {'churned':>7}  "
-        f"{'AUC':>5}  {'offered':>7}  {'precision':>9}  {'recall':>6}  {'value/1000':>10}"
+        f"{'AUC':>5}  {'offered':>7}  {'precision':>9}  {'recall':>6}  {'value/1000':>10}  "
+        "offers by"
     )
     for row in table.itertuples():
 
@@ -341,7 +342,8 @@ def _realized(args: argparse.Namespace) -> int:
             f"  {row.scoring_date:<10}  {row.model_version:>7}  {row.customers:>9,}  "
             f"{days:>4}  {row.churners:>7,}  {shown(row.realized_auc, '.3f'):>5}  "
             f"{row.offered:>7,}  {shown(row.precision_at_offer, '.1%'):>9}  "
-            f"{shown(row.recall_at_offer, '.1%'):>6}  {row.realized_value_per_1000:>10,.0f}"
+            f"{shown(row.recall_at_offer, '.1%'):>6}  {row.realized_value_per_1000:>10,.0f}  "
+            f"{row.offers_by}"
         )
     if not table["window_complete"].all():
         print("  (* window still open: figures so far)")

@@ -69,6 +69,7 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     assert "offers for the CRM" in log
     assert log.count("ok     contact_log") == 5  # a log a week, each recorded
 
+    _realized_says_who_offered(out, shell_env, weeks)
     listed = run_command([CHURN, "campaigns"], {**shell_env, "CHURN_STATE_DIR": str(out)})
     assert listed.returncode == 0, listed.stderr
     assert "  challenger v1 " in listed.stdout
@@ -83,6 +84,17 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
         ]
         assert re.search(r"\+?-?\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", row), row
         assert re.search(r"\d+%\s+[+-]\d\.\d{3}$", row), row  # reached, per contact
+
+
+def _realized_says_who_offered(out: Path, shell_env: dict[str, str], weeks: list[str]) -> None:
+    """`churn realized`: weeks 0 to 3 (week 4's scoring is today's: no outcome yet) judged as
+    offered by the churn version's threshold, the uplift model not having chosen them."""
+    judged = run_command([CHURN, "realized"], {**shell_env, "CHURN_STATE_DIR": str(out)})
+    assert judged.returncode == 0, judged.stderr
+    lines = judged.stdout.splitlines()
+    assert lines[1].endswith("offers by")
+    assert [line.split()[0] for line in lines[2:6]] == [w.split("(")[1][:10] for w in weeks[:4]]
+    assert all(line.endswith("churn probability") for line in lines[2:6])
 
 
 def _assert_uplift_targeting_took_over(out: Path, weeks: list[str]) -> None:

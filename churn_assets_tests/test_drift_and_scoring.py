@@ -230,6 +230,7 @@ def test_a_base_scored_a_partition_at_a_time_is_ranked_as_in_one_piece(
             assert history[column].astype(str).tolist() == by_id[column].astype(str).tolist()
     assert np.abs(history["churn_probability"] - by_id["churn_probability"]).max() <= 1e-12
     assert realized.read_kept(kept).columns.tolist() == first
+    assert realized.offers_by(kept) == "churn probability"  # no uplift model scored it
     # a base larger than one sorted run: each run sorted, its row groups narrow ID ranges
     monkeypatch.setattr(realized, "SORT_ROWS", 2_000)
     monkeypatch.setattr(realized, "GROUP_ROWS", 500)

@@ -21,6 +21,7 @@ from churn_assets.assets.scoring import scoring_model
 from churn_assets.ml.campaigns import ledger, registration, uplift
 from churn_assets.ml.campaigns.assignment import Arm
 from churn_assets.ml.data.contract import default_contract
+from churn_assets.ml.evaluation import realized
 from churn_assets.ml.registry import artifacts, signing, tracking
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
@@ -309,6 +310,9 @@ def test_scoring_offers_and_the_campaign_targets_by_expected_incremental_value(
     assert result.success, failure_messages(result)
     scores = pd.read_parquet(settings.scores_folder / "churn_scores.parquet")
     assert (scores["uplift_version"] == "1").all()
+    # realized performance will judge these offers as the uplift model's, not the version's
+    latest = realized.scorings(settings.scores_folder)[-1][2]
+    assert realized.offers_by(latest) == "uplift v1"
     value = scores["expected_incremental_value"].to_numpy()
     np.testing.assert_allclose(value, scores["uplift"].to_numpy() * SAVED - COST, atol=1e-9)
     # offers go where they pay, whatever the churn probability says

@@ -30,6 +30,7 @@ from churn_assets.ml.data.contract import CHURN_DATE
 from churn_assets.ml.data.snapshots import SnapshotError
 from churn_assets.ml.evaluation.decision import Economics, version_economics
 from churn_assets.ml.files import replacing
+from churn_assets.ml.model.scoring import UPLIFT_VERSION
 from churn_assets.ml.registry import model_registry as registry
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.stores import snapshot_store
@@ -89,6 +90,15 @@ def keep_scores(
     return path
 
 
+def offers_by(path: Path) -> str:
+    """Who chose a kept scoring's offers: "churn probability" (the version's threshold), or
+    "uplift vN" when an uplift version in production did (its `uplift_version` column)."""
+    if UPLIFT_VERSION not in pq.read_schema(path).names:
+        return "churn probability"
+    column = pq.ParquetFile(path).read_row_group(0, columns=[UPLIFT_VERSION]).column(0)
+    return f"uplift v{column[0].as_py()}" if len(column) else "churn probability"
+
+
 def read_kept(path: Path) -> pd.DataFrame:
     """A kept scoring's ID, probability and offer: what judging it needs."""
     names = pq.read_schema(path).names
@@ -126,6 +136,9 @@ class Realized:
     churn_rate_not_offered: float | None
     realized_value: float
     realized_value_per_1000: float
+    #: who chose the offers: the churn version's threshold, or an uplift version (whose offers
+    #: these figures then judge, by the churn version's probability only for the AUC)
+    offers_by: str = "churn probability"
 
 
 def judge(
@@ -136,6 +149,7 @@ def judge(
     outcomes_as_of: date,
     window_days: int,
     economics: Economics,
+    offers_by: str = "churn probability",
 ) -> Realized | None:
     """The scoring's figures with the outcomes known on `outcomes_as_of`; None before any."""
     observed = min((outcomes_as_of - scoring_date).days, window_days)
@@ -174,6 +188,7 @@ def judge(
         churn_rate_not_offered=share(left & ~offer, ~offer),
         realized_value=float(value),
         realized_value_per_1000=float(value * 1000 / max(len(scores), 1)),
+        offers_by=offers_by,
     )
 
 
@@ -198,6 +213,7 @@ def realized_table(
             outcomes_as_of,
             window_days,
             economics.get(version, default),
+            offers_by(path),
         )
         if judged is not None:
             rows.append(asdict(judged))
