@@ -30,6 +30,7 @@ from churn_assets.ml.evaluation.report import EvaluationReport
 from churn_assets.ml.files import keep_json
 from churn_assets.ml.registry import tracking
 from churn_assets.ml.settings import ChurnSettings
+from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import (
     ChurnSettingsResource,
     DaskResource,
@@ -257,6 +258,7 @@ def extract_drift(
         else tracking.load_run_dict(production.run_id, drift.PROFILE_ARTIFACT)
     )
     kept = churn_settings.scores_folder / drift.KEPT
+    snapshot = snapshot_store(churn_settings).current_id()  # the one the extract made
     if production is None or profile is None:
         reason = (
             "no production model yet"
@@ -264,7 +266,8 @@ def extract_drift(
             else f"production v{production.version} was trained without a data profile"
         )
         version = None if production is None else str(production.version)
-        keep_json(kept, drift.kept_record(None, version, f"drift not measured: {reason}"))
+        why = f"drift not measured: {reason}"
+        keep_json(kept, drift.kept_record(None, version, why, snapshot))
         return dg.AssetCheckResult(
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
@@ -279,7 +282,7 @@ def extract_drift(
         churn_settings.drift_unseen_warn,
         churn_settings.drift_min_rows_per_bin,
     )
-    keep_json(kept, drift.kept_record(report, str(production.version), ""))
+    keep_json(kept, drift.kept_record(report, str(production.version), "", snapshot))
     table = pd.DataFrame(
         [{**asdict(f), "unseen_levels": ", ".join(f.unseen_levels)} for f in report.features]
     ).rename(columns={"warn": "drifted"})

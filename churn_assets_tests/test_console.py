@@ -325,3 +325,13 @@ def test_behind_a_trusted_proxy_its_header_names_the_user_and_nothing_else_does(
                 CHURN_CONSOLE_TRUSTED_HEADER="X-Forwarded-User",
                 CHURN_CONSOLE_TRUSTED_PROXIES=loose,
             )
+
+
+def test_duckdb_holds_what_the_setting_allows_and_the_setting_is_a_size(
+    settings: ConsoleSettings,
+) -> None:
+    data = create_app(settings.model_copy(update={"query_memory": "512MB"})).state.console.data
+    limit = data._cursor().execute("select current_setting('memory_limit')").fetchone()
+    assert limit is not None and limit[0] in ("488.2 MiB", "512.0 MB", "488.2MiB")
+    with pytest.raises(ValueError):
+        ConsoleSettings(CHURN_CONSOLE_QUERY_MEMORY="1GB'; attach 'x'")

@@ -59,6 +59,7 @@ def test_extract_is_merged_measured_for_drift_and_retrained_on(
     # kept beside the scores for the console's overview, as the check judged it
     kept = json.loads((churn_env.state_dir / "scores" / "drift" / "latest.json").read_text())
     assert kept["summary"] == drift.description and kept["production_version"] == "1"
+    assert kept["snapshot"] == event.metadata["snapshot_id"].value  # the extract's snapshot
     assert kept["max_psi"] == round(drift.metadata["max_psi"].value, 4) and kept["measured"]
 
     retrained = materialize_graph(churn_env, instance)

@@ -150,7 +150,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
         ),
         URLSafeTimedSerializer(_secret(settings), salt="churn-console-session"),
-        ConsoleData(settings.scores_folder, settings.page_rows),
+        ConsoleData(settings.scores_folder, settings.page_rows, settings.query_memory),
     )
     app.include_router(router)
     app.add_exception_handler(LoginRequiredError, _to_login)

@@ -60,10 +60,11 @@ class Page:
 class ConsoleData:
     """Queries over one scores folder; a cursor per call, so threads never share one."""
 
-    def __init__(self, folder: Path, page_rows: int = 50) -> None:
+    def __init__(self, folder: Path, page_rows: int = 50, memory: str = "1GB") -> None:
         self.folder = folder
         self.page_rows = page_rows
         self._db = duckdb.connect(":memory:")
+        self._db.execute(f"set memory_limit = '{memory}'")  # a validated setting, not a value
         # a large sort spills here, not into the working folder (read-only in the images)
         self._db.execute("set temp_directory = ?", [str(Path(tempfile.gettempdir()) / "duckdb")])
         self._lock = threading.Lock()

@@ -29,6 +29,13 @@ class ConsoleSettings(ChurnSettings):
     #: Cookies only over HTTPS: on behind a TLS proxy (the deployed stack), off on a laptop.
     secure_cookies: bool = Field(False, alias="CHURN_CONSOLE_SECURE_COOKIES")
     page_rows: int = Field(50, alias="CHURN_CONSOLE_PAGE_ROWS", ge=10, le=500)
+    query_memory: str = Field(
+        "1GB",
+        alias="CHURN_CONSOLE_QUERY_MEMORY",
+        pattern=r"^\d+(\.\d+)?\s?(MB|GB|MiB|GiB)$",
+        description="What DuckDB may hold in memory before it spills to the temporary folder "
+        "(its own default is 80% of the machine's: a pod's limit is smaller).",
+    )
     trusted_header: str | None = Field(
         None,
         alias="CHURN_CONSOLE_TRUSTED_HEADER",

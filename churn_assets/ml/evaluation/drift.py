@@ -208,11 +208,15 @@ def compare(
 KEPT = PurePath("drift") / "latest.json"
 
 
-def kept_record(report: DriftReport | None, version: str | None, why: str) -> dict[str, object]:
-    """What the console shows of the latest check: when, against which version, the summary,
-    and the drifted features with their PSI (no report: why drift was not measured)."""
+def kept_record(
+    report: DriftReport | None, version: str | None, why: str, snapshot: str | None = None
+) -> dict[str, object]:
+    """What the console shows of the latest check: when, on which snapshot (the extract
+    merged into it), against which version, the summary, and the drifted features with their
+    PSI (no report: why drift was not measured)."""
     return {
         "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "snapshot": snapshot,
         "production_version": version,
         "summary": why if report is None else report.summary(),
         "drifted": []
