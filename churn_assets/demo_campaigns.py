@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from churn_assets import start_up
 from churn_assets.ml.campaigns import contacts, learner, ledger, measured, uplift
@@ -148,7 +147,7 @@ def _answer(
     # what an offer would do to each customer of the scoring, reach included (for judging the
     # uplift model's targeting later): kept before the world answers
     kept = realized.history_file(folder, day, campaign.versions[PolicyName.production.value])
-    scored = pd.Index(pq.read_table(kept).column(0).to_pylist() if kept.exists() else [])
+    scored = pd.Index(realized.read_kept(kept).iloc[:, 0].tolist() if kept.exists() else [])
     everyone = ids.union(scored.astype(str))
     world[campaign.id] = pd.Series(
         history.offer_effect(everyone, week, window_weeks)

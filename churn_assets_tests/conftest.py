@@ -220,16 +220,20 @@ def churn_env(
         pytest.fail("an MLflow run was left active after the test")
 
 
-@pytest.fixture
-def shell_env(tmp_path: Path) -> dict[str, str]:
+def user_shell(folder: Path) -> dict[str, str]:
     """A user's shell for make and the CLIs: a state folder, data path and Dagster home."""
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
     env.update(
-        CHURN_STATE_DIR=str(tmp_path / "state"),
-        CHURN_DATA_PATH=str(tmp_path / "data" / "telco_churn.csv"),
-        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+        CHURN_STATE_DIR=str(folder / "state"),
+        CHURN_DATA_PATH=str(folder / "data" / "telco_churn.csv"),
+        DAGSTER_HOME=str(folder / "dagster_home"),
     )
     return env
+
+
+@pytest.fixture
+def shell_env(tmp_path: Path) -> dict[str, str]:
+    return user_shell(tmp_path)
 
 
 @pytest.fixture
@@ -389,9 +393,8 @@ def campaigns_demo(tmp_path_factory: pytest.TempPathFactory) -> CampaignsDemo:
     with built_once(tmp_path_factory, "campaigns-demo") as (root, build):
         callers = root / "elsewhere.db"
         if build:
-            env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
             # a caller's store must not leak into the demo
-            env.update(MLFLOW_TRACKING_URI=f"sqlite:///{callers}", DAGSTER_HOME=str(root / "home"))
+            env = {**user_shell(root), "MLFLOW_TRACKING_URI": f"sqlite:///{callers}"}
             command = [".venv/bin/churn", "demo-campaigns", "--weeks", "4", "--customers", "2000"]
             command += ["--challenger-from", "1", "--out", str(root / "campaigns")]
             done = run_command(command, env, timeout=900)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ import pyarrow.parquet as pq
 
 from churn_assets.ml.campaigns import ledger
 from churn_assets.ml.evaluation import realized
-from churn_assets.ml.evaluation.realized import HISTORY_FOLDER
 from churn_assets.ml.model.scoring import SCORES_FILE
 
 #: What a page may be sorted by, besides the segments: the columns every scores file has.
@@ -103,11 +103,17 @@ class ConsoleData:
         return found
 
     def last_scoring(self) -> str | None:
-        """The date the current scoring is true on (its snapshot's date): the newest kept by
-        the version that wrote the scores file."""
+        """The date the current scoring is true on (its snapshot's date)."""
+        current = self._current_scoring(realized.scorings(self.folder))
+        return None if current is None else current[0]
+
+    def _current_scoring(self, kept: list[tuple[date, str, Path]]) -> tuple[str, str] | None:
+        """(date, version) of the kept scoring today's list is: the newest kept by the version
+        that wrote the scores file (after a rollback, an older version re-scores a date a newer
+        one scored first, so the newest kept is not always it)."""
         version = self.current_version()
-        days = [day for day, by, _ in realized.scorings(self.folder) if by == version]
-        return days[-1].isoformat() if days else None
+        days = [day for day, by, _ in kept if by == version]
+        return None if not days or version is None else (days[-1].isoformat(), version)
 
     def latest_campaign(self) -> ledger.Campaign | None:
         made = ledger.campaigns(self.folder)
@@ -199,33 +205,15 @@ class ConsoleData:
             "select * from read_parquet(?, hive_partitioning = true, "
             "hive_types_autocast = false, union_by_name = true) "
             f'where "{id_column}" = ?',
-            [
-                str(
-                    self.folder
-                    / HISTORY_FOLDER
-                    / "scoring_date=*"
-                    / "model_version=*"
-                    / "*.parquet"
-                ),
-                customer_id,
-            ],
+            [[str(path) for *_, path in kept], customer_id],  # exactly the kept scorings
         )
         names = [column for column, *_ in found.description or []]
         rows = [dict(zip(names, row, strict=True)) for row in found.fetchall()]
-        rows.sort(key=lambda r: (r["scoring_date"], _version_order(r["model_version"])))
-        # the scoring today's list is: the newest kept by the version the scores file holds
-        # (after a rollback, an older version re-scores a date a newer one scored first)
-        version = self.current_version()
-        theirs = [day for day, by, _ in kept if by == version]
-        latest = next(
-            (
-                row
-                for row in reversed(rows)
-                if theirs
-                and (row["scoring_date"], row["model_version"]) == (theirs[-1].isoformat(), version)
-            ),
-            None,
-        )
+        # in the order `realized.scorings` keeps them (by date, then version)
+        order = {(day.isoformat(), version): i for i, (day, version, _) in enumerate(kept)}
+        rows.sort(key=lambda r: order[(r["scoring_date"], r["model_version"])])
+        current = self._current_scoring(kept)
+        latest = next((r for r in rows if (r["scoring_date"], r["model_version"]) == current), None)
         return latest, rows
 
     def current_version(self) -> str | None:
@@ -235,10 +223,6 @@ class ConsoleData:
             return None
         column = first.read_row_group(0, columns=["model_version"]).column(0)
         return str(column[0].as_py()) if len(column) else None
-
-
-def _version_order(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (0, version)
 
 
 def _quoted(path: Path) -> str:

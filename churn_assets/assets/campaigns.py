@@ -32,9 +32,7 @@ from churn_assets.ml.model import scoring
 from churn_assets.ml.model.scoring import SCORES_FILE, UPLIFT_VERSION
 from churn_assets.ml.registry import model_registry as registry_tags
 from churn_assets.ml.registry import signing, tracking
-from churn_assets.ml.registry.model_registry import (
-    PromotionRefusedError,
-)
+from churn_assets.ml.registry.model_registry import PromotionRefusedError
 from churn_assets.ml.settings import ChurnSettings
 from churn_assets.ml.stores import snapshot_store
 from churn_assets.resources import (

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from churn_assets.ml.campaigns import contacts, effect, ledger
 from churn_assets.ml.campaigns.assignment import Arm, PolicyName
@@ -28,9 +27,8 @@ def untouched(folder: Path, campaign: ledger.Campaign, assigned: pd.Series) -> p
     path = realized.history_file(folder, date.fromisoformat(campaign.campaign_date), *versions)
     if not path.exists():
         return None
-    id_column = pq.read_schema(path).names[0]
-    scores = pq.read_table(path, columns=[id_column, "offer", "churn_probability"]).to_pandas()
-    ids = scores[id_column].astype(str).str.strip()
+    scores = realized.read_kept(path)
+    ids = scores.iloc[:, 0].astype(str).str.strip()
     below = ~scores["offer"].to_numpy(dtype=bool)
     keep = below & ~ids.isin(set(assigned.astype(str).str.strip())).to_numpy()
     return pd.Series(scores["churn_probability"].to_numpy()[keep], index=ids[keep].to_numpy())

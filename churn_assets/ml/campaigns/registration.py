@@ -114,10 +114,11 @@ def register(
     )
     # compared with the version the comparison was made against: promotion is refused if
     # production moved since (compare-and-set under the registry's lock)
-    production = opened.production()
-    compared = against.version if against is not None else None
-    if compared is None and production is not None:
-        compared = str(production.version)
+    if against is not None:
+        compared: str | None = against.version
+    else:
+        production = opened.production()
+        compared = None if production is None else str(production.version)
     opened.record_verdict(number, result, compared)
     if not verdict.beats_probability:
         return Registered(number, False, f"not promoted: {verdict.words}")

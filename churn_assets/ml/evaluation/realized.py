@@ -80,11 +80,13 @@ def keep_scores(
             writer.write_table(table.sort_by(id_column), row_group_size=GROUP_ROWS)
 
         run: list[pa.RecordBatch] = []
+        rows = 0
         for batch in source.iter_batches(batch_size=GROUP_ROWS, columns=columns):
             run.append(batch)
-            if sum(b.num_rows for b in run) >= SORT_ROWS:
+            rows += batch.num_rows
+            if rows >= SORT_ROWS:
                 write(run)
-                run = []
+                run, rows = [], 0
         if run:
             write(run)
     return path
@@ -93,9 +95,10 @@ def keep_scores(
 def offers_by(path: Path) -> str:
     """Who chose a kept scoring's offers: "churn probability" (the version's threshold), or
     "uplift vN" when an uplift version in production did (its `uplift_version` column)."""
-    if UPLIFT_VERSION not in pq.read_schema(path).names:
+    kept = pq.ParquetFile(path)
+    if UPLIFT_VERSION not in kept.schema_arrow.names:
         return "churn probability"
-    column = pq.ParquetFile(path).read_row_group(0, columns=[UPLIFT_VERSION]).column(0)
+    column = kept.read_row_group(0, columns=[UPLIFT_VERSION]).column(0)
     return f"uplift v{column[0].as_py()}" if len(column) else "churn probability"
 
 
