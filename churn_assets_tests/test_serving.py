@@ -11,6 +11,7 @@ import mlflow
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
@@ -37,6 +38,15 @@ def customer_payloads(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return payloads
 
 
+def arrow_stream(table: pa.Table, compression: str | None = None) -> bytes:
+    """A table as an Arrow IPC stream body, as pandas or Polars callers write one."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
 @pytest.fixture(scope="module")
 def payloads(promoted_store: PromotedStore) -> list[dict[str, Any]]:
     return customer_payloads(promoted_store.holdout)
@@ -53,7 +63,8 @@ def client(promoted_store: PromotedStore) -> Iterator[TestClient]:
 
 
 def test_fast_path_equals_logged_pipeline_on_whole_holdout(promoted_store: PromotedStore) -> None:
-    """JSON and CSV bodies read into columns score as the logged pipeline scores the frame."""
+    """JSON, CSV and Arrow bodies read into columns score as the logged pipeline scores the
+    frame."""
     pipeline = verified_pipeline(promoted_store.state_dir)
     holdout = promoted_store.holdout
     expected = pipeline.predict_proba(holdout[list(TELCO.feature_columns)])[:, 1]
@@ -62,7 +73,12 @@ def test_fast_path_equals_logged_pipeline_on_whole_holdout(promoted_store: Promo
     payloads = customer_payloads(holdout)
     as_json = orjson.dumps({"customers": payloads})
     as_csv = pd.DataFrame(payloads).to_csv(index=False).encode()
-    for columns in (reader.read_json(as_json, len(holdout)), reader.read_csv(as_csv, len(holdout))):
+    as_arrow = arrow_stream(pa.Table.from_pandas(pd.DataFrame(payloads), preserve_index=False))
+    for columns in (
+        reader.read_json(as_json, len(holdout)),
+        reader.read_csv(as_csv, len(holdout)),
+        reader.read_arrow(as_arrow, len(holdout)),
+    ):
         fast = scorer.score(columns)
         assert len(fast) == len(holdout) > 1000
         np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-9)

@@ -1,5 +1,5 @@
-"""Batch bodies read straight into the model's columns: JSON and CSV, the export's own header
-names, and the request model as the final word on what is valid."""
+"""Batch bodies read straight into the model's columns: JSON, CSV and Arrow, the export's own
+header names, and the request model as the final word on what is valid."""
 
 from pathlib import Path
 from typing import Any
@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 import pytest
 from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
@@ -25,7 +26,7 @@ from churn_assets_tests.conftest import (
     materialize_graph,
     verified_pipeline,
 )
-from churn_assets_tests.test_serving import customer_payloads
+from churn_assets_tests.test_serving import arrow_stream, customer_payloads
 from serving.app import create_app
 from serving.columns import BatchReader, Columns
 from serving.schemas import SHIPPED, request_models
@@ -37,6 +38,7 @@ IBM_FILE = (
 )
 IBM = load_contract(IBM_FILE)
 CSV = {"Content-Type": "text/csv"}
+ARROW = {"Content-Type": "application/vnd.apache.arrow.stream"}
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +139,62 @@ def test_column_checks_accept_nothing_the_request_model_refuses(field: str, valu
     if plain is not None:
         assert validated is not None, f"{field}={value!r} passed the column checks only"
         _same(plain, validated)
+
+
+def _arrow_judged(reader: BatchReader, table: pa.Table) -> tuple[Any, Columns | None]:
+    """What reading a table as an Arrow body makes of it (its columns, or the error it
+    raised), and what the request model makes of the same rows."""
+    try:
+        read: Any = reader.read_arrow(arrow_stream(table), 100)
+    except RequestValidationError as error:
+        read = error
+    try:
+        batch = reader.requests.batch.model_validate({"customers": table.to_pylist()})
+    except ValidationError:
+        return read, None
+    return read, reader.of_customers(batch.customers)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("field", "value"), HOSTILE)
+def test_arrow_bodies_read_exactly_what_the_request_model_accepts(field: str, value: Any) -> None:
+    reader = BatchReader(SHIPPED)
+    row = dict(TELCO_ROW)
+    if value is _ABSENT:
+        del row[field]
+    else:
+        row[field] = value
+    try:
+        table = pa.Table.from_pylist([TELCO_ROW, row])
+    except (pa.ArrowException, OverflowError):
+        return  # no Arrow column holds these two values: no caller can send them
+    read, validated = _arrow_judged(reader, table)
+    if validated is None:
+        assert isinstance(read, RequestValidationError), f"{field}={value!r} was read"
+    else:
+        assert isinstance(read, Columns), f"{field}={value!r}: {read}"
+        _same(read, validated)
+
+
+def test_arrow_types_a_caller_writes_read_as_the_request_model_reads_them() -> None:
+    reader = BatchReader(SHIPPED)
+    rows = [dict(TELCO_ROW, customerID=f"C-{i}", tenure=i) for i in range(1, 6)]
+    rows[2]["TotalCharges"] = None  # a blank, read by its rule
+    frame = pd.DataFrame(rows).astype(
+        {"tenure": "int8", "MonthlyCharges": "float32", "gender": "category"}
+    )
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.set_column(
+        table.column_names.index("Contract"),
+        "Contract",
+        table.column("Contract").cast(pa.large_string()),
+    )
+    assert pa.types.is_dictionary(table.schema.field("gender").type)
+    read, validated = _arrow_judged(reader, table)
+    assert isinstance(read, Columns) and validated is not None
+    _same(read, validated)
+    # split in two record batches, columns in another order: the same customers
+    chunked = pa.Table.from_batches(table.select(list(reversed(table.column_names))).to_batches(3))
+    _same(reader.read_arrow(arrow_stream(chunked), 100), validated)
 
 
 def test_column_checks_take_plain_bodies_without_the_request_model() -> None:
@@ -309,6 +367,117 @@ def test_csv_that_is_not_utf8_is_refused_naming_line_and_byte(client: TestClient
     assert "not UTF-8: line 2, byte 9 is 0xe9" in error["message"]
 
 
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+
+
+def test_an_arrow_batch_scores_as_the_same_json_batch(client: TestClient, payloads: list) -> None:
+    batch = [dict(p) for p in payloads[:40]]
+    batch[3].update(tenure=0, TotalCharges=None)  # a blank number, read by its rule
+    as_json = client.post("/predict/batch", json={"customers": batch})
+    as_arrow = client.post(
+        "/predict/batch?reasons=2", content=arrow_stream(_table(batch)), headers=ARROW
+    )
+    assert as_json.status_code == 200 and as_arrow.status_code == 200, as_arrow.text
+    for from_json, from_arrow in zip(
+        as_json.json()["predictions"], as_arrow.json()["predictions"], strict=True
+    ):
+        assert from_arrow.pop("reasons")
+        assert from_arrow == from_json
+
+
+def test_arrow_errors_name_row_column_field_and_value(client: TestClient, payloads: list) -> None:
+    rows = [dict(p) for p in payloads[:4]]
+    rows[1]["tenure"] = 121
+    rows[2]["Contract"] = "Monthly"
+    error = _error(
+        client.post("/predict/batch", content=arrow_stream(_table(rows)), headers=ARROW), 422
+    )
+    tenure = 1 + list(rows[0]).index("tenure")
+    contract = 1 + list(rows[0]).index("Contract")
+    assert error["details"] == [
+        {
+            "field": f"row 1, column {tenure} (tenure)",
+            "problem": "Input should be less than or equal to 120 (got 121)",
+        },
+        {
+            "field": f"row 2, column {contract} (Contract)",
+            "problem": "Input should be 'Month-to-month', 'One year' or 'Two year' (got 'Monthly')",
+        },
+    ]
+
+
+def _valid_arrow() -> bytes:
+    return arrow_stream(_table([TELCO_ROW, TELCO_ROW]))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "words"),
+    [
+        (lambda: b"", 400, "body", "not a valid Arrow IPC stream"),
+        (lambda: b"customerID,gender\n", 400, "body", "not a valid Arrow IPC stream"),
+        (lambda: _valid_arrow()[:-40], 400, "body", "not a valid Arrow IPC stream"),
+        (lambda: arrow_stream(_table([TELCO_ROW]), "zstd"), 400, "body", "compressed"),
+        (lambda: arrow_stream(_table([TELCO_ROW]), "lz4"), 400, "body", "compressed"),
+        (lambda: arrow_stream(_table([TELCO_ROW]).slice(0, 0)), 422, "body", "no customers"),
+        (lambda: arrow_stream(_table([dict(TELCO_ROW, Plan="gold")])), 422, "(Plan)", "Extra"),
+        (
+            lambda: arrow_stream(_table([TELCO_ROW]).drop_columns(["tenure"])),
+            422,
+            "schema, tenure",
+            "Field required",
+        ),
+        (
+            lambda: arrow_stream(_table([TELCO_ROW]).append_column("tenure", pa.array([5]))),
+            422,
+            "column 21 (tenure)",
+            "name the same field",
+        ),
+        (
+            lambda: arrow_stream(_table([dict(TELCO_ROW, tenure=[1, 2])])),
+            422,
+            "row 0, column 6 (tenure)",
+            "valid integer",
+        ),
+        (lambda: arrow_stream(_table([TELCO_ROW] * 51)), 413, "body", "limit of 50"),
+    ],
+    ids=[
+        "empty",
+        "csv-sent-as-arrow",
+        "truncated",
+        "zstd",
+        "lz4",
+        "no-customers",
+        "unknown-column",
+        "missing-column",
+        "column-twice",
+        "nested-list",
+        "too-many",
+    ],
+)
+def test_hostile_arrow_gets_a_4xx_naming_where(
+    client: TestClient, body: Any, status: int, field: str, words: str
+) -> None:
+    error = _error(client.post("/predict/batch", content=body(), headers=ARROW), status)
+    assert field in error["details"][0]["field"]
+    assert words in error["message"]
+
+
+@given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6))
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_corrupted_arrow_stream_gets_an_answer_not_a_server_error(
+    shared_client: TestClient, flips: list[tuple[int, int]]
+) -> None:
+    """Bytes of a valid stream overwritten anywhere (headers, offsets, data): a 4xx or the
+    scores, never a crash or a 500 (the data is validated before it is read)."""
+    body = bytearray(_valid_arrow())
+    for at, value in flips:
+        body[at % len(body)] = value
+    answer = shared_client.post("/predict/batch?reasons=1", content=bytes(body), headers=ARROW)
+    assert answer.status_code in {200, 400, 422}, answer.text
+    assert "error" in answer.json() or answer.status_code == 200
+
+
 # ---- a version trained under a contract that renames the export's columns -----------------
 
 
@@ -345,6 +514,10 @@ def test_a_renamed_contracts_api_takes_the_exports_headers(ibm_store: Path) -> N
         assert plain["customerID"] == "C-1"
         as_csv = api.post("/predict/batch", content=_csv([exported]), headers=CSV).json()
         assert as_csv["predictions"] == [plain]
+        as_arrow = api.post(
+            "/predict/batch", content=arrow_stream(_table([exported])), headers=ARROW
+        ).json()
+        assert as_arrow["predictions"] == [plain]
 
         both = dict(exported, tenure=5)
         error = _error(api.post("/predict", json=both), 422)

@@ -3,7 +3,7 @@
 import subprocess
 from pathlib import Path
 
-TRAINING_ONLY = ("dagster", "dagster_mlflow", "matplotlib", "sqlalchemy", "pyarrow", "flask")
+TRAINING_ONLY = ("dagster", "dagster_mlflow", "matplotlib", "sqlalchemy", "duckdb", "flask")
 
 
 def test_serving_imports_and_builds_with_dagster_absent(slim_python: Path, tmp_path: Path) -> None:

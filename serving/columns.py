@@ -6,11 +6,12 @@ contract (fields, types, levels, ranges, lengths); a body that is not plainly va
 pydantic request model instead, whose verdict is final and whose errors name the row, the
 field and the value. A test holds the column checks to accepting nothing the model refuses.
 
-CSV (`Content-Type: text/csv`) is the columnar body: a header line of field names, a line per
-customer, cells as an export writes them (surrounding blanks stripped, a blank number read by
-its `blank` rule, a whole number for an integer). It is CSV rather than Arrow or Parquet because
-pyarrow is not in the API's dependency group, which keeps the image slim. Its errors name the
-line, the column, the field and the value.
+CSV (`Content-Type: text/csv`) is the text columnar body: a header line of field names, a line
+per customer, cells as an export writes them (surrounding blanks stripped, a blank number read
+by its `blank` rule, a whole number for an integer). Its errors name the line, the column, the
+field and the value. An Arrow IPC stream (serving/arrow.py) is the binary one, for bulk callers:
+its columns are checked with Arrow's kernels, and a column that is not plainly valid sends the
+rows to the request model, whose errors name the row, the column, the field and the value.
 
 Either body may name a field by the export's own header where the contract renames it
 (`rename`: "Tenure Months" for tenure); naming one field both ways is refused, naming both.
@@ -29,11 +30,14 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from churn_assets.ml.data.limits import MAX_ID_CHARS
 from churn_assets.ml.data.reading import blank_as_none
+from serving.arrow import table_of
 from serving.errors import ApiError
 from serving.schemas import MAX_LEVEL_CHARS, RequestModels, aliases
 
@@ -252,6 +256,83 @@ def _id_cells(values: tuple[str, ...]) -> tuple[Any, Problems]:
     return [v or None for v in values], problems
 
 
+# ---- Arrow columns, a column at a time: None means "let the request model judge the rows" ----
+
+ArrowPlain = Callable[[pa.Array], Any]
+
+
+def _texts(values: pa.Array) -> pa.Array | None:
+    """A text column as plain UTF-8 strings; None for any other type."""
+    kind = values.type
+    if pa.types.is_string(kind):
+        return values
+    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return values.cast(pa.string())
+    return None
+
+
+def _arrow_levels(levels: Sequence[str], listed: Codes) -> ArrowPlain:
+    """A listed category: each level's code, failing on a null or any other text."""
+    value_set = pa.array(list(levels), pa.string())
+    codes = np.array([listed[level] for level in levels], dtype=np.float64)
+
+    def plain(values: pa.Array) -> Any:
+        texts = _texts(values)
+        if texts is None or texts.null_count:
+            return None
+        index = pc.index_in(texts, value_set=value_set)
+        if index.null_count:
+            return None
+        return codes[index.to_numpy()]
+
+    return plain
+
+
+def _arrow_text(codes: Codes) -> ArrowPlain:
+    """A category whose levels were learned: any text of a sane length, NaN for a new one."""
+    value_set = pa.array(list(codes), pa.string())  # level i has code i
+
+    def plain(values: pa.Array) -> Any:
+        texts = _texts(values)
+        if texts is None or texts.null_count:
+            return None
+        lengths = pc.min_max(pc.utf8_length(texts))
+        if lengths["min"].as_py() < 1 or lengths["max"].as_py() > MAX_LEVEL_CHARS:
+            return None
+        index = pc.index_in(texts, value_set=value_set)  # a new level: null -> NaN
+        return index.to_numpy(zero_copy_only=False).astype(np.float64), texts.to_pylist()
+
+    return plain
+
+
+def _arrow_numbers(integer: bool, low: float, high: float, blank: bool) -> ArrowPlain:
+    def plain(values: pa.Array) -> Any:
+        kind = values.type
+        if not (pa.types.is_integer(kind) or (not integer and pa.types.is_floating(kind))):
+            return None  # a boolean, text, a decimal...: the request model says what it is
+        if values.null_count and not blank:
+            return None
+        numbers = values.to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
+        missing = np.isnan(numbers)
+        present = numbers[~missing]
+        if int(missing.sum()) != values.null_count or not np.isfinite(present).all():
+            return None  # a NaN or an infinity sent as a number
+        if present.size and not low <= present.min() <= present.max() <= high:
+            return None
+        return numbers
+
+    return plain
+
+
+def _arrow_ids(values: pa.Array) -> Any:
+    texts = _texts(values)
+    if texts is None:
+        return None
+    if texts.null_count < len(texts) and pc.max(pc.utf8_length(texts)).as_py() > MAX_ID_CHARS:
+        return None
+    return texts.to_pylist()
+
+
 class BatchReader:
     """Reads batch bodies for one data contract's request models, into one model's codes.
 
@@ -278,6 +359,7 @@ class BatchReader:
         self._required: list[tuple[str, Plain]] = []
         self._optional: list[tuple[str, Plain]] = []
         self._cells: dict[str, Cells] = {}
+        self._arrow: dict[str, ArrowPlain] = {}
         for column, spec in contract.features.items():
             codes = self._codes.get(column, {})
             if spec.numeric:
@@ -286,16 +368,20 @@ class BatchReader:
                 plain = _plain_numbers(integer, low, high, blank)
                 (self._optional if blank else self._required).append((column, plain))
                 self._cells[column] = _number_cells(integer, low, high, blank)
+                self._arrow[column] = _arrow_numbers(integer, low, high, blank)
             elif spec.levels is None:
                 self._required.append((column, _plain_text(codes)))
                 self._cells[column] = _text_cells(codes)
+                self._arrow[column] = _arrow_text(codes)
             else:
                 listed = {level: codes.get(level, _UNSEEN) for level in spec.levels}
                 self._required.append((column, _plain_levels(listed)))
                 self._cells[column] = _level_cells(spec.levels, listed)
+                self._arrow[column] = _arrow_levels(spec.levels, listed)
         if contract.id is not None:
             self._optional.append((contract.id, _plain_ids))
             self._cells[contract.id] = _id_cells
+            self._arrow[contract.id] = _arrow_ids
         self._needed = [column for column, _ in self._required]
         self._numeric = contract.numeric_features
         self._learned = frozenset(
@@ -414,7 +500,7 @@ class BatchReader:
                 f"line {line} has {len(data[index])} field(s) where the header (line 1) has "
                 f"{len(header)}"
             )
-        fields = self._header(header)
+        fields = self._header(header, "line 1", "line 1 (header)")
         if not data:
             raise ApiError(
                 422, "invalid_request", "the CSV body has a header but no customers", "body"
@@ -443,18 +529,21 @@ class BatchReader:
                     for row, position, kind, problem, value in problems
                 ]
             )
-        rows = len(data)
+        return self._filled(len(data), read)
+
+    def _filled(self, rows: int, read: dict[str, Any]) -> Columns:
         for column in self._numeric:  # a number with a blank rule may be left out
             read.setdefault(column, np.full(rows, np.nan))
         return self._columns(rows, read)
 
-    def _header(self, header: list[str]) -> dict[str, int]:
-        """Each field's column; unknown, repeated and missing fields refused by name."""
+    def _header(self, header: list[str], head: str, missing: str) -> dict[str, int]:
+        """Each field's column; unknown, repeated and missing fields refused by name (`head`
+        and `missing` say where: a CSV's line 1, an Arrow stream's schema)."""
         found: dict[str, int] = {}
         errors: list[dict[str, Any]] = []
         for position, name in enumerate(header):
             field = self._aliases.get(name, name)
-            where = ("body", _cell(1, position, name))
+            where = ("body", f"{head}, column {position + 1} ({name})")
             if field not in self._fields:
                 errors.append(
                     {
@@ -480,7 +569,7 @@ class BatchReader:
         errors.extend(
             {
                 "type": "missing",
-                "loc": ("body", f"line 1 (header), {column}"),
+                "loc": ("body", f"{missing}, {column}"),
                 "msg": "Field required",
             }
             for column in self._needed
@@ -489,6 +578,49 @@ class BatchReader:
         if errors:
             raise RequestValidationError(errors)
         return found
+
+    # ---- Arrow ---------------------------------------------------------------------------
+
+    def read_arrow(self, body: bytes, max_rows: int) -> Columns:
+        """An Arrow IPC stream (a column per field, as CSV's header names them) as columns;
+        errors name the row (counted from 0), the column, the field and the value."""
+        table = table_of(body)
+        fields = self._header(table.column_names, "schema", "schema")
+        if not table.num_rows:
+            raise ApiError(
+                422, "invalid_request", "the Arrow body has a schema but no customers", "body"
+            )
+        _too_many(table.num_rows, max_rows, "body")
+        read: dict[str, Any] = {}
+        for field, position in fields.items():
+            column = table.column(position)
+            if pa.types.is_dictionary(column.type):  # as pandas writes a category
+                column = column.cast(column.type.value_type)
+            values = self._arrow[field](column.combine_chunks())
+            if values is None:
+                return self._judged(table, fields)
+            read[field] = values
+        return self._filled(table.num_rows, read)
+
+    def _judged(self, table: pa.Table, fields: dict[str, int]) -> Columns:
+        """Rows the request model validates, for a table some column of which is not plainly
+        valid: its verdict, and its errors placed by row and column."""
+        names = table.column_names
+        rows = table.select(list(fields.values())).to_pylist()
+        try:
+            batch = self.requests.batch.model_validate({"customers": rows})
+        except ValidationError as error:
+            position = {name: i for i, name in enumerate(names)}
+            errors = []
+            for e in error.errors(include_url=False):
+                _, row, *rest = e["loc"]
+                name = str(rest[0]) if rest else ""
+                place = f"row {row}" + (
+                    f", column {position[name] + 1} ({name})" if name in position else ""
+                )
+                errors.append({**e, "loc": ("body", place, *rest[1:])})
+            raise RequestValidationError(errors) from None
+        return self.of_customers(batch.customers)  # type: ignore[attr-defined]
 
 
 def example_csv(customers: list[dict[str, Any]]) -> str:

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from churn_assets.ml.model.reasons import MAX_REASONS
+from serving.arrow import ARROW
 from serving.columns import Columns, validation_error
 from serving.errors import ApiError
 from serving.metrics import ApiMetrics
@@ -125,20 +126,25 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-#: The batch route's columnar body, for bulk callers (see serving.columns).
+#: The batch route's columnar bodies, for bulk callers (see serving.columns).
 CSV = "text/csv"
 _CSV_BODY = (
     "A header line of field names (or the export's own headers, where the data contract "
     "renames them), then one line per customer, cells as the export writes them: a blank "
     "number is read by its `blank` rule, surrounding blanks are stripped. Errors name the "
-    "line, the column, the field and the value. CSV, not Arrow or Parquet: pyarrow is not "
-    "in the API's dependencies."
+    "line, the column, the field and the value."
+)
+_ARROW_BODY = (
+    "An Arrow IPC stream, uncompressed: a column per field, named as in CSV (the export's "
+    "header is accepted where the contract renames it); numbers as integer or floating "
+    "columns (null where the contract has a blank rule), categories as text or dictionary "
+    "columns. The fastest body: it is scored at nearly the model's own speed. Errors name "
+    "the row (from 0), the column, the field and the value."
 )
 
 
-def _is_csv(request: Request) -> bool:
-    media = request.headers.get("content-type", "").split(";", 1)[0]
-    return media.strip().lower() == CSV
+def _media(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 def documented_body(model: str, csv: bool = False) -> dict[str, Any]:
@@ -149,6 +155,9 @@ def documented_body(model: str, csv: bool = False) -> dict[str, Any]:
     }
     if csv:
         content[CSV] = {"schema": {"type": "string", "description": _CSV_BODY}}
+        content[ARROW] = {
+            "schema": {"type": "string", "format": "binary", "description": _ARROW_BODY}
+        }
     return {"requestBody": {"required": True, "content": content}}
 
 
@@ -198,15 +207,18 @@ async def predict(
     openapi_extra=documented_body("BatchRequest", csv=True),
     summary="Churn probabilities of many customers, in request order",
     description=(
-        'JSON (`{"customers": [...]}`), or CSV for bulk callers (`Content-Type: text/csv`): '
-        "a header line, then a line per customer."
+        'JSON (`{"customers": [...]}`), or for bulk callers CSV (`Content-Type: text/csv`: '
+        "a header line, then a line per customer) or an Arrow IPC stream (`Content-Type: "
+        f"{ARROW}`: a column per field)."
     ),
 )
 def predict_batch(
     body: RawBody, model: ServedModel, request: Request, reasons: ReasonCount = 0
 ) -> Response:
     settings = _settings(request)
-    read = model.reader.read_csv if _is_csv(request) else model.reader.read_json
+    media = _media(request)
+    reader = model.reader
+    read = {CSV: reader.read_csv, ARROW: reader.read_arrow}.get(media, reader.read_json)
     customers = read(body, settings.max_batch_size)
     threshold, version, ids = model.threshold, model.version, customers.ids
     if reasons:
