@@ -1,4 +1,5 @@
-"""Start-up and exit of a process that loads the whole code location (`churn run`).
+"""Start-up and exit of a process that loads the whole code location (`churn run`, and through
+churn_assets/definitions.py every run worker, code server and daemon Dagster starts).
 
 What the terminal shows first, the run's log file, is named before anything heavy is imported.
 

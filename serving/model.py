@@ -252,6 +252,16 @@ class ModelWatcher:
     #: Why the uplift model's production version is not served (None: it is, or there is none).
     uplift_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _client: Any = None
+
+    def _registry(self) -> Any:
+        """The registry client, made on the first check. Making it points MLflow's
+        process-wide URIs and environment at the store (model loading goes through them):
+        once, not on every check from the refresh thread, which would race with anything else
+        in the process that reads them."""
+        if self._client is None:
+            self._client = tracking.client(self.settings)
+        return self._client
 
     def refresh(self) -> None:
         """Check the aliases once; load and swap in new versions. Never raises."""
@@ -294,8 +304,7 @@ class ModelWatcher:
         """The churn model's alias; returns the registry client when the store answered."""
         name, alias = self.settings.model_name, self.settings.production_alias
         try:
-            # sets MLflow's process-wide URIs too, which model loading goes through
-            client = tracking.client(self.settings)
+            client = self._registry()
             version = registry.production_version(client, name, alias)
         except Exception as error:  # network, database: keep serving what we have
             # The error's text can hold the store's URI and its password: the log has it
