@@ -155,7 +155,7 @@ lint: sync-dev  ## ruff (lint and format) and mypy
 	$(RUN) mypy
 
 test: lint  ## lint, then the whole test suite
-	$(RUN) pytest -n 2 --dist loadfile  # two workers; a test file runs whole on one (module stacks)
+	$(RUN) pytest -n 2 --dist loadfile --no-loadscope-reorder  # see churn_assets_tests/conftest.py
 
 clean:  ## remove local state (MLflow store, Dagster home, snapshots, demo); keeps data/
 	rm -rf "$(STATE_DIR)" "$(DEMO_DIR)" "$(CAMPAIGNS_DIR)"

@@ -197,6 +197,35 @@ def _module_environment() -> Iterator[None]:
         yield
 
 
+#: The files that take longest here (they start servers, CLIs and whole graph runs), longest
+#: first. `make test` runs two xdist workers, each taking whole files (a file's module fixtures
+#: start its servers once) in collection order (`--no-loadscope-reorder`; by default xdist sends
+#: the files with the most tests first, which left these for the end and one worker running the
+#: last of them alone for a minute or more). Longest first, the short files even out the end.
+SLOWEST_FIRST = (
+    "test_automation_e2e.py",
+    "test_graph.py",
+    "test_console_browser.py",
+    "test_serving_e2e.py",
+    "test_cluster.py",
+    "test_cli_stages.py",
+    "test_uplift_production.py",
+    "test_run_monitoring_e2e.py",
+    "test_production_config.py",
+    "test_concurrent_runs.py",
+    "test_point_in_time.py",
+    "test_retraining.py",
+    "test_promotion_race.py",
+    "test_serving_connections.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slowest files first, the rest in their order (see SLOWEST_FIRST)."""
+    rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sample") / "telco_churn.csv"

@@ -26,7 +26,9 @@ from churn_assets.resources import INPUTS_FROM_RUN_TAG
 from churn_assets_tests.conftest import (
     TRAINING_ASSETS,
     ChurnEnv,
+    PromotedStore,
     assert_no_mlflow_run_left_running,
+    copied_store,
     failure_messages,
     gate_config,
     materialize_graph,
@@ -200,9 +202,9 @@ def _assert_signed(env: ChurnEnv, run_id: str, snapshot_id: str) -> None:
 
 
 def test_failed_gate_leaves_production_untouched_and_promotion_alone_is_refused(
-    churn_env: ChurnEnv, instance: dg.DagsterInstance
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, promoted_store: PromotedStore
 ) -> None:
-    assert materialize_graph(churn_env, instance).success
+    copied_store(promoted_store, churn_env.state_dir)  # v1 in production, as a first run leaves it
     alias_before = _production(churn_env)
 
     failed = materialize_graph(churn_env, instance, run_config=gate_config(min_auc=0.999))
@@ -308,9 +310,9 @@ def test_a_lowered_gate_does_not_promote_a_bad_model(
 
 
 def test_second_run_is_compared_with_the_champion_and_is_deterministic(
-    churn_env: ChurnEnv, instance: dg.DagsterInstance
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, promoted_store: PromotedStore
 ) -> None:
-    assert materialize_graph(churn_env, instance).success
+    copied_store(promoted_store, churn_env.state_dir)  # the first run, on the same data
     second = materialize_graph(churn_env, instance)
     assert second.success, failure_messages(second)
 
@@ -329,11 +331,11 @@ def test_second_run_is_compared_with_the_champion_and_is_deterministic(
 
 
 def test_a_run_that_fails_before_its_gate_refuses_its_version(
-    churn_env: ChurnEnv, instance: dg.DagsterInstance
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, promoted_store: PromotedStore
 ) -> None:
     """Production's artifact is gone, so evaluation cannot score it: the run fails after its
     churn_model registered version 2, which must not stay without a verdict."""
-    assert materialize_graph(churn_env, instance).success
+    copied_store(promoted_store, churn_env.state_dir)  # v1 in production
     source = churn_env.client.get_model_version(NAME, "1").source
     artifacts = churn_env.client.get_logged_model(source.removeprefix("models:/")).artifact_location
     shutil.rmtree(artifacts.removeprefix("file://"))
@@ -350,9 +352,9 @@ def test_a_run_that_fails_before_its_gate_refuses_its_version(
 
 
 def test_promotion_refused_when_production_moved_after_evaluation(
-    churn_env: ChurnEnv, instance: dg.DagsterInstance
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, promoted_store: PromotedStore
 ) -> None:
-    assert materialize_graph(churn_env, instance).success  # v1
+    copied_store(promoted_store, churn_env.state_dir)  # v1 in production
     assert materialize_graph(churn_env, instance).success  # v2, replaces v1
     evaluated = materialize_graph(churn_env, instance, selection=TO_EVALUATION)
     assert evaluated.success  # v3 evaluated against v2, gate passed, not promoted

@@ -36,9 +36,9 @@ def _production(env: ChurnEnv) -> str | None:
 
 
 def test_extract_is_merged_measured_for_drift_and_retrained_on(
-    churn_env: ChurnEnv, instance: dg.DagsterInstance
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, promoted_store: PromotedStore
 ) -> None:
-    assert materialize_graph(churn_env, instance).success
+    copied_store(promoted_store, churn_env.state_dir)  # a snapshot, production = version 1
     extract = write_customers(generate_customers(1500, 7), churn_env.root / "week48.csv")
 
     merged = merge_through_graph(churn_env, instance, extract)
@@ -83,9 +83,9 @@ def test_extract_is_merged_measured_for_drift_and_retrained_on(
 
 
 def test_drifted_extract_warns_without_blocking_the_merge(
-    churn_env: ChurnEnv, instance: dg.DagsterInstance
+    churn_env: ChurnEnv, instance: dg.DagsterInstance, promoted_store: PromotedStore
 ) -> None:
-    assert materialize_graph(churn_env, instance).success
+    copied_store(promoted_store, churn_env.state_dir)  # a snapshot, production = version 1
     shifted = generate_customers(800, 8)
     shifted["Contract"] = "Month-to-month"
     shifted["tenure"] = np.minimum(shifted["tenure"] + 36, 72)
