@@ -127,15 +127,20 @@ HOSTILE: list[tuple[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("field", "value"), HOSTILE)
-def test_column_checks_accept_nothing_the_request_model_refuses(field: str, value: Any) -> None:
-    reader = BatchReader(SHIPPED)
+def _hostile_row(field: str, value: Any) -> dict[str, Any]:
+    """TELCO_ROW with `field` set to `value` (left out, for _ABSENT)."""
     row = dict(TELCO_ROW)
     if value is _ABSENT:
         del row[field]
     else:
         row[field] = value
-    plain, validated = _judged(reader, [TELCO_ROW, row])
+    return row
+
+
+@pytest.mark.parametrize(("field", "value"), HOSTILE)
+def test_column_checks_accept_nothing_the_request_model_refuses(field: str, value: Any) -> None:
+    reader = BatchReader(SHIPPED)
+    plain, validated = _judged(reader, [TELCO_ROW, _hostile_row(field, value)])
     if plain is not None:
         assert validated is not None, f"{field}={value!r} passed the column checks only"
         _same(plain, validated)
@@ -158,13 +163,8 @@ def _arrow_judged(reader: BatchReader, table: pa.Table) -> tuple[Any, Columns | 
 @pytest.mark.parametrize(("field", "value"), HOSTILE)
 def test_arrow_bodies_read_exactly_what_the_request_model_accepts(field: str, value: Any) -> None:
     reader = BatchReader(SHIPPED)
-    row = dict(TELCO_ROW)
-    if value is _ABSENT:
-        del row[field]
-    else:
-        row[field] = value
     try:
-        table = pa.Table.from_pylist([TELCO_ROW, row])
+        table = pa.Table.from_pylist([TELCO_ROW, _hostile_row(field, value)])
     except (pa.ArrowException, OverflowError):
         return  # no Arrow column holds these two values: no caller can send them
     read, validated = _arrow_judged(reader, table)
@@ -287,6 +287,14 @@ def test_a_csv_batch_scores_as_the_same_json_batch(client: TestClient, payloads:
     assert "churn_api_rows_scored_total 120.0" in text
 
 
+NOT_A_CONTRACT = "Input should be 'Month-to-month', 'One year' or 'Two year' (got 'Monthly')"
+
+
+def _columns_of(row: dict[str, Any], *fields: str) -> list[int]:
+    """Each field's column in a body whose columns are `row`'s fields, counted from 1."""
+    return [1 + list(row).index(field) for field in fields]
+
+
 def test_csv_errors_name_line_column_field_and_value(client: TestClient, payloads: list) -> None:
     rows = [dict(p) for p in payloads[:4]]
     rows[1]["tenure"] = "ten"
@@ -295,17 +303,13 @@ def test_csv_errors_name_line_column_field_and_value(client: TestClient, payload
     rows[3]["tenure"] = 1.5
     text = _csv(rows)
     error = _error(client.post("/predict/batch", content=text, headers=CSV), 422)
-    tenure = 1 + list(rows[0]).index("tenure")
-    contract = 1 + list(rows[0]).index("Contract")
+    tenure, contract = _columns_of(rows[0], "tenure", "Contract")
     assert error["details"] == [
         {
             "field": f"line 3, column {tenure} (tenure)",
             "problem": "Input should be a valid integer (got 'ten')",
         },
-        {
-            "field": f"line 4, column {contract} (Contract)",
-            "problem": "Input should be 'Month-to-month', 'One year' or 'Two year' (got 'Monthly')",
-        },
+        {"field": f"line 4, column {contract} (Contract)", "problem": NOT_A_CONTRACT},
         {
             "field": f"line 5, column {tenure} (tenure)",
             "problem": "Input should be a valid integer, got a number with a fractional part "
@@ -393,17 +397,13 @@ def test_arrow_errors_name_row_column_field_and_value(client: TestClient, payloa
     error = _error(
         client.post("/predict/batch", content=arrow_stream(_table(rows)), headers=ARROW), 422
     )
-    tenure = 1 + list(rows[0]).index("tenure")
-    contract = 1 + list(rows[0]).index("Contract")
+    tenure, contract = _columns_of(rows[0], "tenure", "Contract")
     assert error["details"] == [
         {
             "field": f"row 1, column {tenure} (tenure)",
             "problem": "Input should be less than or equal to 120 (got 121)",
         },
-        {
-            "field": f"row 2, column {contract} (Contract)",
-            "problem": "Input should be 'Month-to-month', 'One year' or 'Two year' (got 'Monthly')",
-        },
+        {"field": f"row 2, column {contract} (Contract)", "problem": NOT_A_CONTRACT},
     ]
 
 
