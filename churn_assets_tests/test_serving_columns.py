@@ -407,6 +407,26 @@ def test_arrow_errors_name_row_column_field_and_value(client: TestClient, payloa
     ]
 
 
+def _with_column(name: str, values: pa.Array) -> bytes:
+    """One customer whose column `name` is `values`, as an Arrow stream."""
+    table = _table([TELCO_ROW])
+    return arrow_stream(table.set_column(table.column_names.index(name), name, values))
+
+
+def _in_batches(rows: list[dict[str, Any]], size: int) -> bytes:
+    """Rows as a stream of record batches of `size` rows each."""
+    return arrow_stream(pa.Table.from_batches(_table(rows).to_batches(max_chunksize=size)))
+
+
+def _v4_stream() -> bytes:
+    """A stream in Arrow's metadata V4, whose batches could name a codec in custom metadata."""
+    table, sink = _table([TELCO_ROW]), pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(metadata_version=pa.ipc.MetadataVersion.V4)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
 def _valid_arrow() -> bytes:
     return arrow_stream(_table([TELCO_ROW, TELCO_ROW]))
 
@@ -436,10 +456,42 @@ def _valid_arrow() -> bytes:
         (
             lambda: arrow_stream(_table([dict(TELCO_ROW, tenure=[1, 2])])),
             422,
+            "schema, column 6 (tenure)",
+            "list<item: int64> column is not read",
+        ),
+        (
+            lambda: arrow_stream(_table([dict(TELCO_ROW, tenure=True)])),
+            422,
             "row 0, column 6 (tenure)",
             "valid integer",
         ),
-        (lambda: arrow_stream(_table([TELCO_ROW] * 51)), 413, "body", "limit of 50"),
+        (lambda: arrow_stream(_table([TELCO_ROW] * 51)), 413, "body", "limit per request"),
+        (lambda: _in_batches([TELCO_ROW] * 60, 7), 413, "body", "more than 50 customers"),
+        (_v4_stream, 400, "body", "metadata V4"),
+        (
+            lambda: _with_column("gender", pa.array(["Female"], pa.string_view())),
+            422,
+            "(gender)",
+            "string_view",
+        ),
+        (
+            lambda: _with_column("customerID", pa.RunEndEncodedArray.from_arrays([1], ["C-1"])),
+            422,
+            "(customerID)",
+            "run_end_encoded",
+        ),
+        (
+            lambda: _with_column("tenure", pa.array([{"a": 5}])),
+            422,
+            "column 6 (tenure)",
+            "struct<a: int64> column is not read",
+        ),
+        (
+            lambda: _with_column("customerID", pa.array(["x" * 2**20]).dictionary_encode()),
+            422,
+            "(customerID)",
+            "a dictionary value of 1048576 bytes",
+        ),
     ],
     ids=[
         "empty",
@@ -452,7 +504,14 @@ def _valid_arrow() -> bytes:
         "missing-column",
         "column-twice",
         "nested-list",
+        "boolean-number",
         "too-many",
+        "too-many-in-batches",
+        "metadata-v4",
+        "string-view",
+        "run-end-encoded",
+        "struct",
+        "dictionary-value-too-long",
     ],
 )
 def test_hostile_arrow_gets_a_4xx_naming_where(

@@ -6,12 +6,19 @@ reading one costs a few hundred microseconds and a batch is scored at nearly the
 speed (`make bench-serving`).
 
 An Arrow stream is binary a caller controls, so it is verified before any value is read:
-- Compressed buffers are refused. pyarrow inflates a compressed buffer to the size its own
-  header claims, with no bound, so a 16 MiB body could claim gigabytes. Uncompressed, every
-  buffer lies inside the body, whose size `CHURN_MAX_BODY_BYTES` bounds.
+- Compressed buffers are refused, in both of the ways a stream can say so (the codec field of
+  metadata version 5, and the custom metadata of the versions before it): pyarrow inflates a
+  compressed buffer to the size its own header claims, with no bound, so a 16 MiB body could
+  claim gigabytes. Uncompressed, every buffer lies inside the body, whose size
+  `CHURN_MAX_BODY_BYTES` bounds.
+- Rows are counted batch by batch as they are read, in Python's integers (Arrow's own total
+  wraps around), and the stream refused past the batch limit.
 - The table is validated in full (`Table.validate(full=True)`: offsets, lengths, UTF-8)
   before a value is touched, since Arrow's reader checks the message headers but not the
   data (an offset past its buffer would read past it).
+- Only the column types a caller means for numbers and text are read (`column_kind`): a
+  nested, run-end-encoded, view, temporal or extension column is refused by name before any
+  cast or conversion, as those expand far past their bytes or fail converting.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from __future__ import annotations
 import pyarrow as pa
 from pyarrow import ipc
 
+from churn_assets.ml.data.limits import MAX_ID_CHARS
 from serving.errors import ApiError
+from serving.schemas import MAX_LEVEL_CHARS
 
 #: The media type of an Arrow IPC stream (https://www.iana.org/assignments/media-types).
 ARROW = "application/vnd.apache.arrow.stream"
@@ -27,9 +36,27 @@ ARROW = "application/vnd.apache.arrow.stream"
 # Message.fbs: the MessageHeader union's members that carry buffers, and the field of
 # RecordBatch that names a codec (absent when the buffers are as written).
 _DICTIONARY_BATCH, _RECORD_BATCH = 2, 3
-_MESSAGE_HEADER_TYPE, _MESSAGE_HEADER = 1, 2
+_MESSAGE_HEADER_TYPE, _MESSAGE_HEADER, _MESSAGE_CUSTOM_METADATA = 1, 2, 4
 _DICTIONARY_DATA = 1
 _BATCH_COMPRESSION = 3
+#: The longest text cell any field takes, in UTF-8 bytes (a level or an ID, 4 bytes a
+#: character at most): a dictionary value longer than this is refused before it is repeated
+#: once per row.
+MAX_CELL_BYTES = 4 * max(MAX_LEVEL_CHARS, MAX_ID_CHARS)
+
+
+def column_kind(kind: pa.DataType) -> str | None:
+    """How a column of this type is read: "number", "text", "dictionary", "other" (booleans and
+    nulls, judged by the request model), or None: refused."""
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return "number"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "text"
+    if pa.types.is_dictionary(kind) and column_kind(kind.value_type) == "text":
+        return "dictionary"
+    if pa.types.is_boolean(kind) or pa.types.is_null(kind):
+        return "other"
+    return None
 
 
 def malformed(problem: str) -> ApiError:
@@ -38,23 +65,43 @@ def malformed(problem: str) -> ApiError:
     )
 
 
-def table_of(body: bytes) -> pa.Table:
-    """The stream's table, once every message is known uncompressed and the data valid.
+def table_of(body: bytes, max_rows: int) -> pa.Table:
+    """The stream's table, once every message is known uncompressed, its rows within
+    `max_rows` and its data valid.
 
-    Raises `ApiError` 400 `malformed_arrow` saying what is wrong (never the data itself)."""
+    Raises `ApiError`: 400 `malformed_arrow` saying what is wrong (never the data itself),
+    413 `batch_too_large`."""
     try:
         messages = ipc.MessageReader.open_stream(pa.py_buffer(body))
         for message in messages:
+            if message.metadata_version != ipc.MetadataVersion.V5:
+                raise malformed(
+                    f"it is written in Arrow's metadata {message.metadata_version.name}; "
+                    "send V5 (every Arrow library's default since 1.0)"
+                )
             if _compressed(message.metadata.to_pybytes()):
                 raise malformed(
-                    "its buffers are compressed (LZ4 or ZSTD); send them uncompressed "
+                    "its batches are compressed (LZ4 or ZSTD) or carry custom metadata "
+                    "(where older streams named a codec); send plain, uncompressed batches "
                     "(pyarrow: IpcWriteOptions(compression=None))"
                 )
-        table = ipc.open_stream(pa.py_buffer(body)).read_all()
+        reader = ipc.open_stream(pa.py_buffer(body))
+        batches, rows = [], 0
+        for batch in reader:
+            rows += int(batch.num_rows)
+            if rows > max_rows:
+                raise ApiError(
+                    413,
+                    "batch_too_large",
+                    f"more than {max_rows} customers: the limit per request",
+                    "body",
+                )
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, schema=reader.schema)
         table.validate(full=True)
     except ApiError:
         raise
-    except (pa.ArrowException, ValueError, IndexError, OSError) as error:
+    except (pa.ArrowException, ValueError, IndexError, OSError, OverflowError) as error:
         raise malformed(_first_line(error)) from None
     return table
 
@@ -67,7 +114,8 @@ def _first_line(error: Exception) -> str:
 
 
 def _compressed(metadata: bytes) -> bool:
-    """Whether a message's record batch (or dictionary batch) names a compression codec.
+    """Whether a message's record batch (or dictionary batch) names a compression codec, or
+    carries custom metadata (where streams before metadata V5 named one).
 
     pyarrow exposes no such flag, so the message's FlatBuffer (which Arrow's reader has
     already verified) is read here: root table -> header union -> RecordBatch.compression.
@@ -94,6 +142,8 @@ def _compressed(metadata: bytes) -> bool:
     if kind_at is None or header_at is None:
         return False
     kind = metadata[kind_at]
+    if kind in (_DICTIONARY_BATCH, _RECORD_BATCH) and field(message, _MESSAGE_CUSTOM_METADATA):
+        return True
     header = table(header_at + u32(header_at))
     if kind == _DICTIONARY_BATCH:
         data_at = field(header, _DICTIONARY_DATA)

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from churn_assets.ml.data.limits import MAX_ID_CHARS
 from churn_assets.ml.data.reading import blank_as_none
-from serving.arrow import table_of
+from serving.arrow import MAX_CELL_BYTES, column_kind, table_of
 from serving.errors import ApiError
 from serving.schemas import MAX_LEVEL_CHARS, RequestModels, aliases
 
@@ -266,7 +266,7 @@ def _texts(values: pa.Array) -> pa.Array | None:
     kind = values.type
     if pa.types.is_string(kind):
         return values
-    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+    if pa.types.is_large_string(kind):  # its data is inside the body: the cast is bounded
         return values.cast(pa.string())
     return None
 
@@ -331,6 +331,45 @@ def _arrow_ids(values: pa.Array) -> Any:
     if texts.null_count < len(texts) and pc.max(pc.utf8_length(texts)).as_py() > MAX_ID_CHARS:
         return None
     return texts.to_pylist()
+
+
+def _arrow_column(table: pa.Table, position: int) -> pa.Array:
+    """A column as one array of a type the readers take; refused by name (422) when its type
+    is not one a caller means for numbers or text, or a dictionary value is longer than any
+    cell (it would be repeated once per row)."""
+    column, name = table.column(position), table.column_names[position]
+    where = f"schema, column {position + 1} ({name})"
+    kind = column_kind(column.type)
+    if kind is None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "arrow_type",
+                    "loc": ("body", where),
+                    "msg": f"an Arrow {column.type} column is not read: send numbers as "
+                    "integer or floating columns, text as string, large_string or a "
+                    "dictionary of them",
+                }
+            ]
+        )
+    if kind == "dictionary":  # as pandas writes a category
+        longest = max(
+            (pc.max(pc.binary_length(chunk.dictionary)).as_py() or 0 for chunk in column.chunks),
+            default=0,
+        )
+        if longest > MAX_CELL_BYTES:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "string_too_long",
+                        "loc": ("body", where),
+                        "msg": f"a dictionary value of {longest} bytes, longer than any "
+                        f"level or ID ({MAX_CELL_BYTES} bytes at most)",
+                    }
+                ]
+            )
+        column = column.cast(column.type.value_type)
+    return column.combine_chunks()
 
 
 class BatchReader:
@@ -584,19 +623,16 @@ class BatchReader:
     def read_arrow(self, body: bytes, max_rows: int) -> Columns:
         """An Arrow IPC stream (a column per field, as CSV's header names them) as columns;
         errors name the row (counted from 0), the column, the field and the value."""
-        table = table_of(body)
+        table = table_of(body, max_rows)
         fields = self._header(table.column_names, "schema", "schema")
         if not table.num_rows:
             raise ApiError(
                 422, "invalid_request", "the Arrow body has a schema but no customers", "body"
             )
-        _too_many(table.num_rows, max_rows, "body")
+        columns = {field: _arrow_column(table, position) for field, position in fields.items()}
         read: dict[str, Any] = {}
-        for field, position in fields.items():
-            column = table.column(position)
-            if pa.types.is_dictionary(column.type):  # as pandas writes a category
-                column = column.cast(column.type.value_type)
-            values = self._arrow[field](column.combine_chunks())
+        for field, column in columns.items():
+            values = self._arrow[field](column)
             if values is None:
                 return self._judged(table, fields)
             read[field] = values
