@@ -16,7 +16,7 @@ An Arrow stream is binary a caller controls, so it is verified before any value 
 - The table is validated in full (`Table.validate(full=True)`: offsets, lengths, UTF-8)
   before a value is touched, since Arrow's reader checks the message headers but not the
   data (an offset past its buffer would read past it).
-- Only the column types a caller means for numbers and text are read (`column_kind`): a
+- Only the column types a caller means for numbers and text are read (`readable`): a
   nested, run-end-encoded, view, temporal or extension column is refused by name before any
   cast or conversion, as those expand far past their bytes or fail converting.
 """
@@ -45,18 +45,23 @@ _BATCH_COMPRESSION = 3
 MAX_CELL_BYTES = 4 * max(MAX_LEVEL_CHARS, MAX_ID_CHARS)
 
 
-def column_kind(kind: pa.DataType) -> str | None:
-    """How a column of this type is read: "number", "text", "dictionary", "other" (booleans and
-    nulls, judged by the request model), or None: refused."""
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        return "number"
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return "text"
-    if pa.types.is_dictionary(kind) and column_kind(kind.value_type) == "text":
-        return "dictionary"
-    if pa.types.is_boolean(kind) or pa.types.is_null(kind):
-        return "other"
-    return None
+def readable(kind: pa.DataType) -> bool:
+    """Whether a column of this type is read: numbers (integer, floating), text (string,
+    large_string, a dictionary of them), and booleans and nulls, which the request model
+    judges."""
+    if pa.types.is_dictionary(kind):
+        return pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)
+    return any(
+        test(kind)
+        for test in (
+            pa.types.is_integer,
+            pa.types.is_floating,
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_boolean,
+            pa.types.is_null,
+        )
+    )
 
 
 def malformed(problem: str) -> ApiError:

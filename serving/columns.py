@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from churn_assets.ml.data.limits import MAX_ID_CHARS
 from churn_assets.ml.data.reading import blank_as_none
-from serving.arrow import MAX_CELL_BYTES, column_kind, table_of
+from serving.arrow import MAX_CELL_BYTES, readable, table_of
 from serving.errors import ApiError
 from serving.schemas import MAX_LEVEL_CHARS, RequestModels, aliases
 
@@ -262,13 +262,8 @@ ArrowPlain = Callable[[pa.Array], Any]
 
 
 def _texts(values: pa.Array) -> pa.Array | None:
-    """A text column as plain UTF-8 strings; None for any other type."""
-    kind = values.type
-    if pa.types.is_string(kind):
-        return values
-    if pa.types.is_large_string(kind):  # its data is inside the body: the cast is bounded
-        return values.cast(pa.string())
-    return None
+    """A text column (`_arrow_column` made every text a plain string); None for another type."""
+    return values if pa.types.is_string(values.type) else None
 
 
 def _arrow_levels(levels: Sequence[str], listed: Codes) -> ArrowPlain:
@@ -334,41 +329,35 @@ def _arrow_ids(values: pa.Array) -> Any:
 
 
 def _arrow_column(table: pa.Table, position: int) -> pa.Array:
-    """A column as one array of a type the readers take; refused by name (422) when its type
+    """A column as one array, its text as plain strings; refused by name (422) when its type
     is not one a caller means for numbers or text, or a dictionary value is longer than any
     cell (it would be repeated once per row)."""
     column, name = table.column(position), table.column_names[position]
-    where = f"schema, column {position + 1} ({name})"
-    kind = column_kind(column.type)
-    if kind is None:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "arrow_type",
-                    "loc": ("body", where),
-                    "msg": f"an Arrow {column.type} column is not read: send numbers as "
-                    "integer or floating columns, text as string, large_string or a "
-                    "dictionary of them",
-                }
-            ]
+
+    def refused(kind: str, problem: str) -> RequestValidationError:
+        where = _place("schema", position, name)
+        return RequestValidationError([{"type": kind, "loc": ("body", where), "msg": problem}])
+
+    if not readable(column.type):
+        raise refused(
+            "arrow_type",
+            f"an Arrow {column.type} column is not read: send numbers as integer or floating "
+            "columns, text as string, large_string or a dictionary of them",
         )
-    if kind == "dictionary":  # as pandas writes a category
+    if pa.types.is_dictionary(column.type):  # as pandas writes a category
         longest = max(
             (pc.max(pc.binary_length(chunk.dictionary)).as_py() or 0 for chunk in column.chunks),
             default=0,
         )
         if longest > MAX_CELL_BYTES:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "string_too_long",
-                        "loc": ("body", where),
-                        "msg": f"a dictionary value of {longest} bytes, longer than any "
-                        f"level or ID ({MAX_CELL_BYTES} bytes at most)",
-                    }
-                ]
+            raise refused(
+                "string_too_long",
+                f"a dictionary value of {longest} bytes, longer than any level or ID "
+                f"({MAX_CELL_BYTES} bytes at most)",
             )
         column = column.cast(column.type.value_type)
+    if pa.types.is_large_string(column.type):  # its data is inside the body: bounded
+        column = column.cast(pa.string())
     return column.combine_chunks()
 
 
@@ -561,7 +550,10 @@ class BatchReader:
                 [
                     {
                         "type": kind,
-                        "loc": ("body", _cell(lines[row + 1], position, header[position])),
+                        "loc": (
+                            "body",
+                            _place(f"line {lines[row + 1]}", position, header[position]),
+                        ),
                         "msg": problem,
                         "input": value,
                     }
@@ -582,7 +574,7 @@ class BatchReader:
         errors: list[dict[str, Any]] = []
         for position, name in enumerate(header):
             field = self._aliases.get(name, name)
-            where = ("body", f"{head}, column {position + 1} ({name})")
+            where = ("body", _place(head, position, name))
             if field not in self._fields:
                 errors.append(
                     {
@@ -651,8 +643,8 @@ class BatchReader:
             for e in error.errors(include_url=False):
                 _, row, *rest = e["loc"]
                 name = str(rest[0]) if rest else ""
-                place = f"row {row}" + (
-                    f", column {position[name] + 1} ({name})" if name in position else ""
+                place = (
+                    _place(f"row {row}", position[name], name) if name in position else f"row {row}"
                 )
                 errors.append({**e, "loc": ("body", place, *rest[1:])})
             raise RequestValidationError(errors) from None
@@ -669,8 +661,10 @@ def example_csv(customers: list[dict[str, Any]]) -> str:
     return text.getvalue()
 
 
-def _cell(line: int, position: int, name: str) -> str:
-    return f"line {line}, column {position + 1} ({name})"
+def _place(head: str, position: int, name: str) -> str:
+    """Where a field is in a body, for errors: `line 3, column 6 (tenure)` in CSV, `row 2,
+    column 6 (tenure)` or `schema, column 6 (tenure)` in Arrow."""
+    return f"{head}, column {position + 1} ({name})"
 
 
 def _malformed(problem: str) -> ApiError:
