@@ -38,11 +38,12 @@ def customer_payloads(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return payloads
 
 
-def arrow_stream(table: pa.Table, compression: str | None = None) -> bytes:
-    """A table as an Arrow IPC stream body, as pandas or Polars callers write one."""
+def arrow_stream(table: pa.Table, **options: Any) -> bytes:
+    """A table as an Arrow IPC stream body, as pandas or Polars callers write one (`options`:
+    pyarrow's IpcWriteOptions, e.g. a compression)."""
     sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression=compression)
-    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+    written = pa.ipc.IpcWriteOptions(**options)
+    with pa.ipc.new_stream(sink, table.schema, options=written) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue().to_pybytes())
 

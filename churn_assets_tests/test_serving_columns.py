@@ -420,11 +420,7 @@ def _in_batches(rows: list[dict[str, Any]], size: int) -> bytes:
 
 def _v4_stream() -> bytes:
     """A stream in Arrow's metadata V4, whose batches could name a codec in custom metadata."""
-    table, sink = _table([TELCO_ROW]), pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(metadata_version=pa.ipc.MetadataVersion.V4)
-    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
+    return arrow_stream(_table([TELCO_ROW]), metadata_version=pa.ipc.MetadataVersion.V4)
 
 
 def _valid_arrow() -> bytes:
@@ -437,8 +433,8 @@ def _valid_arrow() -> bytes:
         (lambda: b"", 400, "body", "not a valid Arrow IPC stream"),
         (lambda: b"customerID,gender\n", 400, "body", "not a valid Arrow IPC stream"),
         (lambda: _valid_arrow()[:-40], 400, "body", "not a valid Arrow IPC stream"),
-        (lambda: arrow_stream(_table([TELCO_ROW]), "zstd"), 400, "body", "compressed"),
-        (lambda: arrow_stream(_table([TELCO_ROW]), "lz4"), 400, "body", "compressed"),
+        (lambda: arrow_stream(_table([TELCO_ROW]), compression="zstd"), 400, "body", "compressed"),
+        (lambda: arrow_stream(_table([TELCO_ROW]), compression="lz4"), 400, "body", "compressed"),
         (lambda: arrow_stream(_table([TELCO_ROW]).slice(0, 0)), 422, "body", "no customers"),
         (lambda: arrow_stream(_table([dict(TELCO_ROW, Plan="gold")])), 422, "(Plan)", "Extra"),
         (
