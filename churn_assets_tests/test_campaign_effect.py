@@ -139,10 +139,21 @@ def test_the_world_answers_offers_by_its_truth() -> None:
     assert ((dogs > 2) & (dogs <= 5)).all()
 
 
+def test_the_joint_interval_is_newcombes_at_the_bonferroni_level() -> None:
+    judged = effect.Comparison.of(np.arange(130) < 5, np.arange(120) < 0)
+    assert judged is not None
+    assert judged.interval(1) == pytest.approx((judged.reduction_low, judged.reduction_high))
+    # 8 together: each at 1 - 0.05/8, z = 2.734 (wider, and still inside [-1, 1])
+    assert judged.interval(8) == pytest.approx(effect.newcombe(0, 120, 5, 130, z=2.7344), abs=1e-4)
+    low, high = judged.interval(8)
+    assert -1 <= low < judged.reduction_low and judged.reduction_high < high <= 1
+
+
 def test_measured_effects_cover_the_worlds_truth() -> None:
     """Twenty campaigns on fresh worlds: randomized arms, the world answers, the interval is
-    judged against the true reduction over the targets (95% intervals: at least 16 of 20)."""
-    covered, errors = 0, []
+    judged against the true reduction over the targets (95% intervals: at least 16 of 20; the
+    twenty joint intervals: all of them, as they hold together 95% of the time)."""
+    covered, together, errors = 0, 0, []
     for seed in range(20):
         history = make_history(4000, 8, ExtractKind.full, seed=100 + seed)
         week, window = 1, 3
@@ -158,6 +169,9 @@ def test_measured_effects_cover_the_worlds_truth() -> None:
         measured = effect.Comparison.of(left[arm == Arm.treatment], left[arm == Arm.control])
         assert measured is not None
         covered += measured.reduction_low <= truth <= measured.reduction_high
+        low, high = measured.interval(20)
+        together += low <= truth <= high
         errors.append(measured.reduction - truth)
     assert covered >= 16, covered
+    assert together == 20, together
     assert abs(float(np.mean(errors))) < 0.01  # unbiased: the errors average out

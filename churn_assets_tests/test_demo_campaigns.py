@@ -33,6 +33,9 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     assert len(closed) >= 2  # weeks 0 and 1 closed by week 4 (three-week windows)
     # the interval's coverage is asymptotic: held to it where an arm has 100 treated
     assert closed.loc[closed["treated"] >= 100, "covered"].all(), closed
+    # every closed one, by the joint intervals (95% for all at once), each wider than its own
+    wider = (closed["family_low"] <= closed["low"]) & (closed["family_high"] >= closed["high"])
+    assert (closed["covered_together"] & wider).all(), closed
     assert (closed["treated"] > 0).all() and (closed["control"] > 0).all()
     # the team's contact logs went through record_contacts: a quarter of the offered were not
     # reached (REACH 0.75), which the measure per contact accounts for
