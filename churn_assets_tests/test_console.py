@@ -327,11 +327,31 @@ def test_behind_a_trusted_proxy_its_header_names_the_user_and_nothing_else_does(
             )
 
 
+def test_a_query_past_the_limits_fails_alone_and_says_which_settings_bound_it(
+    settings: ConsoleSettings,
+) -> None:
+    tight = settings.model_copy(update={"query_memory": "1MB", "query_spill": "1MB"})
+    client = _client(tight, "lea")
+    page = client.get("/list?sort=churn_probability&desc=1")
+    assert page.status_code == 503, page.text[:500]
+    assert "CHURN_CONSOLE_QUERY_MEMORY" in page.text and "CHURN_CONSOLE_QUERY_SPILL" in page.text
+    assert "Out of Memory" not in page.text  # DuckDB's words are for the log
+    assert client.get("/healthz").status_code == 200
+
+
 def test_duckdb_holds_what_the_setting_allows_and_the_setting_is_a_size(
     settings: ConsoleSettings,
 ) -> None:
-    data = create_app(settings.model_copy(update={"query_memory": "512MB"})).state.console.data
+    sized = settings.model_copy(update={"query_memory": "512MB", "query_spill": "2GB"})
+    data = create_app(sized).state.console.data
     limit = data._cursor().execute("select current_setting('memory_limit')").fetchone()
     assert limit is not None and limit[0] in ("488.2 MiB", "512.0 MB", "488.2MiB")
-    with pytest.raises(ValueError):
-        ConsoleSettings(CHURN_CONSOLE_QUERY_MEMORY="1GB'; attach 'x'")
+    spill = data._cursor().execute("select current_setting('max_temp_directory_size')").fetchone()
+    assert spill is not None and spill[0] in ("1.8 GiB", "2.0 GB", "1.8GiB"), spill
+    folder = data._cursor().execute("select current_setting('temp_directory')").fetchone()
+    assert folder is not None and Path(folder[0]).name.startswith("churn-console-duckdb-")
+    for hostile in ("1GB'; attach 'x'", "90%", ""):
+        with pytest.raises(ValueError):
+            ConsoleSettings(CHURN_CONSOLE_QUERY_MEMORY=hostile)
+        with pytest.raises(ValueError):
+            ConsoleSettings(CHURN_CONSOLE_QUERY_SPILL=hostile)

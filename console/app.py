@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import duckdb
 import pandas as pd
 from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -40,6 +42,8 @@ from console import models, users
 from console.data import ARMS, ConsoleData, ListQuery, NoScoresError
 from console.settings import ConsoleSettings
 from console.users import Role, User
+
+log = logging.getLogger("console")
 
 HERE = Path(__file__).parent
 COOKIE = "churn_console"
@@ -150,11 +154,14 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
         ),
         URLSafeTimedSerializer(_secret(settings), salt="churn-console-session"),
-        ConsoleData(settings.scores_folder, settings.page_rows, settings.query_memory),
+        ConsoleData(
+            settings.scores_folder, settings.page_rows, settings.query_memory, settings.query_spill
+        ),
     )
     app.include_router(router)
     app.add_exception_handler(LoginRequiredError, _to_login)
     app.add_exception_handler(NoScoresError, _no_scores)
+    app.add_exception_handler(duckdb.OutOfMemoryException, _too_big)
     return app
 
 
@@ -168,6 +175,17 @@ async def _to_login(request: Request, _: Exception) -> Response:
 
 async def _no_scores(request: Request, error: Exception) -> Response:
     return _console(request).render("empty.html", 404, message=str(error), user=None)
+
+
+async def _too_big(request: Request, error: Exception) -> Response:
+    """A query past the console's memory and spill limits fails alone: the page says which
+    settings bound it, the log has DuckDB's words, and every other page still answers."""
+    log.warning("a console query outgrew its limits: %s", str(error).splitlines()[0])
+    message = (
+        "This page needs more memory than the console may use (CHURN_CONSOLE_QUERY_MEMORY, "
+        "then CHURN_CONSOLE_QUERY_SPILL on disk): narrow the filters, or raise those settings."
+    )
+    return _console(request).render("empty.html", 503, message=message, user=None)
 
 
 router = APIRouter()

@@ -13,8 +13,10 @@ file's own columns, checked against its schema; values are bound parameters.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -60,13 +62,20 @@ class Page:
 class ConsoleData:
     """Queries over one scores folder; a cursor per call, so threads never share one."""
 
-    def __init__(self, folder: Path, page_rows: int = 50, memory: str = "1GB") -> None:
+    def __init__(
+        self, folder: Path, page_rows: int = 50, memory: str = "1GB", spill: str = "4GB"
+    ) -> None:
         self.folder = folder
         self.page_rows = page_rows
         self._db = duckdb.connect(":memory:")
-        self._db.execute(f"set memory_limit = '{memory}'")  # a validated setting, not a value
-        # a large sort spills here, not into the working folder (read-only in the images)
-        self._db.execute("set temp_directory = ?", [str(Path(tempfile.gettempdir()) / "duckdb")])
+        # validated settings (a size each), not values
+        self._db.execute(f"set memory_limit = '{memory}'")
+        self._db.execute(f"set max_temp_directory_size = '{spill}'")
+        # a large sort spills here: not into the working folder (read-only in the images), and
+        # a folder of this process's own, as two consoles on one host would share a fixed one
+        spills = tempfile.mkdtemp(prefix="churn-console-duckdb-")
+        self._db.execute("set temp_directory = ?", [spills])
+        weakref.finalize(self, shutil.rmtree, spills, True)  # at exit at the latest
         self._lock = threading.Lock()
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:

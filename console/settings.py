@@ -36,6 +36,14 @@ class ConsoleSettings(ChurnSettings):
         description="What DuckDB may hold in memory before it spills to the temporary folder "
         "(its own default is 80% of the machine's: a pod's limit is smaller).",
     )
+    query_spill: str = Field(
+        "4GB",
+        alias="CHURN_CONSOLE_QUERY_SPILL",
+        pattern=r"^\d+(\.\d+)?\s?(MB|GB|MiB|GiB)$",
+        description="What DuckDB may write to its temporary folder once a query outgrows "
+        "CHURN_CONSOLE_QUERY_MEMORY; past it the query fails, and the console with it never "
+        "fills the disk (DuckDB's own default is 90% of the free disk, which a node shares).",
+    )
     trusted_header: str | None = Field(
         None,
         alias="CHURN_CONSOLE_TRUSTED_HEADER",
