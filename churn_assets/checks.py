@@ -8,13 +8,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from churn_assets.assets.campaigns import campaign_effect
+from churn_assets.assets.campaigns import campaign_effect, uplift_model
 from churn_assets.assets.evaluation import evaluation_report
 from churn_assets.assets.ingest import raw_customers
 from churn_assets.assets.landing import customer_snapshot
 from churn_assets.assets.metadata import table_metadata, ui_metadata
 from churn_assets.assets.monitoring import realized_performance
-from churn_assets.ml.campaigns import effect
+from churn_assets.ml.campaigns import effect, uplift
 from churn_assets.ml.cluster.runners import ClusterError
 from churn_assets.ml.data import partitioned, validation
 from churn_assets.ml.data.partitioned import SnapshotTable
@@ -381,4 +381,34 @@ def offers_work(
             },
             thresholds={"min_campaigns": churn_settings.effect_min_campaigns},
         ),
+    )
+
+
+@dg.asset_check(
+    asset=uplift_model,
+    description=(
+        "Warns (does not block) when the uplift version in production, judged again on the "
+        "fresh held-out customers of every closed campaign, targets clearly worse than the "
+        "campaigns' probability targeting (the whole 95% interval of the difference below 0) "
+        "and the run promoted no better version: `churn rollback --uplift` moves it back."
+    ),
+)
+def uplift_pays(settings: ChurnSettingsResource) -> dg.AssetCheckResult:
+    verdict = uplift.latest_verdict(settings.get().scores_folder) or {}
+    warning = uplift.production_alert(verdict)
+    shown = {
+        key: value
+        for key, value in verdict.items()
+        if key.startswith("production_") and isinstance(value, int | float | str)
+    }
+    return dg.AssetCheckResult(
+        passed=warning is None,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=warning
+        or (
+            "production's uplift targeting is not measurably worse than probability targeting"
+            if "production_minus_probability_high" in verdict
+            else "no uplift version in production judged against probability targeting"
+        ),
+        metadata=ui_metadata(shown),
     )

@@ -25,6 +25,7 @@ with bulk_imports():
         offers_work,
         quality_gate,
         realized_auc,
+        uplift_pays,
     )
     from churn_assets.jobs import churn_training, merge_extract, record_contacts
     from churn_assets.resources import churn_resources
@@ -44,7 +45,14 @@ churn_assets = dg.load_assets_from_modules(
 
 defs = dg.Definitions(
     assets=churn_assets,
-    asset_checks=[customer_data_contract, quality_gate, extract_drift, realized_auc, offers_work],
+    asset_checks=[
+        customer_data_contract,
+        quality_gate,
+        extract_drift,
+        realized_auc,
+        offers_work,
+        uplift_pays,
+    ],
     jobs=[churn_training, merge_extract, record_contacts],
     schedules=[weekly_retrain],
     sensors=[

@@ -90,6 +90,7 @@ def test_quality_gate_and_data_checks_are_blocking() -> None:
         ("customer_snapshot", "extract_drift"),
         ("realized_performance", "realized_auc"),
         ("campaign_effect", "offers_work"),
+        ("uplift_model", "uplift_pays"),
     }
     assert all(spec.blocking for key, spec in checks.items() if key not in warnings)
     # drift and realized performance warn, never stop

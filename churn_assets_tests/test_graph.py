@@ -153,6 +153,7 @@ def test_whole_graph_registers_evaluates_gates_and_promotes(
         "quality_gate": True,
         "realized_auc": True,  # nothing to judge yet: no outcomes have arrived
         "offers_work": True,  # no campaign window has outcomes yet either
+        "uplift_pays": True,  # no uplift version yet
     }
     assert_no_mlflow_run_left_running(churn_env)
 

@@ -182,6 +182,30 @@ def test_a_version_clearly_worse_than_production_uplift_is_refused() -> None:
     assert better.difference_low > 0 and better.not_worse
 
 
+def test_production_uplift_that_now_loses_to_probability_targeting_is_warned_of() -> None:
+    """Production's targeting judged again on the fresh held-out customers, against the
+    campaigns' probability targeting: the check warns when it is clearly worse and the run
+    promoted nothing better, and names the way back."""
+    rows, _ = _world(20_000, 3)
+    rows = rows.reset_index(drop=True)
+    ids = rows[TELCO.id_column]
+    order = np.argsort(np.argsort(uplift.prevented(rows))) / len(rows)
+    knows = order * 0.6 - 0.1
+    worse = knows[::-1].copy()
+    losing = uplift.against_production(rows, knows, worse, "4", SAVED, COST, uplift.SEED, ids)
+    assert losing.production_loses and losing.versus_probability is not None
+    kept = {**losing.figures(), "promotion": "not promoted: no better than probability"}
+    warning = uplift.production_alert(kept)
+    assert warning is not None and "version 4 targets worse" in warning
+    assert "churn rollback --uplift" in warning
+    # a run that promoted a better version has nothing to warn of: production is that one
+    assert uplift.production_alert({**kept, "promotion": "promoted (production was 4)"}) is None
+    earning = uplift.against_production(rows, worse, knows, "4", SAVED, COST, uplift.SEED, ids)
+    assert not earning.production_loses, earning.versus_probability
+    assert uplift.production_alert({**earning.figures(), "promotion": "not promoted"}) is None
+    assert uplift.production_alert({}) is None  # no verdict yet, or no production version
+
+
 def test_a_customer_in_many_campaigns_is_one_draw_of_the_bootstrap() -> None:
     """The same customers seen in four campaigns carry no more evidence than the customers
     themselves: the interval must not narrow as if they were four times as many."""

@@ -340,6 +340,9 @@ class AgainstProduction:
     difference: float
     difference_low: float
     difference_high: float
+    #: production's targeting against the campaigns' probability targeting on the same
+    #: customers (per 1,000: difference, low, high); None where not measured
+    versus_probability: tuple[float, float, float] | None = None
 
     @property
     def not_worse(self) -> bool:
@@ -353,13 +356,25 @@ class AgainstProduction:
             return f"the production uplift version {self.version} targets better"
         return f"not worse than the production uplift version {self.version}"
 
+    @property
+    def production_loses(self) -> bool:
+        """Whether production's targeting is clearly worse than targeting by probability on
+        these fresh customers (the whole interval below 0): it should no longer choose."""
+        return self.versus_probability is not None and self.versus_probability[2] < 0
+
     def figures(self) -> dict[str, float | str]:
-        return {
+        shown: dict[str, float | str] = {
             "production_uplift_version": self.version,
             "minus_production_per_1000": self.difference,
             "minus_production_low": self.difference_low,
             "minus_production_high": self.difference_high,
         }
+        if self.versus_probability is not None:
+            difference, low, high = self.versus_probability
+            shown["production_minus_probability_per_1000"] = difference
+            shown["production_minus_probability_low"] = low
+            shown["production_minus_probability_high"] = high
+        return shown
 
 
 def against_production(
@@ -374,12 +389,37 @@ def against_production(
 ) -> AgainstProduction:
     """Targeting by `uplift` against targeting by the production version's `production`
     uplift, each offering where its expected incremental value is above 0 (`customers`: each
-    row's customer, the bootstrap's unit)."""
+    row's customer, the bootstrap's unit); and production's targeting against the campaigns'
+    probability targeting, which says whether production still earns its place (its held-out
+    customers are new to it too: the split is by customer, the same for every version)."""
     gain = prevented(rows) * saved_value - offer_cost
     mine = expected_incremental_value(uplift, saved_value, offer_cost) > 0
-    theirs = expected_incremental_value(production, saved_value, offer_cost) > 0
-    per_customer = np.where(mine, gain, 0.0) - np.where(theirs, gain, 0.0)
-    return AgainstProduction(version, *_paired(per_customer, customers, seed))
+    theirs = np.where(expected_incremental_value(production, saved_value, offer_cost) > 0, gain, 0)
+    by_probability = np.where(rows[TARGETED].to_numpy(dtype=bool), gain, 0.0)
+    return AgainstProduction(
+        version,
+        *_paired(np.where(mine, gain, 0.0) - theirs, customers, seed),
+        versus_probability=_paired(theirs - by_probability, customers, seed),
+    )
+
+
+def production_alert(verdict: dict[str, object]) -> str | None:
+    """What the uplift check warns of, from the kept verdict (`keep_verdict`): production's
+    uplift version, kept after this judgement, targets clearly worse than probability targeting
+    on the fresh held-out customers. None when it does not, or when nothing says so."""
+    high = verdict.get("production_minus_probability_high")
+    version = verdict.get("production_uplift_version")
+    promoted = str(verdict.get("promotion", "")).startswith("promoted")
+    if not isinstance(high, int | float) or high >= 0 or version is None or promoted:
+        return None
+    difference = float(verdict["production_minus_probability_per_1000"])  # type: ignore[arg-type]
+    low = float(verdict["production_minus_probability_low"])  # type: ignore[arg-type]
+    return (
+        f"the production uplift version {version} targets worse than the campaigns' "
+        f"probability targeting on fresh held-out customers: {difference:+,.0f} per 1,000 "
+        f"customers [{low:+,.0f}, {high:+,.0f}]; `churn rollback --uplift` moves it back (or "
+        "withdraws a first version, so offers go by probability)"
+    )
 
 
 @dataclass(frozen=True)
