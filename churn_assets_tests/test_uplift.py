@@ -89,6 +89,28 @@ def test_uplift_targeting_beats_probability_targeting_as_the_truth_says() -> Non
     assert found.uplift[effect[held] < 0].mean() < 0
 
 
+def test_a_previous_versions_picks_alone_are_fitted_on_but_never_judged_on() -> None:
+    """A champion/challenger campaign whose production targets an uplift version chose keeps
+    only those picks: judged on them, both targetings would be compared among the customers
+    that version liked. Its rows join the fit (by customer, as every row) and not the verdict."""
+    contract = default_contract()
+    rows, _ = _world(20_000, 11)
+    young_monthly = (rows["Contract"] == "Month-to-month") & (rows["tenure"] <= 24)
+    picks = rows.loc[young_monthly].assign(**{uplift.CAMPAIGN: "c2", uplift.SELECTED: True})
+    both = pd.concat([rows.assign(**{uplift.SELECTED: False}), picks], ignore_index=True)
+    found = uplift.evaluate(both, contract, 1_000, SAVED, COST, uplift.SEED)
+    assert isinstance(found, uplift.Evaluation)
+    assert not found.held_out[uplift.SELECTED].any()
+    assert set(found.held_out[uplift.CAMPAIGN]) == {"c1"}
+    assert len(found.held_out) == int(uplift.held_out(rows, contract).sum())
+    # unflagged, the same picks would have joined the verdict
+    unflagged = uplift.evaluate(
+        both.assign(**{uplift.SELECTED: False}), contract, 1_000, SAVED, COST, uplift.SEED
+    )
+    assert isinstance(unflagged, uplift.Evaluation)
+    assert len(unflagged.held_out) > len(found.held_out)
+
+
 def test_too_few_outcomes_fit_nothing_and_say_so() -> None:
     rows, _ = _world(2_000, 7)
     found = uplift.evaluate(rows, default_contract(), 1_000, SAVED, COST, uplift.SEED)

@@ -9,7 +9,10 @@ nothing is estimated about who got offers. Each customer's features are those of
 dated the campaign's day (`point_in_time.observe`, the same rows training uses), the outcome
 whether the snapshots record them leaving within the campaign's window. Customers a campaign
 held, and champion/challenger campaigns' untargeted (their kept scoring is one policy's), are
-left out.
+left out. So where an uplift version chose a champion/challenger campaign's production targets,
+only its picks are there: those rows are fitted on but never judged on, since a judgement on
+them would compare both targetings among the customers the previous version liked (its
+verdict would lean to uplift), not on the customer base.
 
 **The learner** is a T-learner on LightGBM: one classifier of churn among the treated, one among
 the untreated, on the platform's preprocessor; a customer's uplift is the second's probability
@@ -61,13 +64,14 @@ SEED = 42
 HOLDOUT_SHARE = 0.3
 _BOOTSTRAP = 500
 #: Columns an experiment row carries besides the contract's features.
-TREATED, LEFT, PROPENSITY, PROBABILITY, TARGETED, CAMPAIGN = (
+TREATED, LEFT, PROPENSITY, PROBABILITY, TARGETED, CAMPAIGN, SELECTED = (
     "treated",
     "left",
     "propensity",
     "churn_probability",
     "targeted",
     "campaign",
+    "selected_by_uplift",
 )
 
 
@@ -116,11 +120,12 @@ def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
     threshold = float(campaign.policy["threshold"])
     aimed = (arm == Arm.treatment.value) | (arm == Arm.control.value)
     probability = assignments["churn_probability"].to_numpy()
-    by_threshold = np.ones(len(assignments), dtype=bool)
+    chose = np.zeros(len(assignments), dtype=bool)  # an uplift version chose them
     if campaign.uplift_version is not None:
         policy = assignments.get("policy", pd.Series("production", index=assignments.index))
         chose = (policy == "production").to_numpy()
-        by_threshold = np.where(chose, probability >= threshold, True)
+    by_threshold = np.where(chose, probability >= threshold, True)
+    below = measured.untouched(folder, campaign, ids)
     parts = [
         pd.DataFrame(
             {
@@ -128,17 +133,20 @@ def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
                 PROPENSITY: 1 - control_fraction,
                 PROBABILITY: probability[aimed],
                 TARGETED: by_threshold[aimed],
+                # its picks without the rest of their scoring (a champion/challenger campaign
+                # keeps no scoring of one policy): fitted on, never judged on (see evaluate)
+                SELECTED: chose[aimed] & (below is None),
             },
             index=ids[aimed].to_numpy(),
         )
     ]
-    below = measured.untouched(folder, campaign, ids)
     if below is not None and explore_fraction > 0:
         explored = arm == Arm.explore.value
         parts.append(
             pd.DataFrame(
                 {
                     TREATED: True,
+                    SELECTED: False,
                     PROPENSITY: explore_fraction,
                     PROBABILITY: probability[explored],
                     TARGETED: (probability[explored] >= threshold)
@@ -152,6 +160,7 @@ def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
             pd.DataFrame(
                 {
                     TREATED: False,
+                    SELECTED: False,
                     PROPENSITY: explore_fraction,
                     PROBABILITY: below.to_numpy(),
                     TARGETED: (below.to_numpy() >= threshold)
@@ -465,6 +474,10 @@ def evaluate(
         return TooFewOutcomes(treated, untreated, min_outcomes)
     judged = held_out(rows, contract)
     pipeline = fit(rows.loc[~judged], contract, seed)
+    # judged on populations no uplift model chose: on a previous version's picks alone, both
+    # targetings would be compared among the customers that version liked
+    if SELECTED in rows:
+        judged = judged & ~rows[SELECTED].to_numpy(dtype=bool)
     test = rows.loc[judged].reset_index(drop=True)
     uplift = predicted_uplift(pipeline, test)
     verdict = judge(test, uplift, saved_value, offer_cost, seed, test[contract.id_column])
