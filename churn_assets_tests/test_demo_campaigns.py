@@ -55,16 +55,7 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
     # campaign closed by week 4, each policy judged on its half, the two compared in value
     assert "; challenger v1: " in weeks[1]
     assert set(closed["policy"]) == {"production", "challenger"}
-    duels = pd.read_csv(out / "champion_challenger_truth.csv")
-    ended = duels.loc[duels["window_complete"]]
-    assert len(ended) >= 1, duels
-    assert (ended["challenger_version"].astype(str) == "1").all()
-    assert (ended["difference_high"] > ended["difference_low"]).all(), ended
-    assert set(ended["verdict"]) <= {
-        "challenger better",
-        "production better",
-        "not distinguishable",
-    }
+    ended = _duels_against_the_truth(out)
     assert not campaigns_demo.callers_store.exists()
 
     assert log.count("ok     campaign_effect") >= 4  # every promoted week measured them all
@@ -87,6 +78,31 @@ def test_weeks_of_campaigns_are_measured_against_the_truth(
         ]
         assert re.search(r"\+?-?\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", row), row
         assert re.search(r"\d+%\s+[+-]\d\.\d{3}$", row), row  # reached, per contact
+
+
+def _duels_against_the_truth(out: Path) -> pd.DataFrame:
+    """The champion/challenger splits that closed, each judged against the better policy: its
+    interval covers the world's difference, and a verdict that names a winner names the one
+    the world says is better."""
+    duels = pd.read_csv(out / "champion_challenger_truth.csv")
+    ended = duels.loc[duels["window_complete"]]
+    assert len(ended) >= 1, duels
+    assert (ended["challenger_version"].astype(str) == "1").all()
+    assert (ended["difference_high"] > ended["difference_low"]).all(), ended
+    assert ended["covered"].all(), ended
+    assert set(ended["verdict"]) <= {
+        "challenger better",
+        "production better",
+        "not distinguishable",
+    }
+    named = duels.loc[duels["verdict"] != "not distinguishable"]
+    better = (
+        named["true_difference_per_1000"]
+        .gt(0)
+        .map({True: "challenger better", False: "production better"})
+    )
+    assert (named["verdict"] == better).all(), named
+    return ended
 
 
 def _realized_says_who_offered(out: Path, shell_env: dict[str, str], weeks: list[str]) -> None:
