@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from churn_assets import start_up
-from churn_assets_tests.processes import REPO
+from churn_assets_tests.processes import REPO, base_env, run_command
 
 #: skops's trusted names, printed by a fresh interpreter after `PRELUDE` ran.
 _TRUSTED = """
@@ -55,14 +55,7 @@ print(gc.get_freeze_count() - before)
 def test_bulk_imports_freeze_what_they_import_and_leave_the_collector_as_it_was() -> None:
     # counted in a process of its own: here, another test's threads free frozen objects
     # meanwhile, and the count drops by as many
-    done = subprocess.run(
-        [sys.executable, "-c", _FROZEN],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_command([sys.executable, "-c", _FROZEN], base_env(), timeout=300)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 1000  # the lists made inside, tracked, now frozen
     assert gc.isenabled()
