@@ -227,11 +227,8 @@ class ConsoleData:
 
     def current_version(self) -> str | None:
         """The version that wrote the current scores file (every row holds it)."""
-        first = pq.ParquetFile(self.scores_file)
-        if first.metadata.num_rows == 0:
-            return None
-        column = first.read_row_group(0, columns=["model_version"]).column(0)
-        return str(column[0].as_py()) if len(column) else None
+        version = realized.first_value(self.scores_file, "model_version")
+        return None if version is None else str(version)
 
 
 def _quoted(path: Path) -> str:

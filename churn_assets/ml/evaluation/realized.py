@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,11 +96,19 @@ def keep_scores(
 def offers_by(path: Path) -> str:
     """Who chose a kept scoring's offers: "churn probability" (the version's threshold), or
     "uplift vN" when an uplift version in production did (its `uplift_version` column)."""
-    kept = pq.ParquetFile(path)
-    if UPLIFT_VERSION not in kept.schema_arrow.names:
-        return "churn probability"
-    column = kept.read_row_group(0, columns=[UPLIFT_VERSION]).column(0)
-    return f"uplift v{column[0].as_py()}" if len(column) else "churn probability"
+    version = first_value(path, UPLIFT_VERSION)
+    return "churn probability" if version is None else f"uplift v{version}"
+
+
+def first_value(path: Path, column: str) -> Any:
+    """The first value of a column every row of a scores file holds alike (the version that
+    scored, the uplift version that chose), read from one row group; None when the file has
+    no such column or no rows."""
+    scores = pq.ParquetFile(path)
+    if column not in scores.schema_arrow.names or scores.metadata.num_rows == 0:
+        return None
+    values = scores.read_row_group(0, columns=[column]).column(0)
+    return values[0].as_py() if len(values) else None
 
 
 def read_kept(path: Path) -> pd.DataFrame:
