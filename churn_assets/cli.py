@@ -411,6 +411,9 @@ def _campaigns(args: argparse.Namespace) -> int:
                 f"{said['difference_high']:+,.0f}]"
             )
         print(line)
+        warning = uplift.production_alert(said)
+        if warning is not None:
+            print(f"  warning: {warning}")
     if any(not e.window_complete for e in effects):
         print("  (* window still open: figures so far)")
     return 0

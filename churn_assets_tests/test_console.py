@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_assets.ml.campaigns import ledger
+from churn_assets.ml.campaigns import ledger, uplift
 from churn_assets.ml.evaluation import drift, realized
 from churn_assets.ml.files import keep_json
 from churn_assets_tests.conftest import PromotedStore, copied_store
+from churn_assets_tests.processes import base_env, run_command
 from console.app import create_app
 from console.settings import ConsoleSettings
 from console.users import Role, add
@@ -273,6 +274,30 @@ def test_the_campaigns_and_overview_pages_read_what_the_graph_kept(
     assert "drift not measured: &lt;reason&gt;" in lead.get("/").text
     (settings.scores_folder / drift.KEPT).unlink()  # the store is the module's
     assert "on the weekly schedule at Monday " in overview.text
+    _the_uplift_warning_shows(lead, settings)
+
+
+def _the_uplift_warning_shows(lead: TestClient, settings: ConsoleSettings) -> None:
+    """What the uplift_pays check warns of is on the pages that show the uplift verdict."""
+    kept = settings.scores_folder / ledger.FOLDER / uplift.VERDICT_FILE
+    before = kept.read_bytes()
+    losing = uplift.AgainstProduction("2", 0.0, -1.0, 1.0, (-9_000.0, -12_000.0, -6_000.0))
+    uplift.keep_verdict(
+        settings.scores_folder,
+        {"verdict": "uplift targeting is no better", **losing.figures(), "promotion": "not"},
+    )
+    try:
+        for page in ("/", "/campaigns"):
+            text = lead.get(page).text
+            assert "Warning:</strong> the production uplift version 2 targets worse" in text
+            assert "-9,000 per 1,000 customers [-12,000, -6,000]" in text
+        # and in a shell, where the ML engineers look
+        state = {"CHURN_STATE_DIR": str(settings.scores_folder.parent)}
+        listed = run_command([".venv/bin/churn", "campaigns"], base_env(**state))
+        assert listed.returncode == 0, listed.stderr
+        assert "  warning: the production uplift version 2 targets worse" in listed.stdout
+    finally:
+        kept.write_bytes(before)
 
 
 def test_behind_a_trusted_proxy_its_header_names_the_user_and_nothing_else_does(

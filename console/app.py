@@ -415,9 +415,12 @@ def _inline(png: bytes) -> str:
 
 
 def _uplift_verdict(settings: ConsoleSettings) -> dict[str, Any] | None:
+    """The uplift model's latest judgement, with the warning the `uplift_pays` check gives
+    (`warning`, None when none): the team sees it where it reads the verdict."""
     from churn_assets.ml.campaigns import uplift
 
-    return uplift.latest_verdict(settings.scores_folder)
+    verdict = uplift.latest_verdict(settings.scores_folder)
+    return None if verdict is None else {**verdict, "warning": uplift.production_alert(verdict)}
 
 
 def _audit(settings: ConsoleSettings, user: User, query: ListQuery, rows: int) -> None:
