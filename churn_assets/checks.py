@@ -388,14 +388,19 @@ def offers_work(
     asset=uplift_model,
     description=(
         "Warns (does not block) when the uplift version in production, judged again on the "
-        "fresh held-out customers of every closed campaign, targets clearly worse than the "
+        "held-out customers of every closed campaign, targets clearly worse than the "
         "campaigns' probability targeting (the whole 95% interval of the difference below 0) "
         "and the run promoted no better version: `churn rollback --uplift` moves it back."
     ),
 )
-def uplift_pays(settings: ChurnSettingsResource) -> dg.AssetCheckResult:
+def uplift_pays(
+    settings: ChurnSettingsResource, registry: ModelRegistryResource
+) -> dg.AssetCheckResult:
     verdict = uplift.latest_verdict(settings.get().scores_folder) or {}
-    warning = uplift.production_alert(verdict)
+    production = registry.open_uplift().production()
+    warning = uplift.production_alert(
+        verdict, None if production is None else str(production.version)
+    )
     shown = {
         key: value
         for key, value in verdict.items()
@@ -408,7 +413,8 @@ def uplift_pays(settings: ChurnSettingsResource) -> dg.AssetCheckResult:
         or (
             "production's uplift targeting is not measurably worse than probability targeting"
             if "production_minus_probability_high" in verdict
-            else "no uplift version in production judged against probability targeting"
+            else "production's uplift targeting was not judged against probability targeting "
+            "(no uplift version in production, or it could not be compared: see the run's log)"
         ),
         metadata=ui_metadata(shown),
     )

@@ -411,7 +411,12 @@ def _campaigns(args: argparse.Namespace) -> int:
                 f"{said['difference_high']:+,.0f}]"
             )
         print(line)
-        warning = uplift.production_alert(said)
+        warning = None
+        if "production_minus_probability_high" in said:  # only then is the registry asked
+            from churn_assets.ml.registry import model_registry as registry
+
+            now = registry.open_registry(settings, settings.uplift_model_name).production()
+            warning = uplift.production_alert(said, None if now is None else str(now.version))
         if warning is not None:
             print(f"  warning: {warning}")
     if any(not e.window_complete for e in effects):

@@ -6,20 +6,21 @@ import html
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_assets.ml.campaigns import ledger, uplift
+from churn_assets.ml.campaigns import ledger
 from churn_assets.ml.evaluation import drift, realized
 from churn_assets.ml.files import keep_json
 from churn_assets_tests.conftest import PromotedStore, copied_store
-from churn_assets_tests.processes import base_env, run_command
 from console.app import create_app
 from console.settings import ConsoleSettings
 from console.users import Role, add
@@ -274,30 +275,6 @@ def test_the_campaigns_and_overview_pages_read_what_the_graph_kept(
     assert "drift not measured: &lt;reason&gt;" in lead.get("/").text
     (settings.scores_folder / drift.KEPT).unlink()  # the store is the module's
     assert "on the weekly schedule at Monday " in overview.text
-    _the_uplift_warning_shows(lead, settings)
-
-
-def _the_uplift_warning_shows(lead: TestClient, settings: ConsoleSettings) -> None:
-    """What the uplift_pays check warns of is on the pages that show the uplift verdict."""
-    kept = settings.scores_folder / ledger.FOLDER / uplift.VERDICT_FILE
-    before = kept.read_bytes()
-    losing = uplift.AgainstProduction("2", 0.0, -1.0, 1.0, (-9_000.0, -12_000.0, -6_000.0))
-    uplift.keep_verdict(
-        settings.scores_folder,
-        {"verdict": "uplift targeting is no better", **losing.figures(), "promotion": "not"},
-    )
-    try:
-        for page in ("/", "/campaigns"):
-            text = lead.get(page).text
-            assert "Warning:</strong> the production uplift version 2 targets worse" in text
-            assert "-9,000 per 1,000 customers [-12,000, -6,000]" in text
-        # and in a shell, where the ML engineers look
-        state = {"CHURN_STATE_DIR": str(settings.scores_folder.parent)}
-        listed = run_command([".venv/bin/churn", "campaigns"], base_env(**state))
-        assert listed.returncode == 0, listed.stderr
-        assert "  warning: the production uplift version 2 targets worse" in listed.stdout
-    finally:
-        kept.write_bytes(before)
 
 
 def test_behind_a_trusted_proxy_its_header_names_the_user_and_nothing_else_does(
@@ -353,7 +330,7 @@ def test_behind_a_trusted_proxy_its_header_names_the_user_and_nothing_else_does(
 
 
 def test_a_query_past_the_limits_fails_alone_and_says_which_settings_bound_it(
-    settings: ConsoleSettings,
+    settings: ConsoleSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tight = settings.model_copy(update={"query_memory": "1MB", "query_spill": "1MB"})
     client = _client(tight, "lea")
@@ -362,6 +339,26 @@ def test_a_query_past_the_limits_fails_alone_and_says_which_settings_bound_it(
     assert "CHURN_CONSOLE_QUERY_MEMORY" in page.text and "CHURN_CONSOLE_QUERY_SPILL" in page.text
     assert "Out of Memory" not in page.text  # DuckDB's words are for the log
     assert client.get("/healthz").status_code == 200
+    # a download that fails leaves no half-written list in the temporary folder (this test's
+    # own: other workers' consoles write theirs in the shared one)
+    own = tmp_path / "tmp"
+    own.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own))
+    assert client.get("/list.csv?sort=churn_probability").status_code == 503
+    assert list(own.iterdir()) == []
+
+
+def test_the_spill_cap_fails_a_query_that_would_spill_more_and_the_next_one_answers(
+    settings: ConsoleSettings,
+) -> None:
+    """Memory enough for the pages, 1MB of spill: a sort of 3 million rows must spill more,
+    and fails with DuckDB's own reason (the cap, not the memory); the next query answers."""
+    capped = settings.model_copy(update={"query_memory": "64MB", "query_spill": "1MB"})
+    data = create_app(capped).state.console.data
+    big = "select i, random() as r, repeat('x', 40) as s from range(3000000) t(i)"
+    with pytest.raises(duckdb.OutOfMemoryException, match="max_temp_directory_size"):
+        data._cursor().execute(f"select * from ({big}) order by r limit 5 offset 2000000")
+    assert data.current_version() == "1"
 
 
 def test_duckdb_holds_what_the_setting_allows_and_the_setting_is_a_size(

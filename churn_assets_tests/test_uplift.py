@@ -2,14 +2,18 @@
 on a world whose offer effects are known, the T-learner's targeting beats targeting by churn
 probability, measured on held-out customers as the truth says."""
 
+from datetime import date
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ml.campaigns import uplift
+from churn_assets.ml.campaigns import ledger, uplift
 from churn_assets.ml.data.cleaning import clean_customers
 from churn_assets.ml.data.contract import default_contract
 from churn_assets.ml.data.synthetic import generate_customers
+from churn_assets.ml.evaluation import realized
 
 SAVED, COST = 500.0, 100.0
 
@@ -109,6 +113,52 @@ def test_a_previous_versions_picks_alone_are_fitted_on_but_never_judged_on() -> 
     )
     assert isinstance(unflagged, uplift.Evaluation)
     assert len(unflagged.held_out) > len(found.held_out)
+
+
+def _uplift_chosen_campaign(folder: Path, explore_fraction: float) -> ledger.Campaign:
+    """A campaign whose production targets uplift version 1 chose (c0-c3, one held back),
+    with c4 explored when there is a slice, and its scoring kept (c0-c9)."""
+    campaign = ledger.Campaign(
+        id="2026-11-02-v2",
+        campaign_date="2026-11-02",
+        window_days=21,
+        policy={"threshold": 0.5, "control_fraction": 0.25, "explore_fraction": explore_fraction},
+        versions={"production": "2"},
+        uplift_version="1",
+    )
+    arms = ["treatment", "treatment", "treatment", "control"]
+    arms += ["explore"] if explore_fraction else []
+    assigned = pd.DataFrame(
+        {
+            "customerID": [f"c{i}" for i in range(len(arms))],
+            "arm": arms,
+            "churn_probability": [0.9, 0.2, 0.6, 0.1, 0.3][: len(arms)],
+            "model_version": "2",
+            "policy": "production",
+        }
+    )
+    path = ledger.assignments_file(folder, campaign.id)
+    path.parent.mkdir(parents=True)
+    assigned.to_parquet(path)
+    kept = realized.history_file(folder, date(2026, 11, 2), "2")
+    kept.parent.mkdir(parents=True)
+    scores = {"customerID": [f"c{i}" for i in range(10)], "churn_probability": 0.3}
+    pd.DataFrame({**scores, "offer": [i < 4 for i in range(10)]}).to_parquet(kept)
+    return campaign
+
+
+@pytest.mark.parametrize(("explore_fraction", "selected"), [(0.1, False), (0.0, True)])
+def test_an_uplift_versions_picks_are_judged_only_beside_the_rest_of_their_scoring(
+    tmp_path: Path, explore_fraction: float, selected: bool
+) -> None:
+    """With an exploration slice the campaign's rows are its whole scoring (picks, explored,
+    untouched); without one they are the uplift version's picks alone: never judged on."""
+    design = uplift._design(tmp_path, _uplift_chosen_campaign(tmp_path, explore_fraction))
+    picks = design.loc[["c0", "c1", "c2", "c3"]]
+    assert (picks[uplift.SELECTED] == selected).all(), design
+    assert list(picks[uplift.TARGETED]) == [True, False, True, False]  # by the threshold
+    assert len(design) == (10 if explore_fraction else 4)
+    assert not design.drop(index=picks.index)[uplift.SELECTED].any()
 
 
 def test_too_few_outcomes_fit_nothing_and_say_so() -> None:

@@ -6,6 +6,7 @@ served by neither."""
 
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,8 +34,12 @@ from churn_assets_tests.conftest import (
     materialize_graph,
 )
 from churn_assets_tests.processes import base_env, run_command
+from churn_assets_tests.test_console import PASSWORD
+from churn_assets_tests.test_console import _client as console_client
 from churn_assets_tests.test_serving import customer_payloads
 from churn_assets_tests.test_uplift import COST, SAVED, _world
+from console.settings import ConsoleSettings
+from console.users import Role, add
 from serving.app import create_app
 from serving.settings import Settings
 
@@ -195,15 +200,24 @@ def test_production_uplift_that_now_loses_to_probability_targeting_is_warned_of(
     losing = uplift.against_production(rows, knows, worse, "4", SAVED, COST, uplift.SEED, ids)
     assert losing.production_loses and losing.versus_probability is not None
     kept = {**losing.figures(), "promotion": "not promoted: no better than probability"}
-    warning = uplift.production_alert(kept)
+    warning = uplift.production_alert(kept, "4")
     assert warning is not None and "version 4 targets worse" in warning
     assert "churn rollback --uplift" in warning
-    # a run that promoted a better version has nothing to warn of: production is that one
-    assert uplift.production_alert({**kept, "promotion": "promoted (production was 4)"}) is None
+    # a run that promoted a better version has nothing to warn of: production is that one;
+    # nor once production moved (a rollback, a later promotion), or when there is none
+    assert (
+        uplift.production_alert({**kept, "promotion": "promoted (production was 4)"}, "5") is None
+    )
+    assert uplift.production_alert(kept, "3") is None
+    assert uplift.production_alert(kept, None) is None
     earning = uplift.against_production(rows, worse, knows, "4", SAVED, COST, uplift.SEED, ids)
     assert not earning.production_loses, earning.versus_probability
-    assert uplift.production_alert({**earning.figures(), "promotion": "not promoted"}) is None
-    assert uplift.production_alert({}) is None  # no verdict yet, or no production version
+    assert uplift.production_alert({**earning.figures(), "promotion": "not promoted"}, "4") is None
+    assert uplift.production_alert({}, "4") is None  # no verdict yet
+    # a hand-edited file: figures missing or not numbers say nothing rather than fail
+    assert uplift.production_alert({**kept, "production_minus_probability_high": "-1"}, "4") is None
+    partial = {k: v for k, v in kept.items() if not k.endswith("_low")}
+    assert uplift.production_alert(partial, "4") is None
 
 
 def test_a_customer_in_many_campaigns_is_one_draw_of_the_bootstrap() -> None:
@@ -300,12 +314,16 @@ def test_churn_rollback_uplift_withdraws_the_first_version_and_restores_a_later_
     refused = run_command([*rollback, "--to", "2"], env)
     assert refused.returncode == 1
     assert "churn-uplift version 2 never passed the quality gate" in refused.stderr
+    warned = _warned_of_losing_production(store, tmp_path, env)
+    assert all("the production uplift version 1 targets worse" in said for said in warned)
     done = run_command(rollback, env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
         "churn-uplift@production: version 1 withdrawn; offers go by churn probability at the "
         "decision threshold again"
     )
+    # the warning named version 1, which is no longer in production: said no more
+    assert _warned_of_losing_production(store, tmp_path, env) == ["", ""]
     again = run_command(rollback, env)
     assert again.returncode == 1
     assert "churn-uplift has no 'production' version to roll back from" in again.stderr
@@ -317,6 +335,32 @@ def test_churn_rollback_uplift_withdraws_the_first_version_and_restores_a_later_
     assert opened.production() is None
     assert (opened.version("1").tags or {})[registry.ROLLED_BACK_TO_TAG] == "none"
     assert registry.open_registry(settings).production() is not None
+
+
+def _warned_of_losing_production(
+    store: PromotedStore, tmp_path: Path, env: dict[str, str]
+) -> list[str]:
+    """What `churn campaigns` and the console's overview say of a kept verdict in which
+    production's targeting (version 1's) lost to probability targeting beyond doubt: the
+    warning the uplift_pays check gives, while that version is in production ("" if none)."""
+    losing = uplift.AgainstProduction("1", 0.0, -1.0, 1.0, (-9_000.0, -12_000.0, -6_000.0))
+    verdict = {"verdict": "no better", **losing.figures(), "promotion": "not promoted: worse"}
+    uplift.keep_verdict(store.state_dir / "scores", verdict)
+    listed = run_command([".venv/bin/churn", "campaigns"], env)
+    assert listed.returncode == 0, listed.stderr
+    shell = [line for line in listed.stdout.splitlines() if line.startswith("  warning: ")]
+    users = tmp_path / "users.yaml"
+    add(users, "lea", PASSWORD, Role.lead)
+    settings = ConsoleSettings(
+        CHURN_STATE_DIR=tmp_path / "console",
+        CHURN_SCORES_DIR=store.state_dir / "scores",
+        MLFLOW_TRACKING_URI=store.tracking_uri,
+        CHURN_VERIFY_KEY=str(store.state_dir / "signing" / "verify-key.pem"),
+        CHURN_CONSOLE_USERS=users,
+    )
+    page = console_client(settings, "lea").get("/").text
+    shown = re.search(r"<strong>Warning:</strong> ([^<]*)", page)
+    return [shell[0] if shell else "", shown.group(1) if shown else ""]
 
 
 def test_scoring_offers_and_the_campaign_targets_by_expected_incremental_value(

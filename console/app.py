@@ -307,7 +307,11 @@ def download(request: Request) -> Response:
     query = console.query(request)
     folder = Path(tempfile.mkdtemp(prefix="churn-console-"))
     target = folder / "customers.csv"
-    rows = console.data.download(query, target)
+    try:
+        rows = console.data.download(query, target)
+    except BaseException:  # a query past the limits (503): no half-written list left behind
+        _remove(folder)
+        raise
     _audit(console.settings, user, query, rows)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return FileResponse(
@@ -416,11 +420,24 @@ def _inline(png: bytes) -> str:
 
 def _uplift_verdict(settings: ConsoleSettings) -> dict[str, Any] | None:
     """The uplift model's latest judgement, with the warning the `uplift_pays` check gives
-    (`warning`, None when none): the team sees it where it reads the verdict."""
+    (`warning`, None when none) while the version it names is still in production: the team
+    sees it where it reads the verdict."""
     from churn_assets.ml.campaigns import uplift
 
     verdict = uplift.latest_verdict(settings.scores_folder)
-    return None if verdict is None else {**verdict, "warning": uplift.production_alert(verdict)}
+    if verdict is None:
+        return None
+    warning = None
+    if "production_minus_probability_high" in verdict:  # only then is the registry asked
+        try:
+            now = models.production(settings, settings.uplift_model_name)
+        except Exception as error:  # the overview reads the kept files whatever happens
+            return {
+                **verdict,
+                "warning": f"the registry could not be read ({type(error).__name__})",
+            }
+        warning = uplift.production_alert(verdict, None if now is None else now.version)
+    return {**verdict, "warning": warning}
 
 
 def _audit(settings: ConsoleSettings, user: User, query: ListQuery, rows: int) -> None:

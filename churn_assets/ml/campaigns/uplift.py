@@ -9,10 +9,11 @@ nothing is estimated about who got offers. Each customer's features are those of
 dated the campaign's day (`point_in_time.observe`, the same rows training uses), the outcome
 whether the snapshots record them leaving within the campaign's window. Customers a campaign
 held, and champion/challenger campaigns' untargeted (their kept scoring is one policy's), are
-left out. So where an uplift version chose a champion/challenger campaign's production targets,
-only its picks are there: those rows are fitted on but never judged on, since a judgement on
-them would compare both targetings among the customers the previous version liked (its
-verdict would lean to uplift), not on the customer base.
+left out. So where an uplift version chose a champion/challenger campaign's production targets
+(or any policy's, without an exploration slice), only its picks are there: those rows are
+never judged on, since a judgement on them would compare both targetings among the customers
+the previous version liked (its verdict would lean to uplift), not on the customer base; the
+held-out customers' rows among them are left out, the others fitted on.
 
 **The learner** is a T-learner on LightGBM: one classifier of churn among the treated, one among
 the untreated, on the platform's preprocessor; a customer's uplift is the second's probability
@@ -126,6 +127,8 @@ def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
         chose = (policy == "production").to_numpy()
     by_threshold = np.where(chose, probability >= threshold, True)
     below = measured.untouched(folder, campaign, ids)
+    # the rest of the scoring joins (explored and untouched) only with an exploration slice
+    complete = below is not None and explore_fraction > 0
     parts = [
         pd.DataFrame(
             {
@@ -134,13 +137,13 @@ def _design(folder: Path, campaign: ledger.Campaign) -> pd.DataFrame:
                 PROBABILITY: probability[aimed],
                 TARGETED: by_threshold[aimed],
                 # its picks without the rest of their scoring (a champion/challenger campaign
-                # keeps no scoring of one policy): fitted on, never judged on (see evaluate)
-                SELECTED: chose[aimed] & (below is None),
+                # keeps no scoring of one policy; no exploration slice): never judged on
+                SELECTED: chose[aimed] & (not complete),
             },
             index=ids[aimed].to_numpy(),
         )
     ]
-    if below is not None and explore_fraction > 0:
+    if below is not None and complete:
         explored = arm == Arm.explore.value
         parts.append(
             pd.DataFrame(
@@ -399,8 +402,10 @@ def against_production(
     """Targeting by `uplift` against targeting by the production version's `production`
     uplift, each offering where its expected incremental value is above 0 (`customers`: each
     row's customer, the bootstrap's unit); and production's targeting against the campaigns'
-    probability targeting, which says whether production still earns its place (its held-out
-    customers are new to it too: the split is by customer, the same for every version)."""
+    probability targeting, which says whether production still earns its place. No version
+    was fitted on these customers (the split is by customer, the same for every version), but
+    production's own verdict was judged on the earlier campaigns' share of them, which favours
+    it: the warning errs on the side of keeping it."""
     gain = prevented(rows) * saved_value - offer_cost
     mine = expected_incremental_value(uplift, saved_value, offer_cost) > 0
     theirs = np.where(expected_incremental_value(production, saved_value, offer_cost) > 0, gain, 0)
@@ -412,20 +417,24 @@ def against_production(
     )
 
 
-def production_alert(verdict: dict[str, object]) -> str | None:
-    """What the uplift check warns of, from the kept verdict (`keep_verdict`): production's
-    uplift version, kept after this judgement, targets clearly worse than probability targeting
-    on the fresh held-out customers. None when it does not, or when nothing says so."""
-    high = verdict.get("production_minus_probability_high")
+def production_alert(verdict: dict[str, object], production_now: str | None) -> str | None:
+    """What the uplift check warns of, from the kept verdict (`keep_verdict`): the uplift
+    version judged there, still in production (`production_now`: the registry's, so a
+    rollback or a later promotion ends the warning), targets clearly worse than probability
+    targeting on the held-out customers. None when it does not, or when nothing says so."""
+    figures = [
+        verdict.get(f"production_minus_probability_{part}") for part in ("per_1000", "low", "high")
+    ]
     version = verdict.get("production_uplift_version")
     promoted = str(verdict.get("promotion", "")).startswith("promoted")
-    if not isinstance(high, int | float) or high >= 0 or version is None or promoted:
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in figures):
         return None
-    difference = float(verdict["production_minus_probability_per_1000"])  # type: ignore[arg-type]
-    low = float(verdict["production_minus_probability_low"])  # type: ignore[arg-type]
+    difference, low, high = (float(v) for v in figures)  # type: ignore[arg-type]
+    if high >= 0 or version is None or promoted or str(version) != production_now:
+        return None
     return (
         f"the production uplift version {version} targets worse than the campaigns' "
-        f"probability targeting on fresh held-out customers: {difference:+,.0f} per 1,000 "
+        f"probability targeting on the held-out customers: {difference:+,.0f} per 1,000 "
         f"customers [{low:+,.0f}, {high:+,.0f}]; `churn rollback --uplift` moves it back (or "
         "withdraws a first version, so offers go by probability)"
     )
@@ -468,16 +477,17 @@ def evaluate(
 ) -> Evaluation | TooFewOutcomes:
     """Fit on the experiment's training customers and judge on the held-out ones, once each
     arm has `min_outcomes` customers with an outcome."""
+    if len(rows) and SELECTED in rows:
+        # a previous version's picks alone are never judged on (both targetings would be
+        # compared among the customers it liked); a held-out customer's are not fitted on
+        # either (the held-out stay unseen), so those rows are left out, the rest fitted on
+        rows = rows.loc[~(held_out(rows, contract) & rows[SELECTED].to_numpy(dtype=bool))]
     treated = int(rows[TREATED].sum()) if len(rows) else 0
     untreated = len(rows) - treated
-    if min(treated, untreated) < min_outcomes:
+    judged = held_out(rows, contract) if len(rows) else np.zeros(0, dtype=bool)
+    if min(treated, untreated) < min_outcomes or judged.all() or not judged.any():
         return TooFewOutcomes(treated, untreated, min_outcomes)
-    judged = held_out(rows, contract)
     pipeline = fit(rows.loc[~judged], contract, seed)
-    # judged on populations no uplift model chose: on a previous version's picks alone, both
-    # targetings would be compared among the customers that version liked
-    if SELECTED in rows:
-        judged = judged & ~rows[SELECTED].to_numpy(dtype=bool)
     test = rows.loc[judged].reset_index(drop=True)
     uplift = predicted_uplift(pipeline, test)
     verdict = judge(test, uplift, saved_value, offer_cost, seed, test[contract.id_column])
