@@ -4,7 +4,8 @@ Trains and promotes a model in a temporary store (or uses --state-dir), starts b
 with one uvicorn worker each, drives them with the same asyncio load generator (raw
 keep-alive HTTP/1.1, so the client is not the bottleneck), and prints throughput and latency
 for single rows at 1 and 16 concurrent clients and for 1,000-row batches (as JSON and as CSV,
-which both servers accept, and as an Arrow IPC stream, which only this API reads), the ratios
+which both servers accept, and as an Arrow IPC stream answered in Arrow, which only this API
+reads and writes), the ratios
 between the two servers, the cost of asking this API for 3 reasons per customer
 (`?reasons=3`, exact LightGBM contributions) in each scenario, and the in-process scoring
 ceiling (the model's own speed on columns already read). Then, on this
@@ -74,8 +75,10 @@ LOG_LINES = 30
 
 
 def _request(port: int, path: str, body: bytes, media: str) -> bytes:
+    # an Arrow body asks for an Arrow answer, as a bulk caller with a DataFrame would
+    accept = ARROW if media == ARROW else JSON
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: {accept}\r\n"
         f"Content-Type: {media}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body

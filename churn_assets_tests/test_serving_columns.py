@@ -28,6 +28,7 @@ from churn_assets_tests.conftest import (
 )
 from churn_assets_tests.test_serving import arrow_stream, customer_payloads
 from serving.app import create_app
+from serving.arrow import accepts
 from serving.columns import BatchReader, Columns
 from serving.schemas import SHIPPED, request_models
 from serving.settings import Settings
@@ -39,6 +40,7 @@ IBM_FILE = (
 IBM = load_contract(IBM_FILE)
 CSV = {"Content-Type": "text/csv"}
 ARROW = {"Content-Type": "application/vnd.apache.arrow.stream"}
+ACCEPT_ARROW = {"Accept": "application/vnd.apache.arrow.stream"}
 
 
 @pytest.fixture(scope="module")
@@ -388,6 +390,67 @@ def test_an_arrow_batch_scores_as_the_same_json_batch(client: TestClient, payloa
     ):
         assert from_arrow.pop("reasons")
         assert from_arrow == from_json
+
+
+def _arrow_answer(response: Any) -> pa.Table:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == ARROW["Content-Type"]
+    assert response.headers["vary"] == "Accept"
+    return pa.ipc.open_stream(response.content).read_all()
+
+
+def test_a_bulk_caller_gets_arrow_back_with_what_json_says(
+    client: TestClient, payloads: list
+) -> None:
+    """Asked for by Accept: the JSON answer's predictions as columns, in request order, and
+    its once-per-answer fields in the schema's metadata, reasons included."""
+    batch = [dict(p) for p in payloads[:40]]
+    batch[5].pop("customerID")  # an ID is optional: a null in its column
+    as_json = client.post("/predict/batch?reasons=2", json={"customers": batch})
+    assert as_json.status_code == 200 and as_json.headers["vary"] == "Accept"
+    said = as_json.json()
+    for body, media in (
+        (arrow_stream(_table(batch)), ARROW),
+        (orjson.dumps({"customers": batch}), {}),
+    ):
+        table = _arrow_answer(
+            client.post("/predict/batch?reasons=2", content=body, headers={**media, **ACCEPT_ARROW})
+        )
+        assert table.column_names == ["customerID", "churn_probability", "churn", "reasons"]
+        assert table.schema.metadata == {
+            b"model_version": said["model_version"].encode(),
+            b"threshold": str(said["threshold"]).encode(),
+        }
+        rows = table.to_pylist()
+        for row, prediction in zip(rows, said["predictions"], strict=True):
+            assert row == {k: v for k, v in prediction.items() if k != "model_version"}
+        assert rows[5]["customerID"] is None
+    # without reasons there is no reasons column; an error is JSON whatever was accepted
+    plain = _arrow_answer(
+        client.post("/predict/batch", json={"customers": batch}, headers=ACCEPT_ARROW)
+    )
+    assert plain.column_names == ["customerID", "churn_probability", "churn"]
+    batch[0]["tenure"] = 121
+    refused = client.post("/predict/batch", json={"customers": batch}, headers=ACCEPT_ARROW)
+    assert refused.status_code == 422 and refused.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("accept", "arrow"),
+    [
+        ("", False),
+        ("*/*", False),
+        ("application/json", False),
+        ("application/vnd.apache.arrow.stream", True),
+        ("application/vnd.apache.arrow.stream;q=0", False),
+        ("application/json;q=0.9, application/vnd.apache.arrow.stream", True),
+        ("application/json, application/vnd.apache.arrow.stream;q=0.5", False),
+        ("*/*;q=0.1, Application/Vnd.Apache.Arrow.Stream ; q=0.8", True),
+        ("application/vnd.apache.arrow.stream;q=high", False),
+    ],
+)
+def test_the_answer_is_arrow_only_when_the_caller_prefers_it(accept: str, arrow: bool) -> None:
+    assert accepts(accept) is arrow
 
 
 def test_arrow_errors_name_row_column_field_and_value(client: TestClient, payloads: list) -> None:

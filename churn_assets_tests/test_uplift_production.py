@@ -14,6 +14,7 @@ import dagster as dg
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
@@ -276,6 +277,16 @@ def test_the_api_returns_uplift_and_expected_value_and_refuses_a_hand_moved_alia
         assert [p["uplift"] for p in by_csv["predictions"]] == [
             p["uplift"] for p in batch["predictions"]
         ]
+        # a bulk caller asking for Arrow gets the same values as columns
+        columnar = client.post(
+            "/predict/batch",
+            json={"customers": payloads},
+            headers={"Accept": "application/vnd.apache.arrow.stream"},
+        )
+        table = pa.ipc.open_stream(columnar.content).read_all()
+        assert table.schema.metadata[b"uplift_version"] == b"1"
+        assert table.column("uplift").to_pylist() == lift.tolist()
+        assert table.column("expected_incremental_value").to_pylist() == value.tolist()
         one = client.post("/predict?reasons=2", json=payloads[0]).json()
         assert one["uplift"] == pytest.approx(expected[0], abs=1e-9)
         assert len(one["reasons"]) == 2

@@ -23,6 +23,9 @@ An Arrow stream is binary a caller controls, so it is verified before any value 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import pyarrow as pa
 from pyarrow import ipc
 
@@ -43,6 +46,68 @@ _BATCH_COMPRESSION = 3
 #: character at most): a dictionary value longer than this is refused before it is repeated
 #: once per row.
 MAX_CELL_BYTES = 4 * max(MAX_LEVEL_CHARS, MAX_ID_CHARS)
+
+
+#: A reason as the JSON answer gives it (`serving.schemas.Reason`), as a struct.
+_REASONS = pa.list_(
+    pa.struct(
+        [
+            ("feature", pa.string()),
+            ("value", pa.string()),
+            ("contribution", pa.float64()),
+            ("text", pa.string()),
+        ]
+    )
+)
+
+
+def accepts(accept: str) -> bool:
+    """Whether an `Accept` header asks for an Arrow stream back: the Arrow type named, with a
+    quality above 0 and at least JSON's (whether JSON is named or matched by a wildcard). A
+    caller that names nothing, or only `*/*`, gets JSON, as it always has."""
+    quality: dict[str, float] = {}
+    for entry in accept.split(","):
+        kind, *parameters = (part.strip() for part in entry.split(";"))
+        q = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = -1.0  # an entry we cannot read says nothing
+        quality[kind.lower()] = max(q, quality.get(kind.lower(), -1.0))
+    arrow = quality.get(ARROW, 0.0)
+    json = max(quality.get(k, 0.0) for k in ("application/json", "application/*", "*/*"))
+    return arrow > 0 and arrow >= json
+
+
+def answer(
+    head: dict[str, str],
+    ids: Sequence[str | None],
+    probability: np.ndarray,
+    threshold: float,
+    extra: dict[str, np.ndarray],
+    reasons: list[list[dict[str, object]]] | None,
+) -> bytes:
+    """The batch's answer as an Arrow stream, a row per customer in request order: the same
+    fields as the JSON answer's predictions (`customerID`, `churn_probability`, `churn`, then
+    `extra`: uplift and expected incremental value when an uplift model valued them, and
+    `reasons` when asked for), and what JSON gives once per answer (`head`: model version,
+    threshold, uplift version) as the schema's metadata, not a column repeated per row."""
+    columns: dict[str, pa.Array] = {
+        "customerID": pa.array(ids, pa.string()),
+        "churn_probability": pa.array(probability, pa.float64()),
+        "churn": pa.array(probability >= threshold),
+        **{name: pa.array(values, pa.float64()) for name, values in extra.items()},
+    }
+    if reasons is not None:
+        columns["reasons"] = pa.array(reasons, _REASONS)
+    table = pa.table(columns, metadata=head)
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def readable(kind: pa.DataType) -> bool:

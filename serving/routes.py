@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from churn_assets.ml.model.reasons import MAX_REASONS
+from serving import arrow
 from serving.arrow import ARROW
 from serving.columns import Columns, validation_error
 from serving.errors import ApiError
@@ -199,17 +200,37 @@ async def predict(
     return _json({**body, **valued})
 
 
+_ARROW_ANSWER = (
+    "With `Accept: " + ARROW + "`: an Arrow IPC stream, a row per customer in request order "
+    "with the predictions' fields as columns (`customerID`, `churn_probability`, `churn`; "
+    "`uplift` and `expected_incremental_value` when an uplift model valued them; `reasons`, "
+    "a list of structs, when asked for), and `model_version`, `threshold` and "
+    "`uplift_version` in the schema's metadata. Errors are JSON whatever was accepted."
+)
+
+
 @router.post(
     "/predict/batch",
     response_model=BatchPrediction,
-    responses=_ERRORS,
+    responses={
+        **_ERRORS,
+        200: {
+            "description": "The predictions, as JSON or (asked for by `Accept`) Arrow",
+            "content": {
+                ARROW: {
+                    "schema": {"type": "string", "format": "binary", "description": _ARROW_ANSWER}
+                }
+            },
+        },
+    },
     dependencies=[Depends(require_api_key)],
     openapi_extra=documented_body("BatchRequest", csv=True),
     summary="Churn probabilities of many customers, in request order",
     description=(
         'JSON (`{"customers": [...]}`), or for bulk callers CSV (`Content-Type: text/csv`: '
         "a header line, then a line per customer) or an Arrow IPC stream (`Content-Type: "
-        f"{ARROW}`: a column per field)."
+        f"{ARROW}`: a column per field). The answer is JSON, or an Arrow stream for "
+        f"`Accept: {ARROW}`."
     ),
 )
 def predict_batch(
@@ -221,27 +242,34 @@ def predict_batch(
     read = {CSV: reader.read_csv, ARROW: reader.read_arrow}.get(media, reader.read_json)
     customers = read(body, settings.max_batch_size)
     threshold, version, ids = model.threshold, model.version, customers.ids
+    why = None
     if reasons:
         _within_budget(settings, customers.rows, reasons)
         scores, why = model.scorer.score_with_reasons(customers, reasons)
-        predictions = [
-            {**_prediction(customer_id, p, threshold, version), "reasons": r}
-            for customer_id, p, r in zip(ids, scores.tolist(), why, strict=True)
-        ]
     else:
-        predictions = [
-            _prediction(customer_id, p, threshold, version)
-            for customer_id, p in zip(ids, model.scorer.score(customers).tolist(), strict=True)
-        ]
+        scores = model.scorer.score(customers)
     uplift = _uplift_of(request, model)
     head: dict[str, Any] = {"model_version": version, "threshold": threshold}
+    valued: dict[str, Any] = {}
     if uplift is not None:
-        lift, value = uplift.score(customers)
-        for prediction, u, v in zip(predictions, lift.tolist(), value.tolist(), strict=True):
-            prediction["uplift"], prediction["expected_incremental_value"] = u, v
+        valued["uplift"], valued["expected_incremental_value"] = uplift.score(customers)
         head["uplift_version"] = uplift.version
     _metrics(request).rows_scored.inc(customers.rows)
-    return _json({**head, "predictions": predictions})
+    if arrow.accepts(request.headers.get("accept", "")):
+        text = {key: str(value) for key, value in head.items()}
+        columnar = arrow.answer(text, ids, scores, threshold, valued, why)
+        return Response(columnar, media_type=ARROW, headers=_VARY)
+    predictions = [
+        _prediction(customer_id, p, threshold, version)
+        for customer_id, p in zip(ids, scores.tolist(), strict=True)
+    ]
+    for name, values in valued.items():
+        for prediction, value in zip(predictions, values.tolist(), strict=True):
+            prediction[name] = value
+    if why is not None:
+        for prediction, reasons_of in zip(predictions, why, strict=True):
+            prediction["reasons"] = reasons_of
+    return _json({**head, "predictions": predictions}, _VARY)
 
 
 def _watcher(request: Request) -> ModelWatcher:
@@ -289,10 +317,14 @@ def _prediction(
     }
 
 
-def _json(content: Any) -> Response:
+def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
     # Responses are serialized once with orjson instead of re-validated against the
     # response model, which costs more than scoring; the schemas still document them.
-    return Response(orjson.dumps(content), media_type="application/json")
+    return Response(orjson.dumps(content), media_type="application/json", headers=headers)
+
+
+#: The batch answer is JSON or Arrow by the caller's Accept header: caches must key on it.
+_VARY = {"Vary": "Accept"}
 
 
 @router.get("/health", response_model=Health, summary="The process is alive")
