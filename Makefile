@@ -147,7 +147,7 @@ CAMPAIGNS_DIR := $(abspath .churn-campaigns)
 
 demo-campaigns: sync  ## 8 weeks of campaigns in .churn-campaigns: measured offer effects vs the truth
 	rm -rf "$(CAMPAIGNS_DIR)"
-	@$(RUN) churn demo-campaigns --weeks 8 --customers 5000 --out "$(CAMPAIGNS_DIR)"
+	@$(RUN) churn demo-campaigns --weeks 8 --customers 5000 --start 2026-10-09 --out "$(CAMPAIGNS_DIR)"
 
 lint: sync-dev  ## ruff (lint and format) and mypy
 	$(RUN) ruff check .

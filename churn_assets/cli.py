@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -709,6 +710,13 @@ def _campaign_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     demo.add_argument("--customers", type=int, default=5000, help="customers in the base")
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="the base's date (default: --weeks weeks before today). Campaign IDs, and so "
+        "their random draws, carry the dates: a fixed start gives the same figures any day",
+    )
+    demo.add_argument(
         "--challenger-from",
         type=int,
         default=4,
@@ -896,7 +904,8 @@ EXAMPLES = {
     "realized": "make demo-history && CHURN_STATE_DIR=.churn-demo churn realized",
     "campaigns": "make demo-campaigns && CHURN_STATE_DIR=.churn-campaigns CHURN_OFFER_COST=50 "
     "churn campaigns",
-    "demo-campaigns": "make demo-campaigns\nchurn demo-campaigns --weeks 8 --out .churn-campaigns",
+    "demo-campaigns": "make demo-campaigns\nchurn demo-campaigns --weeks 8 --out .churn-campaigns\n"
+    "churn demo-campaigns --weeks 4 --start 2026-11-06 --out /tmp/campaigns",
     "reproduce": "churn reproduce --version 3",
     "console-user": "churn console-user alice --role lead\nchurn console-user bob\n"
     "churn console-user carol --role lead --proxy",

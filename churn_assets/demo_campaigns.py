@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     if not instance.exists():
         shipped = Path(__file__).resolve().parents[1] / "deploy" / "dagster" / "local.yaml"
         instance.write_text(shipped.read_text())
-    start = today() - timedelta(weeks=args.weeks)
+    start = args.start or today() - timedelta(weeks=args.weeks)
     history = make_history(args.customers, args.weeks, ExtractKind.full, args.seed, start)
     base = write_customers(history.base, out / "data" / f"customers_{start}.csv")
     # Nothing of the caller's stores reaches the demo: no CHURN_ or MLflow variable, and its
