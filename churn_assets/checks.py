@@ -397,10 +397,12 @@ def uplift_pays(
     settings: ChurnSettingsResource, registry: ModelRegistryResource
 ) -> dg.AssetCheckResult:
     verdict = uplift.latest_verdict(settings.get().scores_folder) or {}
-    production = registry.open_uplift().production()
-    warning = uplift.production_alert(
-        verdict, None if production is None else str(production.version)
-    )
+
+    def production_now() -> str | None:
+        production = registry.open_uplift().production()
+        return None if production is None else str(production.version)
+
+    warning = uplift.production_alert(verdict, production_now)
     shown = {
         key: value
         for key, value in verdict.items()

@@ -412,12 +412,14 @@ def _campaigns(args: argparse.Namespace) -> int:
                 f"{said['difference_high']:+,.0f}]"
             )
         print(line)
-        warning = None
-        if "production_minus_probability_high" in said:  # only then is the registry asked
+
+        def production_now() -> str | None:
             from churn_assets.ml.registry import model_registry as registry
 
             now = registry.open_registry(settings, settings.uplift_model_name).production()
-            warning = uplift.production_alert(said, None if now is None else str(now.version))
+            return None if now is None else str(now.version)
+
+        warning = uplift.production_alert(said, production_now)
         if warning is not None:
             print(f"  warning: {warning}")
     if any(not e.window_complete for e in effects):

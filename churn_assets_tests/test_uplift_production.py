@@ -199,26 +199,34 @@ def test_production_uplift_that_now_loses_to_probability_targeting_is_warned_of(
     knows = order * 0.6 - 0.1
     worse = knows[::-1].copy()
     losing = uplift.against_production(rows, knows, worse, "4", SAVED, COST, uplift.SEED, ids)
-    assert losing.production_loses and losing.versus_probability is not None
+    assert losing.versus_probability is not None and losing.versus_probability[2] < 0
     kept = {**losing.figures(), "promotion": "not promoted: no better than probability"}
-    warning = uplift.production_alert(kept, "4")
+    warning = uplift.production_alert(kept, lambda: "4")
     assert warning is not None and "version 4 targets worse" in warning
     assert "churn rollback --uplift" in warning
     # a run that promoted a better version has nothing to warn of: production is that one;
     # nor once production moved (a rollback, a later promotion), or when there is none
     assert (
-        uplift.production_alert({**kept, "promotion": "promoted (production was 4)"}, "5") is None
+        uplift.production_alert({**kept, "promotion": "promoted (production was 4)"}, lambda: "5")
+        is None
     )
-    assert uplift.production_alert(kept, "3") is None
-    assert uplift.production_alert(kept, None) is None
+    assert uplift.production_alert(kept, lambda: "3") is None
+    assert uplift.production_alert(kept, lambda: None) is None
     earning = uplift.against_production(rows, worse, knows, "4", SAVED, COST, uplift.SEED, ids)
-    assert not earning.production_loses, earning.versus_probability
-    assert uplift.production_alert({**earning.figures(), "promotion": "not promoted"}, "4") is None
-    assert uplift.production_alert({}, "4") is None  # no verdict yet
+    assert earning.versus_probability is not None
+    assert earning.versus_probability[2] >= 0, earning.versus_probability
+    assert (
+        uplift.production_alert({**earning.figures(), "promotion": "not promoted"}, lambda: "4")
+        is None
+    )
+    assert uplift.production_alert({}, lambda: "4") is None  # no verdict yet
     # a hand-edited file: figures missing or not numbers say nothing rather than fail
-    assert uplift.production_alert({**kept, "production_minus_probability_high": "-1"}, "4") is None
+    assert (
+        uplift.production_alert({**kept, "production_minus_probability_high": "-1"}, lambda: "4")
+        is None
+    )
     partial = {k: v for k, v in kept.items() if not k.endswith("_low")}
-    assert uplift.production_alert(partial, "4") is None
+    assert uplift.production_alert(partial, lambda: "4") is None
 
 
 def test_a_customer_in_many_campaigns_is_one_draw_of_the_bootstrap() -> None:

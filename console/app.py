@@ -427,16 +427,15 @@ def _uplift_verdict(settings: ConsoleSettings) -> dict[str, Any] | None:
     verdict = uplift.latest_verdict(settings.scores_folder)
     if verdict is None:
         return None
-    warning = None
-    if "production_minus_probability_high" in verdict:  # only then is the registry asked
-        try:
-            now = models.production(settings, settings.uplift_model_name)
-        except Exception as error:  # the overview reads the kept files whatever happens
-            return {
-                **verdict,
-                "warning": f"the registry could not be read ({type(error).__name__})",
-            }
-        warning = uplift.production_alert(verdict, None if now is None else now.version)
+
+    def production_now() -> str | None:
+        now = models.production(settings, settings.uplift_model_name)
+        return None if now is None else now.version
+
+    try:
+        warning = uplift.production_alert(verdict, production_now)
+    except Exception as error:  # the overview reads the kept files whatever happens
+        warning = f"the registry could not be read ({type(error).__name__})"
     return {**verdict, "warning": warning}
 
 

@@ -39,6 +39,7 @@ the interval.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -368,12 +369,6 @@ class AgainstProduction:
             return f"the production uplift version {self.version} targets better"
         return f"not worse than the production uplift version {self.version}"
 
-    @property
-    def production_loses(self) -> bool:
-        """Whether production's targeting is clearly worse than targeting by probability on
-        these fresh customers (the whole interval below 0): it should no longer choose."""
-        return self.versus_probability is not None and self.versus_probability[2] < 0
-
     def figures(self) -> dict[str, float | str]:
         shown: dict[str, float | str] = {
             "production_uplift_version": self.version,
@@ -417,11 +412,14 @@ def against_production(
     )
 
 
-def production_alert(verdict: dict[str, object], production_now: str | None) -> str | None:
+def production_alert(
+    verdict: dict[str, object], production_now: Callable[[], str | None]
+) -> str | None:
     """What the uplift check warns of, from the kept verdict (`keep_verdict`): the uplift
-    version judged there, still in production (`production_now`: the registry's, so a
-    rollback or a later promotion ends the warning), targets clearly worse than probability
-    targeting on the held-out customers. None when it does not, or when nothing says so."""
+    version judged there, still in production (`production_now`: the registry's, asked only
+    when the figures say it lost, so a rollback or a later promotion ends the warning),
+    targets clearly worse than probability targeting on the held-out customers. None when it
+    does not, or when nothing says so."""
     figures = [
         verdict.get(f"production_minus_probability_{part}") for part in ("per_1000", "low", "high")
     ]
@@ -430,7 +428,7 @@ def production_alert(verdict: dict[str, object], production_now: str | None) -> 
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in figures):
         return None
     difference, low, high = (float(v) for v in figures)  # type: ignore[arg-type]
-    if high >= 0 or version is None or promoted or str(version) != production_now:
+    if high >= 0 or version is None or promoted or str(version) != production_now():
         return None
     return (
         f"the production uplift version {version} targets worse than the campaigns' "
@@ -477,14 +475,15 @@ def evaluate(
 ) -> Evaluation | TooFewOutcomes:
     """Fit on the experiment's training customers and judge on the held-out ones, once each
     arm has `min_outcomes` customers with an outcome."""
+    judged = held_out(rows, contract) if len(rows) else np.zeros(0, dtype=bool)
     if len(rows) and SELECTED in rows:
         # a previous version's picks alone are never judged on (both targetings would be
         # compared among the customers it liked); a held-out customer's are not fitted on
         # either (the held-out stay unseen), so those rows are left out, the rest fitted on
-        rows = rows.loc[~(held_out(rows, contract) & rows[SELECTED].to_numpy(dtype=bool))]
+        kept = ~(judged & rows[SELECTED].to_numpy(dtype=bool))
+        rows, judged = rows.loc[kept], judged[kept]
     treated = int(rows[TREATED].sum()) if len(rows) else 0
     untreated = len(rows) - treated
-    judged = held_out(rows, contract) if len(rows) else np.zeros(0, dtype=bool)
     if min(treated, untreated) < min_outcomes or judged.all() or not judged.any():
         return TooFewOutcomes(treated, untreated, min_outcomes)
     pipeline = fit(rows.loc[~judged], contract, seed)
