@@ -23,6 +23,7 @@ An Arrow stream is binary a caller controls, so it is verified before any value 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -110,6 +111,9 @@ def answer(
     return bytes(sink.getvalue().to_pybytes())
 
 
+# Asked once per column of every request; bounded, as a caller can send endless types
+# (a timestamp per time zone, a struct per field name).
+@functools.lru_cache(maxsize=64)
 def readable(kind: pa.DataType) -> bool:
     """Whether a column of this type is read: numbers (integer, floating), text (string,
     large_string, a dictionary of them), and booleans and nulls, which the request model
