@@ -1,6 +1,7 @@
 """Batch bodies read straight into the model's columns: JSON, CSV and Arrow, the export's own
 header names, and the request model as the final word on what is valid."""
 
+import codecs
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from churn_assets_tests.test_serving import arrow_stream, customer_payloads
 from serving.app import create_app
 from serving.arrow import accepts
 from serving.columns import BatchReader, Columns
+from serving.errors import ApiError
 from serving.schemas import SHIPPED, request_models
 from serving.settings import Settings
 
@@ -717,3 +719,99 @@ def test_any_csv_body_gets_an_answer_not_a_server_error(
         answer = shared_client.post("/predict/batch?reasons=1", content=body, headers=CSV)
         assert answer.status_code in {200, 400, 422}, answer.text
         assert "error" in answer.json() or answer.status_code == 200
+
+
+#: Cells the two CSV readings might read apart: blanks around values, numbers as other
+#: languages and exports write them, text where a number goes, and the characters that split
+#: cells and lines.
+_NEAR = st.sampled_from(
+    [
+        *("", " ", "\t", "\u00a0", " 5", "5 ", "5.0", "+5", "-0", "007", "1e3", "1E3", ".5"),
+        *("5.", "inf", "-inf", "nan", "NaN", "1_000", "0x10", "\u0663", "1e999", "9" * 20, "-"),
+        *("e5", "N/A", "NA", "null", "true", "Male", " Male", "Male ", "\tYes", "Yes\u00a0"),
+        *("\x1fYes", "Yes\x1f", "One year", "Credit card", " Credit card", ",", '"', "\r", "\x00"),
+    ]
+)
+
+
+def _near(row: dict[str, Any]) -> Any:
+    """A CSV line's cells: `row`'s values as an export writes them, some replaced."""
+    return st.fixed_dictionaries(
+        {field: st.one_of(st.just(str(value)), _NEAR) for field, value in row.items()}
+    )
+
+
+def _csv_body(header: list[str], rows: list[dict[str, str]], ending: str, bom: bool) -> bytes:
+    text = ending.join([",".join(header), *(",".join(row.values()) for row in rows)]) + ending
+    return (codecs.BOM_UTF8 if bom else b"") + text.encode()
+
+
+def _csv_judged(reader: BatchReader, body: bytes) -> tuple[Columns | None, Columns | None]:
+    """What Arrow's CSV reader makes of a body, and what the csv module's reading does."""
+    plain = reader.plain_csv(body, 100)
+    try:
+        return plain, reader.judged_csv(body, 100)
+    except (RequestValidationError, ApiError):
+        return plain, None
+
+
+@given(
+    rows=st.lists(_near(TELCO_ROW), min_size=1, max_size=3),
+    ending=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+)
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+def test_csv_read_by_arrow_is_read_as_the_csv_module_reads_it(
+    rows: list[dict[str, str]], ending: str, bom: bool
+) -> None:
+    reader = BatchReader(SHIPPED)
+    plain, judged = _csv_judged(reader, _csv_body(list(TELCO_ROW), rows, ending, bom))
+    if plain is not None:
+        assert judged is not None, rows
+        _same(plain, judged)
+
+
+@given(rows=st.lists(_near(_ibm_row()), min_size=1, max_size=3), exported=st.booleans())
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_learned_level_in_csv_is_read_by_arrow_as_the_csv_module_reads_it(
+    rows: list[dict[str, str]], exported: bool
+) -> None:
+    """A level learned in training (IBM's `payment`) is any text: blanks around it are the
+    csv module's to strip, so such a body is its to read."""
+    reader = BatchReader(request_models(IBM))
+    headers = {name: header for header, name in IBM.rename.items()} if exported else {}
+    header = [headers.get(field, field) for field in _ibm_row()]
+    plain, judged = _csv_judged(reader, _csv_body(header, rows, "\n", False))
+    if plain is not None:
+        assert judged is not None, rows
+        _same(plain, judged)
+
+
+def test_a_plain_csv_body_is_read_by_arrow() -> None:
+    """The fast path is the path for what exports write: blank numbers, absent IDs, CRLF
+    lines, a byte-order mark, the export's headers."""
+    reader = BatchReader(SHIPPED)
+    rows = [
+        {k: str(v) for k, v in TELCO_ROW.items()},
+        {k: "" if k in ("TotalCharges", "customerID") else str(v) for k, v in TELCO_ROW.items()},
+    ]
+    for ending, bom in (("\n", False), ("\r\n", True)):
+        plain, judged = _csv_judged(reader, _csv_body(list(TELCO_ROW), rows, ending, bom))
+        assert plain is not None and judged is not None
+        _same(plain, judged)
+        assert list(plain.ids) == ["0001-A", None]
+        assert np.isnan(plain.numbers["TotalCharges"][1])
+    ibm = BatchReader(request_models(IBM))
+    headers = {name: header for header, name in IBM.rename.items()}
+    row = {k: str(v) for k, v in _ibm_row().items()}
+    plain, judged = _csv_judged(
+        ibm, _csv_body([headers.get(k, k) for k in row], [row], "\n", False)
+    )
+    assert plain is not None and judged is not None
+    _same(plain, judged)
+    # what the csv module alone reads: quotes, blanks around a learned level
+    quoted = _csv_body(list(row), [dict(row, payment='"Mailed check"')], "\n", False)
+    padded = _csv_body(list(row), [dict(row, payment=" Mailed check")], "\n", False)
+    for body in (quoted, padded):
+        assert ibm.plain_csv(body, 100) is None
+        assert ibm.read_csv(body, 100).texts["payment"] == ["Mailed check"]
