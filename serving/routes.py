@@ -139,7 +139,7 @@ _ARROW_BODY = (
     "An Arrow IPC stream, uncompressed: a column per field, named as in CSV (the export's "
     "header is accepted where the contract renames it); numbers as integer or floating "
     "columns (null where the contract has a blank rule), categories as text or dictionary "
-    "columns. The fastest body: it is scored at nearly the model's own speed. Errors name "
+    "columns. The fastest body to read. Errors name "
     "the row (from 0), the column, the field and the value."
 )
 
