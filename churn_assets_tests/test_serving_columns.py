@@ -815,3 +815,9 @@ def test_a_plain_csv_body_is_read_by_arrow() -> None:
     for body in (quoted, padded):
         assert ibm.plain_csv(body, 100) is None
         assert ibm.read_csv(body, 100).texts["payment"] == ["Mailed check"]
+    # and what neither reads: the csv module's reading says what is wrong
+    for body, problem in ((b"\x80tenure\n1\n", "not UTF-8"), (b"tenure\n\x95\n", "not UTF-8")):
+        assert reader.plain_csv(body, 100) is None
+        with pytest.raises(ApiError) as refused:
+            reader.read_csv(body, 100)
+        assert problem in refused.value.message

@@ -504,8 +504,8 @@ class BatchReader:
                 pa.py_buffer(body), read_options=_CSV_READ, convert_options=self._csv_types
             )
             fields = self._header(table.column_names, "line 1", "line 1 (header)")
-        except (pa.ArrowException, RequestValidationError):
-            return None
+        except (pa.ArrowException, ValueError, RequestValidationError):
+            return None  # ValueError: a header that is not UTF-8, among Arrow's own
         if not table.num_rows:
             return None
         _too_many(table.num_rows, max_rows, "body")
