@@ -377,15 +377,18 @@ class BatchReader:
         self._arrow_levels = _ArrowLevels(self._listed)
         # Arrow's CSV reader: each field's column as the Arrow checks take it, by either name
         # (an empty cell is null: a blank number, an absent ID, a category refused)
-        kinds = {
-            field: pa.int64() if spec.type == "integer" else pa.float64()
-            for field, spec in contract.features.items()
-            if spec.numeric
-        }
-        types = {field: kinds.get(field, pa.string()) for field in self._fields}
+        # (an empty cell is null: a blank number, an absent ID, a category refused). Every
+        # number is read as a float, as the csv module's reading reads it: Arrow's integer
+        # parser also takes hexadecimal ("0x10"), its float parser does not; a whole float
+        # is an integer field's value there too ("5.0", "1e2").
+        numbers = frozenset(contract.numeric_features)
+        types = {field: pa.float64() if field in numbers else pa.string() for field in self._fields}
         types.update({header: types[field] for header, field in self._aliases.items()})
         self._csv_types = pa_csv.ConvertOptions(
             column_types=types, null_values=[""], strings_can_be_null=True
+        )
+        self._integers = frozenset(
+            field for field, spec in contract.features.items() if spec.type == "integer"
         )
         # A number with a blank rule may be left out, as may the ID; the rest are required.
         self._needed = [
@@ -444,8 +447,9 @@ class BatchReader:
                     np.fromiter(map(codes.get, values[column], repeat(_UNSEEN)), np.float64, rows),
                     list(values[column]),
                 )
-            else:  # a listed level, every one of which has a code (NaN: never seen)
-                read[column] = np.fromiter(map(codes.__getitem__, values[column]), np.float64, rows)
+            else:  # a listed level, every one of which has a code (NaN: the encoder's never saw)
+                listed = self._listed[column].__getitem__
+                read[column] = np.fromiter(map(listed, values[column]), np.float64, rows)
         for column in self._numeric:
             try:
                 read[column] = np.array(values[column], dtype=np.float64)  # None -> NaN
@@ -495,22 +499,12 @@ class BatchReader:
         when every cell is plainly one the request model accepts as it is; None when any is
         not, or the body holds what the two readers might read apart (a quote, a lone
         carriage return, a NUL byte): `judged_csv` then reads it, and says what is wrong.
-        (measured: 1.1 ms for a 1,000-customer body against 4.1 ms.)"""
-        body = body.removeprefix(codecs.BOM_UTF8)
-        if b'"' in body or b"\0" in body or body.count(b"\r") != body.count(b"\r\n"):
+        (measured: 1.3 ms for a 1,000-customer body against 4.1 ms.)"""
+        read = self._csv_table(body, max_rows)
+        if read is None:
             return None
         try:
-            table = pa_csv.read_csv(
-                pa.py_buffer(body), read_options=_CSV_READ, convert_options=self._csv_types
-            )
-            fields = self._header(table.column_names, "line 1", "line 1 (header)")
-        except (pa.ArrowException, ValueError, RequestValidationError):
-            return None  # ValueError: a header that is not UTF-8, among Arrow's own
-        if not table.num_rows:
-            return None
-        _too_many(table.num_rows, max_rows, "body")
-        try:
-            columns = self._plain_table(table, fields)
+            columns = self._plain_table(*read)
         except RequestValidationError:  # a type no CSV column has: never, but not ours to say
             return None
         # the csv reading strips blanks around a learned level; Arrow's keeps them
@@ -519,6 +513,32 @@ class BatchReader:
         ):
             return None
         return columns
+
+    def _csv_table(self, body: bytes, max_rows: int) -> tuple[pa.Table, dict[str, int]] | None:
+        """The body as Arrow's CSV reader reads it, integer fields as integers, and each
+        field's column; None where the csv module's reading is to say what is wrong."""
+        body = body.removeprefix(codecs.BOM_UTF8)  # and a second is a name's (Arrow skips it)
+        if (
+            body.startswith(codecs.BOM_UTF8)
+            or b'"' in body
+            or b"\0" in body
+            or body.count(b"\r") != body.count(b"\r\n")
+        ):
+            return None
+        try:
+            table = pa_csv.read_csv(
+                pa.py_buffer(body), read_options=_CSV_READ, convert_options=self._csv_types
+            )
+            fields = self._header(table.column_names, "line 1", "line 1 (header)")
+            if not 0 < table.num_rows <= max_rows:
+                return None
+            for field in self._integers & fields.keys():
+                position = fields[field]
+                whole = pc.cast(table.column(position), pa.int64())  # refuses a fraction
+                table = table.set_column(position, table.column_names[position], whole)
+        except (pa.ArrowException, ValueError, RequestValidationError):
+            return None  # ValueError: a header that is not UTF-8, among Arrow's own
+        return table, fields
 
     def judged_csv(self, body: bytes, max_rows: int) -> Columns:
         """A CSV body read cell by cell with the csv module: what `read_csv` answers for a body
