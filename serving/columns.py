@@ -42,9 +42,8 @@ from churn_assets.ml.data.reading import blank_as_none
 from serving.arrow import MAX_CELL_BYTES, readable, table_of
 from serving.errors import ApiError
 from serving.json_body import JsonBody
-from serving.schemas import MAX_LEVEL_CHARS, RequestModels, aliases
+from serving.schemas import MAX_LEVEL_CHARS, RequestModels, aliases, required_fields
 
-_NONE = type(None)
 #: The code of a level the encoder never saw: missing, as the logged pipeline reads it.
 _UNSEEN = float("nan")
 #: What the cells of a CSV number may hold for the fast conversion; anything else ("nan",
@@ -390,12 +389,7 @@ class BatchReader:
         self._integers = frozenset(
             field for field, spec in contract.features.items() if spec.type == "integer"
         )
-        # A number with a blank rule may be left out, as may the ID; the rest are required.
-        self._needed = [
-            column
-            for column, spec in contract.features.items()
-            if not (spec.numeric and spec.blank is not None)
-        ]
+        self._needed = required_fields(contract)
         self._json = [JsonBody(contract)] + (
             [JsonBody(contract, exported=True)] if self._aliases else []
         )

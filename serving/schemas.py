@@ -33,6 +33,12 @@ def aliases(contract: Contract) -> dict[str, str]:
     return {export: name for export, name in contract.rename.items() if name in fields}
 
 
+def required_fields(contract: Contract) -> list[str]:
+    """The fields a customer must give: every feature but a number with a `blank` rule (left
+    out, it is blank). The ID may always be left out."""
+    return [column for column, spec in contract.features.items() if spec.blank is None]
+
+
 def _names(contract: Contract, column: str) -> dict[str, Any]:
     """A renamed field's two accepted names, and a word for the docs."""
     export = {name: header for header, name in aliases(contract).items()}.get(column)
