@@ -397,12 +397,7 @@ def uplift_pays(
     settings: ChurnSettingsResource, registry: ModelRegistryResource
 ) -> dg.AssetCheckResult:
     verdict = uplift.latest_verdict(settings.get().scores_folder) or {}
-
-    def production_now() -> str | None:
-        production = registry.open_uplift().production()
-        return None if production is None else str(production.version)
-
-    warning = uplift.production_alert(verdict, production_now)
+    warning = uplift.production_alert(verdict, lambda: registry.open_uplift().production_number())
     shown = {
         key: value
         for key, value in verdict.items()

@@ -416,8 +416,7 @@ def _campaigns(args: argparse.Namespace) -> int:
         def production_now() -> str | None:
             from churn_assets.ml.registry import model_registry as registry
 
-            now = registry.open_registry(settings, settings.uplift_model_name).production()
-            return None if now is None else str(now.version)
+            return registry.open_registry(settings, settings.uplift_model_name).production_number()
 
         warning = uplift.production_alert(said, production_now)
         if warning is not None:

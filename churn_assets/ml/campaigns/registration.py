@@ -117,8 +117,7 @@ def register(
     if against is not None:
         compared: str | None = against.version
     else:
-        production = opened.production()
-        compared = None if production is None else str(production.version)
+        compared = opened.production_number()
     opened.record_verdict(number, result, compared)
     if not verdict.beats_probability:
         return Registered(number, False, f"not promoted: {verdict.words}")

@@ -146,6 +146,11 @@ class ModelRegistry:
     def production(self) -> ModelVersion | None:
         return production_version(self.client, self.name, self.alias)
 
+    def production_number(self) -> str | None:
+        """The production version's number; None before one is promoted."""
+        production = self.production()
+        return None if production is None else str(production.version)
+
     def version(self, version: str) -> ModelVersion:
         try:
             return self.client.get_model_version(self.name, version)
